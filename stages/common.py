@@ -1,0 +1,17 @@
+"""Small helpers shared by the post-training stages."""
+
+import numpy as np
+import pandas as pd
+
+from whaleid.io import read_json
+from whaleid.paths import FOLDS, LABELS
+
+
+def folds_with_labels() -> tuple[pd.DataFrame, list[str]]:
+    """folds.csv with a ``label`` column (class number from labels.json), and the class list."""
+    folds = pd.read_csv(FOLDS, dtype={"image": str, "individual_id": str, "species": str, "fold": int},
+                        keep_default_na=False)  # fmt: skip
+    classes = read_json(LABELS)["individual_id"]
+    index = {c: i for i, c in enumerate(classes)}
+    folds["label"] = folds["individual_id"].map(index).astype(np.int64)
+    return folds, classes

@@ -1,0 +1,14 @@
+"""DVC stage `sample`: generate the default dataset in the Kaggle layout (data/sample)."""
+
+from whaleid.cli import run_stage
+from whaleid.config import Params
+from whaleid.paths import SAMPLE_DIR
+from whaleid.sample import write_dataset
+
+
+def main(params: Params) -> None:
+    write_dataset(params.sample, SAMPLE_DIR, n_jobs=params.runtime.n_jobs)
+
+
+if __name__ == "__main__":
+    run_stage("sample", main)

@@ -1,0 +1,30 @@
+"""DVC stage `score`: MAP@5 of the submission against solution.csv when the dataset has one -> metrics/lb.json."""
+
+import logging
+
+import pandas as pd
+
+from whaleid.cli import run_stage
+from whaleid.config import Params
+from whaleid.data import load_dataset
+from whaleid.io import write_json
+from whaleid.paths import LB_METRICS, SUBMISSION
+from whaleid.submission import score_submission
+
+log = logging.getLogger("whaleid.score")
+
+
+def main(params: Params) -> None:
+    ds = load_dataset(params.data.dir)
+    if ds.solution is None:
+        write_json(LB_METRICS, {"map5": None, "note": "no solution.csv in data.dir; upload the submission to Kaggle"})
+        log.info("no solution.csv: nothing to score locally")
+        return
+    frame = pd.read_csv(SUBMISSION, dtype=str, keep_default_na=False)
+    score = score_submission(frame, ds.solution)
+    write_json(LB_METRICS, {"map5": round(score, 6), "test_images": len(frame)})
+    log.info("LB MAP@5 %.4f on %d test images", score, len(frame))
+
+
+if __name__ == "__main__":
+    run_stage("score", main)

@@ -1,0 +1,94 @@
+"""DVC stage `train`: ArcFace training on folds != `fold` -> models/model.pt, dvclive/ curves.
+
+Resumes from .whaleid_cache/checkpoints/ after an interruption when params and data are unchanged.
+"""
+
+import hashlib
+import json
+import logging
+from pathlib import Path
+
+import pandas as pd
+import torch
+
+from whaleid.cli import run_stage
+from whaleid.config import Params, to_dict
+from whaleid.data import load_dataset
+from whaleid.embed import extract_embeddings
+from whaleid.evaluate import cv_score
+from whaleid.io import atomic_path, read_json
+from whaleid.model import WhaleNet, model_payload
+from whaleid.paths import CHECKPOINT_DIR, DVCLIVE_DIR, FOLDS, LABELS, MODEL
+from whaleid.train import select_device, train_model
+
+log = logging.getLogger("whaleid.train")
+
+
+def fingerprint(params: Params, files: list[Path]) -> str:
+    """Hash of everything that changes the trained weights (not runtime settings)."""
+    h = hashlib.sha256()
+    keys = ("fold", "model", "arcface", "train", "augment")
+    h.update(json.dumps({k: to_dict(getattr(params, k)) if k != "fold" else params.fold for k in keys}, sort_keys=True).encode())
+    h.update(torch.__version__.encode())
+    for f in files:
+        h.update(Path(f).read_bytes())
+    return h.hexdigest()[:16]
+
+
+def main(params: Params) -> None:
+    from dvclive import Live
+
+    ds = load_dataset(params.data.dir)
+    folds = pd.read_csv(FOLDS, dtype={"image": str, "individual_id": str, "species": str, "fold": int})
+    classes = read_json(LABELS)["individual_id"]
+    index = {c: i for i, c in enumerate(classes)}
+    folds["label"] = folds["individual_id"].map(index)
+    if folds["label"].isna().any():
+        raise ValueError(f"{FOLDS} and {LABELS} disagree; rerun the encode and split stages")
+    train_rows = folds[folds["fold"] != params.fold]
+    valid_rows = folds[folds["fold"] == params.fold]
+    device = select_device(params.runtime.device)
+    log.info("fold %d: training on %d images (%d individuals), validating on %d, device %s",
+             params.fold, len(train_rows), train_rows["label"].nunique(), len(valid_rows), device)  # fmt: skip
+
+    torch.manual_seed(params.train.seed)
+    model = WhaleNet(params.model, params.arcface, len(classes))
+    train_paths = ds.train_paths(train_rows["image"])
+    valid_paths = ds.train_paths(valid_rows["image"])
+    gallery_labels = train_rows["label"].to_numpy()
+    valid_labels = valid_rows["label"].to_numpy()
+
+    def evaluate(net: torch.nn.Module) -> dict[str, float]:
+        kw = dict(img_size=params.model.img_size, batch_size=params.embed.batch_size, device=device,
+                  num_workers=params.runtime.num_workers, progress=False)  # fmt: skip
+        gallery = extract_embeddings(net, train_paths, **kw)
+        queries = extract_embeddings(net, valid_paths, **kw)
+        score = cv_score(queries, valid_labels, gallery, gallery_labels, params.knn, params.threshold.grid(),
+                         params.threshold.new_ratio)  # fmt: skip
+        return {"valid_map5": score["map5"], "valid_threshold": score["threshold"]}
+
+    checkpoint = CHECKPOINT_DIR / f"fold{params.fold}" / "last.pt"
+    fp = fingerprint(params, [FOLDS, LABELS])
+    with Live(dir=str(DVCLIVE_DIR), dvcyaml=None, save_dvc_exp=False, report=None) as live:
+        live.log_params({"fold": params.fold, "backbone": params.model.backbone, "img_size": params.model.img_size})
+
+        def on_epoch(row: dict[str, float]) -> None:
+            live.step = int(row["epoch"]) - 1
+            for key, value in row.items():
+                if key != "epoch":
+                    live.log_metric(key if key.startswith("valid") else f"train_{key}", float(value))
+            live.next_step()
+
+        history = train_model(
+            model, train_paths, train_rows["label"].to_numpy(), params.train, params.augment, params.model.img_size,
+            device, params.runtime.num_workers, checkpoint, fp, evaluate if len(valid_rows) else None, on_epoch,
+        )  # fmt: skip
+    payload = model_payload(model.cpu(), params.model, params.arcface, len(classes),
+                            {"fold": params.fold, "history": history, "classes_sha": fp})  # fmt: skip
+    with atomic_path(MODEL) as tmp:
+        torch.save(payload, tmp)
+    log.info("saved %s (final valid MAP@5 %s)", MODEL, history[-1].get("valid_map5", "n/a") if history else "n/a")
+
+
+if __name__ == "__main__":
+    run_stage("train", main)

@@ -1,0 +1,371 @@
+"""Typed, validated configuration loaded from ``params.yaml``.
+
+Every top-level block of ``params.yaml`` maps to one frozen dataclass below. Loading rejects unknown or
+misspelled keys (with a suggestion), wrong types and out-of-range values, naming the offending ``block.key``.
+
+Blocks: ``data``, ``sample``, ``cv``, ``fold`` (a bare int), ``model``, ``arcface``, ``train``, ``augment``,
+``embed``, ``knn``, ``threshold``, ``baseline``, ``runtime``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+
+class ConfigError(ValueError):
+    """A params file or one of its values is invalid. The message names the key and the fix."""
+
+
+def _suggest(name: str, options: typing.Iterable[str]) -> str:
+    close = difflib.get_close_matches(name, list(options), n=3, cutoff=0.5)
+    return f" Did you mean {', '.join(repr(c) for c in close)}?" if close else ""
+
+
+def _check_positive(block: str, **values: float) -> None:
+    for key, value in values.items():
+        if value <= 0:
+            raise ConfigError(f"{block}.{key} must be > 0, got {value!r}.")
+
+
+def _check_range(block: str, key: str, value: float, low: float, high: float) -> None:
+    if not low <= value <= high:
+        raise ConfigError(f"{block}.{key} must be in [{low}, {high}], got {value!r}.")
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """Where the dataset in the Kaggle layout lives."""
+
+    dir: str = "data/sample"
+
+
+@dataclass(frozen=True)
+class SampleConfig:
+    """Generated dataset (see ``whaleid.sample``)."""
+
+    n_train: int = 2400
+    n_test: int = 800
+    n_species: int = 6
+    img_size: int = 64
+    new_share: float = 0.16
+    tail_exponent: float = 2.0
+    max_images_per_id: int = 40
+    mirror_prob: float = 0.3
+    jpeg_quality_min: int = 60
+    jpeg_quality_max: int = 95
+    seed: int = 42
+
+    def __post_init__(self) -> None:
+        _check_positive("sample", n_train=self.n_train, n_test=self.n_test, n_species=self.n_species)
+        _check_range("sample", "n_species", self.n_species, 1, 26)
+        _check_range("sample", "img_size", self.img_size, 16, 4096)
+        _check_range("sample", "new_share", self.new_share, 0.0, 0.95)
+        if self.tail_exponent <= 1.0:
+            raise ConfigError(f"sample.tail_exponent must be > 1 (a Zipf exponent), got {self.tail_exponent!r}.")
+        _check_range("sample", "max_images_per_id", self.max_images_per_id, 1, 100000)
+        _check_range("sample", "mirror_prob", self.mirror_prob, 0.0, 1.0)
+        _check_range("sample", "jpeg_quality_min", self.jpeg_quality_min, 1, 100)
+        _check_range("sample", "jpeg_quality_max", self.jpeg_quality_max, self.jpeg_quality_min, 100)
+
+
+@dataclass(frozen=True)
+class CVConfig:
+    """Stratified k-fold split on individual_id."""
+
+    n_folds: int = 5
+    seed: int = 42
+
+    def __post_init__(self) -> None:
+        _check_range("cv", "n_folds", self.n_folds, 2, 100)
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Backbone + GeM pooling + embedding neck."""
+
+    backbone: str = "test_efficientnet"
+    weights: str | None = None
+    img_size: int = 64
+    embedding_dim: int = 128
+    gem_p: float = 3.0
+    gem_learnable: bool = True
+    dropout: float = 0.0
+
+    def __post_init__(self) -> None:
+        _check_positive("model", embedding_dim=self.embedding_dim, gem_p=self.gem_p)
+        _check_range("model", "img_size", self.img_size, 16, 4096)
+        _check_range("model", "dropout", self.dropout, 0.0, 0.99)
+
+
+@dataclass(frozen=True)
+class ArcFaceConfig:
+    """Additive angular margin head (ArcFace)."""
+
+    scale: float = 30.0
+    margin: float = 0.3
+    easy_margin: bool = False
+    label_smoothing: float = 0.0
+
+    def __post_init__(self) -> None:
+        _check_positive("arcface", scale=self.scale)
+        _check_range("arcface", "margin", self.margin, 0.0, 1.5)
+        _check_range("arcface", "label_smoothing", self.label_smoothing, 0.0, 0.99)
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Optimisation: AdamW with linear warm-up then cosine decay, stepped per batch."""
+
+    epochs: int = 20
+    batch_size: int = 64
+    lr: float = 1e-3
+    head_lr: float = 1e-2
+    weight_decay: float = 1e-4
+    warmup_epochs: float = 1.0
+    min_lr_ratio: float = 0.01
+    grad_clip: float = 5.0
+    eval_every: int = 1
+    seed: int = 42
+
+    def __post_init__(self) -> None:
+        _check_positive("train", epochs=self.epochs, batch_size=self.batch_size, lr=self.lr, head_lr=self.head_lr)
+        if self.weight_decay < 0:
+            raise ConfigError(f"train.weight_decay must be >= 0, got {self.weight_decay!r}.")
+        if self.warmup_epochs < 0 or self.warmup_epochs > self.epochs:
+            raise ConfigError(f"train.warmup_epochs must be in [0, train.epochs], got {self.warmup_epochs!r}.")
+        _check_range("train", "min_lr_ratio", self.min_lr_ratio, 0.0, 1.0)
+        if self.grad_clip < 0:
+            raise ConfigError(f"train.grad_clip must be >= 0 (0 disables it), got {self.grad_clip!r}.")
+        if self.eval_every < 0:
+            raise ConfigError(f"train.eval_every must be >= 0 (0 disables it), got {self.eval_every!r}.")
+
+
+@dataclass(frozen=True)
+class AugmentConfig:
+    """Training augmentations (albumentations). Probabilities are in [0, 1]; 0 switches a transform off."""
+
+    hflip: float = 0.0
+    affine: float = 0.8
+    rotate: float = 15.0
+    scale_min: float = 0.85
+    scale_max: float = 1.15
+    translate: float = 0.08
+    color: float = 0.5
+    brightness: float = 0.2
+    contrast: float = 0.2
+    blur: float = 0.1
+    dropout: float = 0.0
+
+    def __post_init__(self) -> None:
+        for key in ("hflip", "affine", "color", "blur", "dropout"):
+            _check_range("augment", key, getattr(self, key), 0.0, 1.0)
+        _check_range("augment", "rotate", self.rotate, 0.0, 180.0)
+        _check_positive("augment", scale_min=self.scale_min)
+        _check_range("augment", "scale_max", self.scale_max, self.scale_min, 10.0)
+        _check_range("augment", "translate", self.translate, 0.0, 0.5)
+        _check_range("augment", "brightness", self.brightness, 0.0, 1.0)
+        _check_range("augment", "contrast", self.contrast, 0.0, 1.0)
+
+
+@dataclass(frozen=True)
+class EmbedConfig:
+    """Embedding extraction."""
+
+    batch_size: int = 256
+
+    def __post_init__(self) -> None:
+        _check_positive("embed", batch_size=self.batch_size)
+
+
+INDEX_TYPES = ("flat", "hnsw", "ivf")
+
+
+@dataclass(frozen=True)
+class KnnConfig:
+    """Faiss inner-product search (see ``whaleid.retrieval``)."""
+
+    k: int = 50
+    index: str = "flat"
+    hnsw_m: int = 32
+    hnsw_ef_search: int = 128
+    ivf_nlist: int = 1024
+    ivf_nprobe: int = 32
+
+    def __post_init__(self) -> None:
+        _check_positive("knn", k=self.k, hnsw_m=self.hnsw_m, hnsw_ef_search=self.hnsw_ef_search)
+        _check_positive("knn", ivf_nlist=self.ivf_nlist, ivf_nprobe=self.ivf_nprobe)
+        if self.index not in INDEX_TYPES:
+            raise ConfigError(
+                f"knn.index must be one of {', '.join(INDEX_TYPES)}, got {self.index!r}.{_suggest(self.index, INDEX_TYPES)}"
+            )
+
+
+@dataclass(frozen=True)
+class ThresholdConfig:
+    """new_individual threshold sweep; MAP@5 is weighted by the expected share of new individuals in test."""
+
+    start: float = 0.0
+    stop: float = 1.0
+    step: float = 0.05
+    new_ratio: float = 0.16
+
+    def __post_init__(self) -> None:
+        _check_positive("threshold", step=self.step)
+        if self.stop < self.start:
+            raise ConfigError(f"threshold.stop ({self.stop}) must be >= threshold.start ({self.start}).")
+        _check_range("threshold", "new_ratio", self.new_ratio, 0.0, 1.0)
+
+    def grid(self) -> list[float]:
+        """The thresholds swept, ``start`` to ``stop`` inclusive."""
+        n = int(round((self.stop - self.start) / self.step)) + 1
+        return [round(self.start + i * self.step, 10) for i in range(n)]
+
+
+@dataclass(frozen=True)
+class BaselineConfig:
+    """Reference baselines scored like the submission: constant predictions and raw-pixel cosine kNN."""
+
+    pixel_size: int = 16
+    new_ratio: float = 0.16
+
+    def __post_init__(self) -> None:
+        _check_range("baseline", "pixel_size", self.pixel_size, 4, 256)
+        _check_range("baseline", "new_ratio", self.new_ratio, 0.0, 1.0)
+
+
+DEVICES = ("auto", "cpu", "cuda")
+
+
+@dataclass(frozen=True)
+class RuntimeConfig:
+    """How to run, not what to compute: changing these never changes results on CPU."""
+
+    device: str = "auto"
+    num_workers: int = 2
+    n_jobs: int = -1
+
+    def __post_init__(self) -> None:
+        if self.device not in DEVICES and not self.device.startswith("cuda:"):
+            raise ConfigError(f"runtime.device must be auto, cpu, cuda or cuda:N, got {self.device!r}.")
+        if self.num_workers < 0:
+            raise ConfigError(f"runtime.num_workers must be >= 0, got {self.num_workers!r}.")
+        if self.n_jobs == 0:
+            raise ConfigError("runtime.n_jobs must be non-zero (-1 uses every core).")
+
+
+@dataclass(frozen=True)
+class Params:
+    """The whole ``params.yaml``."""
+
+    data: DataConfig = field(default_factory=DataConfig)
+    sample: SampleConfig = field(default_factory=SampleConfig)
+    cv: CVConfig = field(default_factory=CVConfig)
+    fold: int = 0
+    model: ModelConfig = field(default_factory=ModelConfig)
+    arcface: ArcFaceConfig = field(default_factory=ArcFaceConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+    embed: EmbedConfig = field(default_factory=EmbedConfig)
+    knn: KnnConfig = field(default_factory=KnnConfig)
+    threshold: ThresholdConfig = field(default_factory=ThresholdConfig)
+    baseline: BaselineConfig = field(default_factory=BaselineConfig)
+    runtime: RuntimeConfig = field(default_factory=RuntimeConfig)
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.fold < self.cv.n_folds:
+            raise ConfigError(
+                f"fold must be in [0, cv.n_folds) = [0, {self.cv.n_folds}), got {self.fold!r}. "
+                f"Use e.g. `dvc exp run -S fold={self.cv.n_folds - 1}` or raise cv.n_folds."
+            )
+
+
+def _type_ok(value: Any, annotation: Any) -> bool:
+    origin = typing.get_origin(annotation)
+    if origin in (typing.Union, types.UnionType):
+        return any(_type_ok(value, arg) for arg in typing.get_args(annotation))
+    if annotation is type(None):
+        return value is None
+    if annotation is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if annotation is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if annotation in (str, bool):
+        return isinstance(value, annotation)
+    raise TypeError(f"unsupported annotation {annotation!r}")  # pragma: no cover - programming error
+
+
+def _type_name(annotation: Any) -> str:
+    if typing.get_origin(annotation) in (typing.Union, types.UnionType):
+        return " or ".join(_type_name(a) for a in typing.get_args(annotation))
+    return "null" if annotation is type(None) else annotation.__name__
+
+
+def build_block(cls: type, raw: Any, block: str) -> Any:
+    """Build dataclass ``cls`` from the mapping ``raw``, naming ``block.key`` in every error."""
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{block} must be a mapping of keys to values, got {type(raw).__name__}: {raw!r}.")
+    hints = typing.get_type_hints(cls)
+    names = [f.name for f in dataclasses.fields(cls)]
+    values = {}
+    for key, value in raw.items():
+        if key not in names:
+            raise ConfigError(f"Unknown key {block}.{key}.{_suggest(str(key), names)} Valid keys: {', '.join(names)}.")
+        if isinstance(value, float) and hints[key] is int and value.is_integer():
+            value = int(value)
+        if not _type_ok(value, hints[key]):
+            raise ConfigError(
+                f"{block}.{key} must be {_type_name(hints[key])}, got {type(value).__name__} {value!r}."
+            )
+        values[key] = value
+    return cls(**values)
+
+
+def params_from_dict(raw: Any) -> Params:
+    """Validate a parsed ``params.yaml`` mapping into :class:`Params`."""
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise ConfigError(f"params must be a mapping of blocks, got {type(raw).__name__}.")
+    hints = typing.get_type_hints(Params)
+    names = [f.name for f in dataclasses.fields(Params)]
+    blocks: dict[str, Any] = {}
+    for key, value in raw.items():
+        if key not in names:
+            raise ConfigError(f"Unknown params block {key!r}.{_suggest(str(key), names)} Valid blocks: {', '.join(names)}.")
+        if key == "fold":
+            if not _type_ok(value, int):
+                raise ConfigError(f"fold must be int, got {type(value).__name__} {value!r}.")
+            blocks[key] = value
+        else:
+            blocks[key] = build_block(hints[key], value, key)
+    return Params(**blocks)
+
+
+def load_params(path: str | Path = "params.yaml") -> Params:
+    """Read and validate a params file (``yaml.safe_load``: no code is ever run)."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{path}: params file not found.")
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML: {exc}") from None
+    try:
+        return params_from_dict(raw)
+    except ConfigError as exc:
+        raise ConfigError(f"{path}: {exc}") from None
+
+
+def to_dict(obj: Any) -> Any:
+    """A plain, JSON-able dict of a config dataclass."""
+    return dataclasses.asdict(obj)

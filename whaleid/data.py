@@ -1,0 +1,255 @@
+"""Reading and validating a dataset in the Kaggle layout, image decoding and the torch ``Dataset``.
+
+Layout (``load_dataset``)::
+
+    train.csv  sample_submission.csv  [solution.csv]  train_images/  test_images/
+
+Validation raises :class:`DataError` naming the file and CSV line for: a missing file, folder or column, an
+empty or unparsable CSV, empty cells, duplicate image rows, an image listed but absent, an image name that
+escapes its folder, an empty ``test_images/``, and a ``sample_submission.csv`` that disagrees with
+``test_images/``. ``check_images`` decodes every file and names unreadable or truncated ones.
+
+``read_image`` returns RGB uint8 whatever the file holds: grayscale, RGBA, CMYK and 16-bit images are converted,
+and EXIF orientation is applied.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pandas as pd
+import torch
+from joblib import Parallel, delayed
+from tqdm.auto import tqdm
+
+log = logging.getLogger(__name__)
+
+TRAIN_COLUMNS = ("image", "species", "individual_id")
+SUBMISSION_COLUMNS = ("image", "predictions")
+SOLUTION_COLUMNS = ("image", "individual_id")
+NEW_INDIVIDUAL = "new_individual"
+
+
+class DataError(ValueError):
+    """A dataset file is missing, malformed or inconsistent. The message names the file and row."""
+
+
+def read_csv(path: Path, columns: Sequence[str]) -> pd.DataFrame:
+    """Read a CSV as strings and check it has ``columns``, rows, no empty cells and no duplicate images."""
+    if not path.is_file():
+        raise DataError(f"{path}: file not found. Expected the Kaggle layout with columns {','.join(columns)}.")
+    try:
+        frame = pd.read_csv(path, dtype=str, keep_default_na=False, encoding="utf-8")
+    except pd.errors.EmptyDataError:
+        raise DataError(f"{path}: the file is empty; expected a header {','.join(columns)} and rows.") from None
+    except (pd.errors.ParserError, UnicodeDecodeError) as exc:
+        raise DataError(f"{path}: not a valid UTF-8 CSV file: {exc}") from None
+    missing = [c for c in columns if c not in frame.columns]
+    if missing:
+        raise DataError(
+            f"{path}: missing column(s) {', '.join(missing)}; found {', '.join(map(str, frame.columns))}. "
+            f"Expected header: {','.join(columns)}."
+        )
+    if frame.empty:
+        raise DataError(f"{path}: has a header but no rows.")
+    frame = frame[list(columns)]
+    for col in columns:
+        blank = frame[col].str.strip() == ""
+        if blank.any():
+            line = int(np.flatnonzero(blank.to_numpy())[0]) + 2
+            raise DataError(f"{path}:{line}: empty value in column {col!r} ({int(blank.sum())} empty cell(s) in all).")
+    dup = frame["image"].duplicated(keep=False)
+    if dup.any():
+        rows = np.flatnonzero(dup.to_numpy())
+        name = frame["image"].iloc[rows[0]]
+        lines = [int(r) + 2 for r in np.flatnonzero((frame["image"] == name).to_numpy())]
+        raise DataError(
+            f"{path}: duplicate image {name!r} on lines {', '.join(map(str, lines))} "
+            f"({int(frame['image'].duplicated().sum())} duplicate row(s) in all). Each image must appear once."
+        )
+    return frame.reset_index(drop=True)
+
+
+def safe_name(name: str, where: str) -> str:
+    """Reject image names that could point outside their images folder."""
+    if (
+        os.path.isabs(name)
+        or name.startswith(("/", "\\"))
+        or ".." in Path(name).parts
+        or "\\" in name
+        or "/" in name
+        or "\x00" in name
+        or name in (".", "")
+    ):
+        raise DataError(f"{where}: image name {name!r} is not a plain file name inside the images folder.")
+    return name
+
+
+def _check_listed(frame: pd.DataFrame, csv_path: Path, images_dir: Path) -> None:
+    if not images_dir.is_dir():
+        raise DataError(f"{images_dir}: folder not found (listed images in {csv_path.name} live there).")
+    present = set(os.listdir(images_dir))
+    for i, name in enumerate(frame["image"]):
+        safe_name(name, f"{csv_path}:{i + 2}")
+    absent = ~frame["image"].isin(present)
+    if absent.any():
+        rows = np.flatnonzero(absent.to_numpy())
+        raise DataError(
+            f"{csv_path}:{rows[0] + 2}: image {frame['image'].iloc[rows[0]]!r} is listed but not in {images_dir} "
+            f"({len(rows)} listed image(s) missing in all)."
+        )
+
+
+@dataclass(frozen=True)
+class KaggleDataset:
+    """A validated dataset directory."""
+
+    root: Path
+    train: pd.DataFrame  # image, species, individual_id
+    test_images: list[str]  # in sample_submission order
+    solution: pd.DataFrame | None  # image, individual_id
+
+    @property
+    def train_dir(self) -> Path:
+        return self.root / "train_images"
+
+    @property
+    def test_dir(self) -> Path:
+        return self.root / "test_images"
+
+    def train_paths(self, images: Sequence[str] | None = None) -> list[Path]:
+        return [self.train_dir / n for n in (self.train["image"] if images is None else images)]
+
+    def test_paths(self) -> list[Path]:
+        return [self.test_dir / n for n in self.test_images]
+
+
+def load_dataset(root: str | Path) -> KaggleDataset:
+    """Read and validate ``root`` (cheap checks only; see :func:`check_images` for decoding every file)."""
+    root = Path(root)
+    if not root.is_dir():
+        raise DataError(f"{root}: dataset folder not found. Set data.dir in params.yaml to the unpacked Kaggle data.")
+    train_csv = root / "train.csv"
+    train = read_csv(train_csv, TRAIN_COLUMNS)
+    _check_listed(train, train_csv, root / "train_images")
+    test_dir = root / "test_images"
+    if not test_dir.is_dir():
+        raise DataError(f"{test_dir}: folder not found.")
+    test_files = sorted(n for n in os.listdir(test_dir) if not n.startswith("."))
+    if not test_files:
+        raise DataError(f"{test_dir}: folder is empty; there is nothing to predict.")
+    sub_csv = root / "sample_submission.csv"
+    sub = read_csv(sub_csv, SUBMISSION_COLUMNS)
+    _check_listed(sub, sub_csv, test_dir)
+    extra = sorted(set(test_files) - set(sub["image"]))
+    if extra:
+        raise DataError(
+            f"{sub_csv}: disagrees with {test_dir}: {len(extra)} file(s) in the folder are not listed, "
+            f"e.g. {extra[0]!r}. sample_submission.csv must list every test image exactly once."
+        )
+    solution = None
+    sol_csv = root / "solution.csv"
+    if sol_csv.exists():
+        solution = read_csv(sol_csv, SOLUTION_COLUMNS)
+        missing = set(sub["image"]) - set(solution["image"])
+        if missing:
+            raise DataError(f"{sol_csv}: no answer for {len(missing)} test image(s), e.g. {sorted(missing)[0]!r}.")
+    return KaggleDataset(root, train, list(sub["image"]), solution)
+
+
+def _is_truncated_jpeg(data: bytes) -> bool:
+    if not data.startswith(b"\xff\xd8"):
+        return False
+    return not data.rstrip(b"\x00\r\n ").endswith(b"\xff\xd9")
+
+
+def decode_image(data: bytes, name: str = "<bytes>") -> np.ndarray:
+    """Decode image bytes to RGB uint8 (H, W, 3); raise :class:`DataError` naming ``name`` if impossible."""
+    if not data:
+        raise DataError(f"{name}: the image file is empty.")
+    if _is_truncated_jpeg(data):
+        raise DataError(f"{name}: truncated JPEG (no end-of-image marker); re-download or remove this file.")
+    buf = np.frombuffer(data, dtype=np.uint8)
+    img = cv2.imdecode(buf, cv2.IMREAD_COLOR | cv2.IMREAD_ANYDEPTH)  # applies EXIF orientation, CMYK -> BGR
+    if img is None:
+        raise DataError(f"{name}: cannot decode the image (corrupt or unsupported format).")
+    if img.dtype == np.uint16:
+        img = (img.astype(np.float32) / 257.0).round().astype(np.uint8)
+    elif img.dtype != np.uint8:
+        img = np.clip(img.astype(np.float32) * (255.0 if img.max() <= 1.0 else 1.0), 0, 255).astype(np.uint8)
+    if img.ndim == 2:
+        img = cv2.cvtColor(img, cv2.COLOR_GRAY2RGB)
+    else:
+        img = cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
+    return img
+
+
+def read_image(path: str | Path) -> np.ndarray:
+    """Read an image file as RGB uint8; non-ASCII paths work."""
+    path = Path(path)
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise DataError(f"{path}: cannot read the image file: {exc.strerror}.") from None
+    return decode_image(data, str(path))
+
+
+def _check_chunk(paths: list[Path]) -> list[str]:
+    errors = []
+    for p in paths:
+        try:
+            read_image(p)
+        except DataError as exc:
+            errors.append(str(exc))
+    return errors
+
+
+def check_images(paths: Sequence[Path], n_jobs: int = -1, progress: bool = True) -> list[str]:
+    """Decode every image in parallel; return one message per unreadable file (empty when all are fine)."""
+    paths = list(paths)
+    chunks = [paths[i : i + 256] for i in range(0, len(paths), 256)]
+    errors: list[str] = []
+    results = Parallel(n_jobs=n_jobs, return_as="generator")(delayed(_check_chunk)(c) for c in chunks)
+    with tqdm(total=len(paths), desc="check images", unit="img", disable=not progress) as bar:
+        for chunk, errs in zip(chunks, results, strict=True):
+            errors.extend(errs)
+            bar.update(len(chunk))
+    return errors
+
+
+class ImageDataset(torch.utils.data.Dataset):
+    """Images with optional integer labels, transformed by an albumentations pipeline.
+
+    Items are indexed either by ``int`` or by ``(index, seed)``: with a seed the random transform is re-seeded
+    for that item, so augmentation depends only on (seed, index), not on worker count or resume point.
+    """
+
+    def __init__(
+        self,
+        paths: Sequence[str | Path],
+        transform: Callable,
+        labels: Sequence[int] | np.ndarray | None = None,
+    ) -> None:
+        self.paths = [Path(p) for p in paths]
+        self.labels = None if labels is None else np.asarray(labels, dtype=np.int64)
+        if self.labels is not None and len(self.labels) != len(self.paths):
+            raise ValueError("paths and labels differ in length")
+        self.transform = transform
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, item: int | tuple[int, int]) -> tuple[torch.Tensor, int]:
+        index, seed = item if isinstance(item, tuple) else (item, None)
+        img = read_image(self.paths[index])
+        if seed is not None and hasattr(self.transform, "set_random_seed"):
+            self.transform.set_random_seed(int(seed))
+        out = self.transform(image=img)["image"]
+        label = -1 if self.labels is None else int(self.labels[index])
+        return out, label

@@ -1,0 +1,141 @@
+"""Embedding model: any timm backbone, GeM pooling, a linear + BatchNorm neck, and a margin head.
+
+``build_model`` creates the backbone without a classifier or pooling (``num_classes=0, global_pool=''``) and never
+downloads: optional pretrained weights come from a local file (``model.weights``: ``.safetensors``, or a
+``.pt``/``.pth`` state dict loaded with ``weights_only=True``).
+"""
+
+from __future__ import annotations
+
+import difflib
+from pathlib import Path
+
+import timm
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from whaleid.config import ArcFaceConfig, ConfigError, ModelConfig
+from whaleid.heads import ArcFace
+
+
+class GeM(nn.Module):
+    """Generalised-mean pooling: ``(mean(x.clamp(eps) ** p)) ** (1 / p)`` over H and W, with learnable ``p``."""
+
+    def __init__(self, p: float = 3.0, eps: float = 1e-6, learnable: bool = True) -> None:
+        super().__init__()
+        self.p = nn.Parameter(torch.tensor(float(p)), requires_grad=learnable)
+        self.eps = eps
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        p = self.p.float()
+        pooled = x.float().clamp(min=self.eps).pow(p).mean(dim=(-2, -1))
+        return pooled.pow(1.0 / p).to(x.dtype)
+
+
+def create_backbone(name: str) -> nn.Module:
+    """A timm model by name, without classifier and pooling; unknown names get close suggestions."""
+    if not timm.is_model(name):
+        close = difflib.get_close_matches(name, timm.list_models(), n=5, cutoff=0.6)
+        hint = f" Close names: {', '.join(close)}." if close else " See timm.list_models() for names."
+        raise ConfigError(f"model.backbone: unknown timm model {name!r}.{hint}")
+    return timm.create_model(name, pretrained=False, num_classes=0, global_pool="")
+
+
+def load_backbone_weights(backbone: nn.Module, path: str | Path) -> None:
+    """Load a local state dict into ``backbone``; explain any key or shape mismatch. Never unpickles."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"model.weights: file {str(path)!r} not found. Give a local .safetensors/.pt file or null.")
+    if path.suffix == ".safetensors":
+        from safetensors.torch import load_file
+
+        state = load_file(str(path))
+    else:
+        try:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as exc:  # noqa: BLE001 - the unpickler raises many types
+            raise ConfigError(f"model.weights: {path} is not a plain tensor state dict ({exc}).") from None
+    for key in ("state_dict", "model"):
+        if isinstance(state, dict) and isinstance(state.get(key), dict):
+            state = state[key]
+    if not isinstance(state, dict):
+        raise ConfigError(f"model.weights: {path} does not hold a state dict.")
+    own = backbone.state_dict()
+    shape_bad = [k for k, v in state.items() if k in own and tuple(v.shape) != tuple(own[k].shape)]
+    if shape_bad:
+        k = shape_bad[0]
+        raise ConfigError(
+            f"model.weights: {path} does not match the backbone: {len(shape_bad)} tensor(s) differ in shape, "
+            f"e.g. {k}: file {tuple(state[k].shape)} vs model {tuple(own[k].shape)}. Is it for another model?"
+        )
+    usable = {k: v for k, v in state.items() if k in own}
+    missing = [k for k in own if k not in usable and not k.endswith("num_batches_tracked")]
+    if not usable or len(missing) > 0.1 * len(own):
+        raise ConfigError(
+            f"model.weights: {path} does not match the backbone: {len(missing)} of {len(own)} model tensors "
+            f"are absent from the file (e.g. {', '.join(missing[:3])}); {len(state) - len(usable)} file "
+            f"tensors are unknown (e.g. {', '.join([k for k in state if k not in own][:3])})."
+        )
+    backbone.load_state_dict(usable, strict=False)
+
+
+class WhaleNet(nn.Module):
+    """Backbone -> GeM -> dropout -> Linear -> BatchNorm1d embedding, plus a margin head for training."""
+
+    def __init__(self, model_cfg: ModelConfig, arc_cfg: ArcFaceConfig, n_classes: int) -> None:
+        super().__init__()
+        self.backbone = create_backbone(model_cfg.backbone)
+        if model_cfg.weights:
+            load_backbone_weights(self.backbone, model_cfg.weights)
+        n_features = self.backbone.num_features
+        self.pool = GeM(model_cfg.gem_p, learnable=model_cfg.gem_learnable)
+        self.dropout = nn.Dropout(model_cfg.dropout)
+        self.neck = nn.Sequential(nn.Linear(n_features, model_cfg.embedding_dim), nn.BatchNorm1d(model_cfg.embedding_dim))
+        self.head = ArcFace(model_cfg.embedding_dim, n_classes, arc_cfg.scale, arc_cfg.margin, arc_cfg.easy_margin)
+
+    def embed(self, images: torch.Tensor) -> torch.Tensor:
+        """Raw (not normalised) embeddings, (N, embedding_dim)."""
+        features = self.backbone.forward_features(images)
+        return self.neck(self.dropout(self.pool(features)))
+
+    def forward(self, images: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
+        emb = self.embed(images)
+        return emb if labels is None else self.head(emb, labels)
+
+
+def l2_normalize(x: torch.Tensor) -> torch.Tensor:
+    return F.normalize(x.float(), dim=1)
+
+
+MODEL_FORMAT = "whaleid-model-1"
+
+
+def model_payload(model: WhaleNet, model_cfg: ModelConfig, arc_cfg: ArcFaceConfig, n_classes: int,
+                  extra: dict | None = None) -> dict:  # fmt: skip
+    """Everything needed to rebuild ``model``, as plain types + tensors (loads with ``weights_only=True``)."""
+    import dataclasses
+
+    return {
+        "format": MODEL_FORMAT,
+        "model": dataclasses.asdict(model_cfg),
+        "arcface": dataclasses.asdict(arc_cfg),
+        "n_classes": n_classes,
+        "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+        **(extra or {}),
+    }
+
+
+def load_model(path: str | Path, device: torch.device | str = "cpu") -> tuple[WhaleNet, dict]:
+    """Rebuild a model saved by the train stage. Refuses anything that is not plain tensors and types."""
+    path = Path(path)
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - the safe unpickler raises many types
+        raise ConfigError(f"{path}: not a whaleid model file or not safe to load ({type(exc).__name__}: {exc}).") from None
+    if not isinstance(payload, dict) or payload.get("format") != MODEL_FORMAT:
+        raise ConfigError(f"{path}: not a whaleid model file (format {MODEL_FORMAT!r} expected).")
+    model_cfg = ModelConfig(**{**payload["model"], "weights": None})
+    model = WhaleNet(model_cfg, ArcFaceConfig(**payload["arcface"]), int(payload["n_classes"]))
+    model.load_state_dict(payload["state_dict"])
+    return model.to(device).eval(), payload

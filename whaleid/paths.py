@@ -1,0 +1,17 @@
+"""Artifact locations, relative to the repository root (mirrored in dvc.yaml)."""
+
+from pathlib import Path
+
+SAMPLE_DIR = Path("data/sample")
+LABELS = Path("data/prepared/labels.json")
+FOLDS = Path("data/prepared/folds.csv")
+MODEL = Path("models/model.pt")
+CHECKPOINT_DIR = Path(".whaleid_cache/checkpoints")
+DVCLIVE_DIR = Path("dvclive")
+EMBED_DIR = Path("data/embeddings")
+NEIGHBOR_DIR = Path("data/neighbors")
+CV_METRICS = Path("metrics/cv.json")
+LB_METRICS = Path("metrics/lb.json")
+BASELINE_METRICS = Path("metrics/baseline.json")
+THRESHOLD_PLOT = Path("plots/threshold.csv")
+SUBMISSION = Path("submissions/submission.csv")

@@ -1,0 +1,76 @@
+"""Faiss inner-product kNN. Inputs are L2-normalised float32 (N, d), so inner product = cosine similarity.
+
+Index types (``knn.index``): ``flat`` (exact, ``IndexFlatIP``, default), ``hnsw`` (``IndexHNSWFlat``, graph,
+approximate), ``ivf`` (``IndexIVFFlat``, inverted lists, approximate). With a GPU, flat and IVF indexes move to
+it; HNSW stays on CPU (Faiss has no GPU HNSW). Output follows Faiss: (D, I), I = -1 where fewer than k exist.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import faiss
+import numpy as np
+
+from whaleid.config import ConfigError, KnnConfig
+
+log = logging.getLogger(__name__)
+
+
+def gpu_available() -> bool:
+    return hasattr(faiss, "StandardGpuResources") and faiss.get_num_gpus() > 0
+
+
+def _as_matrix(x: np.ndarray, name: str) -> np.ndarray:
+    x = np.ascontiguousarray(x, dtype=np.float32)
+    if x.ndim != 2:
+        raise ValueError(f"{name} must be 2-D (N, d), got shape {x.shape}")
+    if not np.isfinite(x).all():
+        raise ValueError(f"{name} contains NaN or inf")
+    return x
+
+
+def _flat(d: int, cfg: KnnConfig, gallery: np.ndarray) -> faiss.Index:
+    return faiss.IndexFlatIP(d)
+
+
+def _hnsw(d: int, cfg: KnnConfig, gallery: np.ndarray) -> faiss.Index:
+    index = faiss.IndexHNSWFlat(d, cfg.hnsw_m, faiss.METRIC_INNER_PRODUCT)
+    index.hnsw.efSearch = cfg.hnsw_ef_search
+    return index
+
+
+def _ivf(d: int, cfg: KnnConfig, gallery: np.ndarray) -> faiss.Index:
+    nlist = max(1, min(cfg.ivf_nlist, len(gallery) // 39))
+    index = faiss.IndexIVFFlat(faiss.IndexFlatIP(d), d, nlist, faiss.METRIC_INNER_PRODUCT)
+    index.train(gallery)
+    index.nprobe = min(cfg.ivf_nprobe, nlist)
+    return index
+
+
+INDEXES = {"flat": _flat, "hnsw": _hnsw, "ivf": _ivf}
+
+
+def build_index(gallery: np.ndarray, cfg: KnnConfig, use_gpu: bool | None = None) -> faiss.Index:
+    """Build and fill the index chosen by ``cfg.index``; on GPU when one is present (``use_gpu=None``)."""
+    gallery = _as_matrix(gallery, "gallery")
+    if cfg.index not in INDEXES:
+        raise ConfigError(f"knn.index: unknown Faiss index type {cfg.index!r}; choose from {', '.join(INDEXES)}.")
+    index = INDEXES[cfg.index](gallery.shape[1], cfg, gallery)
+    if (gpu_available() if use_gpu is None else use_gpu) and cfg.index != "hnsw":
+        index = faiss.index_cpu_to_gpu(faiss.StandardGpuResources(), 0, index)
+        log.info("Faiss %s index on GPU", cfg.index)
+    index.add(gallery)
+    return index
+
+
+def search(gallery: np.ndarray, queries: np.ndarray, cfg: KnnConfig, use_gpu: bool | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Top-``cfg.k`` gallery rows for every query, best first: (similarities (Q, k), indices (Q, k))."""
+    queries = _as_matrix(queries, "queries")
+    gallery = _as_matrix(gallery, "gallery")
+    if queries.shape[1] != gallery.shape[1]:
+        raise ValueError(f"queries have dimension {queries.shape[1]} but the gallery has {gallery.shape[1]}")
+    k = min(cfg.k, len(gallery))
+    index = build_index(gallery, cfg, use_gpu)
+    sims, idx = index.search(queries, k)
+    return sims.astype(np.float32), idx.astype(np.int64)

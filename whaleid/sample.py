@@ -1,0 +1,407 @@
+"""Generated photo-ID dataset in the exact Happywhale (Kaggle) layout.
+
+Each photo shows the dorsal fin and back of one animal above the sea. What is drawn:
+
+* species: fin silhouette (height, sweep, leading-edge bulge, trailing-edge hollow), skin tone, marking colour;
+* individual: notches cut into the fin's trailing edge, pigment spots and scars at fixed places on the fin,
+  plus a small jitter of shape and tone -- the only cues that tell two animals of a species apart;
+* photo: mirrored side, pose (rotation, scale, position, partial crop), water line, background (sea, sky,
+  waves), lighting (gain, gamma, colour cast, gradient), blur, sensor noise and JPEG quality.
+
+Image counts per individual follow a Zipf law (``tail_exponent`` 2 gives ~61% seen once, as the real data's 59%),
+and ``new_share`` of the test images show individuals that are absent from train.
+
+Output (``write_dataset``)::
+
+    train.csv              image,species,individual_id
+    train_images/*.jpg     <14 hex>.jpg
+    test_images/*.jpg
+    sample_submission.csv  image,predictions  (one constant line for every test image, as Kaggle ships it)
+    solution.csv           image,individual_id  (new_individual for unseen animals; the answer key)
+    boxes.csv              image,x1,y1,x2,y2  (the fin's true bounding box, for crop experiments)
+
+Everything is a pure function of the config: same params give byte-identical files, whatever ``n_jobs``.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pandas as pd
+from joblib import Parallel, delayed
+from tqdm.auto import tqdm
+
+from whaleid.config import SampleConfig
+from whaleid.io import atomic_dir
+
+log = logging.getLogger(__name__)
+
+NEW_INDIVIDUAL = "new_individual"
+
+# The competition's 26 species (typos fixed), most frequent first.
+SPECIES_NAMES = (
+    "bottlenose_dolphin", "beluga", "humpback_whale", "blue_whale", "false_killer_whale", "dusky_dolphin",
+    "spinner_dolphin", "melon_headed_whale", "minke_whale", "killer_whale", "fin_whale", "gray_whale",
+    "bryde_whale", "southern_right_whale", "spotted_dolphin", "sei_whale", "short_finned_pilot_whale",
+    "common_dolphin", "cuviers_beaked_whale", "pilot_whale", "long_finned_pilot_whale", "white_sided_dolphin",
+    "brydes_whale", "pantropic_spotted_dolphin", "globis", "frasiers_dolphin",
+)  # fmt: skip
+
+_EDGE_POINTS = 48  # polygon resolution of each fin edge
+_CHUNK = 64  # images rendered per parallel task
+
+
+@dataclass(frozen=True)
+class Individual:
+    """The fixed appearance of one animal (all lengths relative to the fin's base width)."""
+
+    individual_id: str
+    species: int
+    height: float
+    sweep: float
+    bulge: float
+    hollow: float
+    tone: tuple[float, float, float]
+    mark_tone: tuple[float, float, float]
+    notches: tuple[tuple[float, float, float], ...]  # (position along trailing edge, depth, half-width)
+    spots: tuple[tuple[float, float, float, float], ...]  # (u, v, radius, tone factor)
+    scars: tuple[tuple[float, float, float, float], ...]  # (u, v, angle, length)
+
+
+def _hex(rng: np.random.Generator, n_bytes: int) -> str:
+    return rng.bytes(n_bytes).hex()
+
+
+def _unique_hex(rng: np.random.Generator, n_bytes: int, count: int, taken: set[str]) -> list[str]:
+    out: list[str] = []
+    while len(out) < count:
+        value = _hex(rng, n_bytes)
+        if value not in taken:
+            taken.add(value)
+            out.append(value)
+    return out
+
+
+def species_table(n_species: int, seed: int) -> list[dict[str, object]]:
+    """Species prototypes: silhouette, skin and marking tones, and a frequency weight."""
+    rng = np.random.default_rng([seed, 1])
+    table = []
+    for i in range(n_species):
+        grey = rng.uniform(45, 150)
+        tint = rng.uniform(-18, 18, size=3)
+        tone = np.clip(grey + tint, 20, 220)
+        light = rng.random() < 0.5
+        mark = np.clip(tone + (rng.uniform(60, 100) if light else -rng.uniform(35, 60)), 5, 250)
+        table.append(
+            {
+                "name": SPECIES_NAMES[i],
+                "height": rng.uniform(0.55, 1.15),
+                "sweep": rng.uniform(0.25, 0.95),
+                "bulge": rng.uniform(0.0, 0.25),
+                "hollow": rng.uniform(0.0, 0.3),
+                "tone": tuple(float(x) for x in tone),
+                "mark_tone": tuple(float(x) for x in mark),
+                "weight": 1.0 / (i + 1) ** 0.7,
+            }
+        )
+    return table
+
+
+def make_individual(individual_id: str, species: int, proto: dict[str, object], rng: np.random.Generator) -> Individual:
+    """Draw the markings of one animal of species ``proto``."""
+    n_notch = int(rng.integers(1, 5))
+    notches = tuple(
+        (float(rng.uniform(0.12, 0.9)), float(rng.uniform(0.06, 0.16)), float(rng.uniform(0.03, 0.07)))
+        for _ in range(n_notch)
+    )
+    spots = []
+    for _ in range(int(rng.integers(2, 6))):
+        v = rng.uniform(0.05, 0.6)
+        spots.append((float(rng.uniform(0.15, 0.85)), float(v), float(rng.uniform(0.06, 0.13)), float(rng.uniform(0.75, 1.15))))
+    scars = tuple(
+        (float(rng.uniform(0.2, 0.8)), float(rng.uniform(0.05, 0.5)), float(rng.uniform(0, math.pi)), float(rng.uniform(0.15, 0.4)))
+        for _ in range(int(rng.integers(0, 3)))
+    )
+    tone = np.asarray(proto["tone"]) * rng.uniform(0.92, 1.08)
+    return Individual(
+        individual_id=individual_id,
+        species=species,
+        height=float(proto["height"]) * rng.uniform(0.9, 1.1),
+        sweep=float(proto["sweep"]) + rng.uniform(-0.08, 0.08),
+        bulge=float(proto["bulge"]),
+        hollow=float(proto["hollow"]),
+        tone=tuple(float(x) for x in tone),
+        mark_tone=tuple(float(x) for x in proto["mark_tone"]),
+        notches=notches,
+        spots=tuple(spots),
+        scars=scars,
+    )
+
+
+def fin_outline(ind: Individual) -> np.ndarray:
+    """Closed fin polygon in fin coordinates: base from (0, 0) to (1, 0), tip at (sweep, height), v up."""
+    t = np.linspace(0.0, 1.0, _EDGE_POINTS)
+    tip = np.array([ind.sweep + 0.25, ind.height])
+    # Leading edge: base-left to tip, bulging outwards.
+    lead = np.outer(1 - t, [0.0, 0.0]) + np.outer(t, tip)
+    lead[:, 0] -= ind.bulge * np.sin(np.pi * t) * 0.6
+    lead[:, 1] += ind.bulge * np.sin(np.pi * t) * 0.3
+    # Trailing edge: tip to base-right, hollowed inwards, with the individual's notches cut in.
+    trail = np.outer(1 - t, tip) + np.outer(t, [1.0, 0.0])
+    direction = np.array([1.0, 0.0]) - tip
+    normal = np.array([-direction[1], direction[0]]) / np.linalg.norm(direction)  # points into the fin
+    if normal[0] > 0:
+        normal = -normal
+    depth = ind.hollow * np.sin(np.pi * t) * 0.5
+    for pos, notch_depth, half_width in ind.notches:
+        depth = depth + notch_depth * np.clip(1.0 - np.abs(t - pos) / half_width, 0.0, None)
+    trail = trail + np.outer(depth, normal)  # cut towards the fin interior
+    return np.concatenate([lead, trail[1:]], axis=0)
+
+
+def _background(rng: np.random.Generator, size: int) -> np.ndarray:
+    sea = rng.uniform([15, 45, 60], [70, 125, 145])  # RGB, blue-green
+    sky = rng.uniform([120, 140, 160], [220, 230, 250])
+    horizon = rng.uniform(-0.2, 0.45) * size
+    y = np.arange(size, dtype=np.float32)[:, None, None]
+    depth = np.clip((y - horizon) / size, 0, 1)
+    img = sea[None, None, :] * (1.0 - 0.5 * depth) + np.zeros((1, size, 1))
+    img = np.where(y < horizon, sky[None, None, :] + np.zeros((1, size, 1)), img)
+    cells = int(rng.integers(4, 12))
+    waves = cv2.resize(rng.normal(0, 1, (cells, cells * 2)).astype(np.float32), (size, size), interpolation=cv2.INTER_CUBIC)
+    img = img + waves[:, :, None] * rng.uniform(4, 18) * (y >= horizon)
+    return img.astype(np.float32)
+
+
+def render_photo(ind: Individual, size: int, rng: np.random.Generator, mirror_prob: float) -> tuple[np.ndarray, tuple[int, int, int, int]]:
+    """Render one photo of ``ind`` (RGB uint8, ``size`` x ``size``) and the fin's bounding box."""
+    img = _background(rng, size)
+    poly = fin_outline(ind)
+    mirror = rng.random() < mirror_prob
+    base_width = rng.uniform(0.45, 0.8) * size
+    angle = math.radians(rng.uniform(-15, 15))
+    centre = np.array([rng.uniform(0.3, 0.7) * size, rng.uniform(0.55, 0.85) * size])
+
+    def to_image(points: np.ndarray) -> np.ndarray:
+        p = np.asarray(points, dtype=np.float64).reshape(-1, 2).copy()
+        if mirror:
+            p[:, 0] = 1.0 - p[:, 0]
+        p = (p - [0.5, 0.0]) * [base_width, -base_width]
+        rot = np.array([[math.cos(angle), -math.sin(angle)], [math.sin(angle), math.cos(angle)]])
+        return p @ rot.T + centre
+
+    shift = 4  # fixed-point bits for sub-pixel polygon drawing
+    scale = float(1 << shift)
+
+    def draw_poly(target: np.ndarray, pts: np.ndarray, colour: object) -> None:
+        cv2.fillPoly(target, [np.round(pts * scale).astype(np.int32)], colour, lineType=cv2.LINE_AA, shift=shift)
+
+    # The animal's back: a wide ellipse under the fin base.
+    tone = np.asarray(ind.tone) * rng.uniform(0.95, 1.05)
+    back = np.array([[u, -0.18 * math.sin(math.pi * (u + 0.6) / 2.2) + 0.02] for u in np.linspace(-0.6, 1.6, 40)])
+    back = np.concatenate([back, [[1.6, -2.0], [-0.6, -2.0]]])
+    body = np.zeros((size, size), np.float32)
+    draw_poly(body, to_image(back), 1.0)
+    draw_poly(body, to_image(poly), 1.0)
+
+    fin_mask = np.zeros((size, size), np.float32)
+    draw_poly(fin_mask, to_image(poly), 1.0)
+    marks = np.zeros((size, size), np.float32)
+    mark_tone = np.zeros((size, size), np.float32)
+    for u, v, radius, factor in ind.spots:
+        centre_px = to_image([[u, v]])[0]
+        r = radius * base_width
+        axes = (int(round(r * 16)), int(round(r * 0.75 * 16)))
+        cv2.ellipse(marks, (int(round(centre_px[0] * 16)), int(round(centre_px[1] * 16))), axes,
+                    math.degrees(-angle), 0, 360, 1.0, -1, cv2.LINE_AA, 4)  # fmt: skip
+        cv2.ellipse(mark_tone, (int(round(centre_px[0] * 16)), int(round(centre_px[1] * 16))), axes,
+                    math.degrees(-angle), 0, 360, factor, -1, cv2.LINE_AA, 4)  # fmt: skip
+    for u, v, theta, length in ind.scars:
+        a = to_image([[u, v]])[0]
+        b = to_image([[u + length * math.cos(theta), v + length * math.sin(theta)]])[0]
+        thickness = max(1, int(round(0.04 * base_width)))
+        cv2.line(marks, tuple(int(round(x * 16)) for x in a), tuple(int(round(x * 16)) for x in b), 1.0, thickness, cv2.LINE_AA, 4)
+        cv2.line(mark_tone, tuple(int(round(x * 16)) for x in a), tuple(int(round(x * 16)) for x in b), 1.2, thickness, cv2.LINE_AA, 4)
+    marks = np.clip(marks, 0, 1) * fin_mask
+    mark_colour = np.asarray(ind.mark_tone)[None, None, :] * np.clip(mark_tone, 0.5, 1.3)[:, :, None]
+
+    # Light falls off towards the base of the fin.
+    yy, xx = np.mgrid[0:size, 0:size].astype(np.float32)
+    shade = 1.0 + 0.15 * ((centre[1] - yy) / size)
+    skin = tone[None, None, :] * shade[:, :, None]
+    skin = skin * (1 - marks[:, :, None]) + mark_colour * marks[:, :, None]
+    img = img * (1 - body[:, :, None]) + skin * body[:, :, None]
+
+    # Water line hides the lowest part of the fin now and then.
+    if rng.random() < 0.5:
+        level = centre[1] - rng.uniform(0.0, 0.15) * base_width * ind.height
+        wave = level + np.sin(xx[0] / size * rng.uniform(4, 12) + rng.uniform(0, 6)) * rng.uniform(0.5, 2.0)
+        water = (yy > wave[None, :]).astype(np.float32)
+        water = cv2.GaussianBlur(water, (3, 3), 0.7)
+        sea = _background(rng, size)
+        img = img * (1 - water[:, :, None]) + sea * water[:, :, None]
+
+    # Lighting: gain, gamma, colour cast and a linear gradient.
+    gain = rng.uniform(0.6, 1.35)
+    cast = rng.uniform(0.88, 1.12, size=3)
+    gx, gy = rng.uniform(-0.25, 0.25, size=2)
+    gradient = 1.0 + gx * (xx / size - 0.5) + gy * (yy / size - 0.5)
+    img = img * gain * cast[None, None, :] * gradient[:, :, None]
+    img = 255.0 * np.power(np.clip(img / 255.0, 0, 1), rng.uniform(0.75, 1.3))
+
+    if rng.random() < 0.5:
+        sigma = rng.uniform(0.3, 1.2) * size / 64
+        img = cv2.GaussianBlur(img, (0, 0), sigma)
+    img = img + rng.normal(0, rng.uniform(0, 7), img.shape)
+
+    fin_px = to_image(poly)
+    x1, y1 = np.clip(np.floor(fin_px.min(axis=0)), 0, size - 1).astype(int)
+    x2, y2 = np.clip(np.ceil(fin_px.max(axis=0)), 0, size - 1).astype(int)
+    return np.clip(img, 0, 255).round().astype(np.uint8), (int(x1), int(y1), int(x2), int(y2))
+
+
+def _render_chunk(jobs: list[tuple[str, Individual, int]], out_dir: str, cfg: SampleConfig) -> list[tuple[int, ...]]:
+    """Render and save a chunk of (relative path, individual, photo seed); return each fin box."""
+    cv2.setNumThreads(1)
+    boxes = []
+    for rel, ind, photo_seed in jobs:
+        rng = np.random.default_rng([cfg.seed, 7, photo_seed])
+        img, box = render_photo(ind, cfg.img_size, rng, cfg.mirror_prob)
+        quality = int(rng.integers(cfg.jpeg_quality_min, cfg.jpeg_quality_max + 1))
+        ok, buf = cv2.imencode(".jpg", cv2.cvtColor(img, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, quality])
+        if not ok:  # pragma: no cover - cv2 failure
+            raise RuntimeError(f"JPEG encoding failed for {rel}")
+        Path(out_dir, rel).write_bytes(buf.tobytes())
+        boxes.append(box)
+    return boxes
+
+
+def zipf_counts(rng: np.random.Generator, total: int, exponent: float, cap: int) -> list[int]:
+    """Images per individual, Zipf-distributed and capped, summing exactly to ``total``."""
+    counts: list[int] = []
+    remaining = total
+    while remaining > 0:
+        c = int(min(rng.zipf(exponent), cap, remaining))
+        counts.append(c)
+        remaining -= c
+    return counts
+
+
+@dataclass(frozen=True)
+class SamplePlan:
+    """Who appears in which photo; rendering is separate so that planning stays cheap and testable."""
+
+    individuals: list[Individual]
+    species_names: list[str]
+    train: pd.DataFrame  # image, species, individual_id, _ind, _seed
+    test: pd.DataFrame  # image, individual_id (truth, before new_individual mapping), species, _ind, _seed, _new
+
+
+def plan_dataset(cfg: SampleConfig) -> SamplePlan:
+    """Decide individuals, image counts and names (deterministic in ``cfg``)."""
+    rng = np.random.default_rng([cfg.seed, 0])
+    table = species_table(cfg.n_species, cfg.seed)
+    weights = np.array([float(s["weight"]) for s in table])
+    weights /= weights.sum()
+    taken_ids: set[str] = set()
+    taken_images: set[str] = set()
+
+    def new_individuals(counts: list[int]) -> list[Individual]:
+        ids = _unique_hex(rng, 6, len(counts), taken_ids)
+        species = rng.choice(cfg.n_species, size=len(counts), p=weights)
+        return [
+            make_individual(i, int(s), table[int(s)], np.random.default_rng([cfg.seed, 2, len(taken_ids), k]))
+            for k, (i, s) in enumerate(zip(ids, species, strict=True))
+        ]
+
+    train_counts = zipf_counts(rng, cfg.n_train, cfg.tail_exponent, cfg.max_images_per_id)
+    known = new_individuals(train_counts)
+    n_new_images = int(round(cfg.n_test * cfg.new_share))
+    n_known_images = cfg.n_test - n_new_images
+    new_counts = zipf_counts(rng, n_new_images, cfg.tail_exponent, cfg.max_images_per_id) if n_new_images else []
+    unseen = new_individuals(new_counts)
+    # Known test photos follow the train population (an animal photographed often in train is met often again).
+    p_known = np.asarray(train_counts, dtype=np.float64)
+    test_known = rng.choice(len(known), size=n_known_images, p=p_known / p_known.sum())
+
+    rows_train = [(k, c) for k, c in enumerate(train_counts) for _ in range(c)]
+    rows_test = [(int(k), False) for k in test_known] + [
+        (len(known) + k, True) for k, c in enumerate(new_counts) for _ in range(c)
+    ]
+    individuals = known + unseen
+    train_names = _unique_hex(rng, 7, len(rows_train), taken_images)
+    test_names = _unique_hex(rng, 7, len(rows_test), taken_images)
+    names = [s["name"] for s in table]
+    train = pd.DataFrame(
+        {
+            "image": [f"{n}.jpg" for n in train_names],
+            "species": [names[individuals[k].species] for k, _ in rows_train],
+            "individual_id": [individuals[k].individual_id for k, _ in rows_train],
+            "_ind": [k for k, _ in rows_train],
+        }
+    )
+    test = pd.DataFrame(
+        {
+            "image": [f"{n}.jpg" for n in test_names],
+            "species": [names[individuals[k].species] for k, _ in rows_test],
+            "individual_id": [individuals[k].individual_id for k, _ in rows_test],
+            "_ind": [k for k, _ in rows_test],
+            "_new": [new for _, new in rows_test],
+        }
+    )
+    # Shuffle so that files are not grouped by individual, then give every photo its own seed.
+    train = train.iloc[rng.permutation(len(train))].reset_index(drop=True)
+    test = test.iloc[rng.permutation(len(test))].reset_index(drop=True)
+    train["_seed"] = np.arange(len(train))
+    test["_seed"] = np.arange(len(test)) + len(train)
+    return SamplePlan(individuals, names, train, test)
+
+
+def write_dataset(cfg: SampleConfig, out_dir: str | Path, n_jobs: int = -1, progress: bool = True) -> SamplePlan:
+    """Plan and render the dataset into ``out_dir`` (replaced atomically as a whole)."""
+    plan = plan_dataset(cfg)
+    jobs = []
+    for folder, frame in (("train_images", plan.train), ("test_images", plan.test)):
+        for image, ind, seed in zip(frame["image"], frame["_ind"], frame["_seed"], strict=True):
+            jobs.append((f"{folder}/{image}", plan.individuals[int(ind)], int(seed)))
+    chunks = [jobs[i : i + _CHUNK] for i in range(0, len(jobs), _CHUNK)]
+    log.info(
+        "Generating %d train + %d test images (%d individuals, %d species) at %d px",
+        len(plan.train), len(plan.test), len(plan.individuals), cfg.n_species, cfg.img_size,
+    )  # fmt: skip
+    with atomic_dir(out_dir) as tmp:
+        (tmp / "train_images").mkdir()
+        (tmp / "test_images").mkdir()
+        parallel = Parallel(n_jobs=n_jobs, return_as="generator")
+        results = parallel(delayed(_render_chunk)(chunk, str(tmp), cfg) for chunk in chunks)
+        boxes: list[tuple[int, ...]] = []
+        with tqdm(total=len(jobs), desc="sample", unit="img", disable=not progress) as bar:
+            for chunk_boxes in results:
+                boxes.extend(chunk_boxes)
+                bar.update(len(chunk_boxes))
+
+        train = plan.train[["image", "species", "individual_id"]]
+        train.to_csv(tmp / "train.csv", index=False, lineterminator="\n")
+        test_sorted = plan.test.sort_values("image").reset_index(drop=True)
+        solution = pd.DataFrame(
+            {
+                "image": test_sorted["image"],
+                "individual_id": np.where(test_sorted["_new"], NEW_INDIVIDUAL, test_sorted["individual_id"]),
+            }
+        )
+        solution.to_csv(tmp / "solution.csv", index=False, lineterminator="\n")
+        top = train["individual_id"].value_counts().index[:4].tolist()
+        constant = " ".join([NEW_INDIVIDUAL, *top])
+        pd.DataFrame({"image": test_sorted["image"], "predictions": constant}).to_csv(
+            tmp / "sample_submission.csv", index=False, lineterminator="\n"
+        )
+        all_images = list(plan.train["image"]) + list(plan.test["image"])
+        box_frame = pd.DataFrame(boxes, columns=["x1", "y1", "x2", "y2"])
+        box_frame.insert(0, "image", all_images)
+        box_frame.to_csv(tmp / "boxes.csv", index=False, lineterminator="\n")
+    return plan

@@ -1,0 +1,213 @@
+"""ArcFace training loop with resumable, atomic per-epoch checkpoints.
+
+* AdamW (backbone at ``lr``, neck/head/GeM at ``head_lr``), per-batch linear warm-up then cosine decay to
+  ``min_lr_ratio * lr``.
+* CUDA: autocast in bf16 (fp16 + GradScaler where bf16 is unsupported) and channels_last; CPU: fp32.
+* Augmentation randomness depends only on (seed, epoch, image), via :class:`EpochSampler`, so results do not
+  depend on the number of workers and a resumed run equals an uninterrupted one on CPU.
+* A checkpoint (model, optimiser, scheduler, scaler, RNG state, history) is written atomically after every
+  epoch; its ``fingerprint`` must match, so a run with other params never resumes from a stale one.
+* A non-finite loss stops training with :class:`TrainingDiverged` naming the epoch and step.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from whaleid.config import AugmentConfig, TrainConfig
+from whaleid.data import ImageDataset
+from whaleid.embed import autocast_dtype, make_loader
+from whaleid.io import atomic_path
+from whaleid.transforms import train_transform
+
+log = logging.getLogger(__name__)
+
+
+class TrainingDiverged(RuntimeError):
+    """The loss became NaN or infinite."""
+
+
+def select_device(name: str = "auto") -> torch.device:
+    """``auto`` picks CUDA when available, else CPU."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise RuntimeError(f"runtime.device is {name!r} but no CUDA device is available; use auto or cpu.")
+    return torch.device(name)
+
+
+class EpochSampler(torch.utils.data.Sampler):
+    """Shuffled ``(index, seed)`` pairs, a pure function of (seed, epoch); ``set_epoch`` before iterating."""
+
+    def __init__(self, n: int, seed: int) -> None:
+        self.n, self.seed, self.epoch = n, seed, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __iter__(self) -> Iterator[tuple[int, int]]:
+        rng = np.random.default_rng([self.seed, self.epoch])
+        order = rng.permutation(self.n)
+        seeds = rng.integers(0, 2**31 - 1, size=self.n)
+        return iter(zip(order.tolist(), seeds.tolist(), strict=True))
+
+    def __len__(self) -> int:
+        return self.n
+
+
+def lr_lambda(step: int, total: int, warmup: int, min_ratio: float) -> float:
+    """LR multiplier: linear warm-up from ~0 to 1 over ``warmup`` steps, then cosine down to ``min_ratio``."""
+    if warmup > 0 and step < warmup:
+        return (step + 1) / warmup
+    progress = (step - warmup) / max(1, total - warmup)
+    return min_ratio + (1.0 - min_ratio) * 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
+
+
+@dataclass
+class TrainState:
+    """What a checkpoint holds besides tensors' owners."""
+
+    epoch: int  # epochs completed
+    history: list[dict[str, float]]
+
+
+def _param_groups(model: nn.Module, cfg: TrainConfig) -> list[dict[str, object]]:
+    backbone = [p for n, p in model.named_parameters() if n.startswith("backbone.") and p.requires_grad]
+    rest = [p for n, p in model.named_parameters() if not n.startswith("backbone.") and p.requires_grad]
+    return [{"params": backbone, "lr": cfg.lr}, {"params": rest, "lr": cfg.head_lr}]
+
+
+def save_checkpoint(path: Path, fingerprint: str, model: nn.Module, optimizer: torch.optim.Optimizer,
+                    scheduler: object, scaler: torch.amp.GradScaler, state: TrainState) -> None:  # fmt: skip
+    payload = {
+        "fingerprint": fingerprint,
+        "epoch": state.epoch,
+        "history": state.history,
+        "model": model.state_dict(),
+        "optimizer": optimizer.state_dict(),
+        "scheduler": scheduler.state_dict(),
+        "scaler": scaler.state_dict(),
+        "torch_rng": torch.get_rng_state(),
+    }
+    with atomic_path(path) as tmp:
+        torch.save(payload, tmp)
+
+
+def load_checkpoint(path: Path, fingerprint: str) -> dict | None:
+    """The checkpoint at ``path`` if it exists, loads safely and matches ``fingerprint``; else None."""
+    if not path.is_file():
+        return None
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - corrupt or unsafe file: start afresh, never execute it
+        log.warning("Ignoring unreadable checkpoint %s (%s); training from scratch.", path, exc)
+        return None
+    if not isinstance(payload, dict) or payload.get("fingerprint") != fingerprint:
+        log.info("Checkpoint %s was made with other params or data; discarding it.", path)
+        return None
+    return payload
+
+
+def train_model(
+    model: nn.Module,
+    paths: Sequence[str | Path],
+    labels: Sequence[int] | np.ndarray,
+    cfg: TrainConfig,
+    aug: AugmentConfig,
+    img_size: int,
+    device: torch.device,
+    num_workers: int = 0,
+    checkpoint: Path | None = None,
+    fingerprint: str = "",
+    evaluate: Callable[[nn.Module], dict[str, float]] | None = None,
+    on_epoch: Callable[[dict[str, float]], None] | None = None,
+    progress: bool = True,
+) -> list[dict[str, float]]:
+    """Train ``model`` in place; return the per-epoch history (loss, lr and whatever ``evaluate`` returns).
+
+    ``evaluate`` is called every ``cfg.eval_every`` epochs and on the last; ``on_epoch`` gets each history row,
+    including rows replayed from a checkpoint when resuming.
+    """
+    torch.manual_seed(cfg.seed)
+    model.to(device)
+    if device.type == "cuda":
+        model.to(memory_format=torch.channels_last)
+    dataset = ImageDataset(paths, train_transform(img_size, aug, cfg.seed), labels)
+    sampler = EpochSampler(len(dataset), cfg.seed)
+    loader = make_loader(dataset, cfg.batch_size, num_workers, device, sampler=sampler, drop_last=len(dataset) > cfg.batch_size,
+                         persistent=True)  # fmt: skip
+    steps_per_epoch = len(loader)
+    total = steps_per_epoch * cfg.epochs
+    warmup = int(round(cfg.warmup_epochs * steps_per_epoch))
+    optimizer = torch.optim.AdamW(_param_groups(model, cfg), weight_decay=cfg.weight_decay)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda s: lr_lambda(s, total, warmup, cfg.min_lr_ratio)
+    )
+    dtype = autocast_dtype(device)
+    scaler = torch.amp.GradScaler(device.type, enabled=dtype == torch.float16)
+    criterion = nn.CrossEntropyLoss()
+    state = TrainState(epoch=0, history=[])
+
+    resumed = load_checkpoint(checkpoint, fingerprint) if checkpoint is not None else None
+    if resumed is not None:
+        model.load_state_dict(resumed["model"])
+        optimizer.load_state_dict(resumed["optimizer"])
+        scheduler.load_state_dict(resumed["scheduler"])
+        scaler.load_state_dict(resumed["scaler"])
+        torch.set_rng_state(resumed["torch_rng"])
+        state = TrainState(epoch=int(resumed["epoch"]), history=list(resumed["history"]))
+        log.info("Resuming from %s after epoch %d of %d", checkpoint, state.epoch, cfg.epochs)
+    if on_epoch is not None:
+        for row in state.history:
+            on_epoch(row)
+
+    for epoch in range(state.epoch, cfg.epochs):
+        model.train()
+        sampler.set_epoch(epoch)
+        total_loss, seen = 0.0, 0
+        bar = tqdm(loader, desc=f"epoch {epoch + 1}/{cfg.epochs}", unit="batch", disable=not progress, leave=False)
+        for step, (images, targets) in enumerate(bar):
+            images = images.to(device, non_blocking=True)
+            targets = targets.to(device, non_blocking=True)
+            if device.type == "cuda":
+                images = images.contiguous(memory_format=torch.channels_last)
+            with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
+                logits = model(images, targets)
+            loss = criterion(logits.float(), targets)
+            if not torch.isfinite(loss):
+                raise TrainingDiverged(
+                    f"loss is {loss.item()} at epoch {epoch + 1}, step {step + 1}. Try a lower train.lr or "
+                    f"arcface.margin, a smaller arcface.scale, or fp32 (runtime.device: cpu to rule out AMP)."
+                )
+            optimizer.zero_grad(set_to_none=True)
+            scaler.scale(loss).backward()
+            if cfg.grad_clip > 0:
+                scaler.unscale_(optimizer)
+                nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+            scaler.step(optimizer)
+            scaler.update()
+            scheduler.step()
+            total_loss += loss.item() * len(targets)
+            seen += len(targets)
+            bar.set_postfix(loss=f"{total_loss / seen:.3f}")
+        row = {"epoch": epoch + 1, "loss": total_loss / max(seen, 1), "lr": optimizer.param_groups[0]["lr"]}
+        last = epoch + 1 == cfg.epochs
+        if evaluate is not None and cfg.eval_every and ((epoch + 1) % cfg.eval_every == 0 or last):
+            row.update(evaluate(model))
+        state.epoch = epoch + 1
+        state.history.append(row)
+        log.info("epoch %d/%d %s", epoch + 1, cfg.epochs, " ".join(f"{k}={v:.4g}" for k, v in row.items() if k != "epoch"))
+        if checkpoint is not None:
+            save_checkpoint(checkpoint, fingerprint, model, optimizer, scheduler, scaler, state)
+        if on_epoch is not None:
+            on_epoch(row)
+    return state.history
