@@ -30,7 +30,7 @@ def main(params: Params) -> None:
     labels = folds["label"].to_numpy()
     sims, nbrs = search(feats[~is_valid], feats[is_valid], knn)
     grid = [round(x, 3) for x in np.arange(0.0, 1.0001, 0.01)]
-    table, thr = cv_sweep(sims, nbrs, labels[is_valid], labels[~is_valid], grid, cfg.new_ratio)
+    table, thr = cv_sweep(sims, nbrs, labels[is_valid], labels[~is_valid], grid, params.cv.new_ratio)
     metrics = {"pixel_knn_cv_map5": round(float(table["map5"].max()), 6), "pixel_knn_threshold": thr}
     if ds.solution is not None:
         truth = dict(zip(ds.solution["image"], ds.solution["individual_id"], strict=True))

@@ -19,7 +19,7 @@ log = logging.getLogger("whaleid.threshold")
 def main(params: Params) -> None:
     nn = load_npz(NEIGHBOR_DIR / "valid.npz")
     table, thr = cv_sweep(nn["sims"], nn["neighbors"], nn["query_labels"], nn["gallery_labels"],
-                          params.threshold.grid(), params.threshold.new_ratio)  # fmt: skip
+                          params.threshold.grid(), params.cv.new_ratio)  # fmt: skip
     best = table[table["threshold"] == thr].iloc[0]
     valid_new = float(np.mean(~np.isin(nn["query_labels"], nn["gallery_labels"])))
     metrics = {
@@ -28,7 +28,7 @@ def main(params: Params) -> None:
         "map5_unweighted": round(float(best["map5_unweighted"]), 6),
         "map5_known": round(float(best["map5_known"]), 6),
         "map5_new": round(float(best["map5_new"]), 6) if not np.isnan(best["map5_new"]) else None,
-        "new_ratio": params.threshold.new_ratio,
+        "new_ratio": params.cv.new_ratio,
         "valid_images": int(len(nn["query_labels"])),
         "valid_new_share": round(valid_new, 6),
         "fold": params.fold,

@@ -12,7 +12,7 @@ import pandas as pd
 import torch
 
 from whaleid.cli import run_stage
-from whaleid.config import Params, to_dict
+from whaleid.config import KnnConfig, Params, to_dict
 from whaleid.data import load_dataset
 from whaleid.embed import extract_embeddings
 from whaleid.evaluate import cv_score
@@ -22,6 +22,10 @@ from whaleid.paths import CHECKPOINT_DIR, DVCLIVE_DIR, FOLDS, LABELS, MODEL
 from whaleid.train import select_device, train_model
 
 log = logging.getLogger("whaleid.train")
+
+# Per-epoch validation uses exact search and a fixed grid, so that the knn and threshold params (tuned after
+# training) never invalidate the trained model.
+EVAL_THRESHOLDS = [round(0.05 * i, 2) for i in range(21)]
 
 
 def fingerprint(params: Params, files: list[Path]) -> str:
@@ -59,12 +63,12 @@ def main(params: Params) -> None:
     valid_labels = valid_rows["label"].to_numpy()
 
     def evaluate(net: torch.nn.Module) -> dict[str, float]:
-        kw = dict(img_size=params.model.img_size, batch_size=params.embed.batch_size, device=device,
+        kw = dict(img_size=params.model.img_size, batch_size=2 * params.train.batch_size, device=device,
                   num_workers=params.runtime.num_workers, progress=False)  # fmt: skip
         gallery = extract_embeddings(net, train_paths, **kw)
         queries = extract_embeddings(net, valid_paths, **kw)
-        score = cv_score(queries, valid_labels, gallery, gallery_labels, params.knn, params.threshold.grid(),
-                         params.threshold.new_ratio)  # fmt: skip
+        score = cv_score(queries, valid_labels, gallery, gallery_labels, KnnConfig(), EVAL_THRESHOLDS,
+                         params.cv.new_ratio)  # fmt: skip
         return {"valid_map5": score["map5"], "valid_threshold": score["threshold"]}
 
     checkpoint = CHECKPOINT_DIR / f"fold{params.fold}" / "last.pt"

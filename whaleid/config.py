@@ -78,13 +78,15 @@ class SampleConfig:
 
 @dataclass(frozen=True)
 class CVConfig:
-    """Stratified k-fold split on individual_id."""
+    """Stratified k-fold split on individual_id, and how validation is weighted."""
 
     n_folds: int = 5
     seed: int = 42
+    new_ratio: float = 0.16  # expected share of new individuals in test; weights validation MAP@5
 
     def __post_init__(self) -> None:
         _check_range("cv", "n_folds", self.n_folds, 2, 100)
+        _check_range("cv", "new_ratio", self.new_ratio, 0.0, 1.0)
 
 
 @dataclass(frozen=True)
@@ -210,18 +212,16 @@ class KnnConfig:
 
 @dataclass(frozen=True)
 class ThresholdConfig:
-    """new_individual threshold sweep; MAP@5 is weighted by the expected share of new individuals in test."""
+    """The grid of new_individual thresholds swept (scores weighted by ``cv.new_ratio``)."""
 
     start: float = 0.0
     stop: float = 1.0
     step: float = 0.05
-    new_ratio: float = 0.16
 
     def __post_init__(self) -> None:
         _check_positive("threshold", step=self.step)
         if self.stop < self.start:
             raise ConfigError(f"threshold.stop ({self.stop}) must be >= threshold.start ({self.start}).")
-        _check_range("threshold", "new_ratio", self.new_ratio, 0.0, 1.0)
 
     def grid(self) -> list[float]:
         """The thresholds swept, ``start`` to ``stop`` inclusive."""
@@ -234,11 +234,9 @@ class BaselineConfig:
     """Reference baselines scored like the submission: constant predictions and raw-pixel cosine kNN."""
 
     pixel_size: int = 16
-    new_ratio: float = 0.16
 
     def __post_init__(self) -> None:
         _check_range("baseline", "pixel_size", self.pixel_size, 4, 256)
-        _check_range("baseline", "new_ratio", self.new_ratio, 0.0, 1.0)
 
 
 DEVICES = ("auto", "cpu", "cuda")

@@ -122,12 +122,14 @@ def make_individual(individual_id: str, species: int, proto: dict[str, object], 
     spots = []
     for _ in range(int(rng.integers(2, 6))):
         v = rng.uniform(0.05, 0.6)
-        spots.append((float(rng.uniform(0.15, 0.85)), float(v), float(rng.uniform(0.06, 0.13)), float(rng.uniform(0.75, 1.15))))
+        spots.append((float(rng.uniform(0.15, 0.85)), float(v), float(rng.uniform(0.07, 0.15)), float(rng.uniform(0.75, 1.15))))
     scars = tuple(
         (float(rng.uniform(0.2, 0.8)), float(rng.uniform(0.05, 0.5)), float(rng.uniform(0, math.pi)), float(rng.uniform(0.15, 0.4)))
         for _ in range(int(rng.integers(0, 3)))
     )
     tone = np.asarray(proto["tone"]) * rng.uniform(0.92, 1.08)
+    # Markings take an individual shade of the species' marking colour (real pigment and scar tones vary).
+    mark = np.clip(np.asarray(proto["mark_tone"]) * rng.uniform(0.6, 1.4, size=3), 5, 250)
     return Individual(
         individual_id=individual_id,
         species=species,
@@ -136,7 +138,7 @@ def make_individual(individual_id: str, species: int, proto: dict[str, object], 
         bulge=float(proto["bulge"]),
         hollow=float(proto["hollow"]),
         tone=tuple(float(x) for x in tone),
-        mark_tone=tuple(float(x) for x in proto["mark_tone"]),
+        mark_tone=tuple(float(x) for x in mark),
         notches=notches,
         spots=tuple(spots),
         scars=scars,
@@ -247,8 +249,8 @@ def render_photo(ind: Individual, size: int, rng: np.random.Generator, mirror_pr
         img = img * (1 - water[:, :, None]) + sea * water[:, :, None]
 
     # Lighting: gain, gamma, colour cast and a linear gradient.
-    gain = rng.uniform(0.6, 1.35)
-    cast = rng.uniform(0.88, 1.12, size=3)
+    gain = rng.uniform(0.7, 1.3)
+    cast = rng.uniform(0.92, 1.08, size=3)
     gx, gy = rng.uniform(-0.25, 0.25, size=2)
     gradient = 1.0 + gx * (xx / size - 0.5) + gy * (yy / size - 0.5)
     img = img * gain * cast[None, None, :] * gradient[:, :, None]

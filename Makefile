@@ -1,0 +1,38 @@
+# whaleid: `make repro` runs the whole pipeline on the generated default dataset; `make test` runs the tests.
+# Both create .venv and install the pinned requirements first when needed.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+export PATH := $(abspath $(BIN)):$(PATH)
+export PYTHONPATH := $(abspath .)
+
+.PHONY: repro test lint format bench clean-cache check
+
+$(STAMP): requirements.txt
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check --upgrade pip 2>&1 | grep -v "^WARNING: Location" || true
+	set -o pipefail; $(BIN)/python -m pip install --quiet --disable-pip-version-check -r requirements.txt 2>&1 | grep -v "^WARNING: Location" || exit $${PIPESTATUS[0]}
+	touch $(STAMP)
+
+repro: $(STAMP)
+	dvc repro
+
+test: $(STAMP)
+	pytest
+
+lint: $(STAMP)
+	ruff check . && ruff format --check .
+
+format: $(STAMP)
+	ruff format . && ruff check --fix .
+
+check: $(STAMP)
+	python -m whaleid.check
+
+bench: $(STAMP)
+	@for b in bench/*.py; do python $$b || exit 1; done
+
+clean-cache:
+	rm -rf .whaleid_cache

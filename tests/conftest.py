@@ -1,0 +1,34 @@
+"""Shared fixtures: a tiny generated dataset (rendered once per session)."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import pytest
+
+from whaleid.config import SampleConfig
+from whaleid.sample import write_dataset
+
+TINY = SampleConfig(n_train=160, n_test=60, n_species=3, img_size=32, seed=7)
+
+
+@pytest.fixture(scope="session")
+def tiny_dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("tiny") / "data"
+    write_dataset(TINY, out, n_jobs=1, progress=False)
+    return out
+
+
+@pytest.fixture()
+def dataset_copy(tiny_dataset: Path, tmp_path: Path) -> Path:
+    """A private copy of the tiny dataset that a test may break."""
+    import shutil
+
+    dst = tmp_path / "data"
+    shutil.copytree(tiny_dataset, dst)
+    return dst
+
+
+def tiny_config(**changes: object) -> SampleConfig:
+    return dataclasses.replace(TINY, **changes)

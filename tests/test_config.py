@@ -1,0 +1,90 @@
+"""params.yaml validation: unknown keys (with suggestions), wrong types, ranges, broken YAML."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from whaleid.config import ConfigError, Params, ThresholdConfig, load_params, params_from_dict
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_repo_params_load() -> None:
+    params = load_params(ROOT / "params.yaml")
+    assert isinstance(params, Params) and params.knn.k == 50
+
+
+def test_defaults_match_params_yaml() -> None:
+    """The dataclass defaults document params.yaml; they must not drift apart."""
+    assert load_params(ROOT / "params.yaml") == Params()
+
+
+def test_unknown_key_suggests_closest() -> None:
+    with pytest.raises(ConfigError, match=r"Unknown key train\.lerning_rate") as info:
+        params_from_dict({"train": {"lerning_rate": 0.1}})
+    with pytest.raises(ConfigError, match=r"Did you mean 'margin'"):
+        params_from_dict({"arcface": {"margn": 0.2}})
+    assert "Valid keys" in str(info.value)
+
+
+def test_unknown_block_suggests_closest() -> None:
+    with pytest.raises(ConfigError, match=r"Unknown params block 'trian'.*Did you mean 'train'"):
+        params_from_dict({"trian": {}})
+
+
+def test_wrong_type_named() -> None:
+    with pytest.raises(ConfigError, match=r"train\.epochs must be int, got str 'ten'"):
+        params_from_dict({"train": {"epochs": "ten"}})
+    with pytest.raises(ConfigError, match=r"model\.gem_learnable must be bool"):
+        params_from_dict({"model": {"gem_learnable": "yes"}})
+
+
+@pytest.mark.parametrize(("block", "key", "value"), [
+    ("train", "lr", 0.0), ("train", "lr", -1e-3), ("train", "epochs", 0), ("train", "batch_size", -4),
+    ("embed", "batch_size", 0), ("knn", "k", 0),
+])  # fmt: skip
+def test_non_positive_rejected(block: str, key: str, value: float) -> None:
+    with pytest.raises(ConfigError, match=rf"{block}\.{key} must be > 0"):
+        params_from_dict({block: {key: value}})
+
+
+@pytest.mark.parametrize("fold", [-1, 5, 9])
+def test_fold_out_of_range(fold: int) -> None:
+    with pytest.raises(ConfigError, match=r"fold must be in \[0, cv.n_folds\) = \[0, 5\)"):
+        params_from_dict({"fold": fold})
+
+
+def test_fold_within_more_folds() -> None:
+    assert params_from_dict({"fold": 7, "cv": {"n_folds": 8}}).fold == 7
+
+
+def test_unknown_index_type() -> None:
+    with pytest.raises(ConfigError, match=r"knn\.index must be one of flat, hnsw, ivf, got 'hnws'.*'hnsw'"):
+        params_from_dict({"knn": {"index": "hnws"}})
+
+
+def test_invalid_yaml(tmp_path: Path) -> None:
+    path = tmp_path / "params.yaml"
+    path.write_text("train:\n  epochs: [1, 2\n", encoding="utf-8")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_params(path)
+
+
+def test_yaml_objects_are_not_constructed(tmp_path: Path) -> None:
+    path = tmp_path / "params.yaml"
+    path.write_text("train: !!python/object/apply:os.system ['echo pwned']\n", encoding="utf-8")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_params(path)
+
+
+def test_int_accepted_for_float_and_integral_float_for_int() -> None:
+    params = params_from_dict({"arcface": {"scale": 30}, "train": {"epochs": 3.0}})
+    assert params.arcface.scale == 30 and params.train.epochs == 3 and isinstance(params.train.epochs, int)
+
+
+def test_threshold_grid_inclusive() -> None:
+    assert ThresholdConfig(start=0.2, stop=0.4, step=0.1).grid() == [0.2, 0.3, 0.4]
+    assert yaml.safe_dump(ThresholdConfig().grid())  # plain floats

@@ -1,0 +1,193 @@
+"""Dataset validation: every bad input gives a DataError naming the file/row; odd image modes are converted."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pandas as pd
+import pytest
+from PIL import Image
+
+from whaleid.data import DataError, ImageDataset, decode_image, load_dataset, read_image, safe_name
+from whaleid.transforms import eval_transform
+
+
+def _rewrite(path: Path, text: str) -> None:
+    path.write_text(text, encoding="utf-8")
+
+
+def _first_train(root: Path) -> str:
+    return pd.read_csv(root / "train.csv", dtype=str)["image"][0]
+
+
+def test_valid_dataset_loads(tiny_dataset: Path) -> None:
+    ds = load_dataset(tiny_dataset)
+    assert len(ds.train) == 160 and len(ds.test_images) == 60 and ds.solution is not None
+
+
+def test_missing_folder(tmp_path: Path) -> None:
+    with pytest.raises(DataError, match="dataset folder not found"):
+        load_dataset(tmp_path / "nope")
+
+
+def test_missing_train_csv(dataset_copy: Path) -> None:
+    (dataset_copy / "train.csv").unlink()
+    with pytest.raises(DataError, match=r"train\.csv: file not found"):
+        load_dataset(dataset_copy)
+
+
+def test_missing_column(dataset_copy: Path) -> None:
+    frame = pd.read_csv(dataset_copy / "train.csv").drop(columns="species")
+    frame.to_csv(dataset_copy / "train.csv", index=False)
+    with pytest.raises(DataError, match=r"train\.csv: missing column\(s\) species"):
+        load_dataset(dataset_copy)
+
+
+def test_empty_csv(dataset_copy: Path) -> None:
+    _rewrite(dataset_copy / "train.csv", "")
+    with pytest.raises(DataError, match="the file is empty"):
+        load_dataset(dataset_copy)
+
+
+def test_header_only_csv(dataset_copy: Path) -> None:
+    _rewrite(dataset_copy / "train.csv", "image,species,individual_id\n")
+    with pytest.raises(DataError, match="no rows"):
+        load_dataset(dataset_copy)
+
+
+def test_not_a_csv(dataset_copy: Path) -> None:
+    (dataset_copy / "train.csv").write_bytes(b"\xff\xfe\x00binary\x00junk")
+    with pytest.raises(DataError, match="not a valid UTF-8 CSV"):
+        load_dataset(dataset_copy)
+
+
+def test_empty_cell_names_line(dataset_copy: Path) -> None:
+    frame = pd.read_csv(dataset_copy / "train.csv", dtype=str)
+    frame.loc[3, "individual_id"] = ""
+    frame.to_csv(dataset_copy / "train.csv", index=False)
+    with pytest.raises(DataError, match=r"train\.csv:5: empty value in column 'individual_id'"):
+        load_dataset(dataset_copy)
+
+
+def test_duplicate_rows_named(dataset_copy: Path) -> None:
+    frame = pd.read_csv(dataset_copy / "train.csv", dtype=str)
+    frame = pd.concat([frame, frame.iloc[[2]]])
+    frame.to_csv(dataset_copy / "train.csv", index=False)
+    name = frame["image"].iloc[2]
+    with pytest.raises(DataError, match=rf"duplicate image '{name}' on lines 4, 162"):
+        load_dataset(dataset_copy)
+
+
+def test_listed_image_absent(dataset_copy: Path) -> None:
+    name = _first_train(dataset_copy)
+    (dataset_copy / "train_images" / name).unlink()
+    with pytest.raises(DataError, match=rf"train\.csv:2: image '{name}' is listed but not in"):
+        load_dataset(dataset_copy)
+
+
+@pytest.mark.parametrize("bad", ["../train.csv", "/etc/passwd", "sub/../../x.jpg", "..\\x.jpg"])
+def test_escaping_names_rejected(dataset_copy: Path, bad: str) -> None:
+    frame = pd.read_csv(dataset_copy / "train.csv", dtype=str)
+    frame.loc[0, "image"] = bad
+    frame.to_csv(dataset_copy / "train.csv", index=False)
+    with pytest.raises(DataError, match=r"train\.csv:2: image name .* is not a plain file name"):
+        load_dataset(dataset_copy)
+
+
+def test_safe_name_accepts_plain_and_unicode() -> None:
+    assert safe_name("baleine_été_1.jpg", "x") == "baleine_été_1.jpg"
+
+
+def test_empty_test_images(dataset_copy: Path) -> None:
+    for p in (dataset_copy / "test_images").iterdir():
+        p.unlink()
+    with pytest.raises(DataError, match="test_images: folder is empty"):
+        load_dataset(dataset_copy)
+
+
+def test_sample_submission_disagrees_with_folder(dataset_copy: Path) -> None:
+    frame = pd.read_csv(dataset_copy / "sample_submission.csv", dtype=str)
+    dropped = frame["image"].iloc[-1]
+    frame.iloc[:-1].to_csv(dataset_copy / "sample_submission.csv", index=False)
+    with pytest.raises(DataError, match=rf"disagrees with .*test_images.*'{dropped}'"):
+        load_dataset(dataset_copy)
+
+
+def test_non_ascii_file_names_work(dataset_copy: Path) -> None:
+    frame = pd.read_csv(dataset_copy / "train.csv", dtype=str)
+    old = frame.loc[0, "image"]
+    new = "baleine_été_ü.jpg"
+    (dataset_copy / "train_images" / old).rename(dataset_copy / "train_images" / new)
+    frame.loc[0, "image"] = new
+    frame.to_csv(dataset_copy / "train.csv", index=False)
+    ds = load_dataset(dataset_copy)
+    assert read_image(ds.train_paths()[0]).shape == (32, 32, 3)
+
+
+def _encode(img: Image.Image, fmt: str, **kw: object) -> bytes:
+    buf = io.BytesIO()
+    img.save(buf, format=fmt, **kw)
+    return buf.getvalue()
+
+
+def test_grayscale_is_converted() -> None:
+    gray = Image.fromarray(np.full((8, 9), 77, np.uint8), mode="L")
+    out = decode_image(_encode(gray, "PNG"))
+    assert out.shape == (8, 9, 3) and (out == 77).all()
+
+
+def test_rgba_is_converted() -> None:
+    arr = np.zeros((6, 5, 4), np.uint8)
+    arr[..., 0], arr[..., 3] = 200, 255
+    out = decode_image(_encode(Image.fromarray(arr, mode="RGBA"), "PNG"))
+    assert out.shape == (6, 5, 3) and (out[..., 0] == 200).all() and (out[..., 1:] == 0).all()
+
+
+def test_16bit_is_converted() -> None:
+    arr = np.full((4, 4), 65535, np.uint16)
+    arr[0, 0] = 257 * 10
+    ok, buf = cv2.imencode(".png", arr)
+    out = decode_image(buf.tobytes())
+    assert out.dtype == np.uint8 and out.shape == (4, 4, 3)
+    assert out[1, 1, 0] == 255 and out[0, 0, 0] == 10
+
+
+def test_cmyk_jpeg_is_converted() -> None:
+    rgb = Image.new("RGB", (10, 10), (200, 30, 30))
+    out = decode_image(_encode(rgb.convert("CMYK"), "JPEG", quality=95))
+    assert out.shape == (10, 10, 3)
+    assert out[..., 0].mean() > 150 and out[..., 1].mean() < 90  # still red
+
+
+def test_exif_rotation_is_applied() -> None:
+    img = Image.new("RGB", (20, 10), (0, 0, 0))
+    exif = Image.Exif()
+    exif[0x0112] = 6  # rotate 90 degrees clockwise on display
+    out = decode_image(_encode(img, "JPEG", exif=exif.tobytes()))
+    assert out.shape == (20, 10, 3)
+
+
+def test_truncated_jpeg_named(tmp_path: Path) -> None:
+    data = _encode(Image.new("RGB", (32, 32), (10, 200, 10)), "JPEG")
+    path = tmp_path / "cut.jpg"
+    path.write_bytes(data[: len(data) // 2])
+    with pytest.raises(DataError, match=r"cut\.jpg: truncated JPEG"):
+        read_image(path)
+
+
+def test_corrupt_image_named(tmp_path: Path) -> None:
+    path = tmp_path / "junk.jpg"
+    path.write_bytes(b"this is not an image at all")
+    with pytest.raises(DataError, match=r"junk\.jpg: cannot decode"):
+        read_image(path)
+
+
+def test_dataset_yields_normalised_tensors(tiny_dataset: Path) -> None:
+    ds = load_dataset(tiny_dataset)
+    items = ImageDataset(ds.train_paths()[:3], eval_transform(24), labels=[0, 1, 2])
+    x, y = items[1]
+    assert tuple(x.shape) == (3, 24, 24) and y == 1
+    assert -3 < float(x.min()) < float(x.max()) < 3

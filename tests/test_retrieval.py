@@ -1,0 +1,62 @@
+"""Faiss search against brute force."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from whaleid.config import ConfigError, KnnConfig
+from whaleid.retrieval import build_index, search
+
+
+def unit(rng, n, d):
+    x = rng.normal(size=(n, d)).astype(np.float32)
+    return x / np.linalg.norm(x, axis=1, keepdims=True)
+
+
+def brute_force(gallery, queries, k):
+    sims = queries @ gallery.T
+    idx = np.argsort(-sims, axis=1, kind="stable")[:, :k]
+    return np.take_along_axis(sims, idx, 1), idx
+
+
+def test_flat_equals_brute_force() -> None:
+    rng = np.random.default_rng(0)
+    gallery, queries = unit(rng, 500, 32), unit(rng, 80, 32)
+    sims, idx = search(gallery, queries, KnnConfig(k=10))
+    want_sims, want_idx = brute_force(gallery, queries, 10)
+    np.testing.assert_allclose(sims, want_sims, atol=1e-5)
+    assert (idx == want_idx).mean() > 0.999  # only exact ties may swap
+
+
+@pytest.mark.parametrize("kind", ["hnsw", "ivf"])
+def test_approximate_indexes_have_high_recall(kind: str) -> None:
+    rng = np.random.default_rng(1)
+    gallery, queries = unit(rng, 3000, 16), unit(rng, 100, 16)
+    _, idx = search(gallery, queries, KnnConfig(k=5, index=kind, ivf_nlist=32, ivf_nprobe=16))
+    _, want = brute_force(gallery, queries, 5)
+    recall = np.mean([len(set(a) & set(b)) / 5 for a, b in zip(idx, want)])
+    assert recall > 0.9
+
+
+def test_k_larger_than_gallery_is_clipped() -> None:
+    rng = np.random.default_rng(2)
+    sims, idx = search(unit(rng, 3, 8), unit(rng, 4, 8), KnnConfig(k=50))
+    assert sims.shape == (4, 3) and set(idx[0]) == {0, 1, 2}
+
+
+def test_bad_inputs() -> None:
+    rng = np.random.default_rng(3)
+    with pytest.raises(ValueError, match="dimension"):
+        search(unit(rng, 5, 8), unit(rng, 2, 4), KnnConfig(k=2))
+    bad = unit(rng, 5, 8)
+    bad[1, 1] = np.nan
+    with pytest.raises(ValueError, match="NaN"):
+        search(bad, unit(rng, 2, 8), KnnConfig(k=2))
+
+
+def test_unknown_index_type_rejected() -> None:
+    cfg = KnnConfig()
+    object.__setattr__(cfg, "index", "annoy")
+    with pytest.raises(ConfigError, match="unknown Faiss index type 'annoy'"):
+        build_index(unit(np.random.default_rng(4), 5, 8), cfg)

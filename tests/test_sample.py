@@ -1,0 +1,89 @@
+"""The generated dataset: Kaggle layout and schema, determinism, long tail and new-individual share."""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from scipy.special import zeta
+
+from tests.conftest import TINY, tiny_config
+from whaleid.config import SampleConfig
+from whaleid.data import load_dataset, read_image
+from whaleid.sample import NEW_INDIVIDUAL, plan_dataset, write_dataset
+
+
+def _digest(root: Path) -> dict[str, str]:
+    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def test_layout_and_schema(tiny_dataset: Path) -> None:
+    names = {p.name for p in tiny_dataset.iterdir()}
+    assert names == {"train.csv", "train_images", "test_images", "sample_submission.csv", "solution.csv", "boxes.csv"}
+    train = pd.read_csv(tiny_dataset / "train.csv", dtype=str)
+    assert list(train.columns) == ["image", "species", "individual_id"]
+    assert len(train) == TINY.n_train
+    assert all(re.fullmatch(r"[0-9a-f]{14}\.jpg", n) for n in train["image"])
+    assert all(re.fullmatch(r"[0-9a-f]{12}", n) for n in train["individual_id"])
+    assert train["species"].nunique() <= TINY.n_species
+    # An individual always has one species.
+    assert (train.groupby("individual_id")["species"].nunique() == 1).all()
+    sub = pd.read_csv(tiny_dataset / "sample_submission.csv", dtype=str)
+    assert list(sub.columns) == ["image", "predictions"]
+    assert len(sub) == TINY.n_test and sub["image"].is_unique
+    assert sorted(sub["image"]) == sorted(p.name for p in (tiny_dataset / "test_images").iterdir())
+    assert all(len(set(p.split())) == 5 for p in sub["predictions"])
+    sol = pd.read_csv(tiny_dataset / "solution.csv", dtype=str)
+    assert list(sol.columns) == ["image", "individual_id"] and list(sol["image"]) == list(sub["image"])
+    known = set(train["individual_id"])
+    assert all(i == NEW_INDIVIDUAL or i in known for i in sol["individual_id"])
+    boxes = pd.read_csv(tiny_dataset / "boxes.csv")
+    assert len(boxes) == TINY.n_train + TINY.n_test
+    assert ((boxes.x1 <= boxes.x2) & (boxes.y1 <= boxes.y2) & (boxes.x2 < TINY.img_size)).all()
+    img = read_image(tiny_dataset / "train_images" / train["image"][0])
+    assert img.shape == (TINY.img_size, TINY.img_size, 3) and img.dtype == np.uint8
+    load_dataset(tiny_dataset)  # passes our own validation
+
+
+def test_same_params_give_identical_bytes(tiny_dataset: Path, tmp_path: Path) -> None:
+    again = tmp_path / "again"
+    write_dataset(TINY, again, n_jobs=2, progress=False)  # another worker count too
+    assert _digest(again) == _digest(tiny_dataset)
+
+
+def test_other_seed_gives_other_data(tmp_path: Path) -> None:
+    a = plan_dataset(tiny_config(seed=1)).train
+    b = plan_dataset(tiny_config(seed=2)).train
+    assert set(a["image"]).isdisjoint(b["image"])
+
+
+def test_long_tail_matches_zipf() -> None:
+    cfg = SampleConfig(n_train=30000, n_test=5000, tail_exponent=2.0, max_images_per_id=400, seed=3)
+    plan = plan_dataset(cfg)
+    counts = plan.train["individual_id"].value_counts()
+    singles = float((counts == 1).mean())
+    assert abs(singles - 1 / zeta(2.0)) < 0.03, singles  # ~0.61 (real competition: 0.59)
+    assert counts.max() > 50  # a few individuals photographed many times
+    assert len(plan.train) == cfg.n_train
+
+
+def test_new_share_of_test() -> None:
+    cfg = SampleConfig(n_train=5000, n_test=2000, new_share=0.25, seed=5)
+    plan = plan_dataset(cfg)
+    share = plan.test["_new"].mean()
+    assert abs(share - 0.25) < 0.002
+    known = set(plan.train["individual_id"])
+    new_ids = set(plan.test.loc[plan.test["_new"], "individual_id"])
+    assert new_ids.isdisjoint(known)
+    assert set(plan.test.loc[~plan.test["_new"], "individual_id"]) <= known
+
+
+def test_photos_of_one_individual_differ(tiny_dataset: Path) -> None:
+    train = pd.read_csv(tiny_dataset / "train.csv")
+    top = train["individual_id"].value_counts().index[0]
+    names = train.loc[train["individual_id"] == top, "image"].tolist()[:2]
+    a, b = (read_image(tiny_dataset / "train_images" / n).astype(int) for n in names)
+    assert np.abs(a - b).mean() > 5

@@ -1,0 +1,43 @@
+"""Submission building, validation and scoring."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from whaleid.submission import SubmissionError, build_submission, labels_to_strings, score_submission, validate_submission
+from whaleid.threshold import NEW
+
+CLASSES = ["aaa", "bbb", "ccc", "ddd", "eee", "fff"]
+IMAGES = ["1.jpg", "2.jpg"]
+
+
+def good() -> pd.DataFrame:
+    pred = np.array([[0, 1, NEW, 2, 3], [NEW, 5, 4, 3, 2]])
+    return build_submission(IMAGES, labels_to_strings(pred, CLASSES))
+
+
+def test_labels_to_strings() -> None:
+    frame = good()
+    assert frame["predictions"].tolist() == ["aaa bbb new_individual ccc ddd", "new_individual fff eee ddd ccc"]
+    validate_submission(frame, IMAGES, CLASSES)
+
+
+@pytest.mark.parametrize(("mutate", "message"), [
+    (lambda f: f.rename(columns={"predictions": "pred"}), "header must be image,predictions"),
+    (lambda f: f.iloc[:1], "1 rows for 2 test images"),
+    (lambda f: f.assign(image=["1.jpg", "1.jpg"]), "row 3: image '1.jpg' appears twice"),
+    (lambda f: f.iloc[::-1].reset_index(drop=True), "row 2: image '2.jpg' where sample_submission has '1.jpg'"),
+    (lambda f: f.assign(predictions=["aaa bbb ccc ddd", f.predictions[1]]), "row 2 .*4 predictions"),
+    (lambda f: f.assign(predictions=["aaa aaa ccc ddd eee", f.predictions[1]]), "row 2 .*duplicate predictions"),
+    (lambda f: f.assign(predictions=[f.predictions[0], "zzz bbb ccc ddd eee"]), "row 3 .*unknown individual_id 'zzz'"),
+])  # fmt: skip
+def test_validation_errors(mutate, message: str) -> None:
+    with pytest.raises(SubmissionError, match=message):
+        validate_submission(mutate(good()), IMAGES, CLASSES)
+
+
+def test_score_against_solution() -> None:
+    solution = pd.DataFrame({"image": IMAGES, "individual_id": ["ccc", "new_individual"]})
+    assert score_submission(good(), solution) == pytest.approx((1 / 4 + 1) / 2)
