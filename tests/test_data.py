@@ -191,3 +191,15 @@ def test_dataset_yields_normalised_tensors(tiny_dataset: Path) -> None:
     x, y = items[1]
     assert tuple(x.shape) == (3, 24, 24) and y == 1
     assert -3 < float(x.min()) < float(x.max()) < 3
+
+
+def test_check_command(dataset_copy: Path, tmp_path: Path) -> None:
+    from whaleid.check import main
+
+    params = tmp_path / "params.yaml"
+    params.write_text("train:\n  epochs: 3\n", encoding="utf-8")
+    assert main([str(dataset_copy), "--params", str(params)]) == 0
+    name = _first_train(dataset_copy)
+    (dataset_copy / "train_images" / name).write_bytes(b"\xff\xd8\xff\xe0 cut short")
+    params.write_text("train:\n  epoch: 3\n", encoding="utf-8")
+    assert main([str(dataset_copy), "--params", str(params)]) == 2

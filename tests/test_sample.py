@@ -87,3 +87,16 @@ def test_photos_of_one_individual_differ(tiny_dataset: Path) -> None:
     names = train.loc[train["individual_id"] == top, "image"].tolist()[:2]
     a, b = (read_image(tiny_dataset / "train_images" / n).astype(int) for n in names)
     assert np.abs(a - b).mean() > 5
+
+
+def test_species_alone_cannot_identify() -> None:
+    """Species-oracle upper bound on the default set: knowing each test image's true species and predicting
+    new_individual + that species' four most frequent individuals is still far from MAP@5 1.0."""
+    from whaleid.metrics import map_at_5
+
+    plan = plan_dataset(SampleConfig())
+    top = plan.train.groupby("species")["individual_id"].agg(lambda s: s.value_counts().index[:4].tolist())
+    preds = [[NEW_INDIVIDUAL, *top[s]] for s in plan.test["species"]]
+    truth = np.where(plan.test["_new"], NEW_INDIVIDUAL, plan.test["individual_id"])
+    score = map_at_5(preds, list(truth))
+    assert score < 0.45, score

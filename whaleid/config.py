@@ -93,7 +93,7 @@ class CVConfig:
 class ModelConfig:
     """Backbone + GeM pooling + embedding neck."""
 
-    backbone: str = "test_efficientnet"
+    backbone: str = "test_resnet"
     weights: str | None = None
     img_size: int = 64
     embedding_dim: int = 128
@@ -111,8 +111,8 @@ class ModelConfig:
 class ArcFaceConfig:
     """Additive angular margin head (ArcFace)."""
 
-    scale: float = 30.0
-    margin: float = 0.3
+    scale: float = 20.0
+    margin: float = 0.15
     easy_margin: bool = False
     label_smoothing: float = 0.0
 
@@ -126,9 +126,9 @@ class ArcFaceConfig:
 class TrainConfig:
     """Optimisation: AdamW with linear warm-up then cosine decay, stepped per batch."""
 
-    epochs: int = 20
+    epochs: int = 25
     batch_size: int = 64
-    lr: float = 1e-3
+    lr: float = 3e-3
     head_lr: float = 1e-2
     weight_decay: float = 1e-4
     warmup_epochs: float = 1.0

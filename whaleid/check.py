@@ -1,0 +1,57 @@
+"""`python -m whaleid.check [DATA_DIR] [--params params.yaml]`: validate params and a dataset without training.
+
+Checks the params file (keys, types, ranges, the backbone name), the Kaggle layout and CSVs, and decodes every
+image in parallel. Exit status 0 when all is well, 2 with one line per problem otherwise.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+
+from whaleid.config import ConfigError, load_params
+from whaleid.data import DataError, check_images, load_dataset
+from whaleid.log import setup_logging
+
+log = logging.getLogger("whaleid.check")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m whaleid.check", description=__doc__.splitlines()[0])
+    parser.add_argument("data_dir", nargs="?", help="dataset folder (default: data.dir from the params file)")
+    parser.add_argument("--params", default="params.yaml", help="params file to validate")
+    parser.add_argument("--no-decode", action="store_true", help="skip decoding every image")
+    args = parser.parse_args(argv)
+    setup_logging()
+    problems: list[str] = []
+    data_dir = args.data_dir
+    try:
+        params = load_params(args.params)
+        data_dir = data_dir or params.data.dir
+        from whaleid.model import create_backbone
+
+        create_backbone(params.model.backbone)
+        log.info("%s: OK", args.params)
+    except ConfigError as exc:
+        problems.append(str(exc))
+    if data_dir is None:
+        problems.append("no dataset folder given and the params file could not be read")
+    else:
+        try:
+            ds = load_dataset(data_dir)
+            log.info("%s: layout OK (%d train, %d test images, %d individuals)", data_dir, len(ds.train),
+                     len(ds.test_images), ds.train["individual_id"].nunique())  # fmt: skip
+            if not args.no_decode:
+                problems += check_images(ds.train_paths() + ds.test_paths())
+        except DataError as exc:
+            problems.append(str(exc))
+    for p in problems:
+        log.error("%s", p)
+    if not problems:
+        log.info("all checks passed")
+    return 2 if problems else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
