@@ -58,7 +58,7 @@ class SampleConfig:
     new_share: float = 0.16
     tail_exponent: float = 2.0
     max_images_per_id: int = 40
-    mirror_prob: float = 0.3
+    mirror_prob: float = 0.15
     jpeg_quality_min: int = 60
     jpeg_quality_max: int = 95
     seed: int = 42

@@ -120,9 +120,9 @@ def make_individual(individual_id: str, species: int, proto: dict[str, object], 
         for _ in range(n_notch)
     )
     spots = []
-    for _ in range(int(rng.integers(2, 6))):
+    for _ in range(int(rng.integers(3, 7))):
         v = rng.uniform(0.05, 0.6)
-        spots.append((float(rng.uniform(0.15, 0.85)), float(v), float(rng.uniform(0.07, 0.15)), float(rng.uniform(0.75, 1.15))))
+        spots.append((float(rng.uniform(0.15, 0.85)), float(v), float(rng.uniform(0.08, 0.17)), float(rng.uniform(0.75, 1.15))))
     scars = tuple(
         (float(rng.uniform(0.2, 0.8)), float(rng.uniform(0.05, 0.5)), float(rng.uniform(0, math.pi)), float(rng.uniform(0.15, 0.4)))
         for _ in range(int(rng.integers(0, 3)))
@@ -185,8 +185,8 @@ def render_photo(ind: Individual, size: int, rng: np.random.Generator, mirror_pr
     img = _background(rng, size)
     poly = fin_outline(ind)
     mirror = rng.random() < mirror_prob
-    base_width = rng.uniform(0.45, 0.8) * size
-    angle = math.radians(rng.uniform(-15, 15))
+    base_width = rng.uniform(0.55, 0.85) * size
+    angle = math.radians(rng.uniform(-12, 12))
     centre = np.array([rng.uniform(0.3, 0.7) * size, rng.uniform(0.55, 0.85) * size])
 
     def to_image(points: np.ndarray) -> np.ndarray:
