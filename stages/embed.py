@@ -29,7 +29,9 @@ def main(params: Params) -> None:
     if payload.get("fold") != params.fold:
         log.warning("%s was trained for fold %s but fold is %d", MODEL, payload.get("fold"), params.fold)
     img_size = int(payload["model"]["img_size"])
-    kw = dict(img_size=img_size, batch_size=params.embed.batch_size, device=device, num_workers=params.runtime.num_workers)
+    kw = dict(
+        img_size=img_size, batch_size=params.embed.batch_size, device=device, num_workers=params.runtime.num_workers
+    )
     parts = {
         "train": folds[folds["fold"] != params.fold],
         "valid": folds[folds["fold"] == params.fold],

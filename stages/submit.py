@@ -26,13 +26,21 @@ def main(params: Params) -> None:
     nn = load_npz(NEIGHBOR_DIR / "test.npz")
     if list(nn["query_images"]) != ds.test_images:
         raise ValueError(f"{NEIGHBOR_DIR / 'test.npz'} does not match sample_submission.csv; rerun embed and knn")
-    labels, scores = top_candidates(nn["sims"], nn["neighbors"], nn["gallery_labels"], most_frequent(nn["gallery_labels"]))
+    labels, scores = top_candidates(
+        nn["sims"], nn["neighbors"], nn["gallery_labels"], most_frequent(nn["gallery_labels"])
+    )
     pred = predict(labels, scores, threshold)
     frame = build_submission(ds.test_images, labels_to_strings(pred, classes))
     validate_submission(frame, ds.test_images, classes)
     write_csv(SUBMISSION, frame)
     share = float((pred[:, 0] == NEW).mean())
-    log.info("wrote %s: %d rows, threshold %.3f, new_individual first for %.1f%%", SUBMISSION, len(frame), threshold, 100 * share)
+    log.info(
+        "wrote %s: %d rows, threshold %.3f, new_individual first for %.1f%%",
+        SUBMISSION,
+        len(frame),
+        threshold,
+        100 * share,
+    )
 
 
 if __name__ == "__main__":

@@ -28,11 +28,21 @@ log = logging.getLogger("whaleid.train")
 EVAL_THRESHOLDS = [round(0.05 * i, 2) for i in range(21)]
 
 
-def fingerprint(params: Params, files: list[Path]) -> str:
-    """Hash of everything that changes the trained weights (not runtime settings)."""
+def fingerprint(params: Params, files: list[Path], images: list[Path]) -> str:
+    """Hash of everything that changes the trained weights (not runtime settings).
+
+    Images enter by name, size and modification time: a regenerated or replaced image discards the checkpoint.
+    """
     h = hashlib.sha256()
+    for p in images:
+        st = p.stat()
+        h.update(f"{p.name}:{st.st_size}:{st.st_mtime_ns};".encode())
     keys = ("fold", "model", "arcface", "train", "augment")
-    h.update(json.dumps({k: to_dict(getattr(params, k)) if k != "fold" else params.fold for k in keys}, sort_keys=True).encode())
+    h.update(
+        json.dumps(
+            {k: to_dict(getattr(params, k)) if k != "fold" else params.fold for k in keys}, sort_keys=True
+        ).encode()
+    )
     h.update(torch.__version__.encode())
     for f in files:
         h.update(Path(f).read_bytes())
@@ -72,7 +82,7 @@ def main(params: Params) -> None:
         return {"valid_map5": score["map5"], "valid_threshold": score["threshold"]}
 
     checkpoint = CHECKPOINT_DIR / f"fold{params.fold}" / "last.pt"
-    fp = fingerprint(params, [FOLDS, LABELS])
+    fp = fingerprint(params, [FOLDS, LABELS], train_paths)
     with Live(dir=str(DVCLIVE_DIR), dvcyaml=None, save_dvc_exp=False, report=None) as live:
         live.log_params({"fold": params.fold, "backbone": params.model.backbone, "img_size": params.model.img_size})
 

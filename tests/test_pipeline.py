@@ -28,7 +28,9 @@ TINY_PARAMS = {
 def run(cmd: list[str], cwd: Path, env: dict[str, str]) -> str:
     proc = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=900)
     if proc.returncode != 0:
-        raise AssertionError(f"{' '.join(cmd)} failed ({proc.returncode}):\n{proc.stdout[-4000:]}\n{proc.stderr[-4000:]}")
+        raise AssertionError(
+            f"{' '.join(cmd)} failed ({proc.returncode}):\n{proc.stdout[-4000:]}\n{proc.stderr[-4000:]}"
+        )
     return proc.stdout + proc.stderr
 
 
@@ -89,7 +91,8 @@ def test_repro_then_experiment(tmp_path: Path) -> None:
 
     out = run([*dvc, "exp", "run", "-S", "threshold.step=0.1"], repo, env)
     reran = {line.split("'")[1] for line in out.splitlines() if line.startswith("Running stage")}
-    assert reran == {"threshold", "submit", "score"}, reran
+    # submit and score rerun only if cv.json changed (DVC skips a stage whose inputs hash the same).
+    assert "threshold" in reran and reran <= {"threshold", "submit", "score"}, reran
 
     shown = json.loads(run([*dvc, "exp", "show", "--json"], repo, env))
     cv_values = metric_values(shown, "metrics/cv.json")

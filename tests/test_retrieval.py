@@ -35,7 +35,7 @@ def test_approximate_indexes_have_high_recall(kind: str) -> None:
     gallery, queries = unit(rng, 3000, 16), unit(rng, 100, 16)
     _, idx = search(gallery, queries, KnnConfig(k=5, index=kind, ivf_nlist=32, ivf_nprobe=16))
     _, want = brute_force(gallery, queries, 5)
-    recall = np.mean([len(set(a) & set(b)) / 5 for a, b in zip(idx, want)])
+    recall = np.mean([len(set(a) & set(b)) / 5 for a, b in zip(idx, want, strict=True)])
     assert recall > 0.9
 
 

@@ -6,7 +6,13 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from whaleid.submission import SubmissionError, build_submission, labels_to_strings, score_submission, validate_submission
+from whaleid.submission import (
+    SubmissionError,
+    build_submission,
+    labels_to_strings,
+    score_submission,
+    validate_submission,
+)
 from whaleid.threshold import NEW
 
 CLASSES = ["aaa", "bbb", "ccc", "ddd", "eee", "fff"]

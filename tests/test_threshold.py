@@ -12,8 +12,8 @@ from whaleid.threshold import NEW, best_threshold, predict, sweep, sweep_scores,
 def naive_predictions(sims, neighbors, gallery_labels, fill, threshold):
     """Straightforward per-image reference: walk neighbours best first, insert new_individual, fill to five."""
     out = []
-    for row_s, row_n in zip(sims, neighbors):
-        pairs = sorted([(s, n) for s, n in zip(row_s, row_n) if n >= 0], key=lambda t: -t[0])
+    for row_s, row_n in zip(sims, neighbors, strict=True):
+        pairs = sorted([(s, n) for s, n in zip(row_s, row_n, strict=True) if n >= 0], key=lambda t: -t[0])
         preds: list[int] = []
         inserted = False
         for s, n in pairs:
@@ -68,7 +68,7 @@ def test_sweep_matches_naive_loop(seed: int) -> None:
     per_query = sweep_scores(labels, scores, truth, thresholds)
     for j, thr in enumerate(thresholds):
         naive = naive_predictions(sims, nbrs, gl, fill, thr)
-        expect = [precision_at_5(p, t) for p, t in zip(naive, truth)]
+        expect = [precision_at_5(p, t) for p, t in zip(naive, truth, strict=True)]
         np.testing.assert_allclose(per_query[:, j], expect)
     table = sweep(labels, scores, truth, thresholds, new_ratio=0.3)
     new = truth == NEW

@@ -321,9 +321,7 @@ def build_block(cls: type, raw: Any, block: str) -> Any:
         if isinstance(value, float) and hints[key] is int and value.is_integer():
             value = int(value)
         if not _type_ok(value, hints[key]):
-            raise ConfigError(
-                f"{block}.{key} must be {_type_name(hints[key])}, got {type(value).__name__} {value!r}."
-            )
+            raise ConfigError(f"{block}.{key} must be {_type_name(hints[key])}, got {type(value).__name__} {value!r}.")
         values[key] = value
     return cls(**values)
 
@@ -339,7 +337,9 @@ def params_from_dict(raw: Any) -> Params:
     blocks: dict[str, Any] = {}
     for key, value in raw.items():
         if key not in names:
-            raise ConfigError(f"Unknown params block {key!r}.{_suggest(str(key), names)} Valid blocks: {', '.join(names)}.")
+            raise ConfigError(
+                f"Unknown params block {key!r}.{_suggest(str(key), names)} Valid blocks: {', '.join(names)}."
+            )
         if key == "fold":
             if not _type_ok(value, int):
                 raise ConfigError(f"fold must be int, got {type(value).__name__} {value!r}.")

@@ -23,12 +23,13 @@ def autocast_dtype(device: torch.device) -> torch.dtype | None:
 
 def make_loader(dataset: torch.utils.data.Dataset, batch_size: int, num_workers: int, device: torch.device,
                 **kwargs: object) -> torch.utils.data.DataLoader:  # fmt: skip
+    persistent = bool(kwargs.pop("persistent", False))
     return torch.utils.data.DataLoader(
         dataset,
         batch_size=batch_size,
         num_workers=num_workers,
         pin_memory=device.type == "cuda",
-        persistent_workers=num_workers > 0 and kwargs.pop("persistent", False),
+        persistent_workers=num_workers > 0 and persistent,
         **kwargs,
     )
 

@@ -91,7 +91,9 @@ class WhaleNet(nn.Module):
         n_features = self.backbone.num_features
         self.pool = GeM(model_cfg.gem_p, learnable=model_cfg.gem_learnable)
         self.dropout = nn.Dropout(model_cfg.dropout)
-        self.neck = nn.Sequential(nn.Linear(n_features, model_cfg.embedding_dim), nn.BatchNorm1d(model_cfg.embedding_dim))
+        self.neck = nn.Sequential(
+            nn.Linear(n_features, model_cfg.embedding_dim), nn.BatchNorm1d(model_cfg.embedding_dim)
+        )
         self.head = ArcFace(model_cfg.embedding_dim, n_classes, arc_cfg.scale, arc_cfg.margin, arc_cfg.easy_margin)
 
     def embed(self, images: torch.Tensor) -> torch.Tensor:
@@ -132,7 +134,9 @@ def load_model(path: str | Path, device: torch.device | str = "cpu") -> tuple[Wh
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001 - the safe unpickler raises many types
-        raise ConfigError(f"{path}: not a whaleid model file or not safe to load ({type(exc).__name__}: {exc}).") from None
+        raise ConfigError(
+            f"{path}: not a whaleid model file or not safe to load ({type(exc).__name__}: {exc})."
+        ) from None
     if not isinstance(payload, dict) or payload.get("format") != MODEL_FORMAT:
         raise ConfigError(f"{path}: not a whaleid model file (format {MODEL_FORMAT!r} expected).")
     model_cfg = ModelConfig(**{**payload["model"], "weights": None})

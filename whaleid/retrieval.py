@@ -64,7 +64,9 @@ def build_index(gallery: np.ndarray, cfg: KnnConfig, use_gpu: bool | None = None
     return index
 
 
-def search(gallery: np.ndarray, queries: np.ndarray, cfg: KnnConfig, use_gpu: bool | None = None) -> tuple[np.ndarray, np.ndarray]:
+def search(
+    gallery: np.ndarray, queries: np.ndarray, cfg: KnnConfig, use_gpu: bool | None = None
+) -> tuple[np.ndarray, np.ndarray]:
     """Top-``cfg.k`` gallery rows for every query, best first: (similarities (Q, k), indices (Q, k))."""
     queries = _as_matrix(queries, "queries")
     gallery = _as_matrix(gallery, "gallery")

@@ -122,9 +122,16 @@ def make_individual(individual_id: str, species: int, proto: dict[str, object], 
     spots = []
     for _ in range(int(rng.integers(3, 7))):
         v = rng.uniform(0.05, 0.6)
-        spots.append((float(rng.uniform(0.15, 0.85)), float(v), float(rng.uniform(0.08, 0.17)), float(rng.uniform(0.75, 1.15))))
+        spots.append(
+            (float(rng.uniform(0.15, 0.85)), float(v), float(rng.uniform(0.08, 0.17)), float(rng.uniform(0.75, 1.15)))
+        )
     scars = tuple(
-        (float(rng.uniform(0.2, 0.8)), float(rng.uniform(0.05, 0.5)), float(rng.uniform(0, math.pi)), float(rng.uniform(0.15, 0.4)))
+        (
+            float(rng.uniform(0.2, 0.8)),
+            float(rng.uniform(0.05, 0.5)),
+            float(rng.uniform(0, math.pi)),
+            float(rng.uniform(0.15, 0.4)),
+        )
         for _ in range(int(rng.integers(0, 3)))
     )
     tone = np.asarray(proto["tone"]) * rng.uniform(0.92, 1.08)
@@ -175,12 +182,16 @@ def _background(rng: np.random.Generator, size: int) -> np.ndarray:
     img = sea[None, None, :] * (1.0 - 0.5 * depth) + np.zeros((1, size, 1))
     img = np.where(y < horizon, sky[None, None, :] + np.zeros((1, size, 1)), img)
     cells = int(rng.integers(4, 12))
-    waves = cv2.resize(rng.normal(0, 1, (cells, cells * 2)).astype(np.float32), (size, size), interpolation=cv2.INTER_CUBIC)
+    waves = cv2.resize(
+        rng.normal(0, 1, (cells, cells * 2)).astype(np.float32), (size, size), interpolation=cv2.INTER_CUBIC
+    )
     img = img + waves[:, :, None] * rng.uniform(4, 18) * (y >= horizon)
     return img.astype(np.float32)
 
 
-def render_photo(ind: Individual, size: int, rng: np.random.Generator, mirror_prob: float) -> tuple[np.ndarray, tuple[int, int, int, int]]:
+def render_photo(
+    ind: Individual, size: int, rng: np.random.Generator, mirror_prob: float
+) -> tuple[np.ndarray, tuple[int, int, int, int]]:
     """Render one photo of ``ind`` (RGB uint8, ``size`` x ``size``) and the fin's bounding box."""
     img = _background(rng, size)
     poly = fin_outline(ind)
@@ -219,16 +230,16 @@ def render_photo(ind: Individual, size: int, rng: np.random.Generator, mirror_pr
         centre_px = to_image([[u, v]])[0]
         r = radius * base_width
         axes = (int(round(r * 16)), int(round(r * 0.75 * 16)))
-        cv2.ellipse(marks, (int(round(centre_px[0] * 16)), int(round(centre_px[1] * 16))), axes,
-                    math.degrees(-angle), 0, 360, 1.0, -1, cv2.LINE_AA, 4)  # fmt: skip
-        cv2.ellipse(mark_tone, (int(round(centre_px[0] * 16)), int(round(centre_px[1] * 16))), axes,
-                    math.degrees(-angle), 0, 360, factor, -1, cv2.LINE_AA, 4)  # fmt: skip
+        centre_fixed = (int(round(centre_px[0] * 16)), int(round(centre_px[1] * 16)))
+        for target, value in ((marks, 1.0), (mark_tone, factor)):
+            cv2.ellipse(target, centre_fixed, axes, math.degrees(-angle), 0, 360, value, -1, cv2.LINE_AA, 4)
     for u, v, theta, length in ind.scars:
         a = to_image([[u, v]])[0]
         b = to_image([[u + length * math.cos(theta), v + length * math.sin(theta)]])[0]
         thickness = max(1, int(round(0.04 * base_width)))
-        cv2.line(marks, tuple(int(round(x * 16)) for x in a), tuple(int(round(x * 16)) for x in b), 1.0, thickness, cv2.LINE_AA, 4)
-        cv2.line(mark_tone, tuple(int(round(x * 16)) for x in a), tuple(int(round(x * 16)) for x in b), 1.2, thickness, cv2.LINE_AA, 4)
+        p1, p2 = (tuple(int(round(x * 16)) for x in point) for point in (a, b))
+        for target, value in ((marks, 1.0), (mark_tone, 1.2)):
+            cv2.line(target, p1, p2, value, thickness, cv2.LINE_AA, 4)
     marks = np.clip(marks, 0, 1) * fin_mask
     mark_colour = np.asarray(ind.mark_tone)[None, None, :] * np.clip(mark_tone, 0.5, 1.3)[:, :, None]
 

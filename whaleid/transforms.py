@@ -29,9 +29,7 @@ class ToCHW(A.ImageOnlyTransform):
 
 
 def eval_transform(img_size: int) -> A.Compose:
-    return A.Compose(
-        [A.Resize(img_size, img_size, interpolation=cv2.INTER_AREA), A.Normalize(MEAN, STD), ToCHW()]
-    )
+    return A.Compose([A.Resize(img_size, img_size, interpolation=cv2.INTER_AREA), A.Normalize(MEAN, STD), ToCHW()])
 
 
 def train_transform(img_size: int, aug: AugmentConfig, seed: int = 0) -> A.Compose:
@@ -54,7 +52,9 @@ def train_transform(img_size: int, aug: AugmentConfig, seed: int = 0) -> A.Compo
         steps.append(A.GaussianBlur(blur_limit=(3, 5), p=aug.blur))
     if aug.dropout > 0:
         steps.append(
-            A.CoarseDropout(num_holes_range=(1, 4), hole_height_range=(0.05, 0.2), hole_width_range=(0.05, 0.2), p=aug.dropout)
+            A.CoarseDropout(
+                num_holes_range=(1, 4), hole_height_range=(0.05, 0.2), hole_width_range=(0.05, 0.2), p=aug.dropout
+            )
         )
     steps += [A.Normalize(MEAN, STD), ToCHW()]
     return A.Compose(steps, seed=seed)
