@@ -9,13 +9,12 @@ from whaleid.baseline import constant_predictions, pixel_features
 from whaleid.cli import run_stage
 from whaleid.config import KnnConfig, Params
 from whaleid.data import load_dataset
-from whaleid.evaluate import cv_sweep, most_frequent
+from whaleid.evaluate import cv_sweep
 from whaleid.io import write_json
-from whaleid.metrics import map_at_5
 from whaleid.paths import BASELINE_METRICS
 from whaleid.retrieval import search
-from whaleid.submission import labels_to_strings
-from whaleid.threshold import predict, top_candidates
+from whaleid.submission import build_submission, labels_to_strings, score_submission
+from whaleid.threshold import predict_from_neighbors
 
 log = logging.getLogger("whaleid.baseline")
 
@@ -33,15 +32,12 @@ def main(params: Params) -> None:
     table, thr = cv_sweep(sims, nbrs, labels[is_valid], labels[~is_valid], grid, params.cv.new_ratio)
     metrics = {"pixel_knn_cv_map5": round(float(table["map5"].max()), 6), "pixel_knn_threshold": thr}
     if ds.solution is not None:
-        truth = dict(zip(ds.solution["image"], ds.solution["individual_id"], strict=True))
-        y = [truth[i] for i in ds.test_images]
-        const = constant_predictions(folds["individual_id"], len(y))
-        metrics["constant_map5"] = round(map_at_5([p.split() for p in const], y), 6)
+        const = constant_predictions(folds["individual_id"], len(ds.test_images))
+        metrics["constant_map5"] = round(score_submission(build_submission(ds.test_images, const), ds.solution), 6)
         test = pixel_features(ds.test_paths(), cfg.pixel_size, params.runtime.n_jobs)
         sims, nbrs = search(feats, test, knn)
-        cand, scores = top_candidates(sims, nbrs, labels, most_frequent(labels))
-        preds = labels_to_strings(predict(cand, scores, thr), classes)
-        metrics["pixel_knn_map5"] = round(map_at_5([p.split() for p in preds], y), 6)
+        preds = labels_to_strings(predict_from_neighbors(sims, nbrs, labels, thr), classes)
+        metrics["pixel_knn_map5"] = round(score_submission(build_submission(ds.test_images, preds), ds.solution), 6)
     write_json(BASELINE_METRICS, metrics)
     log.info("baselines: %s", metrics)
 

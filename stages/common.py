@@ -1,8 +1,9 @@
-"""Small helpers shared by the post-training stages."""
+"""Small helpers shared by the stages that read the fold assignment."""
 
 import numpy as np
 import pandas as pd
 
+from whaleid.data import DataError
 from whaleid.io import read_json
 from whaleid.paths import FOLDS, LABELS
 
@@ -13,5 +14,9 @@ def folds_with_labels() -> tuple[pd.DataFrame, list[str]]:
                         keep_default_na=False)  # fmt: skip
     classes = read_json(LABELS)["individual_id"]
     index = {c: i for i, c in enumerate(classes)}
-    folds["label"] = folds["individual_id"].map(index).astype(np.int64)
+    labels = folds["individual_id"].map(index)
+    if labels.isna().any():
+        raise DataError(f"{FOLDS} and {LABELS} disagree (e.g. {folds['individual_id'][labels.isna()].iloc[0]!r}); "
+                        "rerun the encode and split stages: `dvc repro split`")  # fmt: skip
+    folds["label"] = labels.astype(np.int64)
     return folds, classes

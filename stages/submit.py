@@ -9,12 +9,11 @@ import logging
 from stages.common import folds_with_labels
 from whaleid.cli import run_stage
 from whaleid.config import Params
-from whaleid.data import load_dataset
-from whaleid.evaluate import most_frequent
+from whaleid.data import DataError, load_dataset
 from whaleid.io import load_npz, read_json, write_csv
 from whaleid.paths import CV_METRICS, NEIGHBOR_DIR, SUBMISSION
 from whaleid.submission import build_submission, labels_to_strings, validate_submission
-from whaleid.threshold import NEW, predict, top_candidates
+from whaleid.threshold import NEW, predict_from_neighbors
 
 log = logging.getLogger("whaleid.submit")
 
@@ -25,11 +24,8 @@ def main(params: Params) -> None:
     threshold = float(read_json(CV_METRICS)["threshold"])
     nn = load_npz(NEIGHBOR_DIR / "test.npz")
     if list(nn["query_images"]) != ds.test_images:
-        raise ValueError(f"{NEIGHBOR_DIR / 'test.npz'} does not match sample_submission.csv; rerun embed and knn")
-    labels, scores = top_candidates(
-        nn["sims"], nn["neighbors"], nn["gallery_labels"], most_frequent(nn["gallery_labels"])
-    )
-    pred = predict(labels, scores, threshold)
+        raise DataError(f"{NEIGHBOR_DIR / 'test.npz'} does not match sample_submission.csv; rerun embed and knn")
+    pred = predict_from_neighbors(nn["sims"], nn["neighbors"], nn["gallery_labels"], threshold)
     frame = build_submission(ds.test_images, labels_to_strings(pred, classes))
     validate_submission(frame, ds.test_images, classes)
     write_csv(SUBMISSION, frame)

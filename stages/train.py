@@ -1,6 +1,6 @@
 """DVC stage `train`: ArcFace training on folds != `fold` -> models/model.pt, dvclive/ curves.
 
-Resumes from .whaleid_cache/checkpoints/ after an interruption when params and data are unchanged.
+Resumes from .whaleid_cache/checkpoints/ after an interruption when params, data and code are unchanged.
 """
 
 import hashlib
@@ -8,15 +8,16 @@ import json
 import logging
 from pathlib import Path
 
-import pandas as pd
 import torch
 
+import whaleid
+from stages.common import folds_with_labels
 from whaleid.cli import run_stage
 from whaleid.config import KnnConfig, Params, to_dict
 from whaleid.data import load_dataset
 from whaleid.embed import extract_embeddings
 from whaleid.evaluate import cv_score
-from whaleid.io import atomic_path, read_json
+from whaleid.io import atomic_path
 from whaleid.model import WhaleNet, model_payload
 from whaleid.paths import CHECKPOINT_DIR, DVCLIVE_DIR, FOLDS, LABELS, MODEL
 from whaleid.train import select_device, train_model
@@ -27,11 +28,15 @@ log = logging.getLogger("whaleid.train")
 # training) never invalidate the trained model.
 EVAL_THRESHOLDS = [round(0.05 * i, 2) for i in range(21)]
 
+# Code whose edits make a saved checkpoint stale: this stage, its helpers and the library.
+CODE = sorted([Path(__file__), Path(__file__).with_name("common.py"), *Path(whaleid.__file__).parent.glob("*.py")])
+
 
 def fingerprint(params: Params, files: list[Path], images: list[Path]) -> str:
     """Hash of everything that changes the trained weights (not runtime settings).
 
-    Images enter by name, size and modification time: a regenerated or replaced image discards the checkpoint.
+    ``files`` (folds, labels, the training code) enter by content; images by name, size and modification time,
+    so regenerated data, replaced images or edited code discard the checkpoint.
     """
     h = hashlib.sha256()
     for p in images:
@@ -53,12 +58,7 @@ def main(params: Params) -> None:
     from dvclive import Live
 
     ds = load_dataset(params.data.dir)
-    folds = pd.read_csv(FOLDS, dtype={"image": str, "individual_id": str, "species": str, "fold": int})
-    classes = read_json(LABELS)["individual_id"]
-    index = {c: i for i, c in enumerate(classes)}
-    folds["label"] = folds["individual_id"].map(index)
-    if folds["label"].isna().any():
-        raise ValueError(f"{FOLDS} and {LABELS} disagree; rerun the encode and split stages")
+    folds, classes = folds_with_labels()
     train_rows = folds[folds["fold"] != params.fold]
     valid_rows = folds[folds["fold"] == params.fold]
     device = select_device(params.runtime.device)
@@ -82,7 +82,7 @@ def main(params: Params) -> None:
         return {"valid_map5": score["map5"], "valid_threshold": score["threshold"]}
 
     checkpoint = CHECKPOINT_DIR / f"fold{params.fold}" / "last.pt"
-    fp = fingerprint(params, [FOLDS, LABELS], train_paths)
+    fp = fingerprint(params, [FOLDS, LABELS, *CODE], train_paths)
     with Live(dir=str(DVCLIVE_DIR), dvcyaml=None, save_dvc_exp=False, report=None) as live:
         live.log_params({"fold": params.fold, "backbone": params.model.backbone, "img_size": params.model.img_size})
 
@@ -98,7 +98,7 @@ def main(params: Params) -> None:
             device, params.runtime.num_workers, checkpoint, fp, evaluate if len(valid_rows) else None, on_epoch,
         )  # fmt: skip
     payload = model_payload(model.cpu(), params.model, params.arcface, len(classes),
-                            {"fold": params.fold, "history": history, "classes_sha": fp})  # fmt: skip
+                            {"fold": params.fold, "history": history, "fingerprint": fp})  # fmt: skip
     with atomic_path(MODEL) as tmp:
         torch.save(payload, tmp)
     log.info("saved %s (final valid MAP@5 %s)", MODEL, history[-1].get("valid_map5", "n/a") if history else "n/a")

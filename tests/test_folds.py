@@ -37,3 +37,22 @@ def test_split_is_deterministic_and_seeded() -> None:
 def test_encode_labels_sorted_json_friendly() -> None:
     enc = encode_labels(pd.DataFrame({"individual_id": ["b", "a", "b"], "species": ["x", "y", "x"]}))
     assert enc == {"individual_id": ["a", "b"], "species": ["x", "y"]}
+
+
+def test_folds_and_labels_disagreeing_is_a_clear_error(tmp_path, monkeypatch) -> None:
+    import json
+
+    import pytest
+
+    from stages.common import folds_with_labels
+    from whaleid.data import DataError
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "data/prepared").mkdir(parents=True)
+    frame({"a": 2, "b": 1}).assign(fold=[0, 1, 0]).to_csv("data/prepared/folds.csv", index=False)
+    (tmp_path / "data/prepared/labels.json").write_text(json.dumps({"individual_id": ["a"], "species": ["s"]}))
+    with pytest.raises(DataError, match=r"disagree \(e\.g\. 'b'\).*dvc repro split"):
+        folds_with_labels()
+    (tmp_path / "data/prepared/labels.json").write_text(json.dumps({"individual_id": ["a", "b"], "species": ["s"]}))
+    folds, classes = folds_with_labels()
+    assert folds["label"].tolist() == [0, 0, 1] and classes == ["a", "b"]

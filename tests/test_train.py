@@ -44,3 +44,6 @@ def test_fingerprint_tracks_params_and_data(tmp_path: Path) -> None:
     st = img.stat()
     os.utime(img, ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))  # image regenerated / replaced
     assert fingerprint(Params(), [meta], [img]) != base
+    after_touch = fingerprint(Params(), [meta], [img])
+    meta.write_text("y\n")  # folds, labels or training code edited
+    assert fingerprint(Params(), [meta], [img]) != after_touch

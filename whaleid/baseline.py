@@ -14,6 +14,7 @@ import numpy as np
 from joblib import Parallel, delayed
 
 from whaleid.data import read_image
+from whaleid.threshold import most_frequent
 
 
 def _features(paths: Sequence[Path], size: int) -> np.ndarray:
@@ -35,6 +36,4 @@ def pixel_features(paths: Sequence[str | Path], size: int, n_jobs: int = -1) -> 
 
 def constant_predictions(train_ids: Sequence[str], n: int) -> list[str]:
     """``new_individual`` + the four most frequent ids (ties by id), repeated ``n`` times."""
-    values, counts = np.unique(np.asarray(train_ids), return_counts=True)
-    top = values[np.lexsort((values, -counts))][:4].tolist()
-    return [" ".join(["new_individual", *top])] * n
+    return [" ".join(["new_individual", *most_frequent(np.asarray(train_ids), 4)])] * n

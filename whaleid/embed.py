@@ -22,8 +22,8 @@ def autocast_dtype(device: torch.device) -> torch.dtype | None:
 
 
 def make_loader(dataset: torch.utils.data.Dataset, batch_size: int, num_workers: int, device: torch.device,
-                **kwargs: object) -> torch.utils.data.DataLoader:  # fmt: skip
-    persistent = bool(kwargs.pop("persistent", False))
+                persistent: bool = False, **kwargs: object) -> torch.utils.data.DataLoader:  # fmt: skip
+    """DataLoader with pinned memory on CUDA; ``persistent`` keeps worker processes alive across epochs."""
     return torch.utils.data.DataLoader(
         dataset,
         batch_size=batch_size,

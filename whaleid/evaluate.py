@@ -9,14 +9,7 @@ import pandas as pd
 
 from whaleid.config import KnnConfig
 from whaleid.retrieval import search
-from whaleid.threshold import NEW, best_threshold, sweep, top_candidates
-
-
-def most_frequent(labels: np.ndarray, n: int = 20) -> list[int]:
-    """The ``n`` most frequent labels, ties broken by the smaller label (deterministic)."""
-    values, counts = np.unique(np.asarray(labels), return_counts=True)
-    order = np.lexsort((values, -counts))
-    return values[order][:n].tolist()
+from whaleid.threshold import NEW, best_threshold, most_frequent, sweep, top_candidates
 
 
 def query_truth(query_labels: np.ndarray, gallery_labels: np.ndarray) -> np.ndarray:

@@ -1,4 +1,4 @@
-"""Margin heads for metric learning. Selected by name through ``HEADS``.
+"""Margin heads for metric learning.
 
 * ``arcface`` -- additive angular margin (Deng et al. 2019): the target logit is ``scale * cos(theta + margin)``,
   every other logit ``scale * cos(theta)``. With ``easy_margin`` the margin is applied only where
@@ -48,6 +48,3 @@ class ArcFace(nn.Module):
                 phi = torch.where(cos > self.th, phi, cos - self.mm)
             one_hot = F.one_hot(labels, num_classes=cos.shape[1]).to(cos.dtype)
             return self.scale * (one_hot * phi + (1.0 - one_hot) * cos)
-
-
-HEADS = {"arcface": ArcFace}

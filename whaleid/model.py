@@ -7,6 +7,7 @@ downloads: optional pretrained weights come from a local file (``model.weights``
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
 from pathlib import Path
 
@@ -116,8 +117,6 @@ MODEL_FORMAT = "whaleid-model-1"
 def model_payload(model: WhaleNet, model_cfg: ModelConfig, arc_cfg: ArcFaceConfig, n_classes: int,
                   extra: dict | None = None) -> dict:  # fmt: skip
     """Everything needed to rebuild ``model``, as plain types + tensors (loads with ``weights_only=True``)."""
-    import dataclasses
-
     return {
         "format": MODEL_FORMAT,
         "model": dataclasses.asdict(model_cfg),

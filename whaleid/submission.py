@@ -13,6 +13,7 @@ import numpy as np
 import pandas as pd
 
 from whaleid.data import NEW_INDIVIDUAL
+from whaleid.metrics import map_at_5
 from whaleid.threshold import NEW
 
 
@@ -59,8 +60,6 @@ def validate_submission(frame: pd.DataFrame, expected_images: Sequence[str], kno
 
 def score_submission(frame: pd.DataFrame, solution: pd.DataFrame) -> float:
     """MAP@5 of a submission against an answer key (image,individual_id)."""
-    from whaleid.metrics import map_at_5
-
     truth = dict(zip(solution["image"], solution["individual_id"], strict=True))
     missing = [i for i in frame["image"] if i not in truth]
     if missing:

@@ -22,6 +22,13 @@ NEW = -1
 N_PRED = 5
 
 
+def most_frequent(labels: np.ndarray, n: int = 20) -> list:
+    """The ``n`` most frequent labels, ties broken by the smaller label (deterministic): the fill for short rows."""
+    values, counts = np.unique(np.asarray(labels), return_counts=True)
+    order = np.lexsort((values, -counts))
+    return values[order][:n].tolist()
+
+
 def top_candidates(
     sims: np.ndarray, neighbors: np.ndarray, gallery_labels: np.ndarray, fill: Sequence[int], n: int = N_PRED
 ) -> tuple[np.ndarray, np.ndarray]:
@@ -124,3 +131,12 @@ def predict(labels: np.ndarray, scores: np.ndarray, threshold: float) -> np.ndar
         after = labels[:, j - 1] if j > 0 else labels[:, 0]
         out[:, j] = np.where(j < p, before, np.where(j == p, NEW, after))
     return out
+
+
+def predict_from_neighbors(
+    sims: np.ndarray, neighbors: np.ndarray, gallery_labels: np.ndarray, threshold: float
+) -> np.ndarray:
+    """The whole rule in one call: candidates (filled with the gallery's most frequent labels), then
+    :func:`predict` at ``threshold``. (Q, 5) class numbers with :data:`NEW`."""
+    labels, scores = top_candidates(sims, neighbors, gallery_labels, most_frequent(gallery_labels))
+    return predict(labels, scores, threshold)
