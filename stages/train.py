@@ -98,7 +98,7 @@ def main(params: Params) -> None:
             device, params.runtime.num_workers, checkpoint, fp, evaluate if len(valid_rows) else None, on_epoch,
         )  # fmt: skip
     payload = model_payload(model.cpu(), params.model, params.arcface, len(classes),
-                            {"fold": params.fold, "history": history, "fingerprint": fp})  # fmt: skip
+                            {"fold": params.fold, "history": history})  # fmt: skip
     with atomic_path(MODEL) as tmp:
         torch.save(payload, tmp)
     log.info("saved %s (final valid MAP@5 %s)", MODEL, history[-1].get("valid_map5", "n/a") if history else "n/a")
