@@ -17,7 +17,7 @@ from whaleid.config import KnnConfig, Params, to_dict
 from whaleid.data import load_dataset
 from whaleid.embed import extract_embeddings
 from whaleid.evaluate import cv_score
-from whaleid.io import atomic_path
+from whaleid.io import save_torch
 from whaleid.model import WhaleNet, model_payload
 from whaleid.paths import CHECKPOINT_DIR, DVCLIVE_DIR, FOLDS, LABELS, MODEL
 from whaleid.train import select_device, train_model
@@ -99,8 +99,7 @@ def main(params: Params) -> None:
         )  # fmt: skip
     payload = model_payload(model.cpu(), params.model, params.arcface, len(classes),
                             {"fold": params.fold, "history": history})  # fmt: skip
-    with atomic_path(MODEL) as tmp:
-        torch.save(payload, tmp)
+    save_torch(MODEL, payload)
     log.info("saved %s (final valid MAP@5 %s)", MODEL, history[-1].get("valid_map5", "n/a") if history else "n/a")
 
 

@@ -80,3 +80,15 @@ def test_model_round_trip(tmp_path: Path) -> None:
     with torch.no_grad():
         assert torch.allclose(loaded(x), net(x))
     assert payload["fold"] == 0
+
+
+def test_saved_model_bytes_are_reproducible(tmp_path: Path) -> None:
+    from whaleid.io import save_torch
+
+    torch.manual_seed(0)
+    net = WhaleNet(TINY, ArcFaceConfig(), n_classes=5)
+    payload = model_payload(net, TINY, ArcFaceConfig(), 5)
+    save_torch(tmp_path / "a.pt", payload)
+    save_torch(tmp_path / "b.pt", payload)
+    assert (tmp_path / "a.pt").read_bytes() == (tmp_path / "b.pt").read_bytes()
+    assert not list(tmp_path.glob(".*.tmp"))  # no temporary file left behind

@@ -70,6 +70,16 @@ def save_npz(path: str | Path, **arrays: np.ndarray) -> None:
     write_bytes(path, buf.getvalue())
 
 
+def save_torch(path: str | Path, obj: Any) -> None:
+    """``torch.save`` atomically. Serialised in memory first: saving to the temporary file directly would name the
+    archive's records after its random name, and the same model would give different bytes on every run."""
+    import torch
+
+    buf = io.BytesIO()
+    torch.save(obj, buf)
+    write_bytes(path, buf.getvalue())
+
+
 def load_npz(path: str | Path) -> dict[str, np.ndarray]:
     """Load every array of an ``.npz`` (never unpickles)."""
     with np.load(path, allow_pickle=False) as data:

@@ -26,7 +26,7 @@ from tqdm.auto import tqdm
 from whaleid.config import AugmentConfig, TrainConfig
 from whaleid.data import ImageDataset
 from whaleid.embed import autocast_dtype, make_loader
-from whaleid.io import atomic_path
+from whaleid.io import save_torch
 from whaleid.transforms import train_transform
 
 log = logging.getLogger(__name__)
@@ -98,8 +98,7 @@ def save_checkpoint(path: Path, fingerprint: str, model: nn.Module, optimizer: t
         "scaler": scaler.state_dict(),
         "torch_rng": torch.get_rng_state(),
     }
-    with atomic_path(path) as tmp:
-        torch.save(payload, tmp)
+    save_torch(path, payload)
 
 
 def load_checkpoint(path: Path, fingerprint: str) -> dict | None:
