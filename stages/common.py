@@ -1,15 +1,20 @@
-"""Small helpers shared by the stages that read the fold assignment."""
+"""Small helpers shared by the stages: the fold assignment with class numbers, and the resized images."""
+
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
+from whaleid.config import Params, to_dict
 from whaleid.data import DataError
 from whaleid.io import read_json
-from whaleid.paths import FOLDS, LABELS
+from whaleid.paths import FOLDS, LABELS, RESIZED_DIR
+from whaleid.prepare import resized_name
 
 
 def folds_with_labels() -> tuple[pd.DataFrame, list[str]]:
-    """folds.csv with a ``label`` column (class number from labels.json), and the class list."""
+    """folds.csv with ``label`` and ``species_label`` columns (class numbers from labels.json), and the class
+    list of individual_id."""
     folds = pd.read_csv(FOLDS, dtype={"image": str, "individual_id": str, "species": str, "fold": int},
                         keep_default_na=False)  # fmt: skip
     classes = read_json(LABELS)["individual_id"]
@@ -19,4 +24,37 @@ def folds_with_labels() -> tuple[pd.DataFrame, list[str]]:
         raise DataError(f"{FOLDS} and {LABELS} disagree (e.g. {folds['individual_id'][labels.isna()].iloc[0]!r}); "
                         "rerun the encode and split stages: `dvc repro split`")  # fmt: skip
     folds["label"] = labels.astype(np.int64)
+    species = read_json(LABELS)["species"]
+    folds["species_label"] = folds["species"].map({s: i for i, s in enumerate(species)})
+    if folds["species_label"].isna().any():
+        raise DataError(f"{FOLDS} has a species missing from {LABELS}; rerun `dvc repro split`")
+    folds["species_label"] = folds["species_label"].astype(np.int64)
     return folds, classes
+
+
+def resized_paths(split: str, names: pd.Series | list[str]) -> list[Path]:
+    """Paths of the resized copies (stage `resize`) of images ``names`` in ``split`` (train_images/test_images)."""
+    return [RESIZED_DIR / split / resized_name(n) for n in names]
+
+
+def check_resized(params: Params) -> None:
+    """Raise a DataError unless data/resized was made for ``params`` (image size and crop)."""
+    info_path = RESIZED_DIR / "info.json"
+    if not info_path.is_file():
+        raise DataError(f"{info_path} not found; run the resize stage first: `dvc repro resize`.")
+    info = read_json(info_path)
+    want = {"img_size": params.model.img_size, "crop": to_dict(params.crop)}
+    have = {"img_size": info.get("img_size"), "crop": info.get("crop")}
+    if have != want:
+        raise DataError(f"{RESIZED_DIR} was made for {have}, but params ask for {want}; run `dvc repro resize`.")
+
+
+def class_species(folds: pd.DataFrame, n_classes: int) -> np.ndarray:
+    """(n_classes,) species number of every class (its most frequent species), from folds with ``label`` and
+    ``species_label`` columns; -1 for a class without rows."""
+    out = np.full(n_classes, -1, dtype=np.int64)
+    counts = folds.groupby(["label", "species_label"]).size().reset_index(name="n")
+    counts = counts.sort_values(["label", "n", "species_label"], ascending=[True, False, True])
+    first = counts.drop_duplicates("label")
+    out[first["label"].to_numpy()] = first["species_label"].to_numpy()
+    return out

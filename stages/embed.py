@@ -8,7 +8,7 @@ import logging
 
 import numpy as np
 
-from stages.common import folds_with_labels
+from stages.common import check_resized, folds_with_labels, resized_paths
 from whaleid.cli import run_stage
 from whaleid.config import Params
 from whaleid.data import load_dataset
@@ -23,6 +23,7 @@ log = logging.getLogger("whaleid.embed")
 
 def main(params: Params) -> None:
     ds = load_dataset(params.data.dir)
+    check_resized(params)
     folds, _ = folds_with_labels()
     device = select_device(params.runtime.device)
     model, payload = load_model(MODEL, device)
@@ -30,18 +31,22 @@ def main(params: Params) -> None:
         log.warning("%s was trained for fold %s but fold is %d", MODEL, payload.get("fold"), params.fold)
     img_size = int(payload["model"]["img_size"])
     kw = dict(
-        img_size=img_size, batch_size=params.embed.batch_size, device=device, num_workers=params.runtime.num_workers
+        img_size=img_size,
+        batch_size=params.embed.batch_size,
+        device=device,
+        num_workers=params.runtime.num_workers,
+        flip_tta=params.embed.flip_tta,
     )
     parts = {
         "train": folds[folds["fold"] != params.fold],
         "valid": folds[folds["fold"] == params.fold],
     }
     for name, rows in parts.items():
-        emb = extract_embeddings(model, ds.train_paths(rows["image"]), desc=f"embed {name}", **kw)
+        emb = extract_embeddings(model, resized_paths("train_images", rows["image"]), desc=f"embed {name}", **kw)
         save_npz(EMBED_DIR / f"{name}.npz", embeddings=emb, images=np.asarray(rows["image"], dtype=str),
                  labels=rows["label"].to_numpy())  # fmt: skip
         log.info("%s: %d embeddings of dimension %d", name, *emb.shape)
-    emb = extract_embeddings(model, ds.test_paths(), desc="embed test", **kw)
+    emb = extract_embeddings(model, resized_paths("test_images", ds.test_images), desc="embed test", **kw)
     save_npz(EMBED_DIR / "test.npz", embeddings=emb, images=np.asarray(ds.test_images, dtype=str),
              labels=np.full(len(ds.test_images), -1, dtype=np.int64))  # fmt: skip
     log.info("test: %d embeddings", len(emb))

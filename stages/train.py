@@ -8,16 +8,18 @@ import json
 import logging
 from pathlib import Path
 
+import numpy as np
 import torch
 
 import whaleid
-from stages.common import folds_with_labels
+from stages.common import check_resized, folds_with_labels, resized_paths
 from whaleid.cli import run_stage
 from whaleid.config import KnnConfig, Params, to_dict
 from whaleid.data import load_dataset
 from whaleid.embed import extract_embeddings
 from whaleid.evaluate import cv_score
-from whaleid.io import save_torch
+from whaleid.heads import dynamic_margins
+from whaleid.io import read_json, save_torch
 from whaleid.model import WhaleNet, model_payload
 from whaleid.paths import CHECKPOINT_DIR, DVCLIVE_DIR, FOLDS, LABELS, MODEL
 from whaleid.train import select_device, train_model
@@ -42,7 +44,7 @@ def fingerprint(params: Params, files: list[Path], images: list[Path]) -> str:
     for p in images:
         st = p.stat()
         h.update(f"{p.name}:{st.st_size}:{st.st_mtime_ns};".encode())
-    keys = ("fold", "model", "arcface", "train", "augment")
+    keys = ("fold", "crop", "model", "arcface", "train", "augment")
     h.update(
         json.dumps(
             {k: to_dict(getattr(params, k)) if k != "fold" else params.fold for k in keys}, sort_keys=True
@@ -57,8 +59,10 @@ def fingerprint(params: Params, files: list[Path], images: list[Path]) -> str:
 def main(params: Params) -> None:
     from dvclive import Live
 
-    ds = load_dataset(params.data.dir)
+    load_dataset(params.data.dir)
+    check_resized(params)
     folds, classes = folds_with_labels()
+    species_classes = read_json(LABELS)["species"]
     train_rows = folds[folds["fold"] != params.fold]
     valid_rows = folds[folds["fold"] == params.fold]
     device = select_device(params.runtime.device)
@@ -66,9 +70,13 @@ def main(params: Params) -> None:
              params.fold, len(train_rows), train_rows["label"].nunique(), len(valid_rows), device)  # fmt: skip
 
     torch.manual_seed(params.train.seed)
-    model = WhaleNet(params.model, params.arcface, len(classes))
-    train_paths = ds.train_paths(train_rows["image"])
-    valid_paths = ds.train_paths(valid_rows["image"])
+    model = WhaleNet(params.model, params.arcface, len(classes), len(species_classes))
+    if params.arcface.dynamic_margin:
+        counts = np.bincount(train_rows["label"].to_numpy(), minlength=len(classes))
+        model.head.set_margins(dynamic_margins(counts, params.arcface.margin_min, params.arcface.margin,
+                                               params.arcface.margin_power))  # fmt: skip
+    train_paths = resized_paths("train_images", train_rows["image"])
+    valid_paths = resized_paths("train_images", valid_rows["image"])
     gallery_labels = train_rows["label"].to_numpy()
     valid_labels = valid_rows["label"].to_numpy()
 
@@ -96,10 +104,13 @@ def main(params: Params) -> None:
         history = train_model(
             model, train_paths, train_rows["label"].to_numpy(), params.train, params.augment, params.model.img_size,
             device, params.runtime.num_workers, checkpoint, fp, evaluate if len(valid_rows) else None, on_epoch,
+            species=train_rows["species_label"].to_numpy(), arc=params.arcface,
         )  # fmt: skip
     payload = model_payload(model.cpu(), params.model, params.arcface, len(classes),
-                            {"fold": params.fold, "history": history})  # fmt: skip
+                            {"fold": params.fold, "history": history}, n_species=len(species_classes))  # fmt: skip
     save_torch(MODEL, payload)
+    # The model is safely written: the checkpoint is no longer needed, and a forced rerun must start afresh.
+    checkpoint.unlink(missing_ok=True)
     log.info("saved %s (final valid MAP@5 %s)", MODEL, history[-1].get("valid_map5", "n/a") if history else "n/a")
 
 

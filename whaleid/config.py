@@ -3,7 +3,7 @@
 Every top-level block of ``params.yaml`` maps to one frozen dataclass below. Loading rejects unknown or
 misspelled keys (with a suggestion), wrong types and out-of-range values, naming the offending ``block.key``.
 
-Blocks: ``data``, ``sample``, ``cv``, ``fold`` (a bare int), ``model``, ``arcface``, ``train``, ``augment``,
+Blocks: ``data``, ``sample``, ``cv``, ``fold`` (a bare int), ``crop``, ``model``, ``arcface``, ``train``, ``augment``,
 ``embed``, ``knn``, ``threshold``, ``baseline``, ``runtime``.
 """
 
@@ -90,6 +90,17 @@ class CVConfig:
 
 
 @dataclass(frozen=True)
+class CropConfig:
+    """Optional crop of each image to a box (``image,x1,y1,x2,y2`` CSV) before resizing."""
+
+    boxes: str | None = None  # e.g. data/sample/boxes.csv (the generator's true boxes) or a detector's output
+    margin: float = 0.1  # grow each box by this share of its width/height on every side
+
+    def __post_init__(self) -> None:
+        _check_range("crop", "margin", self.margin, 0.0, 2.0)
+
+
+@dataclass(frozen=True)
 class ModelConfig:
     """Backbone + GeM pooling + embedding neck."""
 
@@ -115,11 +126,24 @@ class ArcFaceConfig:
     margin: float = 0.15
     easy_margin: bool = False
     label_smoothing: float = 0.0
+    subcenters: int = 1  # sub-center ArcFace: centres per class (1 = plain ArcFace)
+    dynamic_margin: bool = False  # per-class margin from class frequency: rare -> margin, frequent -> margin_min
+    margin_min: float = 0.05
+    margin_power: float = 0.25  # margin follows count ** -margin_power between margin_min and margin
+    margin_warmup_epochs: float = 0.0  # margins ramp linearly from 0 over these epochs
+    species_weight: float = 0.0  # weight of an auxiliary species cross-entropy on the embedding (0 = off)
 
     def __post_init__(self) -> None:
         _check_positive("arcface", scale=self.scale)
         _check_range("arcface", "margin", self.margin, 0.0, 1.5)
         _check_range("arcface", "label_smoothing", self.label_smoothing, 0.0, 0.99)
+        _check_range("arcface", "subcenters", self.subcenters, 1, 64)
+        _check_range("arcface", "margin_min", self.margin_min, 0.0, self.margin)
+        _check_positive("arcface", margin_power=self.margin_power)
+        if self.margin_warmup_epochs < 0:
+            raise ConfigError(f"arcface.margin_warmup_epochs must be >= 0, got {self.margin_warmup_epochs!r}.")
+        if self.species_weight < 0:
+            raise ConfigError(f"arcface.species_weight must be >= 0 (0 disables it), got {self.species_weight!r}.")
 
 
 @dataclass(frozen=True)
@@ -182,12 +206,15 @@ class EmbedConfig:
     """Embedding extraction."""
 
     batch_size: int = 256
+    flip_tta: bool = False  # embedding = mean of the image's and its mirror's (L2-normalised) embeddings
 
     def __post_init__(self) -> None:
         _check_positive("embed", batch_size=self.batch_size)
 
 
 INDEX_TYPES = ("flat", "hnsw", "ivf")
+SCORINGS = ("max", "vote")
+THRESHOLD_METHODS = ("sweep", "share")
 
 
 @dataclass(frozen=True)
@@ -200,8 +227,13 @@ class KnnConfig:
     hnsw_ef_search: int = 128
     ivf_nlist: int = 1024
     ivf_nprobe: int = 32
+    scoring: str = "max"  # rank individuals by their best similarity (max) or a weighted vote over the top-k
+    vote_power: float = 4.0  # vote weight of a neighbour = similarity ** vote_power
 
     def __post_init__(self) -> None:
+        if self.scoring not in SCORINGS:
+            raise ConfigError(f"knn.scoring must be one of {', '.join(SCORINGS)}, got {self.scoring!r}.")
+        _check_positive("knn", vote_power=self.vote_power)
         _check_positive("knn", k=self.k, hnsw_m=self.hnsw_m, hnsw_ef_search=self.hnsw_ef_search)
         _check_positive("knn", ivf_nlist=self.ivf_nlist, ivf_nprobe=self.ivf_nprobe)
         if self.index not in INDEX_TYPES:
@@ -217,9 +249,17 @@ class ThresholdConfig:
     start: float = 0.0
     stop: float = 1.0
     step: float = 0.05
+    method: str = "sweep"  # sweep: best weighted CV MAP@5; share: new_individual first for cv.new_ratio of queries
+    per_species: bool = False  # a threshold per (predicted) species; rare species use the global one
+    min_species_queries: int = 30  # validation queries a species needs for its own threshold
 
     def __post_init__(self) -> None:
-        _check_positive("threshold", step=self.step)
+        _check_positive("threshold", step=self.step, min_species_queries=self.min_species_queries)
+        if self.method not in THRESHOLD_METHODS:
+            raise ConfigError(
+                f"threshold.method must be one of {', '.join(THRESHOLD_METHODS)}, got {self.method!r}."
+                f"{_suggest(self.method, THRESHOLD_METHODS)}"
+            )
         if self.stop < self.start:
             raise ConfigError(f"threshold.stop ({self.stop}) must be >= threshold.start ({self.start}).")
 
@@ -267,6 +307,7 @@ class Params:
     sample: SampleConfig = field(default_factory=SampleConfig)
     cv: CVConfig = field(default_factory=CVConfig)
     fold: int = 0
+    crop: CropConfig = field(default_factory=CropConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     arcface: ArcFaceConfig = field(default_factory=ArcFaceConfig)
     train: TrainConfig = field(default_factory=TrainConfig)

@@ -226,6 +226,7 @@ def check_images(paths: Sequence[Path], n_jobs: int = -1, progress: bool = True)
 class ImageDataset(torch.utils.data.Dataset):
     """Images with optional integer labels, transformed by an albumentations pipeline.
 
+    ``labels`` is (N,) or (N, k) integers (e.g. individual and species); a row comes back as a tensor.
     Items are indexed either by ``int`` or by ``(index, seed)``: with a seed the random transform is re-seeded
     for that item, so augmentation depends only on (seed, index), not on worker count or resume point.
     """
@@ -245,11 +246,13 @@ class ImageDataset(torch.utils.data.Dataset):
     def __len__(self) -> int:
         return len(self.paths)
 
-    def __getitem__(self, item: int | tuple[int, int]) -> tuple[torch.Tensor, int]:
+    def __getitem__(self, item: int | tuple[int, int]) -> tuple[torch.Tensor, int | torch.Tensor]:
         index, seed = item if isinstance(item, tuple) else (item, None)
         img = read_image(self.paths[index])
         if seed is not None and hasattr(self.transform, "set_random_seed"):
             self.transform.set_random_seed(int(seed))
         out = self.transform(image=img)["image"]
-        label = -1 if self.labels is None else int(self.labels[index])
-        return out, label
+        if self.labels is None:
+            return out, -1
+        label = self.labels[index]
+        return out, int(label) if label.ndim == 0 else torch.from_numpy(label.copy())

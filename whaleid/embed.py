@@ -44,8 +44,12 @@ def extract_embeddings(
     num_workers: int = 0,
     desc: str = "embed",
     progress: bool = True,
+    flip_tta: bool = False,
 ) -> np.ndarray:
-    """Embed every image in ``paths`` (eval transform, no augmentation); rows are L2-normalised."""
+    """Embed every image in ``paths`` (eval transform, no augmentation); rows are L2-normalised.
+
+    With ``flip_tta`` a row is the normalised sum of the normalised embeddings of the image and its mirror image.
+    """
     was_training = model.training
     model.eval()
     loader = make_loader(ImageDataset(paths, eval_transform(img_size)), batch_size, num_workers, device)
@@ -56,8 +60,11 @@ def extract_embeddings(
         if device.type == "cuda":
             images = images.contiguous(memory_format=torch.channels_last)
         with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
-            emb = model.embed(images)
-        out.append(torch.nn.functional.normalize(emb.float(), dim=1).cpu())
+            emb = torch.nn.functional.normalize(model.embed(images).float(), dim=1)
+            if flip_tta:
+                flipped = torch.nn.functional.normalize(model.embed(images.flip(-1)).float(), dim=1)
+                emb = torch.nn.functional.normalize(emb + flipped, dim=1)
+        out.append(emb.cpu())
     model.train(was_training)
     if not out:
         return np.zeros((0, 0), dtype=np.float32)

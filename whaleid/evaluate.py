@@ -9,7 +9,7 @@ import pandas as pd
 
 from whaleid.config import KnnConfig
 from whaleid.retrieval import search
-from whaleid.threshold import NEW, best_threshold, most_frequent, sweep, top_candidates
+from whaleid.threshold import NEW, best_threshold, candidates, sweep
 
 
 def query_truth(query_labels: np.ndarray, gallery_labels: np.ndarray) -> np.ndarray:
@@ -25,10 +25,11 @@ def cv_sweep(
     gallery_labels: np.ndarray,
     thresholds: Sequence[float],
     new_ratio: float,
+    scoring: str = "max",
+    power: float = 4.0,
 ) -> tuple[pd.DataFrame, float]:
     """Threshold table and best threshold for queries with known labels against a labelled gallery."""
-    fill = most_frequent(gallery_labels)
-    labels, scores = top_candidates(sims, neighbors, gallery_labels, fill)
+    labels, scores = candidates(sims, neighbors, gallery_labels, scoring, power)
     table = sweep(labels, scores, query_truth(query_labels, gallery_labels), thresholds, new_ratio)
     return table, best_threshold(table)
 

@@ -82,9 +82,10 @@ def load_backbone_weights(backbone: nn.Module, path: str | Path) -> None:
 
 
 class WhaleNet(nn.Module):
-    """Backbone -> GeM -> dropout -> Linear -> BatchNorm1d embedding, plus a margin head for training."""
+    """Backbone -> GeM -> dropout -> Linear -> BatchNorm1d embedding, plus a margin head for training and, when
+    ``arcface.species_weight > 0``, a linear species classifier on the embedding (auxiliary task)."""
 
-    def __init__(self, model_cfg: ModelConfig, arc_cfg: ArcFaceConfig, n_classes: int) -> None:
+    def __init__(self, model_cfg: ModelConfig, arc_cfg: ArcFaceConfig, n_classes: int, n_species: int = 0) -> None:
         super().__init__()
         self.backbone = create_backbone(model_cfg.backbone)
         if model_cfg.weights:
@@ -95,7 +96,11 @@ class WhaleNet(nn.Module):
         self.neck = nn.Sequential(
             nn.Linear(n_features, model_cfg.embedding_dim), nn.BatchNorm1d(model_cfg.embedding_dim)
         )
-        self.head = ArcFace(model_cfg.embedding_dim, n_classes, arc_cfg.scale, arc_cfg.margin, arc_cfg.easy_margin)
+        self.head = ArcFace(model_cfg.embedding_dim, n_classes, arc_cfg.scale, arc_cfg.margin, arc_cfg.easy_margin,
+                            arc_cfg.subcenters)  # fmt: skip
+        self.species_head = (
+            nn.Linear(model_cfg.embedding_dim, n_species) if arc_cfg.species_weight > 0 and n_species > 0 else None
+        )
 
     def embed(self, images: torch.Tensor) -> torch.Tensor:
         """Raw (not normalised) embeddings, (N, embedding_dim)."""
@@ -115,13 +120,14 @@ MODEL_FORMAT = "whaleid-model-1"
 
 
 def model_payload(model: WhaleNet, model_cfg: ModelConfig, arc_cfg: ArcFaceConfig, n_classes: int,
-                  extra: dict | None = None) -> dict:  # fmt: skip
+                  extra: dict | None = None, n_species: int = 0) -> dict:  # fmt: skip
     """Everything needed to rebuild ``model``, as plain types + tensors (loads with ``weights_only=True``)."""
     return {
         "format": MODEL_FORMAT,
         "model": dataclasses.asdict(model_cfg),
         "arcface": dataclasses.asdict(arc_cfg),
         "n_classes": n_classes,
+        "n_species": n_species,
         "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
         **(extra or {}),
     }
@@ -139,6 +145,7 @@ def load_model(path: str | Path, device: torch.device | str = "cpu") -> tuple[Wh
     if not isinstance(payload, dict) or payload.get("format") != MODEL_FORMAT:
         raise ConfigError(f"{path}: not a whaleid model file (format {MODEL_FORMAT!r} expected).")
     model_cfg = ModelConfig(**{**payload["model"], "weights": None})
-    model = WhaleNet(model_cfg, ArcFaceConfig(**payload["arcface"]), int(payload["n_classes"]))
+    model = WhaleNet(model_cfg, ArcFaceConfig(**payload["arcface"]), int(payload["n_classes"]),
+                     int(payload.get("n_species", 0)))  # fmt: skip
     model.load_state_dict(payload["state_dict"])
     return model.to(device).eval(), payload

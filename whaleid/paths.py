@@ -5,6 +5,8 @@ from pathlib import Path
 SAMPLE_DIR = Path("data/sample")
 LABELS = Path("data/prepared/labels.json")
 FOLDS = Path("data/prepared/folds.csv")
+RESIZED_DIR = Path("data/resized")
+RESIZE_CACHE = Path(".whaleid_cache/resize")
 MODEL = Path("models/model.pt")
 CHECKPOINT_DIR = Path(".whaleid_cache/checkpoints")
 DVCLIVE_DIR = Path("dvclive")

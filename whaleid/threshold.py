@@ -75,13 +75,113 @@ def top_candidates(
     return out_labels, out_scores
 
 
+def vote_candidates(
+    sims: np.ndarray,
+    neighbors: np.ndarray,
+    gallery_labels: np.ndarray,
+    fill: Sequence[int],
+    power: float = 4.0,
+    n: int = N_PRED,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Like :func:`top_candidates`, but individuals are ranked by a weighted vote over all ``k`` neighbours:
+    ``vote(c) = sum of max(sim, 0) ** power`` over the neighbours showing ``c`` (ties: the better best
+    similarity, then the smaller label).
+
+    The score of the candidate at rank ``j`` (compared with the new_individual threshold) is the smallest best
+    similarity among the candidates at ranks ``0..j``, so scores never rise along a row and new_individual still
+    goes before the first candidate below the threshold.
+    """
+    sims = np.asarray(sims, dtype=np.float32)
+    neighbors = np.asarray(neighbors)
+    q, k = sims.shape
+    valid = neighbors >= 0
+    rows = np.repeat(np.arange(q), k).reshape(q, k)[valid]
+    labels = np.asarray(gallery_labels)[neighbors[valid]].astype(np.int64)
+    s = sims[valid]
+    # Group (row, label); a group's best similarity is its maximum.
+    groups, inverse = np.unique(np.stack([rows, labels], axis=1), axis=0, return_inverse=True)
+    inverse = inverse.ravel()
+    votes = np.bincount(inverse, weights=np.maximum(s, 0.0).astype(np.float64) ** power, minlength=len(groups))
+    best = np.full(len(groups), -np.inf, dtype=np.float32)
+    np.maximum.at(best, inverse, s)
+    g_rows, g_labels = groups[:, 0], groups[:, 1]
+    order = np.lexsort((g_labels, -best, -votes, g_rows))
+    g_rows, g_labels, best = g_rows[order], g_labels[order], best[order]
+    starts = np.searchsorted(g_rows, np.arange(q))
+    rank = np.arange(len(g_rows)) - starts[g_rows]
+    take = rank < n
+    out_labels = np.full((q, n), NEW, dtype=np.int64)
+    out_scores = np.full((q, n), -np.inf, dtype=np.float32)
+    out_labels[g_rows[take], rank[take]] = g_labels[take]
+    out_scores[g_rows[take], rank[take]] = best[take]
+    out_scores = np.minimum.accumulate(out_scores, axis=1)
+    n_found = np.bincount(g_rows[take], minlength=q)
+    for row in np.flatnonzero(n_found < n):
+        present = set(out_labels[row, : n_found[row]].tolist())
+        extra = [c for c in fill if c not in present][: n - n_found[row]]
+        if len(extra) < n - n_found[row]:
+            raise ValueError(f"not enough fill labels to complete {n} distinct predictions")
+        out_labels[row, n_found[row] :] = extra
+    return out_labels, out_scores
+
+
+def candidates(
+    sims: np.ndarray, neighbors: np.ndarray, gallery_labels: np.ndarray, scoring: str = "max", power: float = 4.0
+) -> tuple[np.ndarray, np.ndarray]:
+    """Five candidates and their scores per query by ``scoring`` (``max`` or ``vote``), short rows filled with
+    the gallery's most frequent individuals."""
+    fill = most_frequent(gallery_labels)
+    if scoring == "vote":
+        return vote_candidates(sims, neighbors, gallery_labels, fill, power)
+    return top_candidates(sims, neighbors, gallery_labels, fill)
+
+
 def new_positions(scores: np.ndarray, thresholds: np.ndarray) -> np.ndarray:
-    """(Q, T): where new_individual goes, = number of candidates scoring at or above each threshold."""
-    return (scores[:, :, None] >= np.asarray(thresholds, dtype=np.float32)[None, None, :]).sum(axis=1)
+    """(Q, T): where new_individual goes, = number of candidates scoring at or above each threshold.
+
+    ``thresholds`` is (T,) shared by every query, or (Q, 1) with one threshold per query."""
+    thr = np.asarray(thresholds, dtype=np.float32)
+    thr = thr[:, None, :] if thr.ndim == 2 else thr[None, None, :]
+    return (scores[:, :, None] >= thr).sum(axis=1)
+
+
+def share_threshold(scores: np.ndarray, share: float) -> float:
+    """The threshold that puts new_individual first for ``share`` of the queries: the ``share`` quantile of the
+    top candidates' scores (rounded to 6 decimals)."""
+    top = np.asarray(scores, dtype=np.float64)[:, 0]
+    top = top[np.isfinite(top)]
+    if len(top) == 0 or share <= 0:
+        return 0.0 if len(top) == 0 else round(float(top.min()) - 1e-6, 6)
+    return round(float(np.quantile(top, share)), 6)
+
+
+def species_thresholds(
+    labels: np.ndarray,
+    scores: np.ndarray,
+    truth: np.ndarray,
+    query_species: np.ndarray,
+    thresholds: Sequence[float],
+    new_ratio: float,
+    min_queries: int,
+) -> dict[int, float]:
+    """Best threshold per species (by :func:`sweep` on that species' queries) for each species with at least
+    ``min_queries`` queries; the others are left out and take the global threshold."""
+    out: dict[int, float] = {}
+    for sp in np.unique(query_species):
+        mask = query_species == sp
+        if mask.sum() >= min_queries:
+            out[int(sp)] = best_threshold(sweep(labels[mask], scores[mask], truth[mask], thresholds, new_ratio))
+    return out
+
+
+def query_thresholds(query_species: np.ndarray, global_thr: float, per_species: dict[int, float]) -> np.ndarray:
+    """(Q,) threshold per query: its species' own threshold where there is one, else the global one."""
+    return np.array([per_species.get(int(s), global_thr) for s in query_species], dtype=np.float64)
 
 
 def sweep_scores(labels: np.ndarray, scores: np.ndarray, truth: np.ndarray, thresholds: Sequence[float]) -> np.ndarray:
-    """Per-query precision@5 for every threshold at once, (Q, T). ``truth`` uses :data:`NEW` for new individuals."""
+    """Per-query precision@5 for every threshold at once, (Q, T). ``truth`` uses :data:`NEW` for new individuals.
+    ``thresholds`` may also be (Q, 1): one threshold per query."""
     truth = np.asarray(truth)
     p = new_positions(scores, np.asarray(thresholds))
     n = labels.shape[1]
@@ -121,9 +221,11 @@ def best_threshold(table: pd.DataFrame) -> float:
     return float(table["threshold"].iloc[int(np.argmax(table["map5"].to_numpy()))])
 
 
-def predict(labels: np.ndarray, scores: np.ndarray, threshold: float) -> np.ndarray:
-    """Five distinct predictions per query (Q, 5) with :data:`NEW` inserted at the threshold."""
-    p = new_positions(scores, np.array([threshold]))[:, 0]
+def predict(labels: np.ndarray, scores: np.ndarray, threshold: float | np.ndarray) -> np.ndarray:
+    """Five distinct predictions per query (Q, 5) with :data:`NEW` inserted at the threshold (a float, or one
+    threshold per query)."""
+    thr = np.asarray(threshold, dtype=np.float64)
+    p = new_positions(scores, thr.reshape(-1, 1) if thr.ndim == 1 else thr.reshape(1))[:, 0]
     n = labels.shape[1]
     out = np.empty_like(labels)
     for j in range(n):
@@ -134,9 +236,10 @@ def predict(labels: np.ndarray, scores: np.ndarray, threshold: float) -> np.ndar
 
 
 def predict_from_neighbors(
-    sims: np.ndarray, neighbors: np.ndarray, gallery_labels: np.ndarray, threshold: float
-) -> np.ndarray:
-    """The whole rule in one call: candidates (filled with the gallery's most frequent labels), then
-    :func:`predict` at ``threshold``. (Q, 5) class numbers with :data:`NEW`."""
-    labels, scores = top_candidates(sims, neighbors, gallery_labels, most_frequent(gallery_labels))
+    sims: np.ndarray, neighbors: np.ndarray, gallery_labels: np.ndarray, threshold: float | np.ndarray,
+    scoring: str = "max", power: float = 4.0,
+) -> np.ndarray:  # fmt: skip
+    """The whole rule in one call: :func:`candidates`, then :func:`predict` at ``threshold``. (Q, 5) class
+    numbers with :data:`NEW`."""
+    labels, scores = candidates(sims, neighbors, gallery_labels, scoring, power)
     return predict(labels, scores, threshold)

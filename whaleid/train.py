@@ -23,7 +23,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from whaleid.config import AugmentConfig, TrainConfig
+from whaleid.config import ArcFaceConfig, AugmentConfig, TrainConfig
 from whaleid.data import ImageDataset
 from whaleid.embed import autocast_dtype, make_loader
 from whaleid.io import save_torch
@@ -130,17 +130,26 @@ def train_model(
     evaluate: Callable[[nn.Module], dict[str, float]] | None = None,
     on_epoch: Callable[[dict[str, float]], None] | None = None,
     progress: bool = True,
+    species: Sequence[int] | np.ndarray | None = None,
+    arc: ArcFaceConfig | None = None,
 ) -> list[dict[str, float]]:
     """Train ``model`` in place; return the per-epoch history (loss, lr and whatever ``evaluate`` returns).
 
     ``evaluate`` is called every ``cfg.eval_every`` epochs and on the last; ``on_epoch`` gets each history row,
-    including rows replayed from a checkpoint when resuming.
+    including rows replayed from a checkpoint when resuming. From ``arc``: with ``species`` and
+    ``species_weight > 0`` the loss adds ``species_weight`` times the species head's cross-entropy;
+    ``margin_warmup_epochs`` ramps the head's margins linearly from 0 to their full value, per batch;
+    ``label_smoothing`` goes to the identity cross-entropy.
     """
     torch.manual_seed(cfg.seed)
     model.to(device)
     if device.type == "cuda":
         model.to(memory_format=torch.channels_last)
-    dataset = ImageDataset(paths, train_transform(img_size, aug, cfg.seed), labels)
+    arc = arc or ArcFaceConfig()
+    species_weight = arc.species_weight
+    use_species = species is not None and species_weight > 0 and getattr(model, "species_head", None) is not None
+    targets_all = np.stack([np.asarray(labels), np.asarray(species)], axis=1) if use_species else labels
+    dataset = ImageDataset(paths, train_transform(img_size, aug, cfg.seed), targets_all)
     sampler = EpochSampler(len(dataset), cfg.seed)
     loader = make_loader(dataset, cfg.batch_size, num_workers, device, sampler=sampler, drop_last=len(dataset) > cfg.batch_size,
                          persistent=True)  # fmt: skip
@@ -152,6 +161,8 @@ def train_model(
     dtype = autocast_dtype(device)
     scaler = torch.amp.GradScaler(device.type, enabled=dtype == torch.float16)
     criterion = nn.CrossEntropyLoss()
+    id_criterion = nn.CrossEntropyLoss(label_smoothing=arc.label_smoothing)
+    margin_steps = arc.margin_warmup_epochs * steps_per_epoch
     state = TrainState(epoch=0, history=[])
 
     resumed = load_checkpoint(checkpoint, fingerprint) if checkpoint is not None else None
@@ -177,9 +188,16 @@ def train_model(
             targets = targets.to(device, non_blocking=True)
             if device.type == "cuda":
                 images = images.contiguous(memory_format=torch.channels_last)
+            if margin_steps > 0:
+                model.head.margin_factor = min(1.0, (epoch * steps_per_epoch + step + 1) / margin_steps)
+            ids = targets[:, 0] if use_species else targets
             with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
-                logits = model(images, targets)
-            loss = criterion(logits.float(), targets)
+                emb = model.embed(images)
+                logits = model.head(emb, ids)
+                species_logits = model.species_head(emb) if use_species else None
+            loss = id_criterion(logits.float(), ids)
+            if use_species:
+                loss = loss + species_weight * criterion(species_logits.float(), targets[:, 1])
             if not torch.isfinite(loss):
                 raise TrainingDiverged(
                     f"loss is {loss.item()} at epoch {epoch + 1}, step {step + 1}. Try a lower train.lr or "
@@ -193,8 +211,8 @@ def train_model(
             scaler.step(optimizer)
             scaler.update()
             scheduler.step()
-            total_loss += loss.item() * len(targets)
-            seen += len(targets)
+            total_loss += loss.item() * len(ids)
+            seen += len(ids)
             bar.set_postfix(loss=f"{total_loss / seen:.3f}")
         row = {"epoch": epoch + 1, "loss": total_loss / max(seen, 1), "lr": optimizer.param_groups[0]["lr"]}
         last = epoch + 1 == cfg.epochs
@@ -209,4 +227,6 @@ def train_model(
             save_checkpoint(checkpoint, fingerprint, model, optimizer, scheduler, scaler, state)
         if on_epoch is not None:
             on_epoch(row)
+    if margin_steps > 0:
+        model.head.margin_factor = 1.0
     return state.history

@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# Queue the issue-6 ablation: the starter-equivalent config, then each technique added alone on top of
+# "starter + augmentation", two training seeds each. Run them with `dvc exp run --run-all`, then
+# `python experiments/table.py` writes experiments/RESULTS.md from `dvc exp show --json`.
+set -euo pipefail
+STARTER=(-S augment.affine=0 -S augment.color=0 -S augment.blur=0)
+declare -A TECH=(
+  [aug]=""
+  [subcenter]="-S arcface.subcenters=3"
+  [dynmargin]="-S arcface.dynamic_margin=true -S arcface.margin=0.2 -S arcface.margin_min=0.1"
+  [mwarmup]="-S arcface.margin_warmup_epochs=3"
+  [species]="-S arcface.species_weight=0.2"
+  [crop]="-S crop.boxes=data/sample/boxes.csv"
+  [fliptta]="-S embed.flip_tta=true"
+  [vote]="-S knn.scoring=vote"
+  [perspecies]="-S threshold.per_species=true"
+  [share]="-S threshold.method=share"
+)
+ORDER=(aug subcenter dynmargin mwarmup species crop fliptta vote perspecies share)
+for seed in 42 43; do
+  dvc exp run --queue -n "starter-s$seed" "${STARTER[@]}" -S train.seed=$seed
+  for name in "${ORDER[@]}"; do
+    # shellcheck disable=SC2086
+    dvc exp run --queue -n "$name-s$seed" ${TECH[$name]} -S train.seed=$seed
+  done
+done

@@ -1,0 +1,39 @@
+"""DVC stage `resize`: every train and test image decoded once, cropped (optional boxes) and resized to
+``model.img_size`` -> data/resized/{train_images,test_images}/<name>.png and data/resized/info.json.
+
+Training and embedding read these small PNGs, so no epoch decodes a full-size photo. Resumes after an
+interruption (see :mod:`whaleid.prepare`); a corrupt image stops the stage here, naming the file.
+"""
+
+import logging
+
+from whaleid.cli import run_stage
+from whaleid.config import Params, to_dict
+from whaleid.data import load_dataset
+from whaleid.io import atomic_dir, write_json
+from whaleid.paths import RESIZE_CACHE, RESIZED_DIR
+from whaleid.prepare import read_boxes, resize_split
+
+log = logging.getLogger("whaleid.resize")
+
+
+def main(params: Params) -> None:
+    ds = load_dataset(params.data.dir)
+    boxes = read_boxes(params.crop.boxes) if params.crop.boxes else None
+    size = params.model.img_size
+    with atomic_dir(RESIZED_DIR) as tmp:
+        applied = 0
+        for split, paths in (("train_images", ds.train_paths()), ("test_images", ds.test_paths())):
+            (tmp / split).mkdir()
+            applied += resize_split(paths, tmp / split, RESIZE_CACHE / split, size, boxes, params.crop.margin,
+                                    n_jobs=params.runtime.n_jobs, desc=f"resize {split}")  # fmt: skip
+        total = len(ds.train) + len(ds.test_images)
+        write_json(tmp / "info.json", {"img_size": size, "crop": to_dict(params.crop), "images": total,
+                                       "boxes_applied": applied})  # fmt: skip
+    if boxes is not None and applied < total:
+        log.warning("crop.boxes has no box for %d of %d images; those are used whole", total - applied, total)
+    log.info("%d images resized to %d px (%d cropped to their box) -> %s", total, size, applied, RESIZED_DIR)
+
+
+if __name__ == "__main__":
+    run_stage("resize", main)

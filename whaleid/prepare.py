@@ -1,0 +1,172 @@
+"""The `resize` stage's work: decode every image once, crop it to its box, resize it to the model's input size.
+
+The competition's photos are 1-4 megapixel JPEGs; decoding one costs far more than a training step of a small
+model on it. Resizing once, in parallel, to exactly what ``model.img_size`` needs (a square ``img_size`` image,
+the same ``INTER_AREA`` resize the transforms would do first) makes every epoch read small lossless PNGs instead.
+
+Crops: an optional boxes CSV (``image,x1,y1,x2,y2`` in pixels of the original image, as the public detector
+crops of the competition are shared) is applied before resizing; each box grows by ``margin`` times its width
+and height on every side and is clipped to the image. Images without a box are used whole.
+
+Resumable: each resized image is first written to ``.whaleid_cache/resize/`` under a name keyed by its source
+file (size, mtime), the size and the crop, so an interrupted run redoes only the images it had not reached.
+Every file is decoded, so a corrupt or truncated JPEG is reported here, before any training starts.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import shutil
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pandas as pd
+from joblib import Parallel, delayed
+from tqdm.auto import tqdm
+
+from whaleid.data import DataError, read_image, safe_name
+from whaleid.io import write_bytes
+
+log = logging.getLogger(__name__)
+
+BOX_COLUMNS = ("image", "x1", "y1", "x2", "y2")
+Box = tuple[float, float, float, float]
+
+
+def read_boxes(path: str | Path) -> dict[str, Box]:
+    """Read a boxes CSV into ``{image: (x1, y1, x2, y2)}``; errors name the file and line."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"{path}: boxes file not found (crop.boxes). Give a CSV image,x1,y1,x2,y2 or null.")
+    try:
+        frame = pd.read_csv(path, dtype={"image": str}, keep_default_na=False)
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
+        raise DataError(f"{path}: not a valid CSV file: {exc}") from None
+    missing = [c for c in BOX_COLUMNS if c not in frame.columns]
+    if missing:
+        raise DataError(f"{path}: missing column(s) {', '.join(missing)}; expected header {','.join(BOX_COLUMNS)}.")
+    coords = frame[list(BOX_COLUMNS[1:])].apply(pd.to_numeric, errors="coerce")
+    bad = coords.isna().any(axis=1).to_numpy() | ~np.isfinite(coords.to_numpy(dtype=float)).all(axis=1)
+    bad |= (coords["x2"] <= coords["x1"]).to_numpy() | (coords["y2"] <= coords["y1"]).to_numpy()
+    if bad.any():
+        i = int(np.flatnonzero(bad)[0])
+        raise DataError(
+            f"{path}:{i + 2}: box {frame.iloc[i][list(BOX_COLUMNS[1:])].tolist()} for {frame['image'].iloc[i]!r} is "
+            f"not numbers with x1 < x2 and y1 < y2 ({int(bad.sum())} bad row(s) in all)."
+        )
+    dup = frame["image"].duplicated()
+    if dup.any():
+        i = int(np.flatnonzero(dup.to_numpy())[0])
+        raise DataError(f"{path}:{i + 2}: second box for {frame['image'].iloc[i]!r}; give one box per image.")
+    values = coords.to_numpy(dtype=float)
+    return {name: tuple(v) for name, v in zip(frame["image"], values, strict=True)}
+
+
+def crop_coords(width: int, height: int, box: Box, margin: float) -> tuple[int, int, int, int]:
+    """Integer crop ``(x1, y1, x2, y2)`` (x2, y2 exclusive): ``box`` grown by ``margin`` of its size on every
+    side, clipped to the image, at least one pixel wide and high."""
+    x1, y1, x2, y2 = box
+    dx, dy = margin * (x2 - x1), margin * (y2 - y1)
+    left = int(np.clip(np.floor(x1 - dx), 0, width - 1))
+    top = int(np.clip(np.floor(y1 - dy), 0, height - 1))
+    right = int(np.clip(np.ceil(x2 + dx), left + 1, width))
+    bottom = int(np.clip(np.ceil(y2 + dy), top + 1, height))
+    return left, top, right, bottom
+
+
+def prepare_image(image: np.ndarray, size: int, box: Box | None = None, margin: float = 0.0) -> np.ndarray:
+    """Crop ``image`` (RGB) to ``box`` (+ margin) and resize it to ``size`` x ``size`` with area interpolation."""
+    if box is not None:
+        x1, y1, x2, y2 = crop_coords(image.shape[1], image.shape[0], box, margin)
+        image = image[y1:y2, x1:x2]
+    if image.shape[0] == size and image.shape[1] == size:
+        return np.ascontiguousarray(image)
+    return cv2.resize(image, (size, size), interpolation=cv2.INTER_AREA)
+
+
+@dataclass(frozen=True)
+class Job:
+    src: Path
+    cached: Path
+    box: Box | None
+
+
+def _cache_key(src: Path, size: int, box: Box | None, margin: float) -> str:
+    st = src.stat()
+    raw = f"{src.name}|{st.st_size}|{st.st_mtime_ns}|{size}|{box}|{margin if box is not None else 0}"
+    return hashlib.sha1(raw.encode("utf-8")).hexdigest()[:12]
+
+
+def _run_chunk(jobs: list[Job], size: int, margin: float) -> list[str]:
+    errors = []
+    for job in jobs:
+        if job.cached.exists():
+            continue
+        try:
+            img = prepare_image(read_image(job.src), size, job.box, margin)
+        except DataError as exc:
+            errors.append(str(exc))
+            continue
+        ok, png = cv2.imencode(".png", cv2.cvtColor(img, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_PNG_COMPRESSION, 1])
+        if not ok:  # pragma: no cover - encoding a valid uint8 array does not fail
+            errors.append(f"{job.src}: could not encode the resized image")
+            continue
+        write_bytes(job.cached, png.tobytes())
+    return errors
+
+
+def resized_name(name: str) -> str:
+    """File name of the resized copy of image ``name``."""
+    return f"{name}.png"
+
+
+def resize_split(
+    sources: Sequence[Path],
+    out_dir: Path,
+    cache_dir: Path,
+    size: int,
+    boxes: dict[str, Box] | None = None,
+    margin: float = 0.0,
+    n_jobs: int = -1,
+    desc: str = "resize",
+    progress: bool = True,
+) -> int:
+    """Resize ``sources`` into ``out_dir`` (which must exist); return how many boxes were applied.
+
+    Raises :class:`DataError` listing every unreadable image (up to ten by name) after all were tried.
+    """
+    boxes = boxes or {}
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    jobs = []
+    for src in sources:
+        box = boxes.get(src.name)
+        jobs.append(Job(src, cache_dir / f"{src.name}.{_cache_key(src, size, box, margin)}.png", box))
+    todo = [j for j in jobs if not j.cached.exists()]
+    if len(todo) < len(jobs):
+        log.info("%s: %d of %d images already resized in %s (resuming)", desc, len(jobs) - len(todo), len(jobs),
+                 cache_dir)  # fmt: skip
+    chunks = [todo[i : i + 64] for i in range(0, len(todo), 64)]
+    errors: list[str] = []
+    results = Parallel(n_jobs=n_jobs, return_as="generator")(delayed(_run_chunk)(c, size, margin) for c in chunks)
+    with tqdm(total=len(todo), desc=desc, unit="img", disable=not progress) as bar:
+        for chunk, errs in zip(chunks, results, strict=True):
+            errors.extend(errs)
+            bar.update(len(chunk))
+    if errors:
+        shown = "\n  ".join(errors[:10])
+        more = f"\n  ... and {len(errors) - 10} more" if len(errors) > 10 else ""
+        raise DataError(
+            f"{len(errors)} image(s) cannot be read; fix or remove them (and their CSV rows):\n  {shown}{more}"
+        )
+    for job in jobs:
+        dst = out_dir / resized_name(safe_name(job.src.name, str(job.src)))
+        try:
+            os.link(job.cached, dst)
+        except OSError:
+            shutil.copyfile(job.cached, dst)
+    return sum(j.box is not None for j in jobs)
