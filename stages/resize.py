@@ -2,7 +2,8 @@
 ``model.img_size`` -> data/resized/{train_images,test_images}/<name>.png and data/resized/info.json.
 
 Training and embedding read these small PNGs, so no epoch decodes a full-size photo. Resumes after an
-interruption (see :mod:`whaleid.prepare`); a corrupt image stops the stage here, naming the file.
+interruption (see :mod:`whaleid.prepare`); a corrupt image stops the stage here, naming the file. info.json
+holds the size, the crop and a digest of every resized file's content (training's resume fingerprint uses it).
 """
 
 import logging
@@ -12,7 +13,7 @@ from whaleid.config import Params, to_dict
 from whaleid.data import load_dataset
 from whaleid.io import atomic_dir, write_json
 from whaleid.paths import RESIZE_CACHE, RESIZED_DIR
-from whaleid.prepare import read_boxes, resize_split
+from whaleid.prepare import folder_digest, read_boxes, resize_split
 
 log = logging.getLogger("whaleid.resize")
 
@@ -29,7 +30,7 @@ def main(params: Params) -> None:
                                     n_jobs=params.runtime.n_jobs, desc=f"resize {split}")  # fmt: skip
         total = len(ds.train) + len(ds.test_images)
         write_json(tmp / "info.json", {"img_size": size, "crop": to_dict(params.crop), "images": total,
-                                       "boxes_applied": applied})  # fmt: skip
+                                       "boxes_applied": applied, "digest": folder_digest(tmp)})  # fmt: skip
     if boxes is not None and applied < total:
         log.warning("crop.boxes has no box for %d of %d images; those are used whole", total - applied, total)
     log.info("%d images resized to %d px (%d cropped to their box) -> %s", total, size, applied, RESIZED_DIR)

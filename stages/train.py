@@ -21,7 +21,7 @@ from whaleid.evaluate import cv_score
 from whaleid.heads import dynamic_margins
 from whaleid.io import read_json, save_torch
 from whaleid.model import WhaleNet, model_payload
-from whaleid.paths import CHECKPOINT_DIR, DVCLIVE_DIR, FOLDS, LABELS, MODEL
+from whaleid.paths import CHECKPOINT_DIR, DVCLIVE_DIR, FOLDS, LABELS, MODEL, RESIZED_DIR
 from whaleid.train import select_device, train_model
 
 log = logging.getLogger("whaleid.train")
@@ -34,16 +34,13 @@ EVAL_THRESHOLDS = [round(0.05 * i, 2) for i in range(21)]
 CODE = sorted([Path(__file__), Path(__file__).with_name("common.py"), *Path(whaleid.__file__).parent.glob("*.py")])
 
 
-def fingerprint(params: Params, files: list[Path], images: list[Path]) -> str:
-    """Hash of everything that changes the trained weights (not runtime settings).
-
-    ``files`` (folds, labels, the training code) enter by content; images by name, size and modification time,
-    so regenerated data, replaced images or edited code discard the checkpoint.
+def fingerprint(params: Params, files: list[Path], images: list[str]) -> str:
+    """Hash of everything that changes the trained weights (not runtime settings): the training params, the
+    training image names, and the content of ``files`` (folds, labels, data/resized/info.json with its digest of
+    every resized image, the training code). Edited params, data or code therefore discard the checkpoint,
+    while a DVC checkout or a regeneration of identical files (new modification times) does not.
     """
     h = hashlib.sha256()
-    for p in images:
-        st = p.stat()
-        h.update(f"{p.name}:{st.st_size}:{st.st_mtime_ns};".encode())
     keys = ("fold", "crop", "model", "arcface", "train", "augment")
     h.update(
         json.dumps(
@@ -51,6 +48,7 @@ def fingerprint(params: Params, files: list[Path], images: list[Path]) -> str:
         ).encode()
     )
     h.update(torch.__version__.encode())
+    h.update("\0".join(images).encode())
     for f in files:
         h.update(Path(f).read_bytes())
     return h.hexdigest()[:16]
@@ -90,7 +88,7 @@ def main(params: Params) -> None:
         return {"valid_map5": score["map5"], "valid_threshold": score["threshold"]}
 
     checkpoint = CHECKPOINT_DIR / f"fold{params.fold}" / "last.pt"
-    fp = fingerprint(params, [FOLDS, LABELS, *CODE], train_paths)
+    fp = fingerprint(params, [FOLDS, LABELS, RESIZED_DIR / "info.json", *CODE], list(train_rows["image"]))
     with Live(dir=str(DVCLIVE_DIR), dvcyaml=None, save_dvc_exp=False, report=None) as live:
         live.log_params({"fold": params.fold, "backbone": params.model.backbone, "img_size": params.model.img_size})
 
@@ -106,6 +104,9 @@ def main(params: Params) -> None:
             device, params.runtime.num_workers, checkpoint, fp, evaluate if len(valid_rows) else None, on_epoch,
             species=train_rows["species_label"].to_numpy(), arc=params.arcface,
         )  # fmt: skip
+    # A JSON round trip gives the history the same object sharing whether or not it was partly read back from a
+    # checkpoint; pickle's memo would otherwise make a resumed run's model.pt differ in bytes (not in values).
+    history = json.loads(json.dumps(history))
     payload = model_payload(model.cpu(), params.model, params.arcface, len(classes),
                             {"fold": params.fold, "history": history}, n_species=len(species_classes))  # fmt: skip
     save_torch(MODEL, payload)

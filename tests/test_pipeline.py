@@ -3,35 +3,11 @@
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import pandas as pd
 import pytest
-import yaml
-
-ROOT = Path(__file__).resolve().parents[1]
-COPY = ["dvc.yaml", "params.yaml", "stages", "whaleid", ".dvc/config", ".gitignore"]
-
-TINY_PARAMS = {
-    "sample": {"n_train": 240, "n_test": 60, "n_species": 3, "img_size": 32},
-    "cv": {"n_folds": 3},
-    "model": {"img_size": 32, "embedding_dim": 32},
-    "train": {"epochs": 2, "batch_size": 32, "eval_every": 1},
-    "runtime": {"num_workers": 0, "n_jobs": 1},
-}
-
-
-def run(cmd: list[str], cwd: Path, env: dict[str, str]) -> str:
-    proc = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=900)
-    if proc.returncode != 0:
-        raise AssertionError(
-            f"{' '.join(cmd)} failed ({proc.returncode}):\n{proc.stdout[-4000:]}\n{proc.stderr[-4000:]}"
-        )
-    return proc.stdout + proc.stderr
+from tinyrepo import DVC, make_repo, run
 
 
 def metric_values(tree: object, name: str) -> list[float]:
@@ -53,25 +29,8 @@ def metric_values(tree: object, name: str) -> list[float]:
 @pytest.mark.slow
 def test_repro_then_experiment(tmp_path: Path) -> None:
     repo = tmp_path / "repo"
-    repo.mkdir()
-    for item in COPY:
-        src, dst = ROOT / item, repo / item
-        dst.parent.mkdir(parents=True, exist_ok=True)
-        if src.is_dir():
-            shutil.copytree(src, dst, ignore=shutil.ignore_patterns("__pycache__"))
-        else:
-            shutil.copy2(src, dst)
-    params = yaml.safe_load((repo / "params.yaml").read_text())
-    for block, values in TINY_PARAMS.items():
-        params[block].update(values)
-    (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}", "PYTHONPATH": str(repo),
-           "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t", "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@t"}  # fmt: skip
-    dvc = [sys.executable, "-m", "dvc"]
-    run(["git", "init", "-q"], repo, env)
-    run(["git", "add", "-A"], repo, env)
-    run(["git", "commit", "-qm", "tiny"], repo, env)
-
+    env = make_repo(repo)
+    dvc = DVC
     out = run([*dvc, "repro"], repo, env)
     assert "Running stage 'train'" in out
     cv = json.loads((repo / "metrics/cv.json").read_text())

@@ -32,18 +32,18 @@ def test_sampler_depends_only_on_seed_and_epoch() -> None:
     assert sorted(i for i, _ in a) == list(range(50))
 
 
-def test_fingerprint_tracks_params_and_data(tmp_path: Path) -> None:
-    meta = tmp_path / "folds.csv"
-    meta.write_text("x\n")
-    img = tmp_path / "a.jpg"
-    img.write_bytes(b"abc")
-    base = fingerprint(Params(), [meta], [img])
-    assert fingerprint(Params(), [meta], [img]) == base
-    assert fingerprint(params_from_dict({"train": {"lr": 0.01}}), [meta], [img]) != base
-    assert fingerprint(params_from_dict({"runtime": {"num_workers": 0}}), [meta], [img]) == base  # runtime only
-    st = img.stat()
-    os.utime(img, ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))  # image regenerated / replaced
-    assert fingerprint(Params(), [meta], [img]) != base
-    after_touch = fingerprint(Params(), [meta], [img])
-    meta.write_text("y\n")  # folds, labels or training code edited
-    assert fingerprint(Params(), [meta], [img]) != after_touch
+def test_fingerprint_tracks_params_data_and_code_not_mtimes(tmp_path: Path) -> None:
+    meta = tmp_path / "info.json"
+    meta.write_text('{"digest": "aa"}\n')
+    names = ["a.jpg", "b.jpg"]
+    base = fingerprint(Params(), [meta], names)
+    assert fingerprint(Params(), [meta], names) == base
+    assert fingerprint(params_from_dict({"train": {"lr": 0.01}}), [meta], names) != base
+    assert fingerprint(params_from_dict({"crop": {"margin": 0.2}}), [meta], names) != base
+    assert fingerprint(params_from_dict({"runtime": {"num_workers": 0}}), [meta], names) == base  # runtime only
+    assert fingerprint(Params(), [meta], names[:1]) != base  # other training images
+    st = meta.stat()
+    os.utime(meta, ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))  # a checkout: same bytes, new mtime
+    assert fingerprint(Params(), [meta], names) == base
+    meta.write_text('{"digest": "bb"}\n')  # resized images, folds, labels or training code edited
+    assert fingerprint(Params(), [meta], names) != base

@@ -1,9 +1,16 @@
-"""Shared entry-point plumbing for the DVC stages: logging, params loading and friendly errors."""
+"""Shared entry-point plumbing for the DVC stages: logging, params loading, friendly errors and signals.
+
+A user error (bad params, bad data, a diverged run) exits with status 2 and one clear line. SIGINT (Ctrl-C) and
+SIGTERM (`kill`, a scheduler's time limit) unwind the stage like an exception, so no output is left half-written
+(every output is written atomically anyway) and training's last per-epoch checkpoint is kept for the rerun;
+the exit status is 128 + the signal number, as a shell reports it.
+"""
 
 from __future__ import annotations
 
 import logging
 import os
+import signal
 import sys
 from collections.abc import Callable
 
@@ -16,18 +23,29 @@ log = logging.getLogger("whaleid")
 PARAMS_ENV = "WHALEID_PARAMS"
 
 
+class Interrupted(KeyboardInterrupt):
+    """SIGTERM, raised where the process is, like SIGINT's KeyboardInterrupt."""
+
+
+def _raise_interrupted(signum: int, frame: object) -> None:
+    raise Interrupted(signum)
+
+
 def run_stage(name: str, body: Callable[[Params], None]) -> None:
     """Load ``params.yaml`` (or ``$WHALEID_PARAMS``), run ``body``; user errors exit 2 with one clear line."""
     from whaleid.submission import SubmissionError
     from whaleid.train import TrainingDiverged
 
     setup_logging()
+    signal.signal(signal.SIGTERM, _raise_interrupted)
     try:
         params = load_params(os.environ.get(PARAMS_ENV, "params.yaml"))
         body(params)
     except (ConfigError, DataError, SubmissionError, TrainingDiverged) as exc:
         log.error("%s stage failed: %s", name, exc)
         sys.exit(2)
-    except KeyboardInterrupt:
-        log.error("%s stage interrupted; outputs written so far are complete, rerun to continue.", name)
-        sys.exit(130)
+    except KeyboardInterrupt as exc:
+        signum = signal.SIGTERM if isinstance(exc, Interrupted) else signal.SIGINT
+        log.error("%s stage stopped by %s; every output written so far is complete, and training resumes from "
+                  "its last epoch checkpoint: rerun `dvc repro`.", name, signal.Signals(signum).name)  # fmt: skip
+        sys.exit(128 + signum)

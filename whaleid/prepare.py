@@ -120,6 +120,17 @@ def _run_chunk(jobs: list[Job], size: int, margin: float) -> list[str]:
     return errors
 
 
+def folder_digest(folder: Path) -> str:
+    """SHA-256 over the names and contents of every file below ``folder`` (sorted): a content fingerprint
+    that, unlike modification times, survives DVC checkouts and regeneration of identical files."""
+    h = hashlib.sha256()
+    for p in sorted(folder.rglob("*")):
+        if p.is_file():
+            h.update(f"{p.relative_to(folder).as_posix()}\0".encode())
+            h.update(hashlib.sha1(p.read_bytes()).digest())
+    return h.hexdigest()
+
+
 def resized_name(name: str) -> str:
     """File name of the resized copy of image ``name``."""
     return f"{name}.png"

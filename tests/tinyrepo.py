@@ -1,0 +1,66 @@
+"""A throwaway git + DVC copy of the project with a tiny config, for the end-to-end tests."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+COPY = ["dvc.yaml", "params.yaml", "stages", "whaleid", ".dvc/config", ".gitignore"]
+
+TINY_PARAMS = {
+    "sample": {"n_train": 240, "n_test": 60, "n_species": 3, "img_size": 32},
+    "cv": {"n_folds": 3},
+    "model": {"img_size": 32, "embedding_dim": 32},
+    "train": {"epochs": 2, "batch_size": 32, "eval_every": 1},
+    "runtime": {"num_workers": 0, "n_jobs": 1},
+}
+
+DVC = [sys.executable, "-m", "dvc"]
+
+
+def make_repo(repo: Path, overrides: dict[str, dict] | None = None) -> dict[str, str]:
+    """Copy the project into ``repo`` with TINY_PARAMS (+ ``overrides``), git-init it; return the env to use."""
+    repo.mkdir(parents=True)
+    for item in COPY:
+        src, dst = ROOT / item, repo / item
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        if src.is_dir():
+            shutil.copytree(src, dst, ignore=shutil.ignore_patterns("__pycache__"))
+        else:
+            shutil.copy2(src, dst)
+    params = yaml.safe_load((repo / "params.yaml").read_text())
+    for changes in (TINY_PARAMS, overrides or {}):
+        for block, values in changes.items():
+            params[block].update(values)
+    (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}", "PYTHONPATH": str(repo),
+           "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t", "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@t"}  # fmt: skip
+    run(["git", "init", "-q"], repo, env)
+    run(["git", "add", "-A"], repo, env)
+    run(["git", "commit", "-qm", "tiny"], repo, env)
+    return env
+
+
+def run(cmd: list[str], cwd: Path, env: dict[str, str]) -> str:
+    proc = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=900)
+    if proc.returncode != 0:
+        raise AssertionError(
+            f"{' '.join(cmd)} failed ({proc.returncode}):\n{proc.stdout[-4000:]}\n{proc.stderr[-4000:]}"
+        )
+    return proc.stdout + proc.stderr
+
+
+def snapshot(repo: Path) -> dict[str, bytes]:
+    """The bytes of the results that must not depend on interruptions or reruns."""
+    files = [
+        "models/model.pt",
+        "submissions/submission.csv",
+        *sorted(str(p.relative_to(repo)) for p in (repo / "metrics").glob("*.json")),
+    ]
+    return {f: (repo / f).read_bytes() for f in files}
