@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from whaleid.heads import ArcFace
+from whaleid.heads import ArcFace, dynamic_margins
 from whaleid.model import GeM
 
 
@@ -80,3 +80,66 @@ def test_gem_p_is_learnable() -> None:
     pool(torch.rand(1, 2, 3, 3) + 0.1).sum().backward()
     assert pool.p.grad is not None and pool.p.grad.abs() > 0
     assert not GeM(3.0, learnable=False).p.requires_grad
+
+
+def direct_subcenter(emb, weight, labels, s, margins, k):
+    """Per-element reference for sub-center ArcFace with per-class margins (non-easy branch)."""
+    n_classes = len(weight) // k
+    out = np.zeros((len(emb), n_classes))
+    for i, e in enumerate(emb):
+        for c in range(n_classes):
+            cos = max(
+                float(np.dot(e, weight[c * k + j]) / (np.linalg.norm(e) * np.linalg.norm(weight[c * k + j])))
+                for j in range(k)
+            )
+            if c == labels[i]:
+                m = margins[c]
+                theta = math.acos(max(-1.0, min(1.0, cos)))
+                cos = math.cos(theta + m) if cos > math.cos(math.pi - m) else cos - math.sin(math.pi - m) * m
+            out[i, c] = s * cos
+    return out
+
+
+def test_subcenter_logits_with_per_class_margins_match_direct_formula() -> None:
+    torch.manual_seed(3)
+    head = ArcFace(6, 4, scale=16.0, margin=0.3, subcenters=3)
+    margins = np.array([0.1, 0.2, 0.3, 0.45], dtype=np.float32)
+    head.set_margins(margins)
+    emb = torch.randn(10, 6)
+    labels = torch.tensor([0, 1, 2, 3, 0, 1, 2, 3, 1, 2])
+    got = head(emb, labels).detach().numpy()
+    want = direct_subcenter(emb.numpy(), head.weight.detach().numpy(), labels.numpy(), 16.0, margins, 3)
+    np.testing.assert_allclose(got, want, atol=2e-4)
+
+
+def test_margin_factor_scales_margins() -> None:
+    torch.manual_seed(4)
+    head = ArcFace(5, 3, scale=10.0, margin=0.4)
+    emb, labels = torch.randn(6, 5), torch.tensor([0, 1, 2, 0, 1, 2])
+    head.margin_factor = 0.0
+    np.testing.assert_allclose(head(emb, labels).detach().numpy(), 10.0 * head.cosine(emb).detach().numpy(), atol=1e-5)
+    head.margin_factor = 0.5
+    want = direct_arcface(emb.numpy(), head.weight.detach().numpy(), labels.numpy(), 10.0, 0.2, False)
+    np.testing.assert_allclose(head(emb, labels).detach().numpy(), want, atol=2e-4)
+
+
+def test_dynamic_margins_hand_computed() -> None:
+    counts = np.array([1, 16, 81, 0])
+    got = dynamic_margins(counts, low=0.1, high=0.5, power=0.25)
+    # n ** -0.25: 1, 0.5, 1/3, (0 -> 1) 1. Rarest -> 0.5, most frequent -> 0.1, linear in between.
+    want = [0.5, 0.1 + 0.4 * (0.5 - 1 / 3) / (1 - 1 / 3), 0.1, 0.5]
+    np.testing.assert_allclose(got, want, rtol=1e-6)
+    np.testing.assert_allclose(dynamic_margins(np.array([5, 5]), 0.1, 0.3), [0.3, 0.3])
+
+
+def test_arcface_is_fp32_and_finite_under_bf16_autocast() -> None:
+    head = ArcFace(4, 3, scale=64.0, margin=0.5)
+    with torch.no_grad():
+        head.weight.copy_(torch.eye(3, 4))
+    emb = torch.eye(3, 4) * 1e-3  # tiny norms: bf16 rounding pushes |cos| past 1 without the clamp
+    emb.requires_grad_(True)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        logits = head(emb, torch.tensor([0, 1, 2]))
+    assert logits.dtype == torch.float32 and torch.isfinite(logits).all()
+    torch.nn.functional.cross_entropy(logits, torch.tensor([0, 1, 2])).backward()
+    assert torch.isfinite(emb.grad).all()

@@ -6,7 +6,18 @@ import numpy as np
 import pytest
 
 from whaleid.metrics import precision_at_5
-from whaleid.threshold import NEW, best_threshold, predict, sweep, sweep_scores, top_candidates
+from whaleid.threshold import (
+    NEW,
+    best_threshold,
+    predict,
+    query_thresholds,
+    share_threshold,
+    species_thresholds,
+    sweep,
+    sweep_scores,
+    top_candidates,
+    vote_candidates,
+)
 
 
 def naive_predictions(sims, neighbors, gallery_labels, fill, threshold):
@@ -105,3 +116,87 @@ def test_best_threshold_picks_max() -> None:
     import pandas as pd
 
     assert best_threshold(pd.DataFrame({"threshold": [0.1, 0.2, 0.3], "map5": [0.2, 0.5, 0.5]})) == 0.2
+
+
+def naive_vote(sims, neighbors, gallery_labels, fill, power, threshold):
+    """Per-image reference for vote scoring: sum sim**power per individual, rank by (vote, best sim, -label),
+    a candidate's score = lowest best-similarity so far, new_individual before the first score below threshold."""
+    out = []
+    for row_s, row_n in zip(sims, neighbors, strict=True):
+        votes: dict[int, float] = {}
+        best: dict[int, float] = {}
+        for s, n in zip(row_s, row_n, strict=True):
+            if n < 0:
+                continue
+            c = int(gallery_labels[n])
+            votes[c] = votes.get(c, 0.0) + max(float(s), 0.0) ** power
+            best[c] = max(best.get(c, -np.inf), float(s))
+        ranked = sorted(votes, key=lambda c: (-votes[c], -best[c], c))[:5]
+        preds, low, inserted = [], np.inf, False
+        for c in ranked:
+            low = min(low, best[c])
+            if not inserted and low < threshold:
+                preds.append(NEW)
+                inserted = True
+            preds.append(c)
+        if not inserted:
+            preds.append(NEW)
+        preds += [f for f in fill if f not in preds]
+        out.append(preds[:5])
+    return out
+
+
+@pytest.mark.parametrize("seed", [5, 6])
+def test_vote_scoring_matches_naive(seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    sims, nbrs, gl, fill, _ = random_case(rng, k=20, n_classes=8)
+    labels, scores = vote_candidates(sims, nbrs, gl, fill, power=3.0)
+    assert (np.diff(scores, axis=1) <= 0).all()  # never rising along a row
+    for thr in (-1.0, 0.3, 0.8, 2.0):
+        assert predict(labels, scores, thr).tolist() == naive_vote(sims, nbrs, gl, fill, 3.0, thr)
+
+
+def test_vote_hand_computed() -> None:
+    # class 1: one neighbour @0.9; class 2: three @0.8, 0.7, 0.7. With power 1 class 2 wins the vote (2.2 > 0.9)
+    # but keeps its best similarity 0.8; class 1 comes second with score min(0.8, 0.9) = 0.8.
+    sims = np.array([[0.9, 0.8, 0.7, 0.7]], np.float32)
+    labels, scores = vote_candidates(sims, np.array([[0, 1, 2, 3]]), np.array([1, 2, 2, 2]), fill=[5, 6, 7], power=1.0)
+    assert labels.tolist() == [[2, 1, 5, 6, 7]]
+    np.testing.assert_allclose(scores[0, :2], [0.8, 0.8])
+    # With a large power the single 0.9 outweighs three lower neighbours: max-like ranking.
+    labels, _ = vote_candidates(sims, np.array([[0, 1, 2, 3]]), np.array([1, 2, 2, 2]), fill=[5, 6, 7], power=16.0)
+    assert labels[0, :2].tolist() == [1, 2]
+
+
+def test_share_threshold_puts_new_first_for_that_share() -> None:
+    rng = np.random.default_rng(7)
+    scores = np.sort(rng.uniform(0, 1, (1000, 5)), axis=1)[:, ::-1].astype(np.float32)
+    labels = np.tile(np.arange(5), (1000, 1))
+    thr = share_threshold(scores, 0.16)
+    share = (predict(labels, scores, thr)[:, 0] == NEW).mean()
+    assert abs(share - 0.16) <= 0.002
+
+
+def test_per_species_thresholds_match_brute_force() -> None:
+    rng = np.random.default_rng(8)
+    sims, nbrs, gl, fill, truth = random_case(rng, q=400)
+    labels, scores = top_candidates(sims, nbrs, gl, fill)
+    species = rng.integers(0, 3, len(truth))
+    species[:5] = 9  # a rare species: too few queries, falls back to the global threshold
+    grid = [0.0, 0.2, 0.4, 0.6, 0.8]
+    found = species_thresholds(labels, scores, truth, species, grid, 0.2, min_queries=30)
+    assert set(found) == {0, 1, 2}
+    for sp, thr in found.items():
+        mask = species == sp
+        means = []
+        for t in grid:
+            per = np.array([precision_at_5(p, tr) for p, tr in
+                            zip(naive_predictions(sims[mask], nbrs[mask], gl, fill, t), truth[mask], strict=True)])  # fmt: skip
+            new = truth[mask] == NEW
+            means.append(0.2 * per[new].mean() + 0.8 * per[~new].mean())
+        assert thr == grid[int(np.argmax(means))]
+    per_query = query_thresholds(species, 0.5, found)
+    assert per_query[:5].tolist() == [0.5] * 5
+    got = predict(labels, scores, per_query)
+    for i in range(len(truth)):
+        assert got[i].tolist() == naive_predictions(sims[i : i + 1], nbrs[i : i + 1], gl, fill, per_query[i])[0]

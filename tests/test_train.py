@@ -1,15 +1,19 @@
-"""Training helpers: LR schedule, deterministic sampler, resume fingerprint."""
+"""Training: LR schedule, deterministic sampler, resume fingerprint, resume equality, stale/unsafe checkpoints,
+NaN detection, margin warm-up and the species head."""
 
 from __future__ import annotations
 
 import os
 from pathlib import Path
 
+import numpy as np
 import pytest
+import torch
 
 from stages.train import fingerprint
-from whaleid.config import Params, params_from_dict
-from whaleid.train import EpochSampler, lr_lambda
+from whaleid.config import AugmentConfig, Params, params_from_dict
+from whaleid.model import WhaleNet
+from whaleid.train import EpochSampler, TrainingDiverged, lr_lambda, train_model
 
 
 def test_lr_schedule_warmup_then_cosine() -> None:
@@ -47,3 +51,111 @@ def test_fingerprint_tracks_params_data_and_code_not_mtimes(tmp_path: Path) -> N
     assert fingerprint(Params(), [meta], names) == base
     meta.write_text('{"digest": "bb"}\n')  # resized images, folds, labels or training code edited
     assert fingerprint(Params(), [meta], names) != base
+
+
+# --- the training loop itself, in-process on the tiny dataset ------------------------------------------------
+
+
+def _setup(tiny_dataset: Path, **train: object):
+    from whaleid.config import ArcFaceConfig, ModelConfig, TrainConfig
+    from whaleid.data import load_dataset
+
+    ds = load_dataset(tiny_dataset)
+    labels = ds.train["individual_id"].astype("category").cat.codes.to_numpy().astype(np.int64)
+    species = ds.train["species"].astype("category").cat.codes.to_numpy().astype(np.int64)
+    mc = ModelConfig(img_size=32, embedding_dim=16)
+    cfg = TrainConfig(**{"epochs": 3, "batch_size": 32, **train})
+    n_classes = int(labels.max()) + 1
+
+    def make(arc: ArcFaceConfig | None = None):
+        torch.manual_seed(0)
+        return WhaleNet(mc, arc or ArcFaceConfig(), n_classes, int(species.max()) + 1)
+
+    return ds.train_paths(), labels, species, cfg, make
+
+
+def _train(make_net, paths, labels, cfg, checkpoint=None, fp="fp", on_epoch=None, **kw):
+    net = make_net(kw.pop("arc", None))
+    history = train_model(net, paths, labels, cfg, AugmentConfig(), 32, torch.device("cpu"), 0, checkpoint, fp,
+                          None, on_epoch, progress=False, **kw)  # fmt: skip
+    return net, history
+
+
+def _same_weights(a: torch.nn.Module, b: torch.nn.Module) -> bool:
+    return all(torch.equal(x, y) for x, y in zip(a.state_dict().values(), b.state_dict().values(), strict=True))
+
+
+def test_interrupted_training_resumes_to_identical_weights(tiny_dataset: Path, tmp_path: Path) -> None:
+    paths, labels, _, cfg, make = _setup(tiny_dataset)
+    ref, ref_hist = _train(make, paths, labels, cfg)
+
+    def stop_after_first(row: dict[str, float]) -> None:
+        if row["epoch"] == 1:
+            raise KeyboardInterrupt
+
+    ckpt = tmp_path / "last.pt"
+    with pytest.raises(KeyboardInterrupt):
+        _train(make, paths, labels, cfg, ckpt, on_epoch=stop_after_first)
+    assert torch.load(ckpt, weights_only=True)["epoch"] == 1
+    resumed, hist = _train(make, paths, labels, cfg, ckpt)
+    assert hist == ref_hist and _same_weights(resumed, ref)
+
+
+def test_stale_or_unsafe_checkpoint_is_not_resumed(tiny_dataset: Path, tmp_path: Path, caplog) -> None:
+    import pickle
+
+    paths, labels, _, cfg, make = _setup(tiny_dataset, epochs=1)
+    ckpt = tmp_path / "last.pt"
+    _train(make, paths, labels, cfg, ckpt, fp="old-params")
+    with caplog.at_level("INFO"):
+        _, hist = _train(make, paths, labels, cfg, ckpt, fp="new-params")
+    assert "other params or data; discarding" in caplog.text and len(hist) == 1
+
+    class Evil:
+        def __reduce__(self):
+            return (os.system, ("touch " + str(tmp_path / "pwned"),))
+
+    ckpt.write_bytes(pickle.dumps({"fingerprint": "fp", "epoch": Evil()}))
+    with caplog.at_level("WARNING"):
+        _, hist = _train(make, paths, labels, cfg, ckpt, fp="fp")
+    assert "Ignoring unreadable checkpoint" in caplog.text and len(hist) == 1
+    assert not (tmp_path / "pwned").exists()
+
+
+def test_nan_loss_names_epoch_and_step(tiny_dataset: Path) -> None:
+    paths, labels, _, cfg, make = _setup(tiny_dataset, epochs=2)
+    net = make()
+    calls = {"n": 0}
+    original = net.head.forward
+
+    def poisoned(emb, ids):
+        calls["n"] += 1
+        out = original(emb, ids)
+        return out * float("nan") if calls["n"] == 3 else out
+
+    net.head.forward = poisoned
+    with pytest.raises(TrainingDiverged, match=r"epoch 1, step 3\..*lower train.lr.*fp32"):
+        train_model(net, paths, labels, cfg, AugmentConfig(), 32, torch.device("cpu"), progress=False)
+
+
+def test_margin_warmup_and_species_head_train(tiny_dataset: Path) -> None:
+    from whaleid.config import ArcFaceConfig
+
+    paths, labels, species, cfg, make = _setup(tiny_dataset, epochs=2)
+    arc = ArcFaceConfig(margin_warmup_epochs=1.0, species_weight=0.5)
+    seen: list[float] = []
+    net = make(arc)
+    original = net.head.forward
+
+    def spy(emb, ids):
+        seen.append(net.head.margin_factor)
+        return original(emb, ids)
+
+    net.head.forward = spy
+    before = net.species_head.weight.detach().clone()
+    train_model(net, paths, labels, cfg, AugmentConfig(), 32, torch.device("cpu"), progress=False, species=species,
+                arc=arc)  # fmt: skip
+    steps = len(seen) // 2
+    np.testing.assert_allclose(seen[:steps], [(i + 1) / steps for i in range(steps)])  # linear over epoch 1
+    assert seen[steps:] == [1.0] * (len(seen) - steps) and net.head.margin_factor == 1.0
+    assert not torch.equal(before, net.species_head.weight)  # the auxiliary loss reached the species head

@@ -1,0 +1,131 @@
+"""Stages run in-process (or as `python -m stages.X`) in a scratch directory: bad input stops them with one
+clear line naming the file/key, before any expensive work, and earlier outputs stay as they were."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+import yaml
+
+from whaleid.config import params_from_dict
+from whaleid.data import DataError
+from whaleid.embed import extract_embeddings
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY = {
+    "data": {"dir": "data/in"},
+    "cv": {"n_folds": 3},
+    "model": {"img_size": 32, "embedding_dim": 16},
+    "train": {"epochs": 1, "batch_size": 32, "eval_every": 1},
+    "runtime": {"num_workers": 0, "n_jobs": 1},
+}
+
+
+@pytest.fixture()
+def workdir(tiny_dataset: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    shutil.copytree(tiny_dataset, tmp_path / "data/in")
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(TINY))
+    monkeypatch.chdir(tmp_path)
+    return tmp_path
+
+
+def run_module(stage: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    env = {"PYTHONPATH": str(ROOT), "PATH": str(Path(sys.executable).parent), "NO_COLOR": "1"}
+    return subprocess.run([sys.executable, "-m", f"stages.{stage}"], cwd=cwd, env=env, capture_output=True,
+                          text=True, timeout=300)  # fmt: skip
+
+
+def test_single_image_species_and_individuals_train(workdir: Path) -> None:
+    from stages import encode, resize, split, train
+
+    csv = workdir / "data/in/train.csv"
+    frame = pd.read_csv(csv, dtype=str)
+    frame.loc[0, "species"] = "lonely_dolphin"  # a species with one image
+    frame.to_csv(csv, index=False)
+    assert (frame["individual_id"].value_counts() == 1).any()  # and individuals seen once
+    params = params_from_dict({**TINY, "arcface": {"species_weight": 0.5}})
+    for stage in (encode, split, resize, train):
+        stage.main(params)
+    labels = yaml.safe_load((workdir / "data/prepared/labels.json").read_text())
+    assert "lonely_dolphin" in labels["species"]
+    folds = pd.read_csv(workdir / "data/prepared/folds.csv", dtype=str)
+    assert len(folds) == len(frame) and set(folds["image"]) == set(frame["image"])
+    assert (workdir / "models/model.pt").stat().st_size > 0
+
+
+def test_invalid_params_yaml_exits_2_and_keeps_outputs(workdir: Path) -> None:
+    assert run_module("encode", workdir).returncode == 0
+    before = (workdir / "data/prepared/labels.json").read_bytes()
+    (workdir / "params.yaml").write_text("data:\n  dir: data/in\n cv: [unclosed\n")
+    proc = run_module("encode", workdir)
+    assert proc.returncode == 2
+    assert "params.yaml: not valid YAML" in proc.stderr and "line 3" in proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert (workdir / "data/prepared/labels.json").read_bytes() == before
+
+
+def test_misspelled_key_exits_2_naming_it(workdir: Path) -> None:
+    (workdir / "params.yaml").write_text(yaml.safe_dump({**TINY, "train": {"epochz": 3}}))
+    proc = run_module("encode", workdir)
+    assert proc.returncode == 2 and "Unknown key train.epochz" in proc.stderr and "'epochs'" in proc.stderr
+
+
+def test_not_a_csv_exits_2_and_keeps_outputs(workdir: Path) -> None:
+    assert run_module("encode", workdir).returncode == 0
+    before = (workdir / "data/prepared/labels.json").read_bytes()
+    (workdir / "data/in/train.csv").write_bytes(b"\xff\xd8\xff\xe0 a JPEG, not a CSV \x00\x01")
+    proc = run_module("encode", workdir)
+    assert proc.returncode == 2 and "train.csv: not a valid UTF-8 CSV" in proc.stderr
+    assert (workdir / "data/prepared/labels.json").read_bytes() == before
+
+
+def test_truncated_jpeg_stops_resize_before_training_and_keeps_outputs(workdir: Path) -> None:
+    from stages import resize
+
+    params = params_from_dict(TINY)
+    resize.main(params)
+    info = (workdir / "data/resized/info.json").read_bytes()
+    victim = sorted((workdir / "data/in/train_images").iterdir())[3]
+    victim.write_bytes(victim.read_bytes()[:200])
+    with pytest.raises(DataError, match=rf"{victim.name}: truncated JPEG"):
+        resize.main(params)
+    assert (workdir / "data/resized/info.json").read_bytes() == info  # the earlier output is untouched
+
+
+def test_train_refuses_resized_images_of_another_size(workdir: Path) -> None:
+    from stages import encode, resize, split, train
+
+    params = params_from_dict(TINY)
+    for stage in (encode, split, resize):
+        stage.main(params)
+    bigger = params_from_dict({**TINY, "model": {"img_size": 48}})
+    with pytest.raises(DataError, match=r"dvc repro resize"):
+        train.main(bigger)
+    assert not (workdir / "models/model.pt").exists()
+
+
+def test_flip_tta_is_mean_of_normalised_embeddings(tiny_dataset: Path) -> None:
+    from whaleid.config import ArcFaceConfig, ModelConfig
+    from whaleid.data import ImageDataset
+    from whaleid.model import WhaleNet
+    from whaleid.transforms import eval_transform
+
+    torch.manual_seed(0)
+    net = WhaleNet(ModelConfig(img_size=32, embedding_dim=8), ArcFaceConfig(), 4).eval()
+    paths = sorted((tiny_dataset / "train_images").iterdir())[:6]
+    got = extract_embeddings(net, paths, 32, 4, torch.device("cpu"), progress=False, flip_tta=True)
+    x = torch.stack([ImageDataset(paths, eval_transform(32))[i][0] for i in range(len(paths))])
+    with torch.no_grad():
+        a = torch.nn.functional.normalize(net.embed(x), dim=1)
+        b = torch.nn.functional.normalize(net.embed(torch.flip(x, dims=[3])), dim=1)
+    want = torch.nn.functional.normalize(a + b, dim=1).numpy()
+    np.testing.assert_allclose(got, want, atol=1e-5)
+    plain = extract_embeddings(net, paths, 32, 4, torch.device("cpu"), progress=False)
+    np.testing.assert_allclose(plain, a.numpy(), atol=1e-5)
