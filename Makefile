@@ -31,8 +31,10 @@ format: $(STAMP)
 check: $(STAMP)
 	python -m whaleid.check
 
+BENCHES := train_loop embed resize sweep knn sample_competition_size dry_run
+
 bench: $(STAMP)
-	@for b in bench/*.py; do python $$b || exit 1; done
+	@for b in $(BENCHES); do echo "## bench/$$b.py"; python -m bench.$$b || exit 1; done
 
 clean-cache:
 	rm -rf .whaleid_cache

@@ -1,0 +1,50 @@
+"""Shared benchmark helpers: the result line format, interleaved timing and the default dataset."""
+
+from __future__ import annotations
+
+import statistics
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def report(name: str, value: float, target: str, ok: bool, fmt: str = "{:.3f}") -> None:
+    """One result line: ``name: value (target: T) PASS|FAIL``."""
+    print(f"{name}: {fmt.format(value)} (target: {target}) {'PASS' if ok else 'FAIL'}", flush=True)
+
+
+def note(text: str) -> None:
+    """A context line (not a figure), prefixed with '#'."""
+    print(f"# {text}", flush=True)
+
+
+def interleaved(fns: dict[str, Callable[[], float]], repeats: int = 3) -> dict[str, float]:
+    """Run each timing function ``repeats`` times, alternating between them so that machine noise hits all
+    alike; each returns a rate (items/s). Returns the median rate of each."""
+    rates: dict[str, list[float]] = {k: [] for k in fns}
+    for _ in range(repeats):
+        for name, fn in fns.items():
+            rates[name].append(fn())
+    return {k: statistics.median(v) for k, v in rates.items()}
+
+
+def timed(fn: Callable[[], object]) -> tuple[float, object]:
+    start = time.perf_counter()
+    out = fn()
+    return time.perf_counter() - start, out
+
+
+def default_dataset() -> Path:
+    """The generated default dataset (data/sample); generated into a cache folder if `dvc repro` has not run."""
+    path = ROOT / "data/sample"
+    if (path / "train.csv").is_file():
+        return path
+    from whaleid.config import SampleConfig
+    from whaleid.sample import write_dataset
+
+    path = ROOT / ".whaleid_cache/bench/sample"
+    if not (path / "train.csv").is_file():
+        write_dataset(SampleConfig(), path, n_jobs=-1, progress=False)
+    return path

@@ -1,0 +1,91 @@
+"""Benchmark: competition-scale dry run. On a generated competition-size dataset (51,033 train / 27,956 test at
+64 px) it runs the real stages `embed -> knn -> threshold -> submit` (as `python -m stages.X`, like `dvc repro`)
+with a tiny timm model (randomly initialised: no training) and reports wall time and peak memory (the stage
+process and its DataLoader workers together, sampled every 0.1 s). Targets: under 10 minutes, under 8 GiB.
+The prerequisite stages (generation, encode, split, resize) are timed and reported separately.
+
+Usage: python -m bench.dry_run [--data DIR]   (default: generated once into .whaleid_cache/bench/competition)
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import psutil
+import torch
+import yaml
+
+from bench.common import ROOT, note, report
+
+TARGET_S, TARGET_GIB = 600.0, 8.0
+
+
+def run_stage(stage: str, cwd: Path) -> tuple[float, float]:
+    """Run one stage; return (seconds, peak resident GiB of its process tree)."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "NO_COLOR": "1"}
+    start = time.perf_counter()
+    proc = subprocess.Popen([sys.executable, "-m", f"stages.{stage}"], cwd=cwd, env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)  # fmt: skip
+    root, peak = psutil.Process(proc.pid), 0
+    while proc.poll() is None:
+        try:
+            rss = root.memory_info().rss + sum(c.memory_info().rss for c in root.children(recursive=True))
+            peak = max(peak, rss)
+        except psutil.Error:
+            pass
+        time.sleep(0.1)
+    err = proc.stderr.read()
+    if proc.returncode != 0:
+        raise SystemExit(f"stage {stage} failed ({proc.returncode}):\n{err[-3000:]}")
+    return time.perf_counter() - start, peak / 2**30
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data", type=Path, default=ROOT / ".whaleid_cache/bench/competition")
+    args = parser.parse_args()
+    from whaleid.config import ArcFaceConfig, ModelConfig, SampleConfig
+    from whaleid.io import save_torch
+    from whaleid.model import WhaleNet, model_payload
+    from whaleid.sample import write_dataset
+
+    data = args.data.resolve()
+    if not (data / "train.csv").is_file():
+        start = time.perf_counter()
+        write_dataset(SampleConfig(n_train=51033, n_test=27956, img_size=64), data, n_jobs=-1, progress=False)
+        note(f"generated {data} in {time.perf_counter() - start:.0f} s")
+    work = Path(tempfile.mkdtemp(prefix="whaleid-dryrun-"))
+    params = yaml.safe_load((ROOT / "params.yaml").read_text())
+    params["data"]["dir"] = str(data)
+    (work / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    prep = {s: run_stage(s, work) for s in ("encode", "split", "resize")}
+    note("prerequisites: " + ", ".join(f"{s} {t:.0f} s / {m:.2f} GiB" for s, (t, m) in prep.items()))
+
+    n_classes = len(json.loads((work / "data/prepared/labels.json").read_text())["individual_id"])
+    torch.manual_seed(0)
+    mcfg = ModelConfig(**{k: v for k, v in params["model"].items()})
+    acfg = ArcFaceConfig(**params["arcface"])
+    net = WhaleNet(mcfg, acfg, n_classes)
+    save_torch(work / "models/model.pt", model_payload(net, mcfg, acfg, n_classes, {"fold": params["fold"]}))
+
+    stages = {s: run_stage(s, work) for s in ("embed", "knn", "threshold", "submit")}
+    total = sum(t for t, _ in stages.values())
+    peak = max(m for _, m in stages.values())
+    rows = len((work / "submissions/submission.csv").read_text().splitlines()) - 1
+    shutil.rmtree(work, ignore_errors=True)
+    note(f"{mcfg.backbone} @ {mcfg.img_size}px, {os.cpu_count()} cores: " + ", ".join(
+        f"{s} {t:.0f} s / {m:.2f} GiB" for s, (t, m) in stages.items()) + f"; submission rows {rows}")  # fmt: skip
+    report("dry_run_seconds", total, f"< {TARGET_S:.0f}", total < TARGET_S, "{:.0f}")
+    report("dry_run_peak_gib", peak, f"< {TARGET_GIB:.0f}", peak < TARGET_GIB, "{:.2f}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,70 @@
+"""Benchmark: training loop efficiency = images/s of our `train_model` (our DataLoader on the default dataset's
+JPEGs, augmentation, AdamW, schedule) / images/s of a bare loop doing the same model's forward + backward + step
+on one pre-made batch tensor. Target >= 0.85 on 2 CPU cores. Interleaved runs, medians.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+import numpy as np
+import torch
+
+from bench.common import default_dataset, interleaved, note, report
+from whaleid.config import ArcFaceConfig, AugmentConfig, ModelConfig, TrainConfig
+from whaleid.data import load_dataset
+from whaleid.model import WhaleNet
+from whaleid.train import train_model
+
+TARGET = 0.85
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--images", type=int, default=1920, help="training images (default: fold 0's size)")
+    parser.add_argument("--epochs", type=int, default=2)
+    parser.add_argument("--num-workers", type=int, default=2)
+    parser.add_argument("--backbone", default=ModelConfig.backbone)
+    parser.add_argument("--img-size", type=int, default=ModelConfig.img_size)
+    args = parser.parse_args()
+    ds = load_dataset(default_dataset())
+    train = ds.train.iloc[: args.images]
+    paths = ds.train_paths(train["image"])
+    labels = train["individual_id"].astype("category").cat.codes.to_numpy().astype(np.int64)
+    n_classes = int(labels.max()) + 1
+    mcfg = ModelConfig(backbone=args.backbone, img_size=args.img_size)
+    cfg = TrainConfig(epochs=args.epochs)
+    device = torch.device("cpu")
+    steps = args.epochs * (len(paths) // cfg.batch_size)
+
+    def ours() -> float:
+        torch.manual_seed(0)
+        net = WhaleNet(mcfg, ArcFaceConfig(), n_classes)
+        start = time.perf_counter()
+        train_model(net, paths, labels, cfg, AugmentConfig(), args.img_size, device, args.num_workers, progress=False)
+        return steps * cfg.batch_size / (time.perf_counter() - start)
+
+    def bare() -> float:
+        torch.manual_seed(0)
+        net = WhaleNet(mcfg, ArcFaceConfig(), n_classes).train()
+        opt = torch.optim.AdamW(net.parameters(), lr=1e-3)
+        x = torch.randn(cfg.batch_size, 3, args.img_size, args.img_size)
+        y = torch.from_numpy(labels[: cfg.batch_size])
+        start = time.perf_counter()
+        for _ in range(steps):
+            loss = torch.nn.functional.cross_entropy(net(x, y), y)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+        return steps * cfg.batch_size / (time.perf_counter() - start)
+
+    rates = interleaved({"ours": ours, "bare": bare})
+    note(f"{args.backbone} @ {args.img_size}px, batch {cfg.batch_size}, {steps} steps, {args.num_workers} workers, "
+         f"{torch.get_num_threads()} torch threads: ours {rates['ours']:.0f} img/s, bare {rates['bare']:.0f} img/s")  # fmt: skip
+    ratio = rates["ours"] / rates["bare"]
+    report("train_loop_efficiency", ratio, f">= {TARGET}", ratio >= TARGET)
+
+
+if __name__ == "__main__":
+    main()
