@@ -3,6 +3,7 @@
 Resumes from .whaleid_cache/checkpoints/ after an interruption when params, data and code are unchanged.
 """
 
+import contextlib
 import hashlib
 import json
 import logging
@@ -54,18 +55,26 @@ def fingerprint(params: Params, files: list[Path], images: list[str]) -> str:
     return h.hexdigest()[:16]
 
 
-def main(params: Params) -> None:
+def train_one(
+    params: Params, fold: int | None, out: Path, live_dir: Path | None, evaluate_each_epoch: bool = True
+) -> None:
+    """Train one model on every fold but ``fold`` (``None``: on all images) and write it to ``out``.
+
+    Per-epoch validation MAP@5 runs on ``fold`` when ``evaluate_each_epoch``; curves go to ``live_dir`` (dvclive)
+    when given. Resumes from ``.whaleid_cache/checkpoints/<fold or full>/last.pt`` if params, data and code match.
+    """
     from dvclive import Live
 
     load_dataset(params.data.dir)
     check_resized(params)
     folds, classes = folds_with_labels()
     species_classes = read_json(LABELS)["species"]
-    train_rows = folds[folds["fold"] != params.fold]
-    valid_rows = folds[folds["fold"] == params.fold]
+    train_rows = folds if fold is None else folds[folds["fold"] != fold]
+    valid_rows = folds.iloc[:0] if fold is None else folds[folds["fold"] == fold]
     device = select_device(params.runtime.device)
-    log.info("fold %d: training on %d images (%d individuals), validating on %d, device %s",
-             params.fold, len(train_rows), train_rows["label"].nunique(), len(valid_rows), device)  # fmt: skip
+    name = "full" if fold is None else f"fold{fold}"
+    log.info("%s: training on %d images (%d individuals), validating on %d, device %s",
+             name, len(train_rows), train_rows["label"].nunique(), len(valid_rows), device)  # fmt: skip
 
     torch.manual_seed(params.train.seed)
     model = WhaleNet(params.model, params.arcface, len(classes), len(species_classes))
@@ -87,32 +96,41 @@ def main(params: Params) -> None:
                          params.cv.new_ratio)  # fmt: skip
         return {"valid_map5": score["map5"], "valid_threshold": score["threshold"]}
 
-    checkpoint = CHECKPOINT_DIR / f"fold{params.fold}" / "last.pt"
+    checkpoint = CHECKPOINT_DIR / name / "last.pt"
+    # The training image list tells folds (and the full fit) apart.
     fp = fingerprint(params, [FOLDS, LABELS, RESIZED_DIR / "info.json", *CODE], list(train_rows["image"]))
-    with Live(dir=str(DVCLIVE_DIR), dvcyaml=None, save_dvc_exp=False, report=None) as live:
-        live.log_params({"fold": params.fold, "backbone": params.model.backbone, "img_size": params.model.img_size})
+    with contextlib.ExitStack() as stack:
+        on_epoch = None
+        if live_dir is not None:
+            live = stack.enter_context(Live(dir=str(live_dir), dvcyaml=None, save_dvc_exp=False, report=None))
+            live.log_params({"fold": params.fold, "backbone": params.model.backbone, "img_size": params.model.img_size})
 
-        def on_epoch(row: dict[str, float]) -> None:
-            live.step = int(row["epoch"]) - 1
-            for key, value in row.items():
-                if key != "epoch":
-                    live.log_metric(key if key.startswith("valid") else f"train_{key}", float(value))
-            live.next_step()
+            def on_epoch(row: dict[str, float]) -> None:
+                live.step = int(row["epoch"]) - 1
+                for key, value in row.items():
+                    if key != "epoch":
+                        live.log_metric(key if key.startswith("valid") else f"train_{key}", float(value))
+                live.next_step()
 
         history = train_model(
             model, train_paths, train_rows["label"].to_numpy(), params.train, params.augment, params.model.img_size,
-            device, params.runtime.num_workers, checkpoint, fp, evaluate if len(valid_rows) else None, on_epoch,
+            device, params.runtime.num_workers, checkpoint, fp,
+            evaluate if len(valid_rows) and evaluate_each_epoch else None, on_epoch,
             species=train_rows["species_label"].to_numpy(), arc=params.arcface,
         )  # fmt: skip
     # A JSON round trip gives the history the same object sharing whether or not it was partly read back from a
     # checkpoint; pickle's memo would otherwise make a resumed run's model.pt differ in bytes (not in values).
     history = json.loads(json.dumps(history))
     payload = model_payload(model.cpu(), params.model, params.arcface, len(classes),
-                            {"fold": params.fold, "history": history}, n_species=len(species_classes))  # fmt: skip
-    save_torch(MODEL, payload)
+                            {"fold": fold, "history": history}, n_species=len(species_classes))  # fmt: skip
+    save_torch(out, payload)
     # The model is safely written: the checkpoint is no longer needed, and a forced rerun must start afresh.
     checkpoint.unlink(missing_ok=True)
-    log.info("saved %s (final valid MAP@5 %s)", MODEL, history[-1].get("valid_map5", "n/a") if history else "n/a")
+    log.info("saved %s (final valid MAP@5 %s)", out, history[-1].get("valid_map5", "n/a") if history else "n/a")
+
+
+def main(params: Params) -> None:
+    train_one(params, params.fold, MODEL, DVCLIVE_DIR)
 
 
 if __name__ == "__main__":

@@ -46,7 +46,7 @@ def test_repro_then_experiment(tmp_path: Path) -> None:
 
     out = run([*dvc, "exp", "run", "-S", "fold=1"], repo, env)
     reran = {line.split("'")[1] for line in out.splitlines() if line.startswith("Running stage")}
-    assert reran == {"train", "embed", "knn", "threshold", "submit", "score", "baseline"}, reran
+    assert reran == {"train", "embed", "ensemble", "knn", "threshold", "submit", "score", "baseline"}, reran
 
     out = run([*dvc, "exp", "run", "-S", "threshold.step=0.1"], repo, env)
     reran = {line.split("'")[1] for line in out.splitlines() if line.startswith("Running stage")}

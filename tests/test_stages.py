@@ -129,3 +129,36 @@ def test_flip_tta_is_mean_of_normalised_embeddings(tiny_dataset: Path) -> None:
     np.testing.assert_allclose(got, want, atol=1e-5)
     plain = extract_embeddings(net, paths, 32, 4, torch.device("cpu"), progress=False)
     np.testing.assert_allclose(plain, a.numpy(), atol=1e-5)
+
+
+def test_combined_embeddings_cosine_is_mean_of_members() -> None:
+    from stages.ensemble import combine
+
+    rng = np.random.default_rng(0)
+    a, b = (rng.standard_normal((5, 8)) for _ in range(2))
+    a /= np.linalg.norm(a, axis=1, keepdims=True)
+    b /= np.linalg.norm(b, axis=1, keepdims=True)
+    c = combine([a, b])
+    np.testing.assert_allclose(np.linalg.norm(c, axis=1), 1.0, rtol=1e-6)
+    np.testing.assert_allclose(c @ c[0], ((a @ a[0]) + (b @ b[0])) / 2, rtol=1e-5)
+
+
+def test_ensemble_stage_trains_members_and_embeds_with_all(workdir: Path) -> None:
+    from stages import embed, encode, ensemble, resize, split, train
+    from whaleid.io import load_npz, read_json
+
+    params = params_from_dict({**TINY, "ensemble": {"folds": [0, 2], "full_fit": True}})
+    for stage in (encode, split, resize, train, embed):
+        stage.main(params)
+    ensemble.main(params)
+    members = read_json(workdir / "models/ensemble/members.json")["members"]
+    assert members == ["full.pt", "fold2.pt"]  # fold 0 is the main model; full_fit replaces it
+    gallery, test = load_npz(workdir / "data/final/gallery.npz"), load_npz(workdir / "data/final/test.npz")
+    assert gallery["embeddings"].shape == (160, 32) and test["embeddings"].shape == (60, 32)  # 2 models x 16
+    np.testing.assert_allclose(np.linalg.norm(test["embeddings"], axis=1), 1.0, rtol=1e-5)
+    # Off: the fold model's own embeddings, gallery = training folds + validation fold.
+    ensemble.main(params_from_dict(TINY))
+    plain = load_npz(workdir / "data/final/gallery.npz")
+    parts = [load_npz(workdir / f"data/embeddings/{n}.npz") for n in ("train", "valid")]
+    np.testing.assert_array_equal(plain["embeddings"], np.concatenate([p["embeddings"] for p in parts]))
+    assert read_json(workdir / "models/ensemble/members.json")["members"] == ["models/model.pt"]

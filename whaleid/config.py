@@ -4,7 +4,7 @@ Every top-level block of ``params.yaml`` maps to one frozen dataclass below. Loa
 misspelled keys (with a suggestion), wrong types and out-of-range values, naming the offending ``block.key``.
 
 Blocks: ``data``, ``sample``, ``cv``, ``fold`` (a bare int), ``crop``, ``model``, ``arcface``, ``train``, ``augment``,
-``embed``, ``knn``, ``threshold``, ``baseline``, ``runtime``.
+``embed``, ``knn``, ``threshold``, ``baseline``, ``ensemble``, ``runtime``.
 """
 
 from __future__ import annotations
@@ -279,6 +279,18 @@ class BaselineConfig:
         _check_range("baseline", "pixel_size", self.pixel_size, 4, 256)
 
 
+@dataclass(frozen=True)
+class EnsembleConfig:
+    """What embeds the test images and the gallery for the submission (CV always uses the ``fold`` model)."""
+
+    folds: list[int] = field(default_factory=list)  # extra fold models trained and combined with the main one
+    full_fit: bool = False  # a model trained on all images replaces the fold model in the submission
+
+    def __post_init__(self) -> None:
+        if len(set(self.folds)) != len(self.folds):
+            raise ConfigError(f"ensemble.folds lists a fold twice: {self.folds!r}.")
+
+
 DEVICES = ("auto", "cpu", "cuda")
 
 
@@ -316,9 +328,13 @@ class Params:
     knn: KnnConfig = field(default_factory=KnnConfig)
     threshold: ThresholdConfig = field(default_factory=ThresholdConfig)
     baseline: BaselineConfig = field(default_factory=BaselineConfig)
+    ensemble: EnsembleConfig = field(default_factory=EnsembleConfig)
     runtime: RuntimeConfig = field(default_factory=RuntimeConfig)
 
     def __post_init__(self) -> None:
+        bad = [f for f in self.ensemble.folds if not 0 <= f < self.cv.n_folds]
+        if bad:
+            raise ConfigError(f"ensemble.folds: fold {bad[0]} is outside [0, cv.n_folds) = [0, {self.cv.n_folds}).")
         if not 0 <= self.fold < self.cv.n_folds:
             raise ConfigError(
                 f"fold must be in [0, cv.n_folds) = [0, {self.cv.n_folds}), got {self.fold!r}. "
@@ -338,10 +354,15 @@ def _type_ok(value: Any, annotation: Any) -> bool:
         return isinstance(value, int) and not isinstance(value, bool)
     if annotation in (str, bool):
         return isinstance(value, annotation)
+    if typing.get_origin(annotation) is list:
+        (item,) = typing.get_args(annotation)
+        return isinstance(value, list) and all(_type_ok(v, item) for v in value)
     raise TypeError(f"unsupported annotation {annotation!r}")  # pragma: no cover - programming error
 
 
 def _type_name(annotation: Any) -> str:
+    if typing.get_origin(annotation) is list:
+        return f"a list of {_type_name(typing.get_args(annotation)[0])}"
     if typing.get_origin(annotation) in (typing.Union, types.UnionType):
         return " or ".join(_type_name(a) for a in typing.get_args(annotation))
     return "null" if annotation is type(None) else annotation.__name__
