@@ -1,7 +1,7 @@
 """Benchmark: generate a competition-size dataset (51,033 train / 27,956 test at 64 px) on every core.
 
 Prints wall time and throughput, and the long-tail statistics of what was generated. Target: under 10 minutes.
-Usage: python bench/sample_competition_size.py [--keep DIR]
+Usage: python -m bench.sample_competition_size [--keep DIR]
 """
 
 from __future__ import annotations

@@ -27,6 +27,8 @@ ROWS = {
     "vote": "base + vote scoring (sim^4)",
     "perspecies": "base + per-species thresholds",
     "share": "base + threshold by expected share (0.16)",
+    "ensfold": "base + ensemble of the fold 0 and fold 1 models (submission only; CV = base)",
+    "fullfit": "base + full fit on all images (submission only; CV = base)",
     "best": "best combination (the new default)",
 }
 NAME = re.compile(r"^(?P<tech>[a-z]+)-s(?P<seed>\d+)$")

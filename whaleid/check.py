@@ -1,7 +1,7 @@
 """`python -m whaleid.check [DATA_DIR] [--params params.yaml]`: validate params and a dataset without training.
 
-Checks the params file (keys, types, ranges, the backbone name), the Kaggle layout and CSVs, and decodes every
-image in parallel. Exit status 0 when all is well, 2 with one line per problem otherwise.
+Checks the params file (keys, types, ranges, the backbone name, the local weights file and the crop boxes CSV),
+the Kaggle layout and CSVs, and decodes every image in parallel. Exit status 0 when all is well, 2 with one line per problem otherwise.
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ import sys
 from whaleid.config import ConfigError, load_params
 from whaleid.data import DataError, check_images, load_dataset
 from whaleid.log import setup_logging
+from whaleid.prepare import read_boxes
 
 log = logging.getLogger("whaleid.check")
 
@@ -32,8 +33,14 @@ def main(argv: list[str] | None = None) -> int:
         from whaleid.model import create_backbone
 
         create_backbone(params.model.backbone)
+        if params.model.weights:
+            from whaleid.model import load_backbone_weights
+
+            load_backbone_weights(create_backbone(params.model.backbone), params.model.weights)
+        if params.crop.boxes:
+            read_boxes(params.crop.boxes)
         log.info("%s: OK", args.params)
-    except ConfigError as exc:
+    except (ConfigError, DataError) as exc:
         problems.append(str(exc))
     if data_dir is None:
         problems.append("no dataset folder given and the params file could not be read")

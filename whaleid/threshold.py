@@ -29,6 +29,17 @@ def most_frequent(labels: np.ndarray, n: int = 20) -> list:
     return values[order][:n].tolist()
 
 
+def _fill_short_rows(out_labels: np.ndarray, n_found: np.ndarray, fill: Sequence[int]) -> None:
+    """Complete rows with fewer than ``n`` candidates, in place, with ``fill`` labels they do not hold yet."""
+    n = out_labels.shape[1]
+    for row in np.flatnonzero(n_found < n):
+        present = set(out_labels[row, : n_found[row]].tolist())
+        extra = [c for c in fill if c not in present][: n - n_found[row]]
+        if len(extra) < n - n_found[row]:
+            raise ValueError(f"not enough fill labels to complete {n} distinct predictions")
+        out_labels[row, n_found[row] :] = extra
+
+
 def top_candidates(
     sims: np.ndarray, neighbors: np.ndarray, gallery_labels: np.ndarray, fill: Sequence[int], n: int = N_PRED
 ) -> tuple[np.ndarray, np.ndarray]:
@@ -70,12 +81,7 @@ def top_candidates(
         out_scores[has, j] = sims[rows[has], first[has]]
         n_found += has
         avail &= labels != lab[:, None]
-    for row in np.flatnonzero(n_found < n):
-        present = set(out_labels[row, : n_found[row]].tolist())
-        extra = [c for c in fill if c not in present][: n - n_found[row]]
-        if len(extra) < n - n_found[row]:
-            raise ValueError(f"not enough fill labels to complete {n} distinct predictions")
-        out_labels[row, n_found[row] :] = extra
+    _fill_short_rows(out_labels, n_found, fill)
     return out_labels, out_scores
 
 
@@ -120,12 +126,7 @@ def vote_candidates(
     out_scores[g_rows[take], rank[take]] = best[take]
     out_scores = np.minimum.accumulate(out_scores, axis=1)
     n_found = np.bincount(g_rows[take], minlength=q)
-    for row in np.flatnonzero(n_found < n):
-        present = set(out_labels[row, : n_found[row]].tolist())
-        extra = [c for c in fill if c not in present][: n - n_found[row]]
-        if len(extra) < n - n_found[row]:
-            raise ValueError(f"not enough fill labels to complete {n} distinct predictions")
-        out_labels[row, n_found[row] :] = extra
+    _fill_short_rows(out_labels, n_found, fill)
     return out_labels, out_scores
 
 
