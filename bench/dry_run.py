@@ -65,6 +65,7 @@ def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="whaleid-dryrun-"))
     params = yaml.safe_load((ROOT / "params.yaml").read_text())
     params["data"]["dir"] = str(data)
+    params["crop"]["boxes"] = str(data / "boxes.csv")
     (work / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     prep = {s: run_stage(s, work) for s in ("encode", "split", "resize")}
     note("prerequisites: " + ", ".join(f"{s} {t:.0f} s / {m:.2f} GiB" for s, (t, m) in prep.items()))

@@ -21,6 +21,7 @@ from whaleid.embed import extract_embeddings
 ROOT = Path(__file__).resolve().parents[1]
 TINY = {
     "data": {"dir": "data/in"},
+    "crop": {"boxes": "data/in/boxes.csv"},
     "cv": {"n_folds": 3},
     "model": {"img_size": 32, "embedding_dim": 16},
     "train": {"epochs": 1, "batch_size": 32, "eval_every": 1},
