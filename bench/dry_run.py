@@ -1,5 +1,5 @@
 """Benchmark: competition-scale dry run. On a generated competition-size dataset (51,033 train / 27,956 test at
-64 px) it runs the real stages `embed -> knn -> threshold -> submit` (as `python -m stages.X`, like `dvc repro`)
+64 px) it runs the real stages `embed -> ensemble -> knn -> threshold -> submit` (as `python -m stages.X`, like `dvc repro`)
 with a tiny timm model (randomly initialised: no training) and reports wall time and peak memory (the stage
 process and its DataLoader workers together, sampled every 0.1 s). Targets: under 10 minutes, under 8 GiB.
 The prerequisite stages (generation, encode, split, resize) are timed and reported separately.
@@ -77,7 +77,7 @@ def main() -> None:
     net = WhaleNet(mcfg, acfg, n_classes)
     save_torch(work / "models/model.pt", model_payload(net, mcfg, acfg, n_classes, {"fold": params["fold"]}))
 
-    stages = {s: run_stage(s, work) for s in ("embed", "knn", "threshold", "submit")}
+    stages = {s: run_stage(s, work) for s in ("embed", "ensemble", "knn", "threshold", "submit")}
     total = sum(t for t, _ in stages.values())
     peak = max(m for _, m in stages.values())
     rows = len((work / "submissions/submission.csv").read_text().splitlines()) - 1

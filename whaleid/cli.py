@@ -44,6 +44,10 @@ def run_stage(name: str, body: Callable[[Params], None]) -> None:
     except (ConfigError, DataError, SubmissionError, TrainingDiverged) as exc:
         log.error("%s stage failed: %s", name, exc)
         sys.exit(2)
+    except FileNotFoundError as exc:
+        log.error("%s stage failed: input %s is missing; run the stages before it (`dvc repro %s`).", name,
+                  exc.filename, name)  # fmt: skip
+        sys.exit(2)
     except KeyboardInterrupt as exc:
         signum = signal.SIGTERM if isinstance(exc, Interrupted) else signal.SIGINT
         log.error("%s stage stopped by %s; every output written so far is complete, and training resumes from "
