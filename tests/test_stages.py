@@ -163,3 +163,9 @@ def test_ensemble_stage_trains_members_and_embeds_with_all(workdir: Path) -> Non
     parts = [load_npz(workdir / f"data/embeddings/{n}.npz") for n in ("train", "valid")]
     np.testing.assert_array_equal(plain["embeddings"], np.concatenate([p["embeddings"] for p in parts]))
     assert read_json(workdir / "models/ensemble/members.json")["members"] == ["models/model.pt"]
+
+
+def test_missing_stage_input_exits_2_naming_it(workdir: Path) -> None:
+    proc = run_module("knn", workdir)
+    assert proc.returncode == 2 and "data/embeddings/train.npz is missing" in proc.stderr
+    assert "Traceback" not in proc.stderr
