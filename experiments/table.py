@@ -29,7 +29,8 @@ ROWS = {
     "share": "base + threshold by expected share (0.16)",
     "ensfold": "base + ensemble of the fold 0 and fold 1 models (submission only; CV = base)",
     "fullfit": "base + full fit on all images (submission only; CV = base)",
-    "best": "best combination (the new default)",
+    "cropvote": "base + crops + vote scoring",
+    "best": "base + crops + vote scoring + species head",
 }
 NAME = re.compile(r"^(?P<tech>[a-z]+)-s(?P<seed>\d+)$")
 
