@@ -131,7 +131,7 @@ class ArcFaceConfig:
     margin_min: float = 0.05
     margin_power: float = 0.25  # margin follows count ** -margin_power between margin_min and margin
     margin_warmup_epochs: float = 0.0  # margins ramp linearly from 0 over these epochs
-    species_weight: float = 0.2  # weight of an auxiliary species cross-entropy on the embedding (0 = off)
+    species_weight: float = 0.0  # weight of an auxiliary species cross-entropy on the embedding (0 = off)
 
     def __post_init__(self) -> None:
         _check_positive("arcface", scale=self.scale)
@@ -227,7 +227,7 @@ class KnnConfig:
     hnsw_ef_search: int = 128
     ivf_nlist: int = 1024
     ivf_nprobe: int = 32
-    scoring: str = "vote"  # rank individuals by their best similarity (max) or a weighted vote over the top-k
+    scoring: str = "max"  # rank individuals by their best similarity (max) or a weighted vote over the top-k
     vote_power: float = 4.0  # vote weight of a neighbour = similarity ** vote_power
 
     def __post_init__(self) -> None:
