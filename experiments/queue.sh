@@ -1,8 +1,11 @@
 #!/usr/bin/env bash
 # Queue the issue-6 ablation: the starter-equivalent config, then each technique added alone on top of
-# "starter + augmentation", two training seeds each. Run them with `dvc exp run --run-all`, then
+# "starter + augmentation" (the base), two training seeds each. Run them with `dvc exp run --run-all`, then
 # `python experiments/table.py` writes experiments/RESULTS.md from `dvc exp show --json`.
 set -euo pipefail
+# The rows were measured when the default was the base (no crops); crops are the default now, so every row
+# starts from -S crop.boxes=null to queue the same configs (a later -S of the same key wins).
+BASE=(-S crop.boxes=null)
 STARTER=(-S augment.affine=0 -S augment.color=0 -S augment.blur=0)
 declare -A TECH=(
   [aug]=""
@@ -15,12 +18,16 @@ declare -A TECH=(
   [vote]="-S knn.scoring=vote"
   [perspecies]="-S threshold.per_species=true"
   [share]="-S threshold.method=share"
+  [ensfold]="-S ensemble.folds=[1]"
+  [fullfit]="-S ensemble.full_fit=true"
+  [cropvote]="-S crop.boxes=data/sample/boxes.csv -S knn.scoring=vote"
+  [best]="-S crop.boxes=data/sample/boxes.csv -S knn.scoring=vote -S arcface.species_weight=0.2"
 )
-ORDER=(aug subcenter dynmargin mwarmup species crop fliptta vote perspecies share)
+ORDER=(aug subcenter dynmargin mwarmup species crop fliptta vote perspecies share ensfold fullfit cropvote best)
 for seed in 42 43; do
-  dvc exp run --queue -n "starter-s$seed" "${STARTER[@]}" -S train.seed=$seed
+  dvc exp run --queue -n "starter-s$seed" "${BASE[@]}" "${STARTER[@]}" -S train.seed=$seed
   for name in "${ORDER[@]}"; do
     # shellcheck disable=SC2086
-    dvc exp run --queue -n "$name-s$seed" ${TECH[$name]} -S train.seed=$seed
+    dvc exp run --queue -n "$name-s$seed" "${BASE[@]}" ${TECH[$name]} -S train.seed=$seed
   done
 done
