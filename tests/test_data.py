@@ -197,8 +197,10 @@ def test_check_command(dataset_copy: Path, tmp_path: Path) -> None:
     from whaleid.check import main
 
     params = tmp_path / "params.yaml"
-    params.write_text("train:\n  epochs: 3\n", encoding="utf-8")
+    params.write_text(f"train:\n  epochs: 3\ncrop:\n  boxes: {dataset_copy / 'boxes.csv'}\n", encoding="utf-8")
     assert main([str(dataset_copy), "--params", str(params)]) == 0
+    params.write_text(f"crop:\n  boxes: {tmp_path / 'nope.csv'}\n", encoding="utf-8")
+    assert main([str(dataset_copy), "--params", str(params)]) == 2  # the boxes file is checked too
     name = _first_train(dataset_copy)
     (dataset_copy / "train_images" / name).write_bytes(b"\xff\xd8\xff\xe0 cut short")
     params.write_text("train:\n  epoch: 3\n", encoding="utf-8")
