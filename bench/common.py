@@ -48,3 +48,11 @@ def default_dataset() -> Path:
     if not (path / "train.csv").is_file():
         write_dataset(SampleConfig(), path, n_jobs=-1, progress=False)
     return path
+
+
+def ours_vs_bare(name: str, ours: Callable[[], float], bare: Callable[[], float], target: float, context: str) -> None:
+    """Interleave our pipeline's rate with a bare reference's, print both and the ratio against ``target``."""
+    rates = interleaved({"ours": ours, "bare": bare})
+    note(f"{context}: ours {rates['ours']:.0f} img/s, bare {rates['bare']:.0f} img/s")
+    ratio = rates["ours"] / rates["bare"]
+    report(name, ratio, f">= {target}", ratio >= target)

@@ -10,7 +10,7 @@ import time
 
 import torch
 
-from bench.common import default_dataset, interleaved, note, report
+from bench.common import default_dataset, ours_vs_bare
 from whaleid.config import ArcFaceConfig, EmbedConfig, ModelConfig
 from whaleid.data import load_dataset
 from whaleid.embed import extract_embeddings
@@ -47,11 +47,13 @@ def main() -> None:
                 net.embed(x)
         return n_batches * batch / (time.perf_counter() - start)
 
-    rates = interleaved({"ours": ours, "bare": bare})
-    note(f"{args.backbone} @ {args.img_size}px, {len(paths)} images, batch {batch}, {args.num_workers} workers: "
-         f"ours {rates['ours']:.0f} img/s, bare {rates['bare']:.0f} img/s")  # fmt: skip
-    ratio = rates["ours"] / rates["bare"]
-    report("embed_efficiency", ratio, f">= {TARGET}", ratio >= TARGET)
+    ours_vs_bare(
+        "embed_efficiency",
+        ours,
+        bare,
+        TARGET,
+        f"{args.backbone} @ {args.img_size}px, {len(paths)} images, batch {batch}, {args.num_workers} workers",
+    )
 
 
 if __name__ == "__main__":

@@ -11,7 +11,7 @@ import time
 import numpy as np
 import torch
 
-from bench.common import default_dataset, interleaved, note, report
+from bench.common import default_dataset, ours_vs_bare
 from whaleid.config import ArcFaceConfig, AugmentConfig, ModelConfig, TrainConfig
 from whaleid.data import load_dataset
 from whaleid.model import WhaleNet
@@ -59,11 +59,14 @@ def main() -> None:
             opt.step()
         return steps * cfg.batch_size / (time.perf_counter() - start)
 
-    rates = interleaved({"ours": ours, "bare": bare})
-    note(f"{args.backbone} @ {args.img_size}px, batch {cfg.batch_size}, {steps} steps, {args.num_workers} workers, "
-         f"{torch.get_num_threads()} torch threads: ours {rates['ours']:.0f} img/s, bare {rates['bare']:.0f} img/s")  # fmt: skip
-    ratio = rates["ours"] / rates["bare"]
-    report("train_loop_efficiency", ratio, f">= {TARGET}", ratio >= TARGET)
+    ours_vs_bare(
+        "train_loop_efficiency",
+        ours,
+        bare,
+        TARGET,
+        f"{args.backbone} @ {args.img_size}px, batch {cfg.batch_size}, {steps} steps, {args.num_workers} workers, "
+        f"{torch.get_num_threads()} torch threads",
+    )
 
 
 if __name__ == "__main__":
