@@ -13,7 +13,7 @@ import torch
 from bench.common import default_dataset, ours_vs_bare
 from whaleid.config import ArcFaceConfig, EmbedConfig, ModelConfig
 from whaleid.data import load_dataset
-from whaleid.embed import extract_embeddings
+from whaleid.embed import extract_embeddings, resolve_workers
 from whaleid.model import WhaleNet
 
 TARGET = 0.9
@@ -22,7 +22,7 @@ TARGET = 0.9
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--images", type=int, default=3200)
-    parser.add_argument("--num-workers", type=int, default=2)
+    parser.add_argument("--num-workers", type=int, default=-1, help="-1: auto, as runtime.num_workers")
     parser.add_argument("--backbone", default=ModelConfig.backbone)
     parser.add_argument("--img-size", type=int, default=ModelConfig.img_size)
     args = parser.parse_args()
@@ -52,7 +52,7 @@ def main() -> None:
         ours,
         bare,
         TARGET,
-        f"{args.backbone} @ {args.img_size}px, {len(paths)} images, batch {batch}, {args.num_workers} workers",
+        f"{args.backbone} @ {args.img_size}px, {len(paths)} images, batch {batch}, {resolve_workers(args.num_workers, device)} workers",
     )
 
 

@@ -54,7 +54,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--images", type=int, default=192)
     parser.add_argument("--img-size", type=int, default=64)
-    parser.add_argument("--num-workers", type=int, default=2)
+    parser.add_argument("--num-workers", type=int, default=-1, help="-1: auto, as runtime.num_workers")
     args = parser.parse_args()
     ds = load_dataset(default_dataset())
     tmp = Path(tempfile.mkdtemp(prefix="whaleid-bench-resize-"))

@@ -14,6 +14,7 @@ import torch
 from bench.common import default_dataset, ours_vs_bare
 from whaleid.config import ArcFaceConfig, AugmentConfig, ModelConfig, TrainConfig
 from whaleid.data import load_dataset
+from whaleid.embed import resolve_workers
 from whaleid.model import WhaleNet
 from whaleid.train import train_model
 
@@ -24,7 +25,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--images", type=int, default=1920, help="training images (default: fold 0's size)")
     parser.add_argument("--epochs", type=int, default=2)
-    parser.add_argument("--num-workers", type=int, default=2)
+    parser.add_argument("--num-workers", type=int, default=-1, help="-1: auto, as runtime.num_workers")
     parser.add_argument("--backbone", default=ModelConfig.backbone)
     parser.add_argument("--img-size", type=int, default=ModelConfig.img_size)
     args = parser.parse_args()
@@ -64,7 +65,7 @@ def main() -> None:
         ours,
         bare,
         TARGET,
-        f"{args.backbone} @ {args.img_size}px, batch {cfg.batch_size}, {steps} steps, {args.num_workers} workers, "
+        f"{args.backbone} @ {args.img_size}px, batch {cfg.batch_size}, {steps} steps, {resolve_workers(args.num_workers, device, training=True)} workers, "
         f"{torch.get_num_threads()} torch threads",
     )
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import pytest
 
@@ -60,3 +62,14 @@ def test_unknown_index_type_rejected() -> None:
     object.__setattr__(cfg, "index", "annoy")
     with pytest.raises(ConfigError, match="unknown Faiss index type 'annoy'"):
         build_index(unit(np.random.default_rng(4), 5, 8), cfg)
+
+
+def test_auto_workers() -> None:
+    import torch
+
+    from whaleid.embed import resolve_workers
+
+    assert resolve_workers(3, torch.device("cpu")) == 3  # explicit values are kept
+    cores = len(os.sched_getaffinity(0))
+    want = 0 if cores <= 2 else min(8, cores - 1)
+    assert resolve_workers(-1, torch.device("cpu"), training=True) == want

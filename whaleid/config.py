@@ -299,14 +299,14 @@ class RuntimeConfig:
     """How to run, not what to compute: changing these never changes results on CPU."""
 
     device: str = "auto"
-    num_workers: int = 2
+    num_workers: int = -1  # DataLoader workers; -1: auto (see whaleid.embed.resolve_workers)
     n_jobs: int = -1
 
     def __post_init__(self) -> None:
         if self.device not in DEVICES and not self.device.startswith("cuda:"):
             raise ConfigError(f"runtime.device must be auto, cpu, cuda or cuda:N, got {self.device!r}.")
-        if self.num_workers < 0:
-            raise ConfigError(f"runtime.num_workers must be >= 0, got {self.num_workers!r}.")
+        if self.num_workers < -1:
+            raise ConfigError(f"runtime.num_workers must be >= 0, or -1 for auto, got {self.num_workers!r}.")
         if self.n_jobs == 0:
             raise ConfigError("runtime.n_jobs must be non-zero (-1 uses every core).")
 

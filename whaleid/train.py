@@ -152,7 +152,7 @@ def train_model(
     dataset = ImageDataset(paths, train_transform(img_size, aug, cfg.seed), targets_all)
     sampler = EpochSampler(len(dataset), cfg.seed)
     loader = make_loader(dataset, cfg.batch_size, num_workers, device, sampler=sampler, drop_last=len(dataset) > cfg.batch_size,
-                         persistent=True)  # fmt: skip
+                         persistent=True, training=True)  # fmt: skip
     steps_per_epoch = len(loader)
     total = steps_per_epoch * cfg.epochs
     warmup = int(round(cfg.warmup_epochs * steps_per_epoch))
