@@ -17,15 +17,15 @@ def folds_with_labels() -> tuple[pd.DataFrame, list[str]]:
     list of individual_id."""
     folds = pd.read_csv(FOLDS, dtype={"image": str, "individual_id": str, "species": str, "fold": int},
                         keep_default_na=False)  # fmt: skip
-    classes = read_json(LABELS)["individual_id"]
+    encoded = read_json(LABELS)
+    classes = encoded["individual_id"]
     index = {c: i for i, c in enumerate(classes)}
     labels = folds["individual_id"].map(index)
     if labels.isna().any():
         raise DataError(f"{FOLDS} and {LABELS} disagree (e.g. {folds['individual_id'][labels.isna()].iloc[0]!r}); "
                         "rerun the encode and split stages: `dvc repro split`")  # fmt: skip
     folds["label"] = labels.astype(np.int64)
-    species = read_json(LABELS)["species"]
-    folds["species_label"] = folds["species"].map({s: i for i, s in enumerate(species)})
+    folds["species_label"] = folds["species"].map({s: i for i, s in enumerate(encoded["species"])})
     if folds["species_label"].isna().any():
         raise DataError(f"{FOLDS} has a species missing from {LABELS}; rerun `dvc repro split`")
     folds["species_label"] = folds["species_label"].astype(np.int64)

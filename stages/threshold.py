@@ -19,7 +19,9 @@ from whaleid.evaluate import query_truth
 from whaleid.io import load_npz, read_json, write_csv, write_json
 from whaleid.paths import CV_METRICS, LABELS, NEIGHBOR_DIR, THRESHOLD_PLOT
 from whaleid.threshold import (
+    NEW,
     best_threshold,
+    blend,
     candidates,
     query_thresholds,
     share_threshold,
@@ -52,20 +54,16 @@ def main(params: Params) -> None:
         thr_q = query_thresholds(query_species, thr, found)
     else:
         thr_q = np.full(len(truth), thr)
-    per_query = sweep_scores(labels, scores, truth, thr_q[:, None])[:, 0]
-    is_new = truth == -1
-    known = float(per_query[~is_new].mean()) if (~is_new).any() else float("nan")
-    new = float(per_query[is_new].mean()) if is_new.any() else float("nan")
-    weighted = params.cv.new_ratio * new + (1 - params.cv.new_ratio) * known if is_new.any() and (~is_new).any() \
-        else float(per_query.mean())  # fmt: skip
-    valid_new = float(np.mean(is_new))
+    per_query = sweep_scores(labels, scores, truth, thr_q[:, None])
+    weighted, overall, known, new = (float(x[0]) for x in blend(per_query, truth, params.cv.new_ratio))
+    valid_new = float(np.mean(truth == NEW))
     metrics = {
         "map5": round(weighted, 6),
         "threshold": thr,
         "method": cfg.method,
         "scoring": params.knn.scoring,
         "species_thresholds": per_species,
-        "map5_unweighted": round(float(per_query.mean()), 6),
+        "map5_unweighted": round(overall, 6),
         "map5_known": round(known, 6),
         "map5_new": round(new, 6) if not np.isnan(new) else None,
         "new_ratio": params.cv.new_ratio,

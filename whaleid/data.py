@@ -25,8 +25,8 @@ import cv2
 import numpy as np
 import pandas as pd
 import torch
-from joblib import Parallel, delayed
-from tqdm.auto import tqdm
+
+from whaleid.parallel import map_chunks
 
 log = logging.getLogger(__name__)
 
@@ -212,15 +212,8 @@ def _check_chunk(paths: list[Path]) -> list[str]:
 
 def check_images(paths: Sequence[Path], n_jobs: int = -1, progress: bool = True) -> list[str]:
     """Decode every image in parallel; return one message per unreadable file (empty when all are fine)."""
-    paths = list(paths)
-    chunks = [paths[i : i + 256] for i in range(0, len(paths), 256)]
-    errors: list[str] = []
-    results = Parallel(n_jobs=n_jobs, return_as="generator")(delayed(_check_chunk)(c) for c in chunks)
-    with tqdm(total=len(paths), desc="check images", unit="img", disable=not progress) as bar:
-        for chunk, errs in zip(chunks, results, strict=True):
-            errors.extend(errs)
-            bar.update(len(chunk))
-    return errors
+    return map_chunks(_check_chunk, list(paths), chunk_size=256, n_jobs=n_jobs, desc="check images",
+                      progress=progress)  # fmt: skip
 
 
 class ImageDataset(torch.utils.data.Dataset):

@@ -26,11 +26,10 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pandas as pd
-from joblib import Parallel, delayed
-from tqdm.auto import tqdm
 
 from whaleid.data import DataError, read_image, safe_name
 from whaleid.io import write_bytes
+from whaleid.parallel import map_chunks
 
 log = logging.getLogger(__name__)
 
@@ -161,13 +160,7 @@ def resize_split(
     if len(todo) < len(jobs):
         log.info("%s: %d of %d images already resized in %s (resuming)", desc, len(jobs) - len(todo), len(jobs),
                  cache_dir)  # fmt: skip
-    chunks = [todo[i : i + 64] for i in range(0, len(todo), 64)]
-    errors: list[str] = []
-    results = Parallel(n_jobs=n_jobs, return_as="generator")(delayed(_run_chunk)(c, size, margin) for c in chunks)
-    with tqdm(total=len(todo), desc=desc, unit="img", disable=not progress) as bar:
-        for chunk, errs in zip(chunks, results, strict=True):
-            errors.extend(errs)
-            bar.update(len(chunk))
+    errors = map_chunks(_run_chunk, todo, size, margin, n_jobs=n_jobs, desc=desc, progress=progress)
     if errors:
         shown = "\n  ".join(errors[:10])
         more = f"\n  ... and {len(errors) - 10} more" if len(errors) > 10 else ""

@@ -33,11 +33,10 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pandas as pd
-from joblib import Parallel, delayed
-from tqdm.auto import tqdm
 
 from whaleid.config import SampleConfig
 from whaleid.io import atomic_dir
+from whaleid.parallel import map_chunks
 
 log = logging.getLogger(__name__)
 
@@ -382,7 +381,6 @@ def write_dataset(cfg: SampleConfig, out_dir: str | Path, n_jobs: int = -1, prog
     for folder, frame in (("train_images", plan.train), ("test_images", plan.test)):
         for image, ind, seed in zip(frame["image"], frame["_ind"], frame["_seed"], strict=True):
             jobs.append((f"{folder}/{image}", plan.individuals[int(ind)], int(seed)))
-    chunks = [jobs[i : i + _CHUNK] for i in range(0, len(jobs), _CHUNK)]
     log.info(
         "Generating %d train + %d test images (%d individuals, %d species) at %d px",
         len(plan.train), len(plan.test), len(plan.individuals), cfg.n_species, cfg.img_size,
@@ -390,13 +388,8 @@ def write_dataset(cfg: SampleConfig, out_dir: str | Path, n_jobs: int = -1, prog
     with atomic_dir(out_dir) as tmp:
         (tmp / "train_images").mkdir()
         (tmp / "test_images").mkdir()
-        parallel = Parallel(n_jobs=n_jobs, return_as="generator")
-        results = parallel(delayed(_render_chunk)(chunk, str(tmp), cfg) for chunk in chunks)
-        boxes: list[tuple[int, ...]] = []
-        with tqdm(total=len(jobs), desc="sample", unit="img", disable=not progress) as bar:
-            for chunk_boxes in results:
-                boxes.extend(chunk_boxes)
-                bar.update(len(chunk_boxes))
+        boxes: list[tuple[int, ...]] = map_chunks(_render_chunk, jobs, str(tmp), cfg, chunk_size=_CHUNK,
+                                                  n_jobs=n_jobs, desc="sample", progress=progress)  # fmt: skip
 
         train = plan.train[["image", "species", "individual_id"]]
         train.to_csv(tmp / "train.csv", index=False, lineterminator="\n")

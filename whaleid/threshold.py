@@ -198,6 +198,18 @@ def sweep_scores(labels: np.ndarray, scores: np.ndarray, truth: np.ndarray, thre
     return np.where((truth == NEW)[:, None], new, known)
 
 
+def blend(per_query: np.ndarray, truth: np.ndarray, new_ratio: float) -> tuple[np.ndarray, ...]:
+    """From per-query precision (Q, T): the ``new_ratio``-weighted MAP@5, the plain one, and MAP@5 on known and
+    on new individuals, each (T,) (NaN for a kind validation lacks; weighted = plain then)."""
+    is_new = np.asarray(truth) == NEW
+    overall = per_query.mean(axis=0)
+    nan = np.full(per_query.shape[1], np.nan)
+    known = per_query[~is_new].mean(axis=0) if (~is_new).any() else nan
+    new = per_query[is_new].mean(axis=0) if is_new.any() else nan
+    weighted = new_ratio * new + (1.0 - new_ratio) * known if is_new.any() and (~is_new).any() else overall
+    return weighted, overall, known, new
+
+
 def sweep(
     labels: np.ndarray, scores: np.ndarray, truth: np.ndarray, thresholds: Sequence[float], new_ratio: float
 ) -> pd.DataFrame:
@@ -206,15 +218,7 @@ def sweep(
     The weighted score re-weights validation to a test set with ``new_ratio`` new individuals:
     ``new_ratio * MAP(new) + (1 - new_ratio) * MAP(known)``; when validation has only one kind, that kind's MAP.
     """
-    per_query = sweep_scores(labels, scores, truth, thresholds)
-    is_new = np.asarray(truth) == NEW
-    overall = per_query.mean(axis=0)
-    known = per_query[~is_new].mean(axis=0) if (~is_new).any() else np.full(len(thresholds), np.nan)
-    new = per_query[is_new].mean(axis=0) if is_new.any() else np.full(len(thresholds), np.nan)
-    if is_new.any() and (~is_new).any():
-        weighted = new_ratio * new + (1.0 - new_ratio) * known
-    else:
-        weighted = overall
+    weighted, overall, known, new = blend(sweep_scores(labels, scores, truth, thresholds), truth, new_ratio)
     return pd.DataFrame(
         {"threshold": np.asarray(thresholds, dtype=float), "map5": weighted, "map5_unweighted": overall,
          "map5_known": known, "map5_new": new}
