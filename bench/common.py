@@ -50,6 +50,27 @@ def default_dataset() -> Path:
     return path
 
 
+def resized_default(split: str = "train_images", fmt: str = "bmp") -> list[Path]:
+    """The default dataset's ``split`` images as the train and embed stages read them: cropped to the default
+    boxes and resized to the default size by the `resize` stage's code, in dataset order (cached under
+    .whaleid_cache/bench/resized)."""
+    from whaleid.config import CropConfig, ModelConfig
+    from whaleid.data import load_dataset
+    from whaleid.prepare import read_boxes, resize_split, resized_name
+
+    ds = load_dataset(default_dataset())
+    sources = ds.train_paths() if split == "train_images" else ds.test_paths()
+    out = ROOT / ".whaleid_cache/bench/resized" / fmt / split
+    paths = [out / resized_name(p.name, fmt) for p in sources]
+    if not all(p.is_file() for p in paths):
+        out.mkdir(parents=True, exist_ok=True)
+        crop = CropConfig()
+        boxes = read_boxes(ds.root / "boxes.csv") if crop.boxes else None
+        resize_split(sources, out, out.parent / f"{split}.cache", ModelConfig.img_size, boxes, crop.margin, fmt,
+                     progress=False)  # fmt: skip
+    return paths
+
+
 def ours_vs_bare(name: str, ours: Callable[[], float], bare: Callable[[], float], target: float, context: str) -> None:
     """Interleave our pipeline's rate with a bare reference's, print both and the ratio against ``target``."""
     rates = interleaved({"ours": ours, "bare": bare})

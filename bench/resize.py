@@ -17,12 +17,11 @@ import numpy as np
 import torch
 
 from bench.common import default_dataset, interleaved, note, report, timed
-from whaleid.config import AugmentConfig
 from whaleid.data import ImageDataset, load_dataset, read_image
 from whaleid.embed import make_loader
-from whaleid.prepare import resize_split
+from whaleid.prepare import resize_split, resized_name
 from whaleid.train import EpochSampler
-from whaleid.transforms import train_transform
+from whaleid.transforms import AsUint8
 
 TARGET = 5.0
 WIDTH, HEIGHT = 2000, 1300
@@ -42,7 +41,8 @@ def write_large(sources: list[Path], out: Path) -> list[Path]:
 
 
 def loader_rate(paths: list[Path], img_size: int, num_workers: int) -> float:
-    ds = ImageDataset(paths, train_transform(img_size, AugmentConfig()), np.zeros(len(paths), dtype=np.int64))
+    """Images/s of the default training loader (decode, and resize unless already ``img_size``)."""
+    ds = ImageDataset(paths, AsUint8(img_size), np.zeros(len(paths), dtype=np.int64))
     sampler = EpochSampler(len(ds), 0)
     loader = make_loader(ds, 32, num_workers, torch.device("cpu"), sampler=sampler)
     start = time.perf_counter()
@@ -64,14 +64,14 @@ def main() -> None:
         mb = sum(p.stat().st_size for p in full) / len(full) / 1e6
         (tmp / "small").mkdir()
         seconds, _ = timed(lambda: resize_split(full, tmp / "small", tmp / "cache", args.img_size, progress=False))
-        small = [tmp / "small" / f"{p.name}.png" for p in full]
+        small = [tmp / "small" / resized_name(p.name) for p in full]
         rates = interleaved({
             "full": lambda: loader_rate(full, args.img_size, args.num_workers),
             "resized": lambda: loader_rate(small, args.img_size, args.num_workers),
         })  # fmt: skip
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-    note(f"{len(full)} JPEGs {WIDTH}x{HEIGHT} ({mb:.2f} MB each) -> {args.img_size}px PNGs; one-off resize "
+    note(f"{len(full)} JPEGs {WIDTH}x{HEIGHT} ({mb:.2f} MB each) -> {args.img_size}px BMPs; one-off resize "
          f"{seconds:.1f} s ({len(full) / seconds:.0f} img/s); loader: full-size {rates['full']:.0f} img/s, "
          f"resized {rates['resized']:.0f} img/s")  # fmt: skip
     ratio = rates["resized"] / rates["full"]

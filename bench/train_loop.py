@@ -1,6 +1,8 @@
 """Benchmark: training loop efficiency = images/s of our `train_model` (our DataLoader on the default dataset's
-JPEGs, augmentation, AdamW, schedule) / images/s of a bare loop doing the same model's forward + backward + step
-on one pre-made batch tensor. Target >= 0.85 on 2 CPU cores. Interleaved runs, medians.
+images as the train stage reads them -- cropped and resized by the `resize` stage --, default augmentation,
+AdamW, schedule, gradient clipping) / images/s of a bare loop doing the same model's forward + backward + step
+on one pre-made batch tensor. Target >= 0.85 on 2 CPU cores. Interleaved runs, medians. With
+``--backend albumentations`` it measures the per-image albumentations path instead.
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ import time
 import numpy as np
 import torch
 
-from bench.common import default_dataset, ours_vs_bare
+from bench.common import default_dataset, ours_vs_bare, resized_default
 from whaleid.config import ArcFaceConfig, AugmentConfig, ModelConfig, TrainConfig
 from whaleid.data import load_dataset
 from whaleid.embed import resolve_workers
@@ -27,14 +29,16 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=2)
     parser.add_argument("--num-workers", type=int, default=-1, help="-1: auto, as runtime.num_workers")
     parser.add_argument("--backbone", default=ModelConfig.backbone)
-    parser.add_argument("--img-size", type=int, default=ModelConfig.img_size)
+    parser.add_argument("--backend", default=AugmentConfig.backend, help="augment.backend: torch | albumentations")
+    parser.add_argument("--format", default="bmp", help="resize.format of the images read: bmp | png | jpg")
     args = parser.parse_args()
     ds = load_dataset(default_dataset())
     train = ds.train.iloc[: args.images]
-    paths = ds.train_paths(train["image"])
+    paths = resized_default("train_images", args.format)[: args.images]
+    aug = AugmentConfig(backend=args.backend)
     labels = train["individual_id"].astype("category").cat.codes.to_numpy().astype(np.int64)
     n_classes = int(labels.max()) + 1
-    mcfg = ModelConfig(backbone=args.backbone, img_size=args.img_size)
+    mcfg = ModelConfig(backbone=args.backbone)
     cfg = TrainConfig(epochs=args.epochs)
     device = torch.device("cpu")
     steps = args.epochs * (len(paths) // cfg.batch_size)
@@ -43,14 +47,14 @@ def main() -> None:
         torch.manual_seed(0)
         net = WhaleNet(mcfg, ArcFaceConfig(), n_classes)
         start = time.perf_counter()
-        train_model(net, paths, labels, cfg, AugmentConfig(), args.img_size, device, args.num_workers, progress=False)
+        train_model(net, paths, labels, cfg, aug, mcfg.img_size, device, args.num_workers, progress=False)
         return steps * cfg.batch_size / (time.perf_counter() - start)
 
     def bare() -> float:
         torch.manual_seed(0)
         net = WhaleNet(mcfg, ArcFaceConfig(), n_classes).train()
         opt = torch.optim.AdamW(net.parameters(), lr=1e-3)
-        x = torch.randn(cfg.batch_size, 3, args.img_size, args.img_size)
+        x = torch.randn(cfg.batch_size, 3, mcfg.img_size, mcfg.img_size)
         y = torch.from_numpy(labels[: cfg.batch_size])
         start = time.perf_counter()
         for _ in range(steps):
@@ -65,7 +69,8 @@ def main() -> None:
         ours,
         bare,
         TARGET,
-        f"{args.backbone} @ {args.img_size}px, batch {cfg.batch_size}, {steps} steps, {resolve_workers(args.num_workers, device, training=True)} workers, "
+        f"{args.backbone} @ {mcfg.img_size}px {args.format}, augment.backend {args.backend}, batch {cfg.batch_size}, "
+        f"{steps} steps, {resolve_workers(args.num_workers, device, training=True)} workers, "
         f"{torch.get_num_threads()} torch threads",
     )
 

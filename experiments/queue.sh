@@ -3,9 +3,11 @@
 # "starter + augmentation" (the base), two training seeds each. Run them with `dvc exp run --run-all`, then
 # `python experiments/table.py` writes experiments/RESULTS.md from `dvc exp show --json`.
 set -euo pipefail
-# The rows were measured when the default was the base (no crops); crops are the default now, so every row
-# starts from -S crop.boxes=null to queue the same configs (a later -S of the same key wins).
-BASE=(-S crop.boxes=null)
+# The rows were measured when the default was the base (no crops) with per-image albumentations; crops and
+# batched torch augmentation are the default now, so every row starts from -S crop.boxes=null
+# -S augment.backend=albumentations to queue the same configs (a later -S of the same key wins). The *torch rows
+# measure the same base and base + crops with augment.backend torch (croptorch is the current default).
+BASE=(-S crop.boxes=null -S augment.backend=albumentations)
 STARTER=(-S augment.affine=0 -S augment.color=0 -S augment.blur=0)
 declare -A TECH=(
   [aug]=""
@@ -22,10 +24,15 @@ declare -A TECH=(
   [fullfit]="-S ensemble.full_fit=true"
   [cropvote]="-S crop.boxes=data/sample/boxes.csv -S knn.scoring=vote"
   [best]="-S crop.boxes=data/sample/boxes.csv -S knn.scoring=vote -S arcface.species_weight=0.2"
+  [augtorch]="-S augment.backend=torch"
+  [croptorch]="-S crop.boxes=data/sample/boxes.csv -S augment.backend=torch"
 )
-ORDER=(aug subcenter dynmargin mwarmup species crop fliptta vote perspecies share ensfold fullfit cropvote best)
+ORDER=(aug subcenter dynmargin mwarmup species crop fliptta vote perspecies share ensfold fullfit cropvote best
+       augtorch croptorch)
+# Only some rows: ONLY="augtorch croptorch" bash experiments/queue.sh
+read -r -a ORDER <<< "${ONLY:-${ORDER[*]}}"
 for seed in 42 43; do
-  dvc exp run --queue -n "starter-s$seed" "${BASE[@]}" "${STARTER[@]}" -S train.seed=$seed
+  [[ -z "${ONLY:-}" ]] && dvc exp run --queue -n "starter-s$seed" "${BASE[@]}" "${STARTER[@]}" -S train.seed=$seed
   for name in "${ORDER[@]}"; do
     # shellcheck disable=SC2086
     dvc exp run --queue -n "$name-s$seed" "${BASE[@]}" ${TECH[$name]} -S train.seed=$seed

@@ -31,6 +31,8 @@ ROWS = {
     "fullfit": "base + full fit on all images (submission only; CV = base)",
     "cropvote": "base + crops + vote scoring",
     "best": "base + crops + vote scoring + species head",
+    "augtorch": "base, augmentation batched in torch on the device (`augment.backend: torch`)",
+    "croptorch": "base + crops, augmentation batched in torch: **the current default**",
 }
 NAME = re.compile(r"^(?P<tech>[a-z]+)-s(?P<seed>\d+)$")
 

@@ -33,8 +33,10 @@ def folds_with_labels() -> tuple[pd.DataFrame, list[str]]:
 
 
 def resized_paths(split: str, names: pd.Series | list[str]) -> list[Path]:
-    """Paths of the resized copies (stage `resize`) of images ``names`` in ``split`` (train_images/test_images)."""
-    return [RESIZED_DIR / split / resized_name(n) for n in names]
+    """Paths of the resized copies (stage `resize`) of images ``names`` in ``split`` (train_images/test_images),
+    in the file format data/resized/info.json records."""
+    fmt = read_json(RESIZED_DIR / "info.json").get("resize", {}).get("format", "png")
+    return [RESIZED_DIR / split / resized_name(n, fmt) for n in names]
 
 
 def check_resized(params: Params) -> None:
@@ -43,8 +45,8 @@ def check_resized(params: Params) -> None:
     if not info_path.is_file():
         raise DataError(f"{info_path} not found; run the resize stage first: `dvc repro resize`.")
     info = read_json(info_path)
-    want = {"img_size": params.model.img_size, "crop": to_dict(params.crop)}
-    have = {"img_size": info.get("img_size"), "crop": info.get("crop")}
+    want = {"img_size": params.model.img_size, "crop": to_dict(params.crop), "resize": to_dict(params.resize)}
+    have = {"img_size": info.get("img_size"), "crop": info.get("crop"), "resize": info.get("resize")}
     if have != want:
         raise DataError(f"{RESIZED_DIR} was made for {have}, but params ask for {want}; run `dvc repro resize`.")
 

@@ -1,7 +1,8 @@
 """DVC stage `resize`: every train and test image decoded once, cropped (optional boxes) and resized to
-``model.img_size`` -> data/resized/{train_images,test_images}/<name>.png and data/resized/info.json.
+``model.img_size`` -> data/resized/{train_images,test_images}/<name>.<resize.format> and data/resized/info.json.
 
-Training and embedding read these small PNGs, so no epoch decodes a full-size photo. Resumes after an
+Training and embedding read these small files (BMP by default: no decoding cost to speak of), so no epoch
+decodes a full-size photo. Resumes after an
 interruption (see :mod:`whaleid.prepare`); a corrupt image stops the stage here, naming the file. info.json
 holds the size, the crop and a digest of every resized file's content (training's resume fingerprint uses it).
 """
@@ -27,13 +28,16 @@ def main(params: Params) -> None:
         for split, paths in (("train_images", ds.train_paths()), ("test_images", ds.test_paths())):
             (tmp / split).mkdir()
             applied += resize_split(paths, tmp / split, RESIZE_CACHE / split, size, boxes, params.crop.margin,
-                                    n_jobs=params.runtime.n_jobs, desc=f"resize {split}")  # fmt: skip
+                                    params.resize.format, params.resize.jpeg_quality, n_jobs=params.runtime.n_jobs,
+                                    desc=f"resize {split}")  # fmt: skip
         total = len(ds.train) + len(ds.test_images)
-        write_json(tmp / "info.json", {"img_size": size, "crop": to_dict(params.crop), "images": total,
-                                       "boxes_applied": applied, "digest": folder_digest(tmp)})  # fmt: skip
+        write_json(tmp / "info.json", {"img_size": size, "crop": to_dict(params.crop), "resize": to_dict(params.resize),
+                                       "images": total, "boxes_applied": applied,
+                                       "digest": folder_digest(tmp)})  # fmt: skip
     if boxes is not None and applied < total:
         log.warning("crop.boxes has no box for %d of %d images; those are used whole", total - applied, total)
-    log.info("%d images resized to %d px (%d cropped to their box) -> %s", total, size, applied, RESIZED_DIR)
+    log.info("%d images resized to %d px (%d cropped to their box) -> %s (%s)", total, size, applied, RESIZED_DIR,
+             params.resize.format)  # fmt: skip
 
 
 if __name__ == "__main__":

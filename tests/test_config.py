@@ -66,6 +66,15 @@ def test_unknown_index_type() -> None:
         params_from_dict({"knn": {"index": "hnws"}})
 
 
+@pytest.mark.parametrize(("block", "key", "value", "hint"), [
+    ("augment", "backend", "albumentation", "'albumentations'"), ("augment", "backend", "kornia", r"\."),
+    ("resize", "format", "bpm", "'bmp'"), ("resize", "format", "webp", r"\."),
+])  # fmt: skip
+def test_unknown_choice_names_the_options(block: str, key: str, value: str, hint: str) -> None:
+    with pytest.raises(ConfigError, match=rf"{block}\.{key} must be one of .*got '{value}'.*{hint}"):
+        params_from_dict({block: {key: value}})
+
+
 def test_invalid_yaml(tmp_path: Path) -> None:
     path = tmp_path / "params.yaml"
     path.write_text("train:\n  epochs: [1, 2\n", encoding="utf-8")

@@ -9,10 +9,11 @@ import cv2
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 from PIL import Image
 
 from whaleid.data import DataError, ImageDataset, decode_image, load_dataset, read_image, safe_name
-from whaleid.transforms import eval_transform
+from whaleid.transforms import AsUint8, train_transform
 
 
 def _rewrite(path: Path, text: str) -> None:
@@ -185,12 +186,21 @@ def test_corrupt_image_named(tmp_path: Path) -> None:
         read_image(path)
 
 
-def test_dataset_yields_normalised_tensors(tiny_dataset: Path) -> None:
+def test_dataset_yields_uint8_images_or_normalised_tensors(tiny_dataset: Path) -> None:
+    from whaleid.config import AugmentConfig
+
     ds = load_dataset(tiny_dataset)
-    items = ImageDataset(ds.train_paths()[:3], eval_transform(24), labels=[0, 1, 2])
-    x, y = items[1]
-    assert tuple(x.shape) == (3, 24, 24) and y == 1
-    assert -3 < float(x.min()) < float(x.max()) < 3
+    paths = ds.train_paths()[:3]
+    x, y = ImageDataset(paths, AsUint8(24), labels=[0, 1, 2])[1]
+    want = cv2.resize(read_image(paths[1]), (24, 24), interpolation=cv2.INTER_AREA)
+    assert x.dtype == torch.uint8 and y == 1
+    np.testing.assert_array_equal(x.numpy(), want)
+    # The albumentations backend: normalised CHW floats, re-seeded per item so an (index, seed) pair repeats.
+    items = ImageDataset(paths, train_transform(24, AugmentConfig(backend="albumentations")), labels=[0, 1, 2])
+    a, _ = items[(2, 7)]
+    b, _ = items[(2, 7)]
+    assert tuple(a.shape) == (3, 24, 24) and a.dtype == torch.float32 and torch.equal(a, b)
+    assert -3 < float(a.min()) < float(a.max()) < 3
 
 
 def test_check_command(dataset_copy: Path, tmp_path: Path) -> None:

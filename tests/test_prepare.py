@@ -57,7 +57,7 @@ def test_resize_split_resumes_and_names_corrupt_files(dataset_copy: Path, tmp_pa
     out.mkdir()
     boxes = {sources[0].name: (2.0, 3.0, 20.0, 25.0)}
     assert resize_split(sources, out, cache, 16, boxes, 0.0, n_jobs=1, progress=False) == 1
-    first = read_image(out / f"{sources[0].name}.png")
+    first = read_image(out / f"{sources[0].name}.bmp")
     np.testing.assert_array_equal(first, prepare_image(read_image(sources[0]), 16, boxes[sources[0].name]))
     assert all(read_image(p).shape == (16, 16, 3) for p in out.iterdir())
 

@@ -113,16 +113,19 @@ def test_train_refuses_resized_images_of_another_size(workdir: Path) -> None:
 
 
 def test_flip_tta_is_mean_of_normalised_embeddings(tiny_dataset: Path) -> None:
+    from whaleid.augment import model_input
     from whaleid.config import ArcFaceConfig, ModelConfig
     from whaleid.data import ImageDataset
     from whaleid.model import WhaleNet
-    from whaleid.transforms import eval_transform
+    from whaleid.transforms import AsUint8
 
     torch.manual_seed(0)
     net = WhaleNet(ModelConfig(img_size=32, embedding_dim=8), ArcFaceConfig(), 4).eval()
     paths = sorted((tiny_dataset / "train_images").iterdir())[:6]
     got = extract_embeddings(net, paths, 32, 4, torch.device("cpu"), progress=False, flip_tta=True)
-    x = torch.stack([ImageDataset(paths, eval_transform(32))[i][0] for i in range(len(paths))])
+    x = model_input(
+        torch.stack([ImageDataset(paths, AsUint8(32))[i][0] for i in range(len(paths))]), torch.device("cpu")
+    )
     with torch.no_grad():
         a = torch.nn.functional.normalize(net.embed(x), dim=1)
         b = torch.nn.functional.normalize(net.embed(torch.flip(x, dims=[3])), dim=1)

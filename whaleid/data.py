@@ -217,7 +217,8 @@ def check_images(paths: Sequence[Path], n_jobs: int = -1, progress: bool = True)
 
 
 class ImageDataset(torch.utils.data.Dataset):
-    """Images with optional integer labels, transformed by an albumentations pipeline.
+    """Images with optional integer labels, each decoded and passed through ``transform`` (image -> tensor; see
+    :mod:`whaleid.transforms`).
 
     ``labels`` is (N,) or (N, k) integers (e.g. individual and species); a row comes back as a tensor.
     Items are indexed either by ``int`` or by ``(index, seed)``: with a seed the random transform is re-seeded
@@ -244,7 +245,7 @@ class ImageDataset(torch.utils.data.Dataset):
         img = read_image(self.paths[index])
         if seed is not None and hasattr(self.transform, "set_random_seed"):
             self.transform.set_random_seed(int(seed))
-        out = self.transform(image=img)["image"]
+        out = self.transform(img)
         if self.labels is None:
             return out, -1
         label = self.labels[index]

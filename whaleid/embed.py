@@ -11,8 +11,9 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from whaleid.augment import model_input
 from whaleid.data import ImageDataset
-from whaleid.transforms import eval_transform
+from whaleid.transforms import AsUint8
 
 
 def autocast_dtype(device: torch.device) -> torch.dtype | None:
@@ -62,19 +63,18 @@ def extract_embeddings(
     progress: bool = True,
     flip_tta: bool = False,
 ) -> np.ndarray:
-    """Embed every image in ``paths`` (eval transform, no augmentation); rows are L2-normalised.
+    """Embed every image in ``paths`` (resized to ``img_size`` if needed, normalised on the device, no
+    augmentation); rows are L2-normalised.
 
     With ``flip_tta`` a row is the normalised sum of the normalised embeddings of the image and its mirror image.
     """
     was_training = model.training
     model.eval()
-    loader = make_loader(ImageDataset(paths, eval_transform(img_size)), batch_size, num_workers, device)
+    loader = make_loader(ImageDataset(paths, AsUint8(img_size)), batch_size, num_workers, device)
     dtype = autocast_dtype(device)
     out = []
     for images, _ in tqdm(loader, desc=desc, unit="batch", disable=not progress, leave=False):
-        images = images.to(device, non_blocking=True)
-        if device.type == "cuda":
-            images = images.contiguous(memory_format=torch.channels_last)
+        images = model_input(images, device)
         with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
             emb = torch.nn.functional.normalize(model.embed(images).float(), dim=1)
             if flip_tta:

@@ -2,7 +2,8 @@
 
 The competition's photos are 1-4 megapixel JPEGs; decoding one costs far more than a training step of a small
 model on it. Resizing once, in parallel, to exactly what ``model.img_size`` needs (a square ``img_size`` image,
-the same ``INTER_AREA`` resize the transforms would do first) makes every epoch read small lossless PNGs instead.
+the same ``INTER_AREA`` resize the transforms would do first) makes every epoch read small files instead: BMP by
+default (lossless and almost free to decode), or PNG or JPEG to save disk (``resize.format``).
 
 Crops: an optional boxes CSV (``image,x1,y1,x2,y2`` in pixels of the original image, as the public detector
 crops of the competition are shared) is applied before resizing; each box grows by ``margin`` times its width
@@ -95,27 +96,32 @@ class Job:
     box: Box | None
 
 
-def _cache_key(src: Path, size: int, box: Box | None, margin: float) -> str:
+def _cache_key(src: Path, size: int, box: Box | None, margin: float, encoding: tuple[str, int]) -> str:
     st = src.stat()
-    raw = f"{src.name}|{st.st_size}|{st.st_mtime_ns}|{size}|{box}|{margin if box is not None else 0}"
+    raw = f"{src.name}|{st.st_size}|{st.st_mtime_ns}|{size}|{box}|{margin if box is not None else 0}|{encoding}"
     return hashlib.sha1(raw.encode("utf-8")).hexdigest()[:12]
 
 
-def _run_chunk(jobs: list[Job], size: int, margin: float) -> list[str]:
+def encode_image(image: np.ndarray, fmt: str = "bmp", jpeg_quality: int = 95) -> bytes:
+    """RGB uint8 image -> file bytes in ``fmt`` (bmp, png or jpg)."""
+    flags = {"bmp": [], "png": [cv2.IMWRITE_PNG_COMPRESSION, 1], "jpg": [cv2.IMWRITE_JPEG_QUALITY, jpeg_quality]}
+    ok, data = cv2.imencode(f".{fmt}", cv2.cvtColor(image, cv2.COLOR_RGB2BGR), flags[fmt])
+    if not ok:  # pragma: no cover - encoding a valid uint8 array does not fail
+        raise DataError(f"could not encode an image of shape {image.shape} as {fmt}")
+    return data.tobytes()
+
+
+def _run_chunk(jobs: list[Job], size: int, margin: float, encoding: tuple[str, int]) -> list[str]:
     errors = []
     for job in jobs:
         if job.cached.exists():
             continue
         try:
-            img = prepare_image(read_image(job.src), size, job.box, margin)
+            data = encode_image(prepare_image(read_image(job.src), size, job.box, margin), *encoding)
         except DataError as exc:
             errors.append(str(exc))
             continue
-        ok, png = cv2.imencode(".png", cv2.cvtColor(img, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_PNG_COMPRESSION, 1])
-        if not ok:  # pragma: no cover - encoding a valid uint8 array does not fail
-            errors.append(f"{job.src}: could not encode the resized image")
-            continue
-        write_bytes(job.cached, png.tobytes())
+        write_bytes(job.cached, data)
     return errors
 
 
@@ -130,9 +136,9 @@ def folder_digest(folder: Path) -> str:
     return h.hexdigest()
 
 
-def resized_name(name: str) -> str:
-    """File name of the resized copy of image ``name``."""
-    return f"{name}.png"
+def resized_name(name: str, fmt: str = "bmp") -> str:
+    """File name of the resized copy of image ``name`` in format ``fmt``."""
+    return f"{name}.{fmt}"
 
 
 def resize_split(
@@ -142,25 +148,28 @@ def resize_split(
     size: int,
     boxes: dict[str, Box] | None = None,
     margin: float = 0.0,
+    fmt: str = "bmp",
+    jpeg_quality: int = 95,
     n_jobs: int = -1,
     desc: str = "resize",
     progress: bool = True,
 ) -> int:
-    """Resize ``sources`` into ``out_dir`` (which must exist); return how many boxes were applied.
+    """Resize ``sources`` into ``out_dir`` (which must exist) as ``fmt`` files; return how many boxes were applied.
 
     Raises :class:`DataError` listing every unreadable image (up to ten by name) after all were tried.
     """
     boxes = boxes or {}
+    encoding = (fmt, jpeg_quality if fmt == "jpg" else 0)
     cache_dir.mkdir(parents=True, exist_ok=True)
     jobs = []
     for src in sources:
         box = boxes.get(src.name)
-        jobs.append(Job(src, cache_dir / f"{src.name}.{_cache_key(src, size, box, margin)}.png", box))
+        jobs.append(Job(src, cache_dir / f"{src.name}.{_cache_key(src, size, box, margin, encoding)}.{fmt}", box))
     todo = [j for j in jobs if not j.cached.exists()]
     if len(todo) < len(jobs):
         log.info("%s: %d of %d images already resized in %s (resuming)", desc, len(jobs) - len(todo), len(jobs),
                  cache_dir)  # fmt: skip
-    errors = map_chunks(_run_chunk, todo, size, margin, n_jobs=n_jobs, desc=desc, progress=progress)
+    errors = map_chunks(_run_chunk, todo, size, margin, encoding, n_jobs=n_jobs, desc=desc, progress=progress)
     if errors:
         shown = "\n  ".join(errors[:10])
         more = f"\n  ... and {len(errors) - 10} more" if len(errors) > 10 else ""
@@ -168,7 +177,7 @@ def resize_split(
             f"{len(errors)} image(s) cannot be read; fix or remove them (and their CSV rows):\n  {shown}{more}"
         )
     for job in jobs:
-        dst = out_dir / resized_name(safe_name(job.src.name, str(job.src)))
+        dst = out_dir / resized_name(safe_name(job.src.name, str(job.src)), fmt)
         try:
             os.link(job.cached, dst)
         except OSError:

@@ -2,9 +2,12 @@
 
 * AdamW (backbone at ``lr``, neck/head/GeM at ``head_lr``), per-batch linear warm-up then cosine decay to
   ``min_lr_ratio * lr``.
+* Augmentation (``augment.backend``): torch -- the loader only decodes, and :class:`whaleid.augment.BatchAugment`
+  transforms each batch on the device; albumentations -- per image in the DataLoader.
 * CUDA: autocast in bf16 (fp16 + GradScaler where bf16 is unsupported) and channels_last; CPU: fp32.
-* Augmentation randomness depends only on (seed, epoch, image), via :class:`EpochSampler`, so results do not
-  depend on the number of workers and a resumed run equals an uninterrupted one on CPU.
+* Augmentation randomness depends only on (seed, epoch, step) (torch) or (seed, epoch, image) (albumentations,
+  via :class:`EpochSampler`), so results do not depend on the number of workers and a resumed run equals an
+  uninterrupted one on CPU.
 * A checkpoint (model, optimiser, scheduler, scaler, RNG state, history) is written atomically after every
   epoch; its ``fingerprint`` must match, so a run with other params never resumes from a stale one.
 * A non-finite loss stops training with :class:`TrainingDiverged` naming the epoch and step.
@@ -23,11 +26,12 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from whaleid.augment import BatchAugment, batch_generator, model_input, normalize, to_float
 from whaleid.config import ArcFaceConfig, AugmentConfig, TrainConfig
 from whaleid.data import ImageDataset
 from whaleid.embed import autocast_dtype, make_loader
 from whaleid.io import save_torch
-from whaleid.transforms import train_transform
+from whaleid.transforms import AsUint8, train_transform
 
 log = logging.getLogger(__name__)
 
@@ -149,7 +153,10 @@ def train_model(
     species_weight = arc.species_weight
     use_species = species is not None and species_weight > 0 and getattr(model, "species_head", None) is not None
     targets_all = np.stack([np.asarray(labels), np.asarray(species)], axis=1) if use_species else labels
-    dataset = ImageDataset(paths, train_transform(img_size, aug, cfg.seed), targets_all)
+    on_device = aug.backend == "torch"
+    transform = AsUint8(img_size) if on_device else train_transform(img_size, aug, cfg.seed)
+    dataset = ImageDataset(paths, transform, targets_all)
+    batch_augment = BatchAugment(aug) if on_device else None
     sampler = EpochSampler(len(dataset), cfg.seed)
     loader = make_loader(dataset, cfg.batch_size, num_workers, device, sampler=sampler, drop_last=len(dataset) > cfg.batch_size,
                          persistent=True, training=True)  # fmt: skip
@@ -184,10 +191,12 @@ def train_model(
         total_loss, seen = 0.0, 0
         bar = tqdm(loader, desc=f"epoch {epoch + 1}/{cfg.epochs}", unit="batch", disable=not progress, leave=False)
         for step, (images, targets) in enumerate(bar):
-            images = images.to(device, non_blocking=True)
+            if batch_augment is not None:
+                images = to_float(images.to(device, non_blocking=True))
+                images = model_input(normalize(batch_augment(images, batch_generator(cfg.seed, epoch, step))), device)
+            else:
+                images = model_input(images, device)
             targets = targets.to(device, non_blocking=True)
-            if device.type == "cuda":
-                images = images.contiguous(memory_format=torch.channels_last)
             if margin_steps > 0:
                 model.head.margin_factor = min(1.0, (epoch * steps_per_epoch + step + 1) / margin_steps)
             ids = targets[:, 0] if use_species else targets

@@ -1,8 +1,12 @@
-"""Albumentations pipelines built from the ``augment`` and ``model`` params blocks.
+"""Per-image transforms run in the DataLoader.
 
-Train: resize to ``img_size`` -> [horizontal flip] -> [affine: rotate, scale, translate] -> [brightness/contrast]
--> [gaussian blur] -> [coarse dropout] -> normalise (ImageNet mean/std) -> CHW tensor. Eval: resize -> normalise.
-A probability of 0 leaves a transform out.
+* :class:`AsUint8` (evaluation, and training with ``augment.backend: torch``): resize to ``img_size`` if the image
+  is not that size already (the ``resize`` stage makes it so) and return it as a uint8 (H, W, 3) tensor. The
+  float conversion, augmentation and normalisation happen on the device, a batch at a time
+  (:mod:`whaleid.augment`), so the loader does almost nothing but decode.
+* :func:`train_transform` (``augment.backend: albumentations``): albumentations per image, resize ->
+  [horizontal flip] -> [affine: rotate, scale, translate] -> [brightness/contrast] -> [gaussian blur] ->
+  [coarse dropout] -> normalise (ImageNet mean/std) -> CHW float tensor. A probability of 0 leaves a transform out.
 """
 
 from __future__ import annotations
@@ -12,10 +16,20 @@ import cv2
 import numpy as np
 import torch
 
+from whaleid.augment import MEAN, STD
 from whaleid.config import AugmentConfig
 
-MEAN = (0.485, 0.456, 0.406)
-STD = (0.229, 0.224, 0.225)
+
+class AsUint8:
+    """RGB uint8 (H, W, 3) array -> uint8 (img_size, img_size, 3) tensor; area interpolation when resizing."""
+
+    def __init__(self, img_size: int) -> None:
+        self.img_size = img_size
+
+    def __call__(self, image: np.ndarray) -> torch.Tensor:
+        if image.shape[:2] != (self.img_size, self.img_size):
+            image = cv2.resize(image, (self.img_size, self.img_size), interpolation=cv2.INTER_AREA)
+        return torch.from_numpy(np.ascontiguousarray(image))
 
 
 class ToCHW(A.ImageOnlyTransform):
@@ -28,11 +42,20 @@ class ToCHW(A.ImageOnlyTransform):
         return torch.from_numpy(np.ascontiguousarray(img.transpose(2, 0, 1), dtype=np.float32))
 
 
-def eval_transform(img_size: int) -> A.Compose:
-    return A.Compose([A.Resize(img_size, img_size, interpolation=cv2.INTER_AREA), A.Normalize(MEAN, STD), ToCHW()])
+class Albumentations:
+    """An albumentations pipeline as a per-image callable ``image -> tensor``, re-seedable per item."""
+
+    def __init__(self, compose: A.Compose) -> None:
+        self.compose = compose
+
+    def set_random_seed(self, seed: int) -> None:
+        self.compose.set_random_seed(seed)
+
+    def __call__(self, image: np.ndarray) -> torch.Tensor:
+        return self.compose(image=image)["image"]
 
 
-def train_transform(img_size: int, aug: AugmentConfig, seed: int = 0) -> A.Compose:
+def train_transform(img_size: int, aug: AugmentConfig, seed: int = 0) -> Albumentations:
     steps: list[A.BasicTransform] = [A.Resize(img_size, img_size, interpolation=cv2.INTER_AREA)]
     if aug.hflip > 0:
         steps.append(A.HorizontalFlip(p=aug.hflip))
@@ -57,4 +80,4 @@ def train_transform(img_size: int, aug: AugmentConfig, seed: int = 0) -> A.Compo
             )
         )
     steps += [A.Normalize(MEAN, STD), ToCHW()]
-    return A.Compose(steps, seed=seed)
+    return Albumentations(A.Compose(steps, seed=seed))

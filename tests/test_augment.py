@@ -1,0 +1,144 @@
+"""Batched augmentation (whaleid.augment) against OpenCV, albumentations' formulas and hand-made cases."""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from whaleid.augment import (
+    BatchAugment,
+    affine_grid,
+    affine_theta,
+    batch_generator,
+    gaussian_blur,
+    model_input,
+    normalize,
+    to_float,
+)
+from whaleid.config import AugmentConfig
+
+OFF = dict(hflip=0.0, affine=0.0, color=0.0, blur=0.0, dropout=0.0)
+
+
+def _images(n: int = 8, h: int = 24, w: int = 32, low: int = 0, seed: int = 0) -> torch.Tensor:
+    """Smooth random uint8 images (B, H, W, 3) with values in [low, 255]."""
+    rng = np.random.default_rng(seed)
+    small = rng.uniform(low, 255, size=(n, h // 4, w // 4, 3)).astype(np.float32)
+    big = np.stack([cv2.resize(s, (w, h), interpolation=cv2.INTER_CUBIC) for s in small])
+    return torch.from_numpy(np.clip(big, low, 255).round().astype(np.uint8))
+
+
+def _run(cfg: AugmentConfig, images: torch.Tensor, seed: int = 0) -> torch.Tensor:
+    return BatchAugment(cfg)(to_float(images), batch_generator(seed, 0, 0))
+
+
+@pytest.mark.parametrize(
+    ("angle", "scale", "dx", "dy"), [(0, 1, 0, 0), (12, 1, 0, 0), (-25, 1.15, 3, -2), (40, 0.85, -4, 5)]
+)
+def test_affine_matches_opencv_warp(angle: float, scale: float, dx: float, dy: float) -> None:
+    img = _images(1, 30, 40)[0].numpy().astype(np.float32)
+    h, w = img.shape[:2]
+    m = cv2.getRotationMatrix2D(((w - 1) / 2, (h - 1) / 2), angle, scale)
+    m[:, 2] += (dx, dy)
+    want = cv2.warpAffine(img, m, (w, h), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT)
+    theta = affine_theta(torch.tensor([angle], dtype=torch.float32), torch.tensor([scale], dtype=torch.float32),
+                         torch.tensor([[dx, dy]], dtype=torch.float32), h, w)  # fmt: skip
+    x = torch.from_numpy(img).permute(2, 0, 1)[None]
+    got = F.grid_sample(x, affine_grid(theta, h, w), mode="bilinear", padding_mode="reflection", align_corners=False)
+    np.testing.assert_allclose(got[0].permute(1, 2, 0).numpy(), want, atol=1e-3)
+
+
+def test_affine_grid_equals_torch_affine_grid() -> None:
+    theta = torch.randn(5, 2, 3, generator=torch.Generator().manual_seed(0))
+    want = F.affine_grid(theta, [5, 3, 17, 23], align_corners=False)
+    torch.testing.assert_close(affine_grid(theta, 17, 23), want, atol=1e-6, rtol=0)
+
+
+@pytest.mark.parametrize("size", [3, 5])
+def test_blur_matches_opencv(size: int) -> None:
+    img = _images(1, 20, 28, seed=3)[0].numpy().astype(np.float32)
+    want = cv2.GaussianBlur(img, (size, size), 0)
+    got = gaussian_blur(torch.from_numpy(img).permute(2, 0, 1)[None].contiguous(), size)[0].permute(1, 2, 0)
+    np.testing.assert_allclose(got.numpy(), want, atol=1e-3)
+
+
+def test_normalize_matches_albumentations() -> None:
+    import albumentations as A
+
+    from whaleid.augment import MEAN, STD
+
+    img = _images(1)[0]
+    want = A.Normalize(MEAN, STD)(image=img.numpy())["image"].transpose(2, 0, 1)
+    got = model_input(img[None], torch.device("cpu"))[0]
+    np.testing.assert_allclose(got.numpy(), want, atol=1e-5)
+    assert got.is_contiguous()
+
+
+def test_all_off_is_identity_and_flip_mirrors() -> None:
+    images = _images()
+    torch.testing.assert_close(_run(AugmentConfig(**OFF), images), to_float(images), atol=0, rtol=0)
+    flipped = _run(AugmentConfig(**{**OFF, "hflip": 1.0}), images)
+    torch.testing.assert_close(flipped, to_float(images).flip(-1), atol=0, rtol=0)
+
+
+def test_brightness_contrast_is_one_linear_map_per_image_in_range() -> None:
+    cfg = AugmentConfig(**{**OFF, "color": 1.0, "brightness": 0.1, "contrast": 0.2})
+    images = _images(16, low=60)
+    # values 60..255 times at most 1.2 plus 25.5 can clip at 255, so fit on unclipped pixels only
+    out = _run(cfg, (images.float() * 0.7).round().to(torch.uint8))
+    src = to_float((images.float() * 0.7).round().to(torch.uint8))
+    for x, y in zip(src, out, strict=True):
+        a, b = np.polyfit(x.flatten().numpy(), y.flatten().numpy(), 1)
+        np.testing.assert_allclose(y.numpy(), np.clip(a * x.numpy() + b, 0, 255), atol=1e-3)
+        assert 0.8 - 1e-6 <= a <= 1.2 + 1e-6 and -25.5 - 1e-4 <= b <= 25.5 + 1e-4
+    assert not torch.equal(out, src)
+
+
+def test_dropout_draws_one_to_four_black_rectangles() -> None:
+    h, w = 40, 50
+    out = _run(AugmentConfig(**{**OFF, "dropout": 1.0}), _images(32, h, w, low=1), seed=5)
+    for y in out:
+        dropped = (y == 0).all(0)
+        assert dropped.any() and ((y == 0).any(0) == dropped).all()  # black in every channel, nowhere else
+        area = int(dropped.sum())
+        assert np.ceil(0.05 * h) * np.ceil(0.05 * w) <= area <= 4 * np.ceil(0.2 * h) * np.ceil(0.2 * w)
+        rows, cols = dropped.any(1).nonzero().flatten(), dropped.any(0).nonzero().flatten()
+        # each rectangle is at most 20% of the height and width (+1 for the ceiling), and there are at most 4
+        assert len(rows) <= 4 * (np.ceil(0.2 * h) + 1) and len(cols) <= 4 * (np.ceil(0.2 * w) + 1)
+
+
+def test_probabilities_are_honoured_per_image() -> None:
+    images = _images(400, 16, 16, low=1)
+    for key in ("affine", "blur", "dropout", "hflip"):
+        out = _run(AugmentConfig(**{**OFF, key: 0.3}), images, seed=11)
+        changed = (out != to_float(images)).flatten(1).any(1).float().mean().item()
+        assert 0.22 < changed < 0.38, (key, changed)  # 400 draws: 0.3 +- 4 standard deviations
+
+
+def test_same_seed_same_batch_other_seed_other_batch() -> None:
+    cfg = AugmentConfig(hflip=0.5, dropout=0.5)
+    images = _images()
+    a = BatchAugment(cfg)(to_float(images), batch_generator(42, 3, 7))
+    b = BatchAugment(cfg)(to_float(images), batch_generator(42, 3, 7))
+    c = BatchAugment(cfg)(to_float(images), batch_generator(42, 3, 8))
+    assert torch.equal(a, b) and not torch.equal(a, c)
+    assert float(a.min()) >= 0 and float(a.max()) <= 255
+
+
+def test_augmented_batch_resembles_albumentations() -> None:
+    """Both backends, same params, same images: per-pixel mean and spread of the outputs agree within a few %."""
+    from whaleid.transforms import train_transform
+
+    cfg = AugmentConfig(backend="albumentations")
+    images = _images(256, 32, 32, seed=9)
+    ours = normalize(BatchAugment(cfg)(to_float(images), batch_generator(0, 0, 0)))
+    alb = train_transform(32, cfg, seed=0)
+    theirs = torch.stack([alb(img.numpy()) for img in images])
+    assert abs(float(ours.mean() - theirs.mean())) < 0.05
+    assert abs(float(ours.std() / theirs.std()) - 1) < 0.05
+    diff_ours = (ours - normalize(to_float(images))).abs().mean()
+    diff_theirs = (theirs - normalize(to_float(images))).abs().mean()
+    assert abs(float(diff_ours / diff_theirs) - 1) < 0.2

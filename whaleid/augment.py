@@ -1,0 +1,169 @@
+"""Batched training augmentation in torch, run on the training device after the DataLoader.
+
+Per-image augmentation in the DataLoader (albumentations, ``augment.backend: albumentations``) costs more CPU per
+image than a small model's training step, and on a machine with few cores it cannot hide behind the model.
+With ``augment.backend: torch`` (the default) the loader only decodes; a batch of uint8 images goes to the
+device and :class:`BatchAugment` applies, each image with its own random parameters, in this order:
+
+* horizontal flip (``hflip``);
+* affine (``affine``): rotation in ±``rotate`` degrees, scale in [``scale_min``, ``scale_max``], shift in
+  ±``translate`` of the size, about the centre, bilinear, reflected border;
+* brightness/contrast (``color``): ``x * (1 + c) + 255 * b``, ``c`` in ±``contrast``, ``b`` in ±``brightness``,
+  clipped to [0, 255];
+* Gaussian blur (``blur``): OpenCV's 3 or 5 pixel kernel (sigma 0), reflected border;
+* coarse dropout (``dropout``): 1-4 black rectangles, each 5-20% of the height and width.
+
+Then :func:`normalize` (ImageNet mean and std). The random parameters of a batch are drawn on the CPU from a
+generator seeded by (seed, epoch, step) (:func:`batch_generator`): the same for any device, worker count or
+resume point.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from whaleid.config import AugmentConfig
+
+MEAN = (0.485, 0.456, 0.406)
+STD = (0.229, 0.224, 0.225)
+MAX_HOLES = 4
+
+
+def batch_generator(seed: int, epoch: int, step: int) -> torch.Generator:
+    """A CPU generator that depends only on (seed, epoch, step)."""
+    state = np.random.SeedSequence([seed, epoch, step]).generate_state(1, np.uint64)[0]
+    return torch.Generator().manual_seed(int(state) & (2**63 - 1))
+
+
+def to_float(images: torch.Tensor) -> torch.Tensor:
+    """uint8 (B, H, W, 3) -> float32 (B, 3, H, W) with values in [0, 255], on the same device."""
+    return images.permute(0, 3, 1, 2).to(torch.float32, memory_format=torch.contiguous_format)
+
+
+def normalize(x: torch.Tensor) -> torch.Tensor:
+    """(B, 3, H, W) float in [0, 255] -> ImageNet-normalised, as albumentations' ``Normalize`` does."""
+    mean = torch.tensor(MEAN, device=x.device, dtype=x.dtype).view(1, 3, 1, 1) * 255.0
+    inv_std = 1.0 / (torch.tensor(STD, device=x.device, dtype=x.dtype).view(1, 3, 1, 1) * 255.0)
+    return (x - mean) * inv_std
+
+
+def model_input(images: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """A batch from the loader -> the model's input on ``device``: uint8 (B, H, W, 3) is moved, converted and
+    normalised there; a float batch (already normalised by albumentations) is only moved."""
+    images = images.to(device, non_blocking=True)
+    if images.dtype == torch.uint8:
+        images = normalize(to_float(images))
+    if device.type == "cuda":
+        images = images.contiguous(memory_format=torch.channels_last)
+    return images
+
+
+def affine_grid(theta: torch.Tensor, height: int, width: int) -> torch.Tensor:
+    """``F.affine_grid(theta, (B, C, height, width), align_corners=False)``, computed with broadcast products
+    (several times faster on CPU for small images)."""
+    xs = (torch.arange(width, device=theta.device, dtype=theta.dtype) * 2 + 1) / width - 1
+    ys = (torch.arange(height, device=theta.device, dtype=theta.dtype) * 2 + 1) / height - 1
+    t = theta[:, :, :, None, None]
+    gx = t[:, 0, 0] * xs + t[:, 0, 1] * ys[:, None] + t[:, 0, 2]
+    gy = t[:, 1, 0] * xs + t[:, 1, 1] * ys[:, None] + t[:, 1, 2]
+    return torch.stack([gx, gy], dim=-1)
+
+
+def affine_theta(
+    angle: torch.Tensor, scale: torch.Tensor, shift: torch.Tensor, height: int, width: int
+) -> torch.Tensor:
+    """(B, 2, 3) matrices for ``F.affine_grid`` (output -> input, normalised coordinates) of the forward map
+    ``p_out = scale * R(angle) (p_in - centre) + centre + shift``, in pixels; ``angle`` in degrees
+    (counter-clockwise on screen, as OpenCV), ``shift`` (B, 2) in pixels (x, y)."""
+    rad = torch.deg2rad(angle.double())
+    cos, sin = torch.cos(rad), torch.sin(rad)
+    # Pixel-space inverse of s * R, where R = [[cos, sin], [-sin, cos]] rotates counter-clockwise with y down.
+    inv = torch.stack([torch.stack([cos, -sin], -1), torch.stack([sin, cos], -1)], -2) / scale.double()[:, None, None]
+    to_norm = torch.tensor([2.0 / width, 2.0 / height], dtype=torch.float64)
+    linear = inv * to_norm[None, :, None] / to_norm[None, None, :]
+    offset = -(linear @ (shift.double() * to_norm)[:, :, None])
+    return torch.cat([linear, offset], dim=2).float()
+
+
+# OpenCV's fixed kernels for these sizes when sigma is 0 (cv2.getGaussianKernel), as albumentations' blur uses.
+BLUR_KERNELS = {3: (1.0, 2.0, 1.0), 5: (1.0, 4.0, 6.0, 4.0, 1.0)}
+
+
+def gaussian_blur(x: torch.Tensor, size: int) -> torch.Tensor:
+    """Separable Gaussian blur of (B, C, H, W) with OpenCV's ``size``-tap kernel (3 or 5) and a reflected border
+    (OpenCV's default ``BORDER_REFLECT_101``)."""
+    weights = [w / sum(BLUR_KERNELS[size]) for w in BLUR_KERNELS[size]]
+    pad = size // 2
+    h, w = x.shape[-2:]
+    x = F.pad(x, (pad, pad, pad, pad), mode="reflect")
+    rows = sum(k * x[..., i : i + h, :] for i, k in enumerate(weights))
+    return sum(k * rows[..., i : i + w] for i, k in enumerate(weights))
+
+
+class BatchAugment:
+    """The ``augment`` params applied to a float (B, 3, H, W) batch with values in [0, 255]; see the module doc.
+
+    Every call draws the same number of random values from ``generator`` whatever the probabilities, so a batch's
+    augmentation is a pure function of the generator's seed.
+    """
+
+    def __init__(self, cfg: AugmentConfig) -> None:
+        self.cfg = cfg
+
+    def __call__(self, x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        """Augment ``x`` (modified in place where possible; use the returned tensor)."""
+        cfg = self.cfg
+        b, _, h, w = x.shape
+
+        def uniform(low: float, high: float, *shape: int) -> torch.Tensor:
+            return low + (high - low) * torch.rand(b, *shape, generator=generator)
+
+        # Draw every parameter up front, in a fixed order.
+        flip = uniform(0, 1) < cfg.hflip
+        do_affine = uniform(0, 1) < cfg.affine
+        angle = uniform(-cfg.rotate, cfg.rotate)
+        scale = uniform(cfg.scale_min, cfg.scale_max)
+        shift = uniform(-cfg.translate, cfg.translate, 2) * torch.tensor([w, h], dtype=torch.float32)
+        do_color = uniform(0, 1) < cfg.color
+        contrast = uniform(-cfg.contrast, cfg.contrast)
+        brightness = uniform(-cfg.brightness, cfg.brightness)
+        do_blur = uniform(0, 1) < cfg.blur
+        big_kernel = uniform(0, 1) < 0.5
+        do_drop = uniform(0, 1) < cfg.dropout
+        holes = torch.randint(1, MAX_HOLES + 1, (b,), generator=generator)
+        hole_size = uniform(0.05, 0.2, MAX_HOLES, 2) * torch.tensor([h, w], dtype=torch.float32)
+        hole_pos = uniform(0, 1, MAX_HOLES, 2)
+
+        dev = x.device
+        if flip.any():
+            x = torch.where(flip.to(dev).view(b, 1, 1, 1), x.flip(-1), x)
+        if do_affine.any():
+            idx = do_affine.nonzero().squeeze(1)
+            theta = affine_theta(angle[idx], scale[idx], shift[idx], h, w).to(dev)
+            grid = affine_grid(theta, h, w)
+            warped = F.grid_sample(
+                x[idx.to(dev)], grid, mode="bilinear", padding_mode="reflection", align_corners=False
+            )
+            x.index_copy_(0, idx.to(dev), warped)
+        if do_color.any():
+            alpha = torch.where(do_color, 1.0 + contrast, torch.ones(b)).to(dev).view(b, 1, 1, 1)
+            beta = torch.where(do_color, 255.0 * brightness, torch.zeros(b)).to(dev).view(b, 1, 1, 1)
+            x = (x * alpha + beta).clamp_(0.0, 255.0)
+        for size, chosen in ((3, do_blur & ~big_kernel), (5, do_blur & big_kernel)):
+            if chosen.any() and min(h, w) > size // 2:
+                idx = chosen.nonzero().squeeze(1).to(dev)
+                x.index_copy_(0, idx, gaussian_blur(x[idx], size))
+        if do_drop.any():
+            top = (hole_pos[..., 0] * (h - hole_size[..., 0])).floor()
+            left = (hole_pos[..., 1] * (w - hole_size[..., 1])).floor()
+            bottom, right = top + hole_size[..., 0].ceil(), left + hole_size[..., 1].ceil()
+            active = do_drop[:, None] & (torch.arange(MAX_HOLES)[None, :] < holes[:, None])
+            rows = torch.arange(h, dtype=torch.float32).view(1, 1, h, 1)
+            cols = torch.arange(w, dtype=torch.float32).view(1, 1, 1, w)
+            inside = (rows >= top[..., None, None]) & (rows < bottom[..., None, None])
+            inside = inside & (cols >= left[..., None, None]) & (cols < right[..., None, None])
+            mask = (inside & active[..., None, None]).any(1)  # (B, H, W)
+            x.masked_fill_(mask.to(dev)[:, None], 0.0)
+        return x
