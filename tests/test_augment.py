@@ -142,3 +142,13 @@ def test_augmented_batch_resembles_albumentations() -> None:
     diff_ours = (ours - normalize(to_float(images))).abs().mean()
     diff_theirs = (theirs - normalize(to_float(images))).abs().mean()
     assert abs(float(diff_ours / diff_theirs) - 1) < 0.2
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_cuda_batch_equals_cpu_batch() -> None:
+    cfg = AugmentConfig(hflip=0.5, dropout=0.5)
+    images = _images(32)
+    cpu = normalize(BatchAugment(cfg)(to_float(images), batch_generator(1, 2, 3)))
+    gpu = normalize(BatchAugment(cfg)(to_float(images.cuda()), batch_generator(1, 2, 3)))
+    torch.testing.assert_close(gpu.cpu(), cpu, atol=1e-3, rtol=0)

@@ -11,7 +11,7 @@ import pytest
 
 import whaleid.prepare as prepare
 from whaleid.data import DataError, read_image
-from whaleid.prepare import crop_coords, folder_digest, prepare_image, read_boxes, resize_split
+from whaleid.prepare import crop_coords, folder_digest, prepare_image, read_boxes, resize_split, resized_name
 
 
 def test_crop_coords_hand_computed() -> None:
@@ -86,3 +86,19 @@ def test_folder_digest_tracks_content_not_mtime(tmp_path: Path) -> None:
     assert folder_digest(tmp_path) == before
     (tmp_path / "a").write_bytes(b"y")
     assert folder_digest(tmp_path) != before
+
+
+def test_resize_formats_bmp_png_lossless_jpg_close(dataset_copy: Path, tmp_path: Path) -> None:
+    sources = sorted((dataset_copy / "train_images").iterdir())[:4]
+    for fmt in ("bmp", "png", "jpg"):
+        out = tmp_path / fmt
+        out.mkdir()
+        resize_split(sources, out, tmp_path / "cache", 16, None, 0.0, fmt, 90, n_jobs=1, progress=False)
+        assert sorted(p.name for p in out.iterdir()) == sorted(resized_name(p.name, fmt) for p in sources)
+        for src in sources:
+            want = prepare_image(read_image(src), 16).astype(int)
+            got = read_image(out / resized_name(src.name, fmt)).astype(int)
+            if fmt == "jpg":
+                assert 0 < np.abs(got - want).mean() < 8  # lossy (chroma subsampling at 16 px), but close
+            else:
+                np.testing.assert_array_equal(got, want)

@@ -74,10 +74,11 @@ def _setup(tiny_dataset: Path, **train: object):
     return ds.train_paths(), labels, species, cfg, make
 
 
-def _train(make_net, paths, labels, cfg, checkpoint=None, fp="fp", on_epoch=None, **kw):
+def _train(make_net, paths, labels, cfg, checkpoint=None, fp="fp", on_epoch=None, aug=None, workers=0,
+           device="cpu", **kw):  # fmt: skip
     net = make_net(kw.pop("arc", None))
-    history = train_model(net, paths, labels, cfg, AugmentConfig(), 32, torch.device("cpu"), 0, checkpoint, fp,
-                          None, on_epoch, progress=False, **kw)  # fmt: skip
+    history = train_model(net, paths, labels, cfg, aug or AugmentConfig(), 32, torch.device(device), workers,
+                          checkpoint, fp, None, on_epoch, progress=False, **kw)  # fmt: skip
     return net, history
 
 
@@ -85,9 +86,11 @@ def _same_weights(a: torch.nn.Module, b: torch.nn.Module) -> bool:
     return all(torch.equal(x, y) for x, y in zip(a.state_dict().values(), b.state_dict().values(), strict=True))
 
 
-def test_interrupted_training_resumes_to_identical_weights(tiny_dataset: Path, tmp_path: Path) -> None:
+@pytest.mark.parametrize("backend", ["torch", "albumentations"])
+def test_interrupted_training_resumes_to_identical_weights(tiny_dataset: Path, tmp_path: Path, backend: str) -> None:
     paths, labels, _, cfg, make = _setup(tiny_dataset)
-    ref, ref_hist = _train(make, paths, labels, cfg)
+    aug = AugmentConfig(backend=backend)
+    ref, ref_hist = _train(make, paths, labels, cfg, aug=aug)
 
     def stop_after_first(row: dict[str, float]) -> None:
         if row["epoch"] == 1:
@@ -95,10 +98,33 @@ def test_interrupted_training_resumes_to_identical_weights(tiny_dataset: Path, t
 
     ckpt = tmp_path / "last.pt"
     with pytest.raises(KeyboardInterrupt):
-        _train(make, paths, labels, cfg, ckpt, on_epoch=stop_after_first)
+        _train(make, paths, labels, cfg, ckpt, on_epoch=stop_after_first, aug=aug)
     assert torch.load(ckpt, weights_only=True)["epoch"] == 1
-    resumed, hist = _train(make, paths, labels, cfg, ckpt)
+    resumed, hist = _train(make, paths, labels, cfg, ckpt, aug=aug)
     assert hist == ref_hist and _same_weights(resumed, ref)
+
+
+def test_worker_count_does_not_change_the_result(tiny_dataset: Path) -> None:
+    paths, labels, _, cfg, make = _setup(tiny_dataset, epochs=1)
+    a, hist_a = _train(make, paths, labels, cfg, workers=0)
+    b, hist_b = _train(make, paths, labels, cfg, workers=2)
+    assert hist_a == hist_b and _same_weights(a, b)
+    c, _ = _train(make, paths, labels, cfg, aug=AugmentConfig(backend="albumentations"))
+    assert not _same_weights(a, c)  # the backend does change the augmentation
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_cuda_training_with_amp_learns(tiny_dataset: Path) -> None:
+    from whaleid.embed import extract_embeddings
+
+    paths, labels, _, cfg, make = _setup(tiny_dataset, epochs=4)
+    net, hist = _train(make, paths, labels, cfg, device="cuda")
+    assert all(np.isfinite(r["loss"]) for r in hist) and hist[-1]["loss"] < hist[0]["loss"]
+    assert next(net.parameters()).device.type == "cuda"
+    gpu = extract_embeddings(net, paths[:40], 32, 16, torch.device("cuda"), progress=False)
+    cpu = extract_embeddings(net.cpu().float(), paths[:40], 32, 16, torch.device("cpu"), progress=False)
+    assert np.abs((gpu * cpu).sum(1) - 1).max() < 0.02  # bf16/fp16 autocast against fp32: cosine ~ 1
 
 
 def test_stale_or_unsafe_checkpoint_is_not_resumed(tiny_dataset: Path, tmp_path: Path, caplog) -> None:
