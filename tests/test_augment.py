@@ -10,7 +10,6 @@ import torch.nn.functional as F
 
 from whaleid.augment import (
     BatchAugment,
-    affine_grid,
     affine_theta,
     batch_generator,
     gaussian_blur,
@@ -35,34 +34,44 @@ def _run(cfg: AugmentConfig, images: torch.Tensor, seed: int = 0) -> torch.Tenso
     return BatchAugment(cfg)(to_float(images), batch_generator(seed, 0, 0))
 
 
-@pytest.mark.parametrize(
-    ("angle", "scale", "dx", "dy"), [(0, 1, 0, 0), (12, 1, 0, 0), (-25, 1.15, 3, -2), (40, 0.85, -4, 5)]
-)
-def test_affine_matches_opencv_warp(angle: float, scale: float, dx: float, dy: float) -> None:
+@pytest.mark.parametrize(("angle", "sx", "sy", "dx", "dy"), [
+    (0, 1, 1, 0, 0), (12, 1, 1, 0, 0), (-25, 1.15, 1.15, 3, -2), (40, 0.85, 0.85, -4, 5), (-10, 0.9, 1.12, 2, 1),
+])  # fmt: skip
+def test_affine_matches_opencv_warp(angle: float, sx: float, sy: float, dx: float, dy: float) -> None:
     img = _images(1, 30, 40)[0].numpy().astype(np.float32)
     h, w = img.shape[:2]
-    m = cv2.getRotationMatrix2D(((w - 1) / 2, (h - 1) / 2), angle, scale)
-    m[:, 2] += (dx, dy)
+    # rotate(scale(p - centre)) + centre + shift, as albumentations' Affine builds it, for OpenCV to apply
+    rad = np.deg2rad(angle)
+    rot = np.array([[np.cos(rad), np.sin(rad)], [-np.sin(rad), np.cos(rad)]])
+    linear = rot @ np.diag([sx, sy])
+    centre = np.array([(w - 1) / 2, (h - 1) / 2])
+    m = np.hstack([linear, (centre - linear @ centre + [dx, dy])[:, None]])
+    if sx == sy:  # then it is OpenCV's own rotation matrix
+        ref = cv2.getRotationMatrix2D(tuple(centre), angle, sx)
+        np.testing.assert_allclose(m, ref + [[0, 0, dx], [0, 0, dy]], atol=1e-9)
     want = cv2.warpAffine(img, m, (w, h), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT)
-    theta = affine_theta(torch.tensor([angle], dtype=torch.float32), torch.tensor([scale], dtype=torch.float32),
+    theta = affine_theta(torch.tensor([angle], dtype=torch.float32), torch.tensor([[sx, sy]], dtype=torch.float32),
                          torch.tensor([[dx, dy]], dtype=torch.float32), h, w)  # fmt: skip
     x = torch.from_numpy(img).permute(2, 0, 1)[None]
-    got = F.grid_sample(x, affine_grid(theta, h, w), mode="bilinear", padding_mode="reflection", align_corners=False)
+    got = F.grid_sample(
+        x,
+        F.affine_grid(theta, [1, 3, h, w], align_corners=False),
+        mode="bilinear",
+        padding_mode="reflection",
+        align_corners=False,
+    )
     np.testing.assert_allclose(got[0].permute(1, 2, 0).numpy(), want, atol=1e-3)
 
 
-def test_affine_grid_equals_torch_affine_grid() -> None:
-    theta = torch.randn(5, 2, 3, generator=torch.Generator().manual_seed(0))
-    want = F.affine_grid(theta, [5, 3, 17, 23], align_corners=False)
-    torch.testing.assert_close(affine_grid(theta, 17, 23), want, atol=1e-6, rtol=0)
+def test_blur_matches_opencv_per_image() -> None:
+    from whaleid.augment import gaussian_kernels
 
-
-@pytest.mark.parametrize("size", [3, 5])
-def test_blur_matches_opencv(size: int) -> None:
-    img = _images(1, 20, 28, seed=3)[0].numpy().astype(np.float32)
-    want = cv2.GaussianBlur(img, (size, size), 0)
-    got = gaussian_blur(torch.from_numpy(img).permute(2, 0, 1)[None].contiguous(), size)[0].permute(1, 2, 0)
-    np.testing.assert_allclose(got.numpy(), want, atol=1e-3)
+    imgs = _images(3, 20, 28, seed=3).numpy().astype(np.float32)
+    sizes, sigmas = torch.tensor([3, 5, 5]), torch.tensor([0.5, 1.3, 3.0])
+    got = gaussian_blur(torch.from_numpy(imgs).permute(0, 3, 1, 2).contiguous(), gaussian_kernels(sigmas, sizes))
+    for img, out, k, sigma in zip(imgs, got, sizes.tolist(), sigmas.tolist(), strict=True):
+        want = cv2.GaussianBlur(img, (k, k), sigma)
+        np.testing.assert_allclose(out.permute(1, 2, 0).numpy(), want, atol=1e-3)
 
 
 def test_normalize_matches_albumentations() -> None:

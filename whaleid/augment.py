@@ -6,16 +6,18 @@ With ``augment.backend: torch`` (the default) the loader only decodes; a batch o
 device and :class:`BatchAugment` applies, each image with its own random parameters, in this order:
 
 * horizontal flip (``hflip``);
-* affine (``affine``): rotation in ±``rotate`` degrees, scale in [``scale_min``, ``scale_max``], shift in
-  ±``translate`` of the size, about the centre, bilinear, reflected border;
+* affine (``affine``): rotation in ±``rotate`` degrees, scale in [``scale_min``, ``scale_max``] drawn for x and y
+  separately (so the aspect ratio jitters too), shift in ±``translate`` of the size, about the centre, bilinear,
+  reflected border;
 * brightness/contrast (``color``): ``x * (1 + c) + 255 * b``, ``c`` in ±``contrast``, ``b`` in ±``brightness``,
   clipped to [0, 255];
-* Gaussian blur (``blur``): OpenCV's 3 or 5 pixel kernel (sigma 0), reflected border;
+* Gaussian blur (``blur``): a 3 or 5 pixel kernel with sigma in [0.5, 3], reflected border;
 * coarse dropout (``dropout``): 1-4 black rectangles, each 5-20% of the height and width.
 
 Then :func:`normalize` (ImageNet mean and std). The random parameters of a batch are drawn on the CPU from a
 generator seeded by (seed, epoch, step) (:func:`batch_generator`): the same for any device, worker count or
-resume point.
+resume point. The parameter ranges are those of the albumentations pipeline (``whaleid.transforms``), so the two
+backends apply the same augmentation up to rounding and border details.
 """
 
 from __future__ import annotations
@@ -60,46 +62,46 @@ def model_input(images: torch.Tensor, device: torch.device) -> torch.Tensor:
     return images
 
 
-def affine_grid(theta: torch.Tensor, height: int, width: int) -> torch.Tensor:
-    """``F.affine_grid(theta, (B, C, height, width), align_corners=False)``, computed with broadcast products
-    (several times faster on CPU for small images)."""
-    xs = (torch.arange(width, device=theta.device, dtype=theta.dtype) * 2 + 1) / width - 1
-    ys = (torch.arange(height, device=theta.device, dtype=theta.dtype) * 2 + 1) / height - 1
-    t = theta[:, :, :, None, None]
-    gx = t[:, 0, 0] * xs + t[:, 0, 1] * ys[:, None] + t[:, 0, 2]
-    gy = t[:, 1, 0] * xs + t[:, 1, 1] * ys[:, None] + t[:, 1, 2]
-    return torch.stack([gx, gy], dim=-1)
-
-
 def affine_theta(
     angle: torch.Tensor, scale: torch.Tensor, shift: torch.Tensor, height: int, width: int
 ) -> torch.Tensor:
     """(B, 2, 3) matrices for ``F.affine_grid`` (output -> input, normalised coordinates) of the forward map
-    ``p_out = scale * R(angle) (p_in - centre) + centre + shift``, in pixels; ``angle`` in degrees
-    (counter-clockwise on screen, as OpenCV), ``shift`` (B, 2) in pixels (x, y)."""
+    ``p_out = R(angle) S (p_in - centre) + centre + shift``, in pixels: ``angle`` (B,) in degrees
+    (counter-clockwise on screen, as OpenCV), ``S = diag(scale)`` with ``scale`` (B, 2) for x and y, ``shift``
+    (B, 2) in pixels (x, y)."""
     rad = torch.deg2rad(angle.double())
     cos, sin = torch.cos(rad), torch.sin(rad)
-    # Pixel-space inverse of s * R, where R = [[cos, sin], [-sin, cos]] rotates counter-clockwise with y down.
-    inv = torch.stack([torch.stack([cos, -sin], -1), torch.stack([sin, cos], -1)], -2) / scale.double()[:, None, None]
+    # Pixel-space inverse S^-1 R^-1, where R = [[cos, sin], [-sin, cos]] rotates counter-clockwise with y down.
+    inv = torch.stack([torch.stack([cos, -sin], -1), torch.stack([sin, cos], -1)], -2) / scale.double()[:, :, None]
     to_norm = torch.tensor([2.0 / width, 2.0 / height], dtype=torch.float64)
     linear = inv * to_norm[None, :, None] / to_norm[None, None, :]
     offset = -(linear @ (shift.double() * to_norm)[:, :, None])
     return torch.cat([linear, offset], dim=2).float()
 
 
-# OpenCV's fixed kernels for these sizes when sigma is 0 (cv2.getGaussianKernel), as albumentations' blur uses.
-BLUR_KERNELS = {3: (1.0, 2.0, 1.0), 5: (1.0, 4.0, 6.0, 4.0, 1.0)}
+BLUR_SIGMA = (0.5, 3.0)  # albumentations' GaussianBlur default
+BLUR_SIZES = (3, 5)
 
 
-def gaussian_blur(x: torch.Tensor, size: int) -> torch.Tensor:
-    """Separable Gaussian blur of (B, C, H, W) with OpenCV's ``size``-tap kernel (3 or 5) and a reflected border
-    (OpenCV's default ``BORDER_REFLECT_101``)."""
-    weights = [w / sum(BLUR_KERNELS[size]) for w in BLUR_KERNELS[size]]
-    pad = size // 2
+def gaussian_kernels(sigma: torch.Tensor, size: torch.Tensor, taps: int = max(BLUR_SIZES)) -> torch.Tensor:
+    """(B, taps) normalised 1-D Gaussians, each ``size[i]`` taps wide (odd, <= ``taps``) with ``sigma[i]``,
+    centred and zero-padded to ``taps``: ``cv2.getGaussianKernel(size, sigma)`` in the middle."""
+    x = torch.arange(taps, dtype=torch.float64) - (taps - 1) / 2
+    k = torch.exp(-(x[None] ** 2) / (2 * sigma.double()[:, None] ** 2))
+    k = k * (x[None].abs() <= (size[:, None] - 1) / 2)
+    return (k / k.sum(1, keepdim=True)).float()
+
+
+def gaussian_blur(x: torch.Tensor, kernels: torch.Tensor) -> torch.Tensor:
+    """Separable blur of each image of (B, C, H, W) with its own 1-D kernel (B, taps) in both directions, and a
+    reflected border (OpenCV's default ``BORDER_REFLECT_101``)."""
+    taps = kernels.shape[1]
+    pad = taps // 2
     h, w = x.shape[-2:]
+    k = kernels.to(x.device, x.dtype)[:, :, None, None, None]  # (B, taps, 1, 1, 1)
     x = F.pad(x, (pad, pad, pad, pad), mode="reflect")
-    rows = sum(k * x[..., i : i + h, :] for i, k in enumerate(weights))
-    return sum(k * rows[..., i : i + w] for i, k in enumerate(weights))
+    rows = sum(k[:, i] * x[..., i : i + h, :] for i in range(taps))
+    return sum(k[:, i] * rows[..., i : i + w] for i in range(taps))
 
 
 class BatchAugment:
@@ -124,13 +126,14 @@ class BatchAugment:
         flip = uniform(0, 1) < cfg.hflip
         do_affine = uniform(0, 1) < cfg.affine
         angle = uniform(-cfg.rotate, cfg.rotate)
-        scale = uniform(cfg.scale_min, cfg.scale_max)
+        scale = uniform(cfg.scale_min, cfg.scale_max, 2)
         shift = uniform(-cfg.translate, cfg.translate, 2) * torch.tensor([w, h], dtype=torch.float32)
         do_color = uniform(0, 1) < cfg.color
         contrast = uniform(-cfg.contrast, cfg.contrast)
         brightness = uniform(-cfg.brightness, cfg.brightness)
         do_blur = uniform(0, 1) < cfg.blur
-        big_kernel = uniform(0, 1) < 0.5
+        blur_size = torch.tensor(BLUR_SIZES)[torch.randint(len(BLUR_SIZES), (b,), generator=generator)]
+        blur_sigma = uniform(*BLUR_SIGMA)
         do_drop = uniform(0, 1) < cfg.dropout
         holes = torch.randint(1, MAX_HOLES + 1, (b,), generator=generator)
         hole_size = uniform(0.05, 0.2, MAX_HOLES, 2) * torch.tensor([h, w], dtype=torch.float32)
@@ -142,7 +145,7 @@ class BatchAugment:
         if do_affine.any():
             idx = do_affine.nonzero().squeeze(1)
             theta = affine_theta(angle[idx], scale[idx], shift[idx], h, w).to(dev)
-            grid = affine_grid(theta, h, w)
+            grid = F.affine_grid(theta, [len(idx), x.shape[1], h, w], align_corners=False)
             warped = F.grid_sample(
                 x[idx.to(dev)], grid, mode="bilinear", padding_mode="reflection", align_corners=False
             )
@@ -151,10 +154,10 @@ class BatchAugment:
             alpha = torch.where(do_color, 1.0 + contrast, torch.ones(b)).to(dev).view(b, 1, 1, 1)
             beta = torch.where(do_color, 255.0 * brightness, torch.zeros(b)).to(dev).view(b, 1, 1, 1)
             x = (x * alpha + beta).clamp_(0.0, 255.0)
-        for size, chosen in ((3, do_blur & ~big_kernel), (5, do_blur & big_kernel)):
-            if chosen.any() and min(h, w) > size // 2:
-                idx = chosen.nonzero().squeeze(1).to(dev)
-                x.index_copy_(0, idx, gaussian_blur(x[idx], size))
+        if do_blur.any() and min(h, w) > max(BLUR_SIZES) // 2:
+            idx = do_blur.nonzero().squeeze(1)
+            kernels = gaussian_kernels(blur_sigma[idx], blur_size[idx])
+            x.index_copy_(0, idx.to(dev), gaussian_blur(x[idx.to(dev)], kernels))
         if do_drop.any():
             top = (hole_pos[..., 0] * (h - hole_size[..., 0])).floor()
             left = (hole_pos[..., 1] * (w - hole_size[..., 1])).floor()

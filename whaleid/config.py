@@ -35,6 +35,13 @@ def _check_positive(block: str, **values: float) -> None:
             raise ConfigError(f"{block}.{key} must be > 0, got {value!r}.")
 
 
+def _check_choice(block: str, key: str, value: str, options: typing.Sequence[str]) -> None:
+    if value not in options:
+        raise ConfigError(
+            f"{block}.{key} must be one of {', '.join(options)}, got {value!r}.{_suggest(value, options)}"
+        )
+
+
 def _check_range(block: str, key: str, value: float, low: float, high: float) -> None:
     if not low <= value <= high:
         raise ConfigError(f"{block}.{key} must be in [{low}, {high}], got {value!r}.")
@@ -112,11 +119,7 @@ class ResizeConfig:
     jpeg_quality: int = 95
 
     def __post_init__(self) -> None:
-        if self.format not in RESIZE_FORMATS:
-            raise ConfigError(
-                f"resize.format must be one of {', '.join(RESIZE_FORMATS)}, got {self.format!r}."
-                f"{_suggest(self.format, RESIZE_FORMATS)}"
-            )
+        _check_choice("resize", "format", self.format, RESIZE_FORMATS)
         _check_range("resize", "jpeg_quality", self.jpeg_quality, 1, 100)
 
 
@@ -216,11 +219,7 @@ class AugmentConfig:
     dropout: float = 0.0
 
     def __post_init__(self) -> None:
-        if self.backend not in AUGMENT_BACKENDS:
-            raise ConfigError(
-                f"augment.backend must be one of {', '.join(AUGMENT_BACKENDS)}, got {self.backend!r}."
-                f"{_suggest(self.backend, AUGMENT_BACKENDS)}"
-            )
+        _check_choice("augment", "backend", self.backend, AUGMENT_BACKENDS)
         for key in ("hflip", "affine", "color", "blur", "dropout"):
             _check_range("augment", key, getattr(self, key), 0.0, 1.0)
         _check_range("augment", "rotate", self.rotate, 0.0, 180.0)
@@ -261,15 +260,11 @@ class KnnConfig:
     vote_power: float = 4.0  # vote weight of a neighbour = similarity ** vote_power
 
     def __post_init__(self) -> None:
-        if self.scoring not in SCORINGS:
-            raise ConfigError(f"knn.scoring must be one of {', '.join(SCORINGS)}, got {self.scoring!r}.")
+        _check_choice("knn", "scoring", self.scoring, SCORINGS)
         _check_positive("knn", vote_power=self.vote_power)
         _check_positive("knn", k=self.k, hnsw_m=self.hnsw_m, hnsw_ef_search=self.hnsw_ef_search)
         _check_positive("knn", ivf_nlist=self.ivf_nlist, ivf_nprobe=self.ivf_nprobe)
-        if self.index not in INDEX_TYPES:
-            raise ConfigError(
-                f"knn.index must be one of {', '.join(INDEX_TYPES)}, got {self.index!r}.{_suggest(self.index, INDEX_TYPES)}"
-            )
+        _check_choice("knn", "index", self.index, INDEX_TYPES)
 
 
 @dataclass(frozen=True)
@@ -285,11 +280,7 @@ class ThresholdConfig:
 
     def __post_init__(self) -> None:
         _check_positive("threshold", step=self.step, min_species_queries=self.min_species_queries)
-        if self.method not in THRESHOLD_METHODS:
-            raise ConfigError(
-                f"threshold.method must be one of {', '.join(THRESHOLD_METHODS)}, got {self.method!r}."
-                f"{_suggest(self.method, THRESHOLD_METHODS)}"
-            )
+        _check_choice("threshold", "method", self.method, THRESHOLD_METHODS)
         if self.stop < self.start:
             raise ConfigError(f"threshold.stop ({self.stop}) must be >= threshold.start ({self.start}).")
 
