@@ -29,9 +29,9 @@ declare -A TECH=(
 )
 ORDER=(aug subcenter dynmargin mwarmup species crop fliptta vote perspecies share ensfold fullfit cropvote best
        augtorch croptorch)
-# Only some rows: ONLY="augtorch croptorch" bash experiments/queue.sh
+# Only some rows or other seeds: ONLY="crop croptorch" SEEDS="44 45" bash experiments/queue.sh
 read -r -a ORDER <<< "${ONLY:-${ORDER[*]}}"
-for seed in 42 43; do
+for seed in ${SEEDS:-42 43}; do
   [[ -z "${ONLY:-}" ]] && dvc exp run --queue -n "starter-s$seed" "${BASE[@]}" "${STARTER[@]}" -S train.seed=$seed
   for name in "${ORDER[@]}"; do
     # shellcheck disable=SC2086
