@@ -20,14 +20,19 @@ def note(text: str) -> None:
     print(f"# {text}", flush=True)
 
 
-def interleaved(fns: dict[str, Callable[[], float]], repeats: int = 3) -> dict[str, float]:
+def interleaved_runs(fns: dict[str, Callable[[], float]], repeats: int = 5) -> dict[str, list[float]]:
     """Run each timing function ``repeats`` times, alternating between them so that machine noise hits all
-    alike; each returns a rate (items/s). Returns the median rate of each."""
+    alike; each returns a rate (items/s). Returns every rate, in run order."""
     rates: dict[str, list[float]] = {k: [] for k in fns}
     for _ in range(repeats):
         for name, fn in fns.items():
             rates[name].append(fn())
-    return {k: statistics.median(v) for k, v in rates.items()}
+    return rates
+
+
+def interleaved(fns: dict[str, Callable[[], float]], repeats: int = 5) -> dict[str, float]:
+    """The median rate of each function over :func:`interleaved_runs`."""
+    return {k: statistics.median(v) for k, v in interleaved_runs(fns, repeats).items()}
 
 
 def timed(fn: Callable[[], object]) -> tuple[float, object]:
@@ -72,8 +77,12 @@ def resized_default(split: str = "train_images", fmt: str = "bmp") -> list[Path]
 
 
 def ours_vs_bare(name: str, ours: Callable[[], float], bare: Callable[[], float], target: float, context: str) -> None:
-    """Interleave our pipeline's rate with a bare reference's, print both and the ratio against ``target``."""
-    rates = interleaved({"ours": ours, "bare": bare})
-    note(f"{context}: ours {rates['ours']:.0f} img/s, bare {rates['bare']:.0f} img/s")
-    ratio = rates["ours"] / rates["bare"]
+    """Interleave our pipeline's rate with a bare reference's and report the median of the ratios of each
+    adjacent pair (ours, then bare right after), which follows the shared machine's drifting speed better than
+    a ratio of medians; the median rates and the ratios' range are printed as context."""
+    runs = interleaved_runs({"ours": ours, "bare": bare})
+    ratios = [o / b for o, b in zip(runs["ours"], runs["bare"], strict=True)]
+    note(f"{context}: ours {statistics.median(runs['ours']):.0f} img/s, bare {statistics.median(runs['bare']):.0f} "
+         f"img/s (medians); pair ratios {min(ratios):.3f}-{max(ratios):.3f}")  # fmt: skip
+    ratio = statistics.median(ratios)
     report(name, ratio, f">= {target}", ratio >= target)
