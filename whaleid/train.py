@@ -193,7 +193,8 @@ def train_model(
         for step, (images, targets) in enumerate(bar):
             if batch_augment is not None:
                 images = to_float(images.to(device, non_blocking=True))
-                images = model_input(normalize(batch_augment(images, batch_generator(cfg.seed, epoch, step))), device)
+                images = batch_augment(images, batch_generator(cfg.seed, epoch, step))
+                images = model_input(normalize(images, inplace=True), device)
             else:
                 images = model_input(images, device)
             targets = targets.to(device, non_blocking=True)
