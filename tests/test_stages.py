@@ -109,7 +109,23 @@ def test_train_refuses_resized_images_of_another_size(workdir: Path) -> None:
     bigger = params_from_dict({**TINY, "model": {"img_size": 48}})
     with pytest.raises(DataError, match=r"dvc repro resize"):
         train.main(bigger)
+    png = params_from_dict({**TINY, "resize": {"format": "png"}})
+    with pytest.raises(DataError, match=r"'format': 'png'.*dvc repro resize"):
+        train.main(png)  # made as bmp, asked for png
     assert not (workdir / "models/model.pt").exists()
+
+
+def test_stages_read_the_resized_format_info_json_records(workdir: Path) -> None:
+    from stages import encode, resize, split
+    from stages.common import resized_paths
+
+    params = params_from_dict({**TINY, "resize": {"format": "png"}})
+    for stage in (encode, split, resize):
+        stage.main(params)
+    names = pd.read_csv(workdir / "data/in/train.csv", dtype=str)["image"][:3]
+    paths = resized_paths("train_images", names)
+    assert [p.name for p in paths] == [f"{n}.png" for n in names] and all(p.is_file() for p in paths)
+    assert not list((workdir / "data/resized/train_images").glob("*.bmp"))
 
 
 def test_flip_tta_is_mean_of_normalised_embeddings(tiny_dataset: Path) -> None:
