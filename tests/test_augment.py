@@ -10,6 +10,7 @@ import torch.nn.functional as F
 
 from whaleid.augment import (
     BatchAugment,
+    affine_grid,
     affine_theta,
     batch_generator,
     gaussian_blur,
@@ -61,6 +62,14 @@ def test_affine_matches_opencv_warp(angle: float, sx: float, sy: float, dx: floa
         align_corners=False,
     )
     np.testing.assert_allclose(got[0].permute(1, 2, 0).numpy(), want, atol=1e-3)
+
+
+def test_affine_grid_is_torch_affine_grid_bit_for_bit() -> None:
+    gen = torch.Generator().manual_seed(0)
+    for h, w in ((64, 64), (17, 23)):
+        for _ in range(20):
+            theta = torch.randn(9, 2, 3, generator=gen)
+            assert torch.equal(affine_grid(theta, h, w), F.affine_grid(theta, [9, 3, h, w], align_corners=False))
 
 
 def test_blur_matches_opencv_per_image() -> None:
