@@ -48,7 +48,7 @@ def to_float(images: torch.Tensor) -> torch.Tensor:
 
 def normalize(x: torch.Tensor, inplace: bool = False) -> torch.Tensor:
     """(B, 3, H, W) float in [0, 255] -> ImageNet-normalised, as albumentations' ``Normalize`` does; ``inplace``
-    overwrites ``x`` (a fresh 3 MB tensor costs more than the arithmetic on a CPU)."""
+    overwrites ``x`` instead of allocating another batch-sized tensor."""
     mean = torch.tensor(MEAN, device=x.device, dtype=x.dtype).view(1, 3, 1, 1) * 255.0
     inv_std = 1.0 / (torch.tensor(STD, device=x.device, dtype=x.dtype).view(1, 3, 1, 1) * 255.0)
     return x.sub_(mean).mul_(inv_std) if inplace else (x - mean) * inv_std
