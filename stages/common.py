@@ -32,10 +32,9 @@ def folds_with_labels() -> tuple[pd.DataFrame, list[str]]:
     return folds, classes
 
 
-def resized_paths(split: str, names: pd.Series | list[str]) -> list[Path]:
+def resized_paths(split: str, names: pd.Series | list[str], fmt: str) -> list[Path]:
     """Paths of the resized copies (stage `resize`) of images ``names`` in ``split`` (train_images/test_images),
-    in the file format data/resized/info.json records."""
-    fmt = read_json(RESIZED_DIR / "info.json").get("resize", {}).get("format", "png")
+    stored as ``fmt`` (``resize.format``, which :func:`check_resized` has checked against info.json)."""
     return [RESIZED_DIR / split / resized_name(n, fmt) for n in names]
 
 

@@ -42,11 +42,15 @@ def main(params: Params) -> None:
         "valid": folds[folds["fold"] == params.fold],
     }
     for name, rows in parts.items():
-        emb = extract_embeddings(model, resized_paths("train_images", rows["image"]), desc=f"embed {name}", **kw)
+        emb = extract_embeddings(
+            model, resized_paths("train_images", rows["image"], params.resize.format), desc=f"embed {name}", **kw
+        )
         save_npz(EMBED_DIR / f"{name}.npz", embeddings=emb, images=np.asarray(rows["image"], dtype=str),
                  labels=rows["label"].to_numpy())  # fmt: skip
         log.info("%s: %d embeddings of dimension %d", name, *emb.shape)
-    emb = extract_embeddings(model, resized_paths("test_images", ds.test_images), desc="embed test", **kw)
+    emb = extract_embeddings(
+        model, resized_paths("test_images", ds.test_images, params.resize.format), desc="embed test", **kw
+    )
     save_npz(EMBED_DIR / "test.npz", embeddings=emb, images=np.asarray(ds.test_images, dtype=str),
              labels=np.full(len(ds.test_images), -1, dtype=np.int64))  # fmt: skip
     log.info("test: %d embeddings", len(emb))

@@ -61,13 +61,13 @@ def main(params: Params) -> None:
             device = select_device(params.runtime.device)
             kw = dict(img_size=params.model.img_size, batch_size=params.embed.batch_size, device=device,
                       num_workers=params.runtime.num_workers, flip_tta=params.embed.flip_tta)  # fmt: skip
+            gallery_paths = resized_paths("train_images", folds["image"], params.resize.format)
+            test_paths = resized_paths("test_images", ds.test_images, params.resize.format)
             g_parts, q_parts = [], []
             for path in models:
                 model, _ = load_model(path, device)
-                g_parts.append(extract_embeddings(model, resized_paths("train_images", folds["image"]),
-                                                  desc=f"gallery {path.name}", **kw))  # fmt: skip
-                q_parts.append(extract_embeddings(model, resized_paths("test_images", ds.test_images),
-                                                  desc=f"test {path.name}", **kw))  # fmt: skip
+                g_parts.append(extract_embeddings(model, gallery_paths, desc=f"gallery {path.name}", **kw))
+                q_parts.append(extract_embeddings(model, test_paths, desc=f"test {path.name}", **kw))
             gallery = {"embeddings": combine(g_parts), "images": np.asarray(folds["image"], dtype=str),
                        "labels": folds["label"].to_numpy()}  # fmt: skip
             queries = {"embeddings": combine(q_parts), "images": np.asarray(ds.test_images, dtype=str),

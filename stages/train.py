@@ -82,8 +82,8 @@ def train_one(
         counts = np.bincount(train_rows["label"].to_numpy(), minlength=len(classes))
         model.head.set_margins(dynamic_margins(counts, params.arcface.margin_min, params.arcface.margin,
                                                params.arcface.margin_power))  # fmt: skip
-    train_paths = resized_paths("train_images", train_rows["image"])
-    valid_paths = resized_paths("train_images", valid_rows["image"])
+    train_paths = resized_paths("train_images", train_rows["image"], params.resize.format)
+    valid_paths = resized_paths("train_images", valid_rows["image"], params.resize.format)
     gallery_labels = train_rows["label"].to_numpy()
     valid_labels = valid_rows["label"].to_numpy()
 

@@ -115,7 +115,7 @@ def test_train_refuses_resized_images_of_another_size(workdir: Path) -> None:
     assert not (workdir / "models/model.pt").exists()
 
 
-def test_stages_read_the_resized_format_info_json_records(workdir: Path) -> None:
+def test_resize_writes_the_format_it_records_and_stages_find_it(workdir: Path) -> None:
     from stages import encode, resize, split
     from stages.common import resized_paths
 
@@ -123,9 +123,10 @@ def test_stages_read_the_resized_format_info_json_records(workdir: Path) -> None
     for stage in (encode, split, resize):
         stage.main(params)
     names = pd.read_csv(workdir / "data/in/train.csv", dtype=str)["image"][:3]
-    paths = resized_paths("train_images", names)
+    paths = resized_paths("train_images", names, "png")
     assert [p.name for p in paths] == [f"{n}.png" for n in names] and all(p.is_file() for p in paths)
     assert not list((workdir / "data/resized/train_images").glob("*.bmp"))
+    assert yaml.safe_load((workdir / "data/resized/info.json").read_text())["resize"]["format"] == "png"
 
 
 def test_flip_tta_is_mean_of_normalised_embeddings(tiny_dataset: Path) -> None:

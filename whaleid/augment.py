@@ -23,6 +23,7 @@ backends apply the same augmentation up to rounding and border details.
 from __future__ import annotations
 
 import functools
+from collections.abc import Callable
 
 import numpy as np
 import torch
@@ -54,12 +55,18 @@ def normalize(x: torch.Tensor, inplace: bool = False) -> torch.Tensor:
     return x.sub_(mean).mul_(inv_std) if inplace else (x - mean) * inv_std
 
 
-def model_input(images: torch.Tensor, device: torch.device) -> torch.Tensor:
-    """A batch from the loader -> the model's input on ``device``: uint8 (B, H, W, 3) is moved, converted and
-    normalised there; a float batch (already normalised by albumentations) is only moved."""
+def model_input(
+    images: torch.Tensor, device: torch.device, augment: Callable[[torch.Tensor], torch.Tensor] | None = None
+) -> torch.Tensor:
+    """A batch from the loader -> the model's input on ``device``: uint8 (B, H, W, 3) is moved, converted,
+    passed through ``augment`` (float (B, 3, H, W) in [0, 255] -> the same) when given, and normalised there; a
+    float batch (already augmented and normalised by albumentations) is only moved."""
     images = images.to(device, non_blocking=True)
     if images.dtype == torch.uint8:
-        images = normalize(to_float(images), inplace=True)
+        images = to_float(images)
+        if augment is not None:
+            images = augment(images)
+        images = normalize(images, inplace=True)
     if device.type == "cuda":
         images = images.contiguous(memory_format=torch.channels_last)
     return images

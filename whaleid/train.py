@@ -15,6 +15,7 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 from collections.abc import Callable, Iterator, Sequence
@@ -26,7 +27,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from whaleid.augment import BatchAugment, batch_generator, model_input, normalize, to_float
+from whaleid.augment import BatchAugment, batch_generator, model_input
 from whaleid.config import ArcFaceConfig, AugmentConfig, TrainConfig
 from whaleid.data import ImageDataset
 from whaleid.embed import autocast_dtype, make_loader
@@ -191,12 +192,10 @@ def train_model(
         total_loss, seen = 0.0, 0
         bar = tqdm(loader, desc=f"epoch {epoch + 1}/{cfg.epochs}", unit="batch", disable=not progress, leave=False)
         for step, (images, targets) in enumerate(bar):
+            augment = None
             if batch_augment is not None:
-                images = to_float(images.to(device, non_blocking=True))
-                images = batch_augment(images, batch_generator(cfg.seed, epoch, step))
-                images = model_input(normalize(images, inplace=True), device)
-            else:
-                images = model_input(images, device)
+                augment = functools.partial(batch_augment, generator=batch_generator(cfg.seed, epoch, step))
+            images = model_input(images, device, augment)
             targets = targets.to(device, non_blocking=True)
             if margin_steps > 0:
                 model.head.margin_factor = min(1.0, (epoch * steps_per_epoch + step + 1) / margin_steps)
