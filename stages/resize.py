@@ -2,9 +2,9 @@
 ``model.img_size`` -> data/resized/{train_images,test_images}/<name>.<resize.format> and data/resized/info.json.
 
 Training and embedding read these small files (BMP by default: no decoding cost to speak of), so no epoch
-decodes a full-size photo. Resumes after an
-interruption (see :mod:`whaleid.prepare`); a corrupt image stops the stage here, naming the file. info.json
-holds the size, the crop and a digest of every resized file's content (training's resume fingerprint uses it).
+decodes a full-size photo. Resumes after an interruption (see :mod:`whaleid.prepare`); a corrupt image stops the
+stage here, naming the file. info.json holds the size, the crop, the format and a digest of every resized file's
+content (training's resume fingerprint uses it).
 """
 
 import logging
