@@ -1,19 +1,20 @@
 # whaleid: `make repro` runs the whole pipeline on the generated default dataset; `make test` runs the tests.
-# Both create .venv and install the pinned requirements first when needed.
+# Both create .venv, install the pinned requirements and whaleid itself (`pip install -e .`: the `whaleid` command)
+# first when needed.
 SHELL := /bin/bash
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 export PATH := $(abspath $(BIN)):$(PATH)
-export PYTHONPATH := $(abspath .)
 
 .PHONY: repro test lint format bench clean-cache check
 
-$(STAMP): requirements.txt
+$(STAMP): requirements.txt pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check --upgrade pip 2>&1 | grep -v "^WARNING: Location" || true
 	set -o pipefail; $(BIN)/python -m pip install --quiet --disable-pip-version-check -r requirements.txt 2>&1 | grep -v "^WARNING: Location" || exit $${PIPESTATUS[0]}
+	set -o pipefail; $(BIN)/python -m pip install --quiet --disable-pip-version-check --no-deps -e . 2>&1 | grep -v "^WARNING: Location" || exit $${PIPESTATUS[0]}
 	touch $(STAMP)
 
 repro: $(STAMP)
@@ -29,7 +30,7 @@ format: $(STAMP)
 	ruff format . && ruff check --fix .
 
 check: $(STAMP)
-	python -m whaleid.check
+	whaleid check
 
 BENCHES := train_loop embed resize sweep knn sample_competition_size dry_run
 

@@ -28,11 +28,11 @@ from bench.common import ROOT, note, report
 TARGET_S, TARGET_GIB = 600.0, 8.0
 
 
-def run_stage(stage: str, cwd: Path) -> tuple[float, float]:
+def run_stage(stage: str, cwd: Path, *args: str) -> tuple[float, float]:
     """Run one stage; return (seconds, peak resident GiB of its process tree)."""
     env = {**os.environ, "PYTHONPATH": str(ROOT), "NO_COLOR": "1"}
     start = time.perf_counter()
-    proc = subprocess.Popen([sys.executable, "-m", f"stages.{stage}"], cwd=cwd, env=env,
+    proc = subprocess.Popen([sys.executable, "-m", f"stages.{stage}", *args], cwd=cwd, env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)  # fmt: skip
     root, peak = psutil.Process(proc.pid), 0
     while proc.poll() is None:
@@ -75,9 +75,13 @@ def main() -> None:
     mcfg = ModelConfig(**{k: v for k, v in params["model"].items()})
     acfg = ArcFaceConfig(**params["arcface"])
     net = WhaleNet(mcfg, acfg, n_classes)
-    save_torch(work / "models/model.pt", model_payload(net, mcfg, acfg, n_classes, {"fold": params["fold"]}))
+    save_torch(
+        work / f"models/fold{params['fold']}/model.pt",
+        model_payload(net, mcfg, acfg, n_classes, {"fold": params["fold"]}),
+    )
 
-    stages = {s: run_stage(s, work) for s in ("embed", "ensemble", "knn", "threshold", "submit")}
+    model = {"embed": [f"fold{params['fold']}"]}  # the fold model alone
+    stages = {s: run_stage(s, work, *model.get(s, [])) for s in ("embed", "ensemble", "knn", "threshold", "submit")}
     total = sum(t for t, _ in stages.values())
     peak = max(m for _, m in stages.values())
     rows = len((work / "submissions/submission.csv").read_text().splitlines()) - 1

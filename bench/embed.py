@@ -13,7 +13,8 @@ import torch
 
 from bench.common import ours_vs_bare, resized_default
 from whaleid.config import ArcFaceConfig, EmbedConfig, ModelConfig
-from whaleid.embed import extract_embeddings, resolve_workers
+from whaleid.device import resolve_workers
+from whaleid.embed import extract_embeddings
 from whaleid.model import WhaleNet
 
 TARGET = 0.9

@@ -18,7 +18,7 @@ import torch
 
 from bench.common import default_dataset, interleaved, note, report, timed
 from whaleid.data import ImageDataset, load_dataset, read_image
-from whaleid.embed import make_loader
+from whaleid.device import make_loader
 from whaleid.prepare import resize_split, resized_name
 from whaleid.train import EpochSampler
 from whaleid.transforms import AsUint8

@@ -13,7 +13,7 @@ import numpy as np
 
 from bench.common import ROOT, note, report
 from whaleid.metrics import precision_at_5
-from whaleid.threshold import most_frequent, sweep_scores, top_candidates
+from whaleid.predict import most_frequent, sweep_scores, top_candidates
 
 sys.path.insert(0, str(ROOT / "tests"))
 from test_threshold import naive_predictions  # noqa: E402 - the tests' reference implementation

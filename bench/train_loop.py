@@ -16,7 +16,7 @@ import torch
 from bench.common import default_dataset, ours_vs_bare, resized_default
 from whaleid.config import ArcFaceConfig, AugmentConfig, ModelConfig, TrainConfig
 from whaleid.data import load_dataset
-from whaleid.embed import resolve_workers
+from whaleid.device import resolve_workers
 from whaleid.model import WhaleNet
 from whaleid.train import train_model
 
@@ -47,7 +47,17 @@ def main() -> None:
         torch.manual_seed(0)
         net = WhaleNet(mcfg, ArcFaceConfig(), n_classes)
         start = time.perf_counter()
-        train_model(net, paths, labels, cfg, aug, mcfg.img_size, device, args.num_workers, progress=False)
+        train_model(
+            net,
+            paths,
+            labels,
+            cfg=cfg,
+            aug=aug,
+            img_size=mcfg.img_size,
+            device=device,
+            num_workers=args.num_workers,
+            progress=False,
+        )
         return steps * cfg.batch_size / (time.perf_counter() - start)
 
     def bare() -> float:

@@ -2,12 +2,12 @@
 
 import logging
 
-from whaleid.cli import run_stage
 from whaleid.config import Params
 from whaleid.data import load_dataset
 from whaleid.folds import encode_labels
 from whaleid.io import write_json
 from whaleid.paths import LABELS
+from whaleid.stage import run_stage
 
 log = logging.getLogger("whaleid.encode")
 

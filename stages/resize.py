@@ -9,12 +9,12 @@ content (training's resume fingerprint uses it).
 
 import logging
 
-from whaleid.cli import run_stage
 from whaleid.config import Params, to_dict
 from whaleid.data import load_dataset
 from whaleid.io import atomic_dir, write_json
 from whaleid.paths import RESIZE_CACHE, RESIZED_DIR
 from whaleid.prepare import folder_digest, read_boxes, resize_split
+from whaleid.stage import run_stage
 
 log = logging.getLogger("whaleid.resize")
 

@@ -4,11 +4,11 @@ import logging
 
 import pandas as pd
 
-from whaleid.cli import run_stage
 from whaleid.config import Params
 from whaleid.data import load_dataset
 from whaleid.io import write_json
 from whaleid.paths import LB_METRICS, SUBMISSION
+from whaleid.stage import run_stage
 from whaleid.submission import score_submission
 
 log = logging.getLogger("whaleid.score")

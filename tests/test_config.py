@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -97,3 +98,28 @@ def test_int_accepted_for_float_and_integral_float_for_int() -> None:
 def test_threshold_grid_inclusive() -> None:
     assert ThresholdConfig(start=0.2, stop=0.4, step=0.1).grid() == [0.2, 0.3, 0.4]
     assert yaml.safe_dump(ThresholdConfig().grid())  # plain floats
+
+
+@pytest.mark.parametrize("block,key,new", [
+    ("knn", "scoring", "threshold.scoring"), ("knn", "vote_power", "threshold.vote_power"),
+    ("ensemble", "folds", "ensemble.members"), ("ensemble", "full_fit", "ensemble.members: [full]"),
+])  # fmt: skip
+def test_moved_keys_name_their_new_place(block: str, key: str, new: str) -> None:
+    with pytest.raises(ConfigError, match=rf"{block}\.{key} has moved: use {re.escape(new)}"):
+        params_from_dict({block: {key: 1}})
+
+
+def test_ensemble_members() -> None:
+    params = params_from_dict({"fold": 2, "ensemble": {"members": ["fold0", "full", "fold4"]}})
+    assert params.ensemble.members == ["fold0", "full", "fold4"]
+    for members, message in (
+        (["fold2"], "the `fold` model"),  # the train stage trains it already
+        (["fold5"], r"fold 5, outside \[0, cv.n_folds\)"),
+        (["fold1", "fold1"], "twice"),
+        (["best"], "use foldN .* or full"),
+        (["fold-1"], "use foldN"),
+    ):
+        with pytest.raises(ConfigError, match=message):
+            params_from_dict({"fold": 2, "ensemble": {"members": members}})
+    with pytest.raises(ConfigError, match="no model to submit with"):
+        params_from_dict({"ensemble": {"fold_model": False}})

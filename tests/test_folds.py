@@ -44,7 +44,7 @@ def test_folds_and_labels_disagreeing_is_a_clear_error(tmp_path, monkeypatch) ->
 
     import pytest
 
-    from stages.common import folds_with_labels
+    from whaleid.artifacts import folds_with_labels
     from whaleid.data import DataError
 
     monkeypatch.chdir(tmp_path)

@@ -50,11 +50,43 @@ def test_repro_then_experiment(tmp_path: Path) -> None:
 
     out = run([*dvc, "exp", "run", "-S", "threshold.step=0.1"], repo, env)
     reran = {line.split("'")[1] for line in out.splitlines() if line.startswith("Running stage")}
-    # submit and score rerun only if cv.json changed (DVC skips a stage whose inputs hash the same).
-    assert "threshold" in reran and reran <= {"threshold", "submit", "score"}, reran
+    # The baseline is scored with the same rule; submit and score rerun only if the fitted rule changed (DVC skips a
+    # stage whose inputs hash the same).
+    assert {"threshold", "baseline"} <= reran <= {"threshold", "baseline", "submit", "score"}, reran
 
     shown = json.loads(run([*dvc, "exp", "show", "--json"], repo, env))
     cv_values = metric_values(shown, "metrics/cv.json")
     lb_values = metric_values(shown, "metrics/lb.json")
     assert len(cv_values) >= 3 and len(lb_values) >= 3, shown
     assert cv["map5"] in cv_values
+
+
+def stages_run(out: str) -> set[str]:
+    return {line.split("'")[1] for line in out.splitlines() if line.startswith("Running stage")}
+
+
+@pytest.mark.slow
+def test_members_train_in_their_own_stages_once(tmp_path: Path) -> None:
+    repo = tmp_path / "repo"
+    env = make_repo(repo, {"ensemble": {"members": ["fold1"]}})
+    assert "member@fold1" in run([*DVC, "dag"], repo, env)
+    out = run([*DVC, "repro"], repo, env)
+    assert {"train", "member@fold1", "embed", "member_embed@fold1", "ensemble"} <= stages_run(out)
+    assert (repo / "models/fold0/model.pt").is_file() and (repo / "models/fold1/model.pt").is_file()
+    # CV out of fold over both fold models' validation folds, with each fold's own MAP@5.
+    cv = json.loads((repo / "metrics/cv.json").read_text())
+    folds = pd.read_csv(repo / "data/prepared/folds.csv")
+    assert set(cv["folds"]) == {"fold0", "fold1"} and cv["valid_images"] == int(folds["fold"].isin([0, 1]).sum())
+    assert min(cv["folds"].values()) <= cv["folds_mean"] <= max(cv["folds"].values())
+    run(["git", "add", "-A"], repo, env)
+    run(["git", "commit", "-qm", "two fold models"], repo, env)
+    assert "Running stage" not in run([*DVC, "repro"], repo, env)  # nothing is trained twice
+    assert "up to date" in run([*DVC, "status"], repo, env)
+
+    out = run([*DVC, "exp", "run", "-S", "fold=2"], repo, env)
+    assert stages_run(out) == {"train", "embed", "ensemble", "knn", "threshold", "submit", "score", "baseline"}
+    assert set(json.loads((repo / "metrics/cv.json").read_text())["folds"]) == {"fold1", "fold2"}
+
+    # fold 1 becomes the `fold` model: the model member@fold1 trained is restored from DVC's run cache.
+    out = run([*DVC, "exp", "run", "-S", "fold=1", "-S", "ensemble.members=[]"], repo, env)
+    assert "train" not in stages_run(out) and "Stage 'train' is cached" in out, out

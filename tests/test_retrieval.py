@@ -67,7 +67,7 @@ def test_unknown_index_type_rejected() -> None:
 def test_auto_workers() -> None:
     import torch
 
-    from whaleid.embed import resolve_workers
+    from whaleid.device import resolve_workers
 
     assert resolve_workers(3, torch.device("cpu")) == 3  # explicit values are kept
     cores = len(os.sched_getaffinity(0))

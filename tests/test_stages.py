@@ -37,14 +37,21 @@ def workdir(tiny_dataset: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch)
     return tmp_path
 
 
-def run_module(stage: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+def run_module(stage: str, cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
     env = {"PYTHONPATH": str(ROOT), "PATH": str(Path(sys.executable).parent), "NO_COLOR": "1"}
-    return subprocess.run([sys.executable, "-m", f"stages.{stage}"], cwd=cwd, env=env, capture_output=True,
+    return subprocess.run([sys.executable, "-m", f"stages.{stage}", *args], cwd=cwd, env=env, capture_output=True,
                           text=True, timeout=300)  # fmt: skip
 
 
+def run_ok(cwd: Path, *stages: str) -> None:
+    """Run stages as DVC does (``python -m stages.X``), each of which must succeed."""
+    for stage in stages:
+        proc = run_module(stage, cwd)
+        assert proc.returncode == 0, proc.stderr[-2000:]
+
+
 def test_single_image_species_and_individuals_train(workdir: Path) -> None:
-    from stages import encode, resize, split, train
+    from whaleid.fit import train_member
 
     csv = workdir / "data/in/train.csv"
     frame = pd.read_csv(csv, dtype=str)
@@ -52,13 +59,13 @@ def test_single_image_species_and_individuals_train(workdir: Path) -> None:
     frame.to_csv(csv, index=False)
     assert (frame["individual_id"].value_counts() == 1).any()  # and individuals seen once
     params = params_from_dict({**TINY, "arcface": {"species_weight": 0.5}})
-    for stage in (encode, split, resize, train):
-        stage.main(params)
+    run_ok(workdir, "encode", "split", "resize")
+    train_member(params, "fold0")
     labels = yaml.safe_load((workdir / "data/prepared/labels.json").read_text())
     assert "lonely_dolphin" in labels["species"]
     folds = pd.read_csv(workdir / "data/prepared/folds.csv", dtype=str)
     assert len(folds) == len(frame) and set(folds["image"]) == set(frame["image"])
-    assert (workdir / "models/model.pt").stat().st_size > 0
+    assert (workdir / "models/fold0/model.pt").stat().st_size > 0
 
 
 def test_invalid_params_yaml_exits_2_and_keeps_outputs(workdir: Path) -> None:
@@ -88,40 +95,34 @@ def test_not_a_csv_exits_2_and_keeps_outputs(workdir: Path) -> None:
 
 
 def test_truncated_jpeg_stops_resize_before_training_and_keeps_outputs(workdir: Path) -> None:
-    from stages import resize
-
-    params = params_from_dict(TINY)
-    resize.main(params)
+    run_ok(workdir, "resize")
     info = (workdir / "data/resized/info.json").read_bytes()
     victim = sorted((workdir / "data/in/train_images").iterdir())[3]
     victim.write_bytes(victim.read_bytes()[:200])
-    with pytest.raises(DataError, match=rf"{victim.name}: truncated JPEG"):
-        resize.main(params)
+    proc = run_module("resize", workdir)
+    assert proc.returncode == 2 and f"{victim.name}: truncated JPEG" in proc.stderr
+    assert "Traceback" not in proc.stderr
     assert (workdir / "data/resized/info.json").read_bytes() == info  # the earlier output is untouched
 
 
 def test_train_refuses_resized_images_of_another_size(workdir: Path) -> None:
-    from stages import encode, resize, split, train
+    from whaleid.fit import train_member
 
-    params = params_from_dict(TINY)
-    for stage in (encode, split, resize):
-        stage.main(params)
+    run_ok(workdir, "encode", "split", "resize")
     bigger = params_from_dict({**TINY, "model": {"img_size": 48}})
     with pytest.raises(DataError, match=r"dvc repro resize"):
-        train.main(bigger)
+        train_member(bigger, "fold0")
     png = params_from_dict({**TINY, "resize": {"format": "png"}})
     with pytest.raises(DataError, match=r"'format': 'png'.*dvc repro resize"):
-        train.main(png)  # made as bmp, asked for png
-    assert not (workdir / "models/model.pt").exists()
+        train_member(png, "fold0")  # made as bmp, asked for png
+    assert not (workdir / "models/fold0/model.pt").exists()
 
 
 def test_resize_writes_the_format_it_records_and_stages_find_it(workdir: Path) -> None:
-    from stages import encode, resize, split
-    from stages.common import resized_paths
+    from whaleid.artifacts import resized_paths
 
-    params = params_from_dict({**TINY, "resize": {"format": "png"}})
-    for stage in (encode, split, resize):
-        stage.main(params)
+    (workdir / "params.yaml").write_text(yaml.safe_dump({**TINY, "resize": {"format": "png"}}))
+    run_ok(workdir, "encode", "split", "resize")
     names = pd.read_csv(workdir / "data/in/train.csv", dtype=str)["image"][:3]
     paths = resized_paths("train_images", names, "png")
     assert [p.name for p in paths] == [f"{n}.png" for n in names] and all(p.is_file() for p in paths)
@@ -153,7 +154,7 @@ def test_flip_tta_is_mean_of_normalised_embeddings(tiny_dataset: Path) -> None:
 
 
 def test_combined_embeddings_cosine_is_mean_of_members() -> None:
-    from stages.ensemble import combine
+    from whaleid.embed import combine
 
     rng = np.random.default_rng(0)
     a, b = (rng.standard_normal((5, 8)) for _ in range(2))
@@ -162,30 +163,61 @@ def test_combined_embeddings_cosine_is_mean_of_members() -> None:
     c = combine([a, b])
     np.testing.assert_allclose(np.linalg.norm(c, axis=1), 1.0, rtol=1e-6)
     np.testing.assert_allclose(c @ c[0], ((a @ a[0]) + (b @ b[0])) / 2, rtol=1e-5)
+    np.testing.assert_array_equal(combine([a]), a.astype(np.float32))  # one model: its embeddings unchanged
 
 
-def test_ensemble_stage_trains_members_and_embeds_with_all(workdir: Path) -> None:
-    from stages import embed, encode, ensemble, resize, split, train
-    from whaleid.io import load_npz, read_json
+def _fake_embeddings(workdir: Path, name: str, seed: int, n_train: int = 12, n_test: int = 5, d: int = 4) -> dict:
+    """Unit-length embeddings of model ``name`` where the embed stage writes them."""
+    from whaleid.io import save_npz
 
-    params = params_from_dict({**TINY, "ensemble": {"folds": [0, 2], "full_fit": True}})
-    for stage in (encode, split, resize, train, embed):
-        stage.main(params)
-    ensemble.main(params)
-    members = read_json(workdir / "models/ensemble/members.json")["members"]
-    assert members == ["full.pt", "fold2.pt"]  # fold 0 is the main model; full_fit replaces it
+    rng = np.random.default_rng(seed)
+    out = {}
+    for split, n in (("train", n_train), ("test", n_test)):
+        e = rng.standard_normal((n, d)).astype(np.float32)
+        e /= np.linalg.norm(e, axis=1, keepdims=True)
+        arrays = {"embeddings": e, "images": np.asarray([f"{split}{i}.jpg" for i in range(n)]),
+                  "labels": np.arange(n) % 3 if split == "train" else np.full(n, -1), "folds": np.arange(n) % 3}  # fmt: skip
+        save_npz(workdir / f"data/embeddings/{name}/{split}.npz", **arrays)
+        out[split] = arrays
+    return out
+
+
+def test_ensemble_stage_only_combines_member_embeddings(workdir: Path) -> None:
+    from whaleid.embed import combine
+    from whaleid.io import load_npz
+
+    emb = {n: _fake_embeddings(workdir, n, seed) for seed, n in enumerate(["fold0", "fold2", "full"])}
+    (workdir / "params.yaml").write_text(yaml.safe_dump({**TINY, "ensemble": {"members": ["fold2", "full"]}}))
+    run_ok(workdir, "ensemble")
     gallery, test = load_npz(workdir / "data/final/gallery.npz"), load_npz(workdir / "data/final/test.npz")
-    assert gallery["embeddings"].shape == (160, 32) and test["embeddings"].shape == (60, 32)  # 2 models x 16
-    np.testing.assert_allclose(np.linalg.norm(test["embeddings"], axis=1), 1.0, rtol=1e-5)
-    # Off: the fold model's own embeddings, gallery = training folds + validation fold.
-    ensemble.main(params_from_dict(TINY))
-    plain = load_npz(workdir / "data/final/gallery.npz")
-    parts = [load_npz(workdir / f"data/embeddings/{n}.npz") for n in ("train", "valid")]
-    np.testing.assert_array_equal(plain["embeddings"], np.concatenate([p["embeddings"] for p in parts]))
-    assert read_json(workdir / "models/ensemble/members.json")["members"] == ["models/model.pt"]
+    for got, split in ((gallery, "train"), (test, "test")):
+        want = combine([emb[n][split]["embeddings"] for n in ("fold0", "fold2", "full")])
+        np.testing.assert_array_equal(got["embeddings"], want)
+        np.testing.assert_array_equal(got["images"], emb["fold0"][split]["images"])
+    assert not (workdir / "models").exists()  # nothing was trained here
+    # fold_model false: the members alone; none: the fold model's own embeddings, unchanged.
+    (workdir / "params.yaml").write_text(
+        yaml.safe_dump({**TINY, "ensemble": {"members": ["full"], "fold_model": False}})
+    )
+    run_ok(workdir, "ensemble")
+    np.testing.assert_array_equal(
+        load_npz(workdir / "data/final/test.npz")["embeddings"], emb["full"]["test"]["embeddings"]
+    )
+    (workdir / "params.yaml").write_text(yaml.safe_dump(TINY))
+    run_ok(workdir, "ensemble")
+    np.testing.assert_array_equal(
+        load_npz(workdir / "data/final/gallery.npz")["embeddings"], emb["fold0"]["train"]["embeddings"]
+    )
+
+
+def test_model_stages_take_one_model_name(workdir: Path) -> None:
+    for args in ((), ("fold0", "fold1"), ("fold-1",), ("best",)):
+        proc = run_module("embed", workdir, *args)
+        assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
+    assert "foldN" in proc.stderr
 
 
 def test_missing_stage_input_exits_2_naming_it(workdir: Path) -> None:
     proc = run_module("knn", workdir)
-    assert proc.returncode == 2 and "data/embeddings/train.npz is missing" in proc.stderr
+    assert proc.returncode == 2 and "data/embeddings/fold0/train.npz is missing" in proc.stderr
     assert "Traceback" not in proc.stderr

@@ -6,6 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from whaleid.predict import NEW
 from whaleid.submission import (
     SubmissionError,
     build_submission,
@@ -13,7 +14,6 @@ from whaleid.submission import (
     score_submission,
     validate_submission,
 )
-from whaleid.threshold import NEW
 
 CLASSES = ["aaa", "bbb", "ccc", "ddd", "eee", "fff"]
 IMAGES = ["1.jpg", "2.jpg"]

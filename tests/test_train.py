@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 import torch
 
-from stages.train import fingerprint
 from whaleid.config import AugmentConfig, Params, params_from_dict
+from whaleid.fit import fingerprint
 from whaleid.model import WhaleNet
 from whaleid.train import EpochSampler, TrainingDiverged, lr_lambda, train_model
 
@@ -77,8 +77,9 @@ def _setup(tiny_dataset: Path, **train: object):
 def _train(make_net, paths, labels, cfg, checkpoint=None, fp="fp", on_epoch=None, aug=None, workers=0,
            device="cpu", **kw):  # fmt: skip
     net = make_net(kw.pop("arc", None))
-    history = train_model(net, paths, labels, cfg, aug or AugmentConfig(), 32, torch.device(device), workers,
-                          checkpoint, fp, None, on_epoch, progress=False, **kw)  # fmt: skip
+    history = train_model(net, paths, labels, cfg=cfg, aug=aug or AugmentConfig(), img_size=32,
+                          device=torch.device(device), num_workers=workers, checkpoint=checkpoint, fingerprint=fp,
+                          on_epoch=on_epoch, progress=False, **kw)  # fmt: skip
     return net, history
 
 
@@ -161,7 +162,9 @@ def test_nan_loss_names_epoch_and_step(tiny_dataset: Path) -> None:
 
     net.head.forward = poisoned
     with pytest.raises(TrainingDiverged, match=r"epoch 1, step 3\..*lower train.lr.*fp32"):
-        train_model(net, paths, labels, cfg, AugmentConfig(), 32, torch.device("cpu"), progress=False)
+        train_model(
+            net, paths, labels, cfg=cfg, aug=AugmentConfig(), img_size=32, device=torch.device("cpu"), progress=False
+        )
 
 
 def test_margin_warmup_and_species_head_train(tiny_dataset: Path) -> None:
@@ -179,7 +182,8 @@ def test_margin_warmup_and_species_head_train(tiny_dataset: Path) -> None:
 
     net.head.forward = spy
     before = net.species_head.weight.detach().clone()
-    train_model(net, paths, labels, cfg, AugmentConfig(), 32, torch.device("cpu"), progress=False, species=species,
+    train_model(net, paths, labels, cfg=cfg, aug=AugmentConfig(), img_size=32, device=torch.device("cpu"),
+                progress=False, species=species,
                 arc=arc)  # fmt: skip
     steps = len(seen) // 2
     np.testing.assert_allclose(seen[:steps], [(i + 1) / steps for i in range(steps)])  # linear over epoch 1

@@ -59,7 +59,7 @@ def run(cmd: list[str], cwd: Path, env: dict[str, str]) -> str:
 def snapshot(repo: Path) -> dict[str, bytes]:
     """The bytes of the results that must not depend on interruptions or reruns."""
     files = [
-        "models/model.pt",
+        "models/fold0/model.pt",
         "submissions/submission.csv",
         *sorted(str(p.relative_to(repo)) for p in (repo / "metrics").glob("*.json")),
     ]

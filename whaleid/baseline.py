@@ -13,8 +13,8 @@ import cv2
 import numpy as np
 from joblib import Parallel, delayed
 
-from whaleid.data import read_image
-from whaleid.threshold import most_frequent
+from whaleid.data import NEW_INDIVIDUAL, read_image
+from whaleid.predict import most_frequent
 
 
 def _features(paths: Sequence[Path], size: int) -> np.ndarray:
@@ -36,4 +36,4 @@ def pixel_features(paths: Sequence[str | Path], size: int, n_jobs: int = -1) -> 
 
 def constant_predictions(train_ids: Sequence[str], n: int) -> list[str]:
     """``new_individual`` + the four most frequent ids (ties by id), repeated ``n`` times."""
-    return [" ".join(["new_individual", *most_frequent(np.asarray(train_ids), 4)])] * n
+    return [" ".join([NEW_INDIVIDUAL, *most_frequent(np.asarray(train_ids), 4)])] * n

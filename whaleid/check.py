@@ -1,4 +1,4 @@
-"""`python -m whaleid.check [DATA_DIR] [--params params.yaml]`: validate params and a dataset without training.
+"""`whaleid check [DATA_DIR] [--params params.yaml]` (or `python -m whaleid.check`): validate params and a dataset without training.
 
 Checks the params file (keys, types, ranges, the backbone name, the local weights file and the crop boxes CSV),
 the Kaggle layout and CSVs, and decodes every image in parallel. Exit status 0 when all is well, 2 with one line per problem otherwise.
@@ -18,17 +18,12 @@ from whaleid.prepare import read_boxes
 log = logging.getLogger("whaleid.check")
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m whaleid.check", description=__doc__.splitlines()[0])
-    parser.add_argument("data_dir", nargs="?", help="dataset folder (default: data.dir from the params file)")
-    parser.add_argument("--params", default="params.yaml", help="params file to validate")
-    parser.add_argument("--no-decode", action="store_true", help="skip decoding every image")
-    args = parser.parse_args(argv)
+def run_checks(data_dir: str | None, params_path: str = "params.yaml", decode: bool = True) -> int:
+    """Check the params file and the dataset (``data_dir`` or ``data.dir``); log every problem; 0 if none, else 2."""
     setup_logging()
     problems: list[str] = []
-    data_dir = args.data_dir
     try:
-        params = load_params(args.params)
+        params = load_params(params_path)
         data_dir = data_dir or params.data.dir
         from whaleid.model import create_backbone
 
@@ -39,7 +34,7 @@ def main(argv: list[str] | None = None) -> int:
             load_backbone_weights(create_backbone(params.model.backbone), params.model.weights)
         if params.crop.boxes:
             read_boxes(params.crop.boxes)
-        log.info("%s: OK", args.params)
+        log.info("%s: OK", params_path)
     except (ConfigError, DataError) as exc:
         problems.append(str(exc))
     if data_dir is None:
@@ -49,7 +44,7 @@ def main(argv: list[str] | None = None) -> int:
             ds = load_dataset(data_dir)
             log.info("%s: layout OK (%d train, %d test images, %d individuals)", data_dir, len(ds.train),
                      len(ds.test_images), ds.train["individual_id"].nunique())  # fmt: skip
-            if not args.no_decode:
+            if decode:
                 problems += check_images(ds.train_paths() + ds.test_paths())
         except DataError as exc:
             problems.append(str(exc))
@@ -58,6 +53,15 @@ def main(argv: list[str] | None = None) -> int:
     if not problems:
         log.info("all checks passed")
     return 2 if problems else 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m whaleid.check", description=__doc__.splitlines()[0])
+    parser.add_argument("data_dir", nargs="?", help="dataset folder (default: data.dir from the params file)")
+    parser.add_argument("--params", default="params.yaml", help="params file to validate")
+    parser.add_argument("--no-decode", action="store_true", help="skip decoding every image")
+    args = parser.parse_args(argv)
+    return run_checks(args.data_dir, args.params, decode=not args.no_decode)
 
 
 if __name__ == "__main__":

@@ -1,55 +1,62 @@
-"""Shared entry-point plumbing for the DVC stages: logging, params loading, friendly errors and signals.
+"""The ``whaleid`` command, for what users run by hand (the DVC stages run through :mod:`whaleid.stage`).
 
-A user error (bad params, bad data, a diverged run) exits with status 2 and one clear line. SIGINT (Ctrl-C) and
-SIGTERM (`kill`, a scheduler's time limit) unwind the stage like an exception, so no output is left half-written
-(every output is written atomically anyway) and training's last per-epoch checkpoint is kept for the rerun;
-the exit status is 128 + the signal number, as a shell reports it.
+* ``whaleid check [DATA_DIR]``: validate the params file and a dataset (every image decoded) without training;
+* ``whaleid params``: the validated params, defaults filled in, as JSON;
+* ``whaleid models``: which models the params train, use for CV and combine for the submission.
 """
 
 from __future__ import annotations
 
+import argparse
+import json
 import logging
-import os
-import signal
 import sys
-from collections.abc import Callable
 
-from whaleid.config import ConfigError, Params, load_params
-from whaleid.data import DataError
+from whaleid.config import Params, load_params, member_fold, to_dict
+from whaleid.errors import WhaleidError
 from whaleid.log import setup_logging
 
 log = logging.getLogger("whaleid")
 
-PARAMS_ENV = "WHALEID_PARAMS"
+
+def _models(params: Params) -> dict[str, object]:
+    from whaleid.artifacts import cv_models, submission_models
+    from whaleid.paths import model_path
+
+    trained = [f"fold{params.fold}", *params.ensemble.members]
+    return {
+        "trained": {n: {"path": str(model_path(n)), "validation_fold": member_fold(n)} for n in trained},
+        "cv": list(cv_models(params)),
+        "submission": submission_models(params),
+    }
 
 
-class Interrupted(KeyboardInterrupt):
-    """SIGTERM, raised where the process is, like SIGINT's KeyboardInterrupt."""
+def main(argv: list[str] | None = None) -> int:
+    """The ``whaleid`` command."""
+    parser = argparse.ArgumentParser(prog="whaleid", description="Photo-ID of individual animals (Happywhale layout).")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    check = sub.add_parser("check", help="validate params and a dataset (every image decoded) without training")
+    check.add_argument("data_dir", nargs="?", help="dataset folder (default: data.dir from the params file)")
+    check.add_argument("--params", default="params.yaml", help="params file to validate")
+    check.add_argument("--no-decode", action="store_true", help="skip decoding every image")
+    for cmd, text in (("params", "print the validated params (defaults filled in) as JSON"),
+                      ("models", "print which models the params train, use for CV and submit with")):  # fmt: skip
+        p = sub.add_parser(cmd, help=text)
+        p.add_argument("--params", default="params.yaml", help="params file")
+    args = parser.parse_args(argv)
+    if args.command == "check":
+        from whaleid.check import run_checks
 
-
-def _raise_interrupted(signum: int, frame: object) -> None:
-    raise Interrupted(signum)
-
-
-def run_stage(name: str, body: Callable[[Params], None]) -> None:
-    """Load ``params.yaml`` (or ``$WHALEID_PARAMS``), run ``body``; user errors exit 2 with one clear line."""
-    from whaleid.submission import SubmissionError
-    from whaleid.train import TrainingDiverged
-
+        return run_checks(args.data_dir, args.params, decode=not args.no_decode)
     setup_logging()
-    signal.signal(signal.SIGTERM, _raise_interrupted)
     try:
-        params = load_params(os.environ.get(PARAMS_ENV, "params.yaml"))
-        body(params)
-    except (ConfigError, DataError, SubmissionError, TrainingDiverged) as exc:
-        log.error("%s stage failed: %s", name, exc)
-        sys.exit(2)
-    except FileNotFoundError as exc:
-        log.error("%s stage failed: input %s is missing; run the stages before it (`dvc repro %s`).", name,
-                  exc.filename, name)  # fmt: skip
-        sys.exit(2)
-    except KeyboardInterrupt as exc:
-        signum = signal.SIGTERM if isinstance(exc, Interrupted) else signal.SIGINT
-        log.error("%s stage stopped by %s; every output written so far is complete, and training resumes from "
-                  "its last epoch checkpoint: rerun `dvc repro`.", name, signal.Signals(signum).name)  # fmt: skip
-        sys.exit(128 + signum)
+        params = load_params(args.params)
+    except WhaleidError as exc:
+        log.error("%s", exc)
+        return 2
+    print(json.dumps(to_dict(params) if args.command == "params" else _models(params), indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

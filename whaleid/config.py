@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -19,9 +20,9 @@ from typing import Any
 
 import yaml
 
+from whaleid.errors import ConfigError
 
-class ConfigError(ValueError):
-    """A params file or one of its values is invalid. The message names the key and the fix."""
+__all__ = ["ConfigError", "Params", "load_params", "params_from_dict", "to_dict"]
 
 
 def _suggest(name: str, options: typing.Iterable[str]) -> str:
@@ -256,12 +257,8 @@ class KnnConfig:
     hnsw_ef_search: int = 128
     ivf_nlist: int = 1024
     ivf_nprobe: int = 32
-    scoring: str = "max"  # rank individuals by their best similarity (max) or a weighted vote over the top-k
-    vote_power: float = 4.0  # vote weight of a neighbour = similarity ** vote_power
 
     def __post_init__(self) -> None:
-        _check_choice("knn", "scoring", self.scoring, SCORINGS)
-        _check_positive("knn", vote_power=self.vote_power)
         _check_positive("knn", k=self.k, hnsw_m=self.hnsw_m, hnsw_ef_search=self.hnsw_ef_search)
         _check_positive("knn", ivf_nlist=self.ivf_nlist, ivf_nprobe=self.ivf_nprobe)
         _check_choice("knn", "index", self.index, INDEX_TYPES)
@@ -269,8 +266,11 @@ class KnnConfig:
 
 @dataclass(frozen=True)
 class ThresholdConfig:
-    """The grid of new_individual thresholds swept (scores weighted by ``cv.new_ratio``)."""
+    """The prediction rule (``whaleid.predict``): how candidates are scored, and how the new_individual threshold
+    is fitted on validation (grid swept, scores weighted by ``cv.new_ratio``)."""
 
+    scoring: str = "max"  # rank individuals by their best similarity (max) or a weighted vote over the top-k
+    vote_power: float = 4.0  # vote weight of a neighbour = similarity ** vote_power
     start: float = 0.0
     stop: float = 1.0
     step: float = 0.05
@@ -279,6 +279,8 @@ class ThresholdConfig:
     min_species_queries: int = 30  # validation queries a species needs for its own threshold
 
     def __post_init__(self) -> None:
+        _check_choice("threshold", "scoring", self.scoring, SCORINGS)
+        _check_positive("threshold", vote_power=self.vote_power)
         _check_positive("threshold", step=self.step, min_species_queries=self.min_species_queries)
         _check_choice("threshold", "method", self.method, THRESHOLD_METHODS)
         if self.stop < self.start:
@@ -300,16 +302,32 @@ class BaselineConfig:
         _check_range("baseline", "pixel_size", self.pixel_size, 4, 256)
 
 
+MEMBER_PATTERN = re.compile(r"fold(\d+)|full")
+
+
+def member_fold(name: str) -> int | None:
+    """The validation fold of ensemble member ``name`` (``fold3`` -> 3), None for ``full`` (trained on all)."""
+    match = MEMBER_PATTERN.fullmatch(name)
+    if match is None:
+        raise ConfigError(f"ensemble.members: {name!r} is not a member name; use foldN (N a fold number) or full.")
+    return int(match.group(1)) if match.group(1) is not None else None
+
+
 @dataclass(frozen=True)
 class EnsembleConfig:
-    """What embeds the test images and the gallery for the submission (CV always uses the ``fold`` model)."""
+    """Which trained models embed the test images and the gallery for the submission. Each member is trained by
+    its own DVC stage (``member@foldN``); the ``fold`` model is trained by the ``train`` stage."""
 
-    folds: list[int] = field(default_factory=list)  # extra fold models trained and combined with the main one
-    full_fit: bool = False  # a model trained on all images replaces the fold model in the submission
+    members: list[str] = field(default_factory=list)  # extra models: foldN (trained without fold N) or full (all)
+    fold_model: bool = True  # the `fold` model is a member of the submission ensemble (false: members only)
 
     def __post_init__(self) -> None:
-        if len(set(self.folds)) != len(self.folds):
-            raise ConfigError(f"ensemble.folds lists a fold twice: {self.folds!r}.")
+        if len(set(self.members)) != len(self.members):
+            raise ConfigError(f"ensemble.members lists a model twice: {self.members!r}.")
+        for name in self.members:
+            member_fold(name)
+        if not self.fold_model and not self.members:
+            raise ConfigError("ensemble.fold_model is false but ensemble.members is empty: no model to submit with.")
 
 
 DEVICES = ("auto", "cpu", "cuda")
@@ -354,9 +372,14 @@ class Params:
     runtime: RuntimeConfig = field(default_factory=RuntimeConfig)
 
     def __post_init__(self) -> None:
-        bad = [f for f in self.ensemble.folds if not 0 <= f < self.cv.n_folds]
-        if bad:
-            raise ConfigError(f"ensemble.folds: fold {bad[0]} is outside [0, cv.n_folds) = [0, {self.cv.n_folds}).")
+        for name in self.ensemble.members:
+            f = member_fold(name)
+            if f is not None and not 0 <= f < self.cv.n_folds:
+                raise ConfigError(f"ensemble.members: {name} names fold {f}, outside [0, cv.n_folds) = "
+                                  f"[0, {self.cv.n_folds}).")  # fmt: skip
+            if f == self.fold:
+                raise ConfigError(f"ensemble.members lists {name}, the `fold` model, which the train stage trains "
+                                  f"already; list only other folds (or change fold).")  # fmt: skip
         if not 0 <= self.fold < self.cv.n_folds:
             raise ConfigError(
                 f"fold must be in [0, cv.n_folds) = [0, {self.cv.n_folds}), got {self.fold!r}. "
@@ -390,6 +413,15 @@ def _type_name(annotation: Any) -> str:
     return "null" if annotation is type(None) else annotation.__name__
 
 
+# Keys that moved: the old name gets an error naming the new one.
+MOVED = {
+    "knn.scoring": "threshold.scoring (the prediction rule's block)",
+    "knn.vote_power": "threshold.vote_power (the prediction rule's block)",
+    "ensemble.folds": "ensemble.members, as names: [fold1, fold2] (each trained by its own stage member@foldN)",
+    "ensemble.full_fit": "ensemble.members: [full] (with ensemble.fold_model: false to submit with the full fit alone)",
+}
+
+
 def build_block(cls: type, raw: Any, block: str) -> Any:
     """Build dataclass ``cls`` from the mapping ``raw``, naming ``block.key`` in every error."""
     if raw is None:
@@ -400,6 +432,8 @@ def build_block(cls: type, raw: Any, block: str) -> Any:
     names = [f.name for f in dataclasses.fields(cls)]
     values = {}
     for key, value in raw.items():
+        if f"{block}.{key}" in MOVED:
+            raise ConfigError(f"{block}.{key} has moved: use {MOVED[f'{block}.{key}']}.")
         if key not in names:
             raise ConfigError(f"Unknown key {block}.{key}.{_suggest(str(key), names)} Valid keys: {', '.join(names)}.")
         if isinstance(value, float) and hints[key] is int and value.is_integer():

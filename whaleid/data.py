@@ -26,6 +26,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from whaleid.errors import DataError
 from whaleid.parallel import map_chunks
 
 log = logging.getLogger(__name__)
@@ -36,8 +37,7 @@ SOLUTION_COLUMNS = ("image", "individual_id")
 NEW_INDIVIDUAL = "new_individual"
 
 
-class DataError(ValueError):
-    """A dataset file is missing, malformed or inconsistent. The message names the file and row."""
+__all__ = ["DataError", "KaggleDataset", "load_dataset", "read_image", "check_images", "ImageDataset"]
 
 
 def read_csv(path: Path, columns: Sequence[str]) -> pd.DataFrame:

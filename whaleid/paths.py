@@ -1,4 +1,8 @@
-"""Artifact locations, relative to the repository root (mirrored in dvc.yaml)."""
+"""Artifact locations, relative to the repository root (mirrored in dvc.yaml).
+
+Trained models are named: ``fold0`` .. ``foldN`` (trained without that validation fold) and ``full`` (trained on
+every image). Each has its own folder of outputs, written by its own DVC stage.
+"""
 
 from pathlib import Path
 
@@ -7,11 +11,10 @@ LABELS = Path("data/prepared/labels.json")
 FOLDS = Path("data/prepared/folds.csv")
 RESIZED_DIR = Path("data/resized")
 RESIZE_CACHE = Path(".whaleid_cache/resize")
-MODEL = Path("models/model.pt")
-ENSEMBLE_DIR = Path("models/ensemble")
+MODELS_DIR = Path("models")
+RULE = Path("models/rule.json")
 FINAL_DIR = Path("data/final")
 CHECKPOINT_DIR = Path(".whaleid_cache/checkpoints")
-DVCLIVE_DIR = Path("dvclive")
 EMBED_DIR = Path("data/embeddings")
 NEIGHBOR_DIR = Path("data/neighbors")
 CV_METRICS = Path("metrics/cv.json")
@@ -19,3 +22,19 @@ LB_METRICS = Path("metrics/lb.json")
 BASELINE_METRICS = Path("metrics/baseline.json")
 THRESHOLD_PLOT = Path("plots/threshold.csv")
 SUBMISSION = Path("submissions/submission.csv")
+
+
+def model_path(name: str) -> Path:
+    """The trained model ``name`` (``fold0``, ``full``): stage ``train`` or ``member@<name>``."""
+    return MODELS_DIR / name / "model.pt"
+
+
+def live_dir(name: str) -> Path:
+    """Training curves (dvclive) of model ``name``."""
+    return MODELS_DIR / name / "live"
+
+
+def embed_dir(name: str) -> Path:
+    """Embeddings of every training image (``train.npz``, folds.csv order) and test image (``test.npz``) by model
+    ``name``: stage ``embed`` or ``member_embed@<name>``."""
+    return EMBED_DIR / name

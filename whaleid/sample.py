@@ -35,12 +35,12 @@ import numpy as np
 import pandas as pd
 
 from whaleid.config import SampleConfig
+from whaleid.data import NEW_INDIVIDUAL
 from whaleid.io import atomic_dir
 from whaleid.parallel import map_chunks
 
 log = logging.getLogger(__name__)
 
-NEW_INDIVIDUAL = "new_individual"
 
 # The competition's 26 species (typos fixed), most frequent first.
 SPECIES_NAMES = (

@@ -13,12 +13,11 @@ import numpy as np
 import pandas as pd
 
 from whaleid.data import NEW_INDIVIDUAL
+from whaleid.errors import SubmissionError
 from whaleid.metrics import map_at_5
-from whaleid.threshold import NEW
+from whaleid.predict import NEW
 
-
-class SubmissionError(ValueError):
-    """The submission would be rejected by Kaggle or is inconsistent; the message names the row."""
+__all__ = ["SubmissionError", "labels_to_strings", "build_submission", "validate_submission", "score_submission"]
 
 
 def labels_to_strings(pred: np.ndarray, classes: Sequence[str]) -> list[str]:

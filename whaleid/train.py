@@ -30,24 +30,12 @@ from tqdm.auto import tqdm
 from whaleid.augment import BatchAugment, batch_generator, model_input
 from whaleid.config import ArcFaceConfig, AugmentConfig, TrainConfig
 from whaleid.data import ImageDataset
-from whaleid.embed import autocast_dtype, make_loader
+from whaleid.device import autocast_dtype, make_loader
+from whaleid.errors import TrainingDiverged
 from whaleid.io import save_torch
 from whaleid.transforms import AsUint8, train_transform
 
 log = logging.getLogger(__name__)
-
-
-class TrainingDiverged(RuntimeError):
-    """The loss became NaN or infinite."""
-
-
-def select_device(name: str = "auto") -> torch.device:
-    """``auto`` picks CUDA when available, else CPU."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise RuntimeError(f"runtime.device is {name!r} but no CUDA device is available; use auto or cpu.")
-    return torch.device(name)
 
 
 class EpochSampler(torch.utils.data.Sampler):
@@ -121,46 +109,38 @@ def load_checkpoint(path: Path, fingerprint: str) -> dict | None:
     return payload
 
 
-def train_model(
-    model: nn.Module,
-    paths: Sequence[str | Path],
-    labels: Sequence[int] | np.ndarray,
-    cfg: TrainConfig,
-    aug: AugmentConfig,
-    img_size: int,
-    device: torch.device,
-    num_workers: int = 0,
-    checkpoint: Path | None = None,
-    fingerprint: str = "",
-    evaluate: Callable[[nn.Module], dict[str, float]] | None = None,
-    on_epoch: Callable[[dict[str, float]], None] | None = None,
-    progress: bool = True,
-    species: Sequence[int] | np.ndarray | None = None,
-    arc: ArcFaceConfig | None = None,
-) -> list[dict[str, float]]:
-    """Train ``model`` in place; return the per-epoch history (loss, lr and whatever ``evaluate`` returns).
+@dataclass
+class _Run:
+    """Everything one training run steps with (built by :func:`_setup`)."""
 
-    ``evaluate`` is called every ``cfg.eval_every`` epochs and on the last; ``on_epoch`` gets each history row,
-    including rows replayed from a checkpoint when resuming. From ``arc``: with ``species`` and
-    ``species_weight > 0`` the loss adds ``species_weight`` times the species head's cross-entropy;
-    ``margin_warmup_epochs`` ramps the head's margins linearly from 0 to their full value, per batch;
-    ``label_smoothing`` goes to the identity cross-entropy.
-    """
+    loader: torch.utils.data.DataLoader
+    sampler: EpochSampler
+    batch_augment: BatchAugment | None
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LambdaLR
+    scaler: torch.amp.GradScaler
+    dtype: torch.dtype | None
+    use_species: bool
+    steps_per_epoch: int
+
+
+def _setup(model: nn.Module, paths: Sequence[str | Path], labels: Sequence[int] | np.ndarray,
+           species: Sequence[int] | np.ndarray | None, cfg: TrainConfig, aug: AugmentConfig, arc: ArcFaceConfig,
+           img_size: int, device: torch.device, num_workers: int) -> _Run:  # fmt: skip
+    """Seed, move the model, and build the loader, optimiser, LR schedule and scaler."""
     torch.manual_seed(cfg.seed)
     model.to(device)
     if device.type == "cuda":
         model.to(memory_format=torch.channels_last)
-    arc = arc or ArcFaceConfig()
-    species_weight = arc.species_weight
-    use_species = species is not None and species_weight > 0 and getattr(model, "species_head", None) is not None
+    use_species = species is not None and arc.species_weight > 0 and getattr(model, "species_head", None) is not None
     targets_all = np.stack([np.asarray(labels), np.asarray(species)], axis=1) if use_species else labels
     on_device = aug.backend == "torch"
     transform = AsUint8(img_size) if on_device else train_transform(img_size, aug, cfg.seed)
     dataset = ImageDataset(paths, transform, targets_all)
     batch_augment = BatchAugment(aug) if on_device else None
     sampler = EpochSampler(len(dataset), cfg.seed)
-    loader = make_loader(dataset, cfg.batch_size, num_workers, device, sampler=sampler, drop_last=len(dataset) > cfg.batch_size,
-                         persistent=True, training=True)  # fmt: skip
+    loader = make_loader(dataset, cfg.batch_size, num_workers, device, sampler=sampler,
+                         drop_last=len(dataset) > cfg.batch_size, persistent=True, training=True)  # fmt: skip
     steps_per_epoch = len(loader)
     total = steps_per_epoch * cfg.epochs
     warmup = int(round(cfg.warmup_epochs * steps_per_epoch))
@@ -168,62 +148,105 @@ def train_model(
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_lambda(s, total, warmup, cfg.min_lr_ratio))
     dtype = autocast_dtype(device)
     scaler = torch.amp.GradScaler(device.type, enabled=dtype == torch.float16)
+    return _Run(loader, sampler, batch_augment, optimizer, scheduler, scaler, dtype, use_species, steps_per_epoch)
+
+
+def _restore(run: _Run, model: nn.Module, checkpoint: Path | None, fingerprint: str) -> TrainState:
+    """The state to start from: a matching checkpoint's, loaded into the model and optimiser, or a fresh one."""
+    resumed = load_checkpoint(checkpoint, fingerprint) if checkpoint is not None else None
+    if resumed is None:
+        return TrainState(epoch=0, history=[])
+    model.load_state_dict(resumed["model"])
+    run.optimizer.load_state_dict(resumed["optimizer"])
+    run.scheduler.load_state_dict(resumed["scheduler"])
+    run.scaler.load_state_dict(resumed["scaler"])
+    torch.set_rng_state(resumed["torch_rng"])
+    log.info("Resuming from %s after epoch %d", checkpoint, int(resumed["epoch"]))
+    return TrainState(epoch=int(resumed["epoch"]), history=list(resumed["history"]))
+
+
+def _train_epoch(run: _Run, model: nn.Module, epoch: int, cfg: TrainConfig, arc: ArcFaceConfig,
+                 device: torch.device, progress: bool) -> float:  # fmt: skip
+    """One pass over the loader; returns the mean loss."""
+    model.train()
+    run.sampler.set_epoch(epoch)
     criterion = nn.CrossEntropyLoss()
     id_criterion = nn.CrossEntropyLoss(label_smoothing=arc.label_smoothing)
-    margin_steps = arc.margin_warmup_epochs * steps_per_epoch
-    state = TrainState(epoch=0, history=[])
+    margin_steps = arc.margin_warmup_epochs * run.steps_per_epoch
+    total_loss, seen = 0.0, 0
+    bar = tqdm(run.loader, desc=f"epoch {epoch + 1}/{cfg.epochs}", unit="batch", disable=not progress, leave=False)
+    for step, (images, targets) in enumerate(bar):
+        augment = None
+        if run.batch_augment is not None:
+            augment = functools.partial(run.batch_augment, generator=batch_generator(cfg.seed, epoch, step))
+        images = model_input(images, device, augment)
+        targets = targets.to(device, non_blocking=True)
+        if margin_steps > 0:
+            model.head.margin_factor = min(1.0, (epoch * run.steps_per_epoch + step + 1) / margin_steps)
+        ids = targets[:, 0] if run.use_species else targets
+        with torch.autocast(device.type, dtype=run.dtype, enabled=run.dtype is not None):
+            emb = model.embed(images)
+            logits = model.head(emb, ids)
+            species_logits = model.species_head(emb) if run.use_species else None
+        loss = id_criterion(logits.float(), ids)
+        if run.use_species:
+            loss = loss + arc.species_weight * criterion(species_logits.float(), targets[:, 1])
+        if not torch.isfinite(loss):
+            raise TrainingDiverged(
+                f"loss is {loss.item()} at epoch {epoch + 1}, step {step + 1}. Try a lower train.lr or "
+                f"arcface.margin, a smaller arcface.scale, or fp32 (runtime.device: cpu to rule out AMP)."
+            )
+        run.optimizer.zero_grad(set_to_none=True)
+        run.scaler.scale(loss).backward()
+        if cfg.grad_clip > 0:
+            run.scaler.unscale_(run.optimizer)
+            nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+        run.scaler.step(run.optimizer)
+        run.scaler.update()
+        run.scheduler.step()
+        total_loss += loss.item() * len(ids)
+        seen += len(ids)
+        bar.set_postfix(loss=f"{total_loss / seen:.3f}")
+    return total_loss / max(seen, 1)
 
-    resumed = load_checkpoint(checkpoint, fingerprint) if checkpoint is not None else None
-    if resumed is not None:
-        model.load_state_dict(resumed["model"])
-        optimizer.load_state_dict(resumed["optimizer"])
-        scheduler.load_state_dict(resumed["scheduler"])
-        scaler.load_state_dict(resumed["scaler"])
-        torch.set_rng_state(resumed["torch_rng"])
-        state = TrainState(epoch=int(resumed["epoch"]), history=list(resumed["history"]))
-        log.info("Resuming from %s after epoch %d of %d", checkpoint, state.epoch, cfg.epochs)
+
+def train_model(
+    model: nn.Module,
+    paths: Sequence[str | Path],
+    labels: Sequence[int] | np.ndarray,
+    *,
+    cfg: TrainConfig,
+    aug: AugmentConfig,
+    img_size: int,
+    device: torch.device,
+    arc: ArcFaceConfig | None = None,
+    species: Sequence[int] | np.ndarray | None = None,
+    num_workers: int = 0,
+    checkpoint: Path | None = None,
+    fingerprint: str = "",
+    evaluate: Callable[[nn.Module], dict[str, float]] | None = None,
+    on_epoch: Callable[[dict[str, float]], None] | None = None,
+    progress: bool = True,
+) -> list[dict[str, float]]:
+    """Train ``model`` in place on images ``paths`` with class ``labels``; return the per-epoch history (loss, lr
+    and whatever ``evaluate`` returns).
+
+    ``evaluate`` is called every ``cfg.eval_every`` epochs and on the last; ``on_epoch`` gets each history row,
+    including rows replayed from a checkpoint when resuming. From ``arc``: with ``species`` and
+    ``species_weight > 0`` the loss adds ``species_weight`` times the species head's cross-entropy;
+    ``margin_warmup_epochs`` ramps the head's margins linearly from 0 to their full value, per batch;
+    ``label_smoothing`` goes to the identity cross-entropy. With ``checkpoint``, a checkpoint is written after
+    every epoch and a matching one (same ``fingerprint``) is resumed from.
+    """
+    arc = arc or ArcFaceConfig()
+    run = _setup(model, paths, labels, species, cfg, aug, arc, img_size, device, num_workers)
+    state = _restore(run, model, checkpoint, fingerprint)
     if on_epoch is not None:
         for row in state.history:
             on_epoch(row)
-
     for epoch in range(state.epoch, cfg.epochs):
-        model.train()
-        sampler.set_epoch(epoch)
-        total_loss, seen = 0.0, 0
-        bar = tqdm(loader, desc=f"epoch {epoch + 1}/{cfg.epochs}", unit="batch", disable=not progress, leave=False)
-        for step, (images, targets) in enumerate(bar):
-            augment = None
-            if batch_augment is not None:
-                augment = functools.partial(batch_augment, generator=batch_generator(cfg.seed, epoch, step))
-            images = model_input(images, device, augment)
-            targets = targets.to(device, non_blocking=True)
-            if margin_steps > 0:
-                model.head.margin_factor = min(1.0, (epoch * steps_per_epoch + step + 1) / margin_steps)
-            ids = targets[:, 0] if use_species else targets
-            with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
-                emb = model.embed(images)
-                logits = model.head(emb, ids)
-                species_logits = model.species_head(emb) if use_species else None
-            loss = id_criterion(logits.float(), ids)
-            if use_species:
-                loss = loss + species_weight * criterion(species_logits.float(), targets[:, 1])
-            if not torch.isfinite(loss):
-                raise TrainingDiverged(
-                    f"loss is {loss.item()} at epoch {epoch + 1}, step {step + 1}. Try a lower train.lr or "
-                    f"arcface.margin, a smaller arcface.scale, or fp32 (runtime.device: cpu to rule out AMP)."
-                )
-            optimizer.zero_grad(set_to_none=True)
-            scaler.scale(loss).backward()
-            if cfg.grad_clip > 0:
-                scaler.unscale_(optimizer)
-                nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-            scaler.step(optimizer)
-            scaler.update()
-            scheduler.step()
-            total_loss += loss.item() * len(ids)
-            seen += len(ids)
-            bar.set_postfix(loss=f"{total_loss / seen:.3f}")
-        row = {"epoch": epoch + 1, "loss": total_loss / max(seen, 1), "lr": optimizer.param_groups[0]["lr"]}
+        loss = _train_epoch(run, model, epoch, cfg, arc, device, progress)
+        row = {"epoch": epoch + 1, "loss": loss, "lr": run.optimizer.param_groups[0]["lr"]}
         last = epoch + 1 == cfg.epochs
         if evaluate is not None and cfg.eval_every and ((epoch + 1) % cfg.eval_every == 0 or last):
             row.update(evaluate(model))
@@ -233,9 +256,9 @@ def train_model(
             "epoch %d/%d %s", epoch + 1, cfg.epochs, " ".join(f"{k}={v:.4g}" for k, v in row.items() if k != "epoch")
         )
         if checkpoint is not None:
-            save_checkpoint(checkpoint, fingerprint, model, optimizer, scheduler, scaler, state)
+            save_checkpoint(checkpoint, fingerprint, model, run.optimizer, run.scheduler, run.scaler, state)
         if on_epoch is not None:
             on_epoch(row)
-    if margin_steps > 0:
+    if arc.margin_warmup_epochs > 0:
         model.head.margin_factor = 1.0
     return state.history

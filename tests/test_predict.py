@@ -6,9 +6,10 @@ import numpy as np
 import pytest
 
 from whaleid.metrics import precision_at_5
-from whaleid.threshold import (
+from whaleid.predict import (
     NEW,
     best_threshold,
+    fit_rule,
     predict,
     query_thresholds,
     share_threshold,
@@ -200,3 +201,93 @@ def test_per_species_thresholds_match_brute_force() -> None:
     got = predict(labels, scores, per_query)
     for i in range(len(truth)):
         assert got[i].tolist() == naive_predictions(sims[i : i + 1], nbrs[i : i + 1], gl, fill, per_query[i])[0]
+
+
+# --- the fitted rule: fit on validation (one or several folds), save, apply as saved -----------------------------
+
+
+def _part(rng: np.random.Generator, q: int = 60, g: int = 90, k: int = 12, n_ids: int = 25):
+    from whaleid.predict import Neighbours
+
+    gallery_labels = rng.integers(0, n_ids, size=g)
+    sims = -np.sort(-rng.uniform(0.0, 1.0, size=(q, k)).astype(np.float32), axis=1)
+    neighbors = rng.integers(0, g, size=(q, k))
+    query_labels = rng.integers(0, n_ids + 8, size=q)  # ids >= n_ids are absent: new individuals
+    return Neighbours(sims, neighbors, gallery_labels, query_labels)
+
+
+def _naive_map5(part, threshold: float, scoring: str = "max") -> np.ndarray:
+    """Per-query precision@5 by the naive per-image reference (max scoring)."""
+    from whaleid.predict import most_frequent, query_truth
+
+    fill = most_frequent(part.gallery_labels)
+    preds = naive_predictions(part.sims, part.neighbors, part.gallery_labels, fill, threshold)
+    truth = query_truth(part.query_labels, part.gallery_labels)
+    return np.array([precision_at_5([str(x) for x in p], str(t)) for p, t in zip(preds, truth, strict=True)])
+
+
+def test_fit_rule_pools_folds_out_of_fold_and_reports_each() -> None:
+    from whaleid.config import ThresholdConfig
+    from whaleid.predict import query_truth
+
+    rng = np.random.default_rng(5)
+    parts = [_part(rng), _part(rng, q=40)]
+    cfg = ThresholdConfig(step=0.1)
+    fit = fit_rule(parts, cfg, new_ratio=0.2, names=["fold0", "fold3"])
+    # Reference: every threshold of the grid scored by the naive loop over the pooled queries.
+    truths = np.concatenate([query_truth(p.query_labels, p.gallery_labels) for p in parts])
+    is_new = truths == NEW
+
+    def weighted(per_query: np.ndarray, new: np.ndarray) -> float:
+        return 0.2 * per_query[new].mean() + 0.8 * per_query[~new].mean()
+
+    scores = {t: weighted(np.concatenate([_naive_map5(p, t) for p in parts]), is_new) for t in cfg.grid()}
+    best = max(cfg.grid(), key=lambda t: (scores[t], -t))
+    assert fit.rule.threshold == pytest.approx(best)
+    assert fit.metrics["map5"] == pytest.approx(scores[best], abs=1e-6)
+    np.testing.assert_allclose(fit.table["map5"], [scores[t] for t in cfg.grid()], atol=1e-9)
+    for name, part in zip(["fold0", "fold3"], parts, strict=True):
+        own = _naive_map5(part, best)
+        new = query_truth(part.query_labels, part.gallery_labels) == NEW
+        assert fit.metrics["folds"][name] == pytest.approx(weighted(own, new), abs=1e-6)
+    per_fold = list(fit.metrics["folds"].values())
+    assert fit.metrics["folds_mean"] == pytest.approx(np.mean(per_fold), abs=1e-6)
+    assert fit.metrics["folds_std"] == pytest.approx(np.std(per_fold), abs=1e-6)
+    assert fit.metrics["valid_images"] == 100
+
+
+def test_rule_is_applied_as_saved() -> None:
+    import json
+
+    from whaleid.config import ThresholdConfig
+    from whaleid.predict import Rule, apply_rule, candidates
+
+    rng = np.random.default_rng(6)
+    valid, test = _part(rng), _part(rng, q=30)
+    fit = fit_rule([valid], ThresholdConfig(scoring="vote", vote_power=2.0), new_ratio=0.16)
+    saved = Rule.from_dict(json.loads(json.dumps(fit.rule.to_dict())))
+    assert saved == fit.rule and saved.scoring == "vote" and saved.vote_power == 2.0
+    labels, scores = candidates(test.sims, test.neighbors, test.gallery_labels, "vote", 2.0)
+    np.testing.assert_array_equal(apply_rule(saved, test), predict(labels, scores, saved.threshold))
+    # share: the threshold is taken on the queries the rule is applied to.
+    share = Rule(method="share", new_ratio=0.3, threshold=0.99)
+    labels, scores = candidates(test.sims, test.neighbors, test.gallery_labels)
+    got = apply_rule(share, test)
+    np.testing.assert_array_equal(got, predict(labels, scores, share_threshold(scores, 0.3)))
+    assert abs((got[:, 0] == NEW).mean() - 0.3) < 0.05
+    with pytest.raises(ValueError, match="not a whaleid rule"):
+        Rule.from_dict({"threshold": 0.5, "colour": "red"})
+
+
+def test_per_species_rule_maps_by_species_name() -> None:
+    from whaleid.predict import Rule, apply_rule, candidates
+
+    rng = np.random.default_rng(7)
+    test = _part(rng)
+    class_species = np.array(["orca" if c % 2 else "beluga" for c in range(40)], dtype=object)
+    rule = Rule(threshold=0.5, species_thresholds={"orca": 0.9})
+    labels, scores = candidates(test.sims, test.neighbors, test.gallery_labels)
+    want = predict(labels, scores, np.where(labels[:, 0] % 2 == 1, 0.9, 0.5))
+    np.testing.assert_array_equal(apply_rule(rule, test, class_species), want)
+    with pytest.raises(ValueError, match="class_species"):
+        apply_rule(rule, test)

@@ -1,4 +1,11 @@
-"""From nearest neighbours to five predictions, and the new_individual threshold sweep.
+"""The prediction rule, in one place: from nearest neighbours to five predictions with new_individual.
+
+* scoring (``threshold.scoring``): ``max`` ranks individuals by their best similarity, ``vote`` by a weighted vote
+  over the top-k (:func:`candidates`);
+* fitting (:func:`fit_rule`, on validation queries of one or several fold models, out of fold): ``sweep`` takes the
+  grid threshold with the best ``cv.new_ratio``-weighted MAP@5, ``share`` puts new_individual first for
+  ``new_ratio`` of the queries; optional per-species thresholds (species of the top candidate);
+* the fitted :class:`Rule` is saved as JSON and applied as saved (:func:`apply_rule`).
 
 Rule (the reference notebook's intent, without its bugs): neighbours are taken in *descending* similarity; each
 individual keeps its best similarity (first occurrence); the first five distinct individuals are the candidates.
@@ -14,9 +21,13 @@ threshold at once from ``p`` without building a single list.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
 
 import numpy as np
 import pandas as pd
+
+from whaleid.config import ThresholdConfig
+from whaleid.errors import ConfigError
 
 NEW = -1
 N_PRED = 5
@@ -244,11 +255,145 @@ def predict(labels: np.ndarray, scores: np.ndarray, threshold: float | np.ndarra
     return out
 
 
-def predict_from_neighbors(
-    sims: np.ndarray, neighbors: np.ndarray, gallery_labels: np.ndarray, threshold: float | np.ndarray,
-    scoring: str = "max", power: float = 4.0,
-) -> np.ndarray:  # fmt: skip
-    """The whole rule in one call: :func:`candidates`, then :func:`predict` at ``threshold``. (Q, 5) class
-    numbers with :data:`NEW`."""
-    labels, scores = candidates(sims, neighbors, gallery_labels, scoring, power)
-    return predict(labels, scores, threshold)
+def query_truth(query_labels: np.ndarray, gallery_labels: np.ndarray) -> np.ndarray:
+    """Query labels, with :data:`NEW` for individuals absent from the gallery."""
+    query_labels = np.asarray(query_labels)
+    return np.where(np.isin(query_labels, gallery_labels), query_labels, NEW)
+
+
+@dataclass(frozen=True)
+class Neighbours:
+    """A kNN result: ``sims``/``neighbors`` (Q, k) best first, the gallery's labels and, for validation, the
+    queries' labels (class numbers)."""
+
+    sims: np.ndarray
+    neighbors: np.ndarray
+    gallery_labels: np.ndarray
+    query_labels: np.ndarray | None = None
+
+
+@dataclass(frozen=True)
+class Rule:
+    """A fitted new_individual rule, saved as JSON (:meth:`to_dict`) and applied as saved (:func:`apply_rule`).
+
+    ``threshold`` is the global threshold (``method: sweep``); with ``method: share`` the threshold is taken on
+    the queries it is applied to, so that new_individual comes first for ``new_ratio`` of them.
+    ``species_thresholds`` maps species names to their own threshold (species of the top candidate)."""
+
+    scoring: str = "max"
+    vote_power: float = 4.0
+    method: str = "sweep"
+    threshold: float = 0.0
+    new_ratio: float = 0.16
+    species_thresholds: dict[str, float] = field(default_factory=dict)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, raw: dict) -> Rule:
+        known = set(cls.__dataclass_fields__)
+        if not isinstance(raw, dict) or not known >= set(raw) or "threshold" not in raw:
+            raise ConfigError(f"not a whaleid rule (keys {sorted(known)} expected), got {raw!r:.200}")
+        return cls(**raw)
+
+
+def _thresholds_per_query(
+    rule: Rule, labels: np.ndarray, scores: np.ndarray, class_species: np.ndarray | None
+) -> np.ndarray:
+    threshold = share_threshold(scores, rule.new_ratio) if rule.method == "share" else rule.threshold
+    if not rule.species_thresholds:
+        return np.full(len(labels), threshold, dtype=np.float64)
+    if class_species is None:
+        raise ValueError("the rule has per-species thresholds: class_species is needed to apply it")
+    species = np.asarray(class_species, dtype=object)[labels[:, 0]]
+    return np.array([rule.species_thresholds.get(s, threshold) for s in species], dtype=np.float64)
+
+
+def apply_rule(rule: Rule, nn: Neighbours, class_species: np.ndarray | None = None) -> np.ndarray:
+    """Five distinct predictions per query, (Q, 5) class numbers with :data:`NEW`, by ``rule``.
+    ``class_species``: species name of every class (needed for per-species thresholds)."""
+    labels, scores = candidates(nn.sims, nn.neighbors, nn.gallery_labels, rule.scoring, rule.vote_power)
+    return predict(labels, scores, _thresholds_per_query(rule, labels, scores, class_species))
+
+
+@dataclass(frozen=True)
+class RuleFit:
+    """What :func:`fit_rule` returns: the rule, the sweep table (MAP@5 per threshold) and CV metrics."""
+
+    rule: Rule
+    table: pd.DataFrame
+    metrics: dict
+
+
+def _round(x: float) -> float | None:
+    return None if np.isnan(x) else round(float(x), 6)
+
+
+def fit_rule(
+    parts: Sequence[Neighbours],
+    cfg: ThresholdConfig,
+    new_ratio: float,
+    class_species: np.ndarray | None = None,
+    names: Sequence[str] | None = None,
+) -> RuleFit:
+    """Fit the rule on validation queries of one or several fold models (out of fold: every query's candidates
+    come from the model that did not train on it), pooled into one sweep.
+
+    Args:
+        parts: one :class:`Neighbours` with ``query_labels`` per fold model.
+        cfg: the ``threshold`` params block (scoring, grid, method, per-species).
+        new_ratio: the expected share of new individuals in test; weights MAP@5.
+        class_species: species name of every class (for ``cfg.per_species``).
+        names: a name per part (e.g. ``fold0``) for the per-fold metrics.
+
+    Returns:
+        the rule, the pooled sweep table and metrics: the weighted (``map5``), plain, known and new MAP@5 of the
+        pooled queries with the fitted rule, and per part its weighted MAP@5 with mean and standard deviation.
+    """
+    if cfg.per_species and cfg.method != "sweep":
+        raise ConfigError("threshold.per_species works with threshold.method: sweep only; set one of them back.")
+    if not parts:
+        raise ValueError("fit_rule needs at least one set of validation neighbours")
+    names = list(names) if names is not None else [f"part{i}" for i in range(len(parts))]
+    cands = [candidates(p.sims, p.neighbors, p.gallery_labels, cfg.scoring, cfg.vote_power) for p in parts]
+    labels = np.concatenate([c[0] for c in cands])
+    scores = np.concatenate([c[1] for c in cands])
+    truth = np.concatenate([query_truth(p.query_labels, p.gallery_labels) for p in parts])
+    part_of = np.repeat(np.arange(len(parts)), [len(p.sims) for p in parts])
+    grid = cfg.grid()
+    table = sweep(labels, scores, truth, grid, new_ratio)
+    threshold = best_threshold(table) if cfg.method == "sweep" else share_threshold(scores, new_ratio)
+    species: dict[str, float] = {}
+    if cfg.per_species:
+        if class_species is None:
+            raise ValueError("threshold.per_species needs class_species")
+        query_species = np.asarray(class_species, dtype=object)[labels[:, 0]]
+        codes, inverse = np.unique(query_species.astype(str), return_inverse=True)
+        found = species_thresholds(labels, scores, truth, inverse, grid, new_ratio, cfg.min_species_queries)
+        species = {str(codes[s]): t for s, t in sorted(found.items())}
+    rule = Rule(cfg.scoring, cfg.vote_power, cfg.method, float(threshold), new_ratio, species)
+    thr_q = _thresholds_per_query(rule, labels, scores, class_species)
+    per_query = sweep_scores(labels, scores, truth, thr_q[:, None])
+    weighted, overall, known, new = (float(x[0]) for x in blend(per_query, truth, new_ratio))
+    per_part = {
+        name: float(blend(per_query[part_of == i], truth[part_of == i], new_ratio)[0][0])
+        for i, name in enumerate(names)
+    }
+    metrics = {
+        "map5": _round(weighted),
+        "threshold": rule.threshold,
+        "method": cfg.method,
+        "scoring": cfg.scoring,
+        "species_thresholds": species,
+        "map5_unweighted": _round(overall),
+        "map5_known": _round(known),
+        "map5_new": _round(new),
+        "new_ratio": new_ratio,
+        "valid_images": int(len(truth)),
+        "valid_new_share": _round(float(np.mean(truth == NEW))),
+        "folds": {name: _round(v) for name, v in per_part.items()},
+        "folds_mean": _round(float(np.mean(list(per_part.values())))),
+        "folds_std": _round(float(np.std(list(per_part.values())))),
+    }
+    return RuleFit(rule, table, metrics)

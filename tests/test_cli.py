@@ -1,0 +1,47 @@
+"""The `whaleid` command: installed as a console script (pyproject.toml), usable without PYTHONPATH."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import yaml
+
+from whaleid.cli import main
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_models_lists_what_the_params_train_and_submit_with(tmp_path: Path, capsys) -> None:
+    path = tmp_path / "params.yaml"
+    path.write_text(yaml.safe_dump({"fold": 1, "ensemble": {"members": ["fold3", "full"]}}))
+    assert main(["models", "--params", str(path)]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["trained"]["fold1"] == {"path": "models/fold1/model.pt", "validation_fold": 1}
+    assert out["trained"]["full"]["validation_fold"] is None
+    assert out["cv"] == ["fold1", "fold3"] and out["submission"] == ["fold1", "fold3", "full"]
+
+
+def test_params_prints_validated_defaults_and_bad_params_exit_2(tmp_path: Path, capsys) -> None:
+    path = tmp_path / "params.yaml"
+    path.write_text(yaml.safe_dump({"train": {"epochs": 3}}))
+    assert main(["params", "--params", str(path)]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["train"]["epochs"] == 3 and out["threshold"]["scoring"] == "max"
+    path.write_text(yaml.safe_dump({"train": {"epochz": 3}}))
+    assert main(["params", "--params", str(path)]) == 2
+
+
+def test_installed_command_runs_from_another_folder(tmp_path: Path) -> None:
+    # `pip install -e .` (done by `make`) puts a `whaleid` console script beside the interpreter and makes the
+    # package importable without PYTHONPATH.
+    script = Path(sys.executable).parent / "whaleid"
+    assert script.is_file(), "whaleid is not installed: run `pip install -e .` (make does)"
+    env = {"PATH": str(Path(sys.executable).parent), "HOME": str(tmp_path)}
+    proc = subprocess.run([str(script), "--help"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0 and "check" in proc.stdout and "models" in proc.stdout, proc.stderr
+    proc = subprocess.run([sys.executable, "-c", "import whaleid, whaleid.predict; print(whaleid.__file__)"],
+                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60)  # fmt: skip
+    assert proc.returncode == 0 and Path(proc.stdout.strip()).parent == ROOT / "whaleid", proc.stderr

@@ -1,0 +1,129 @@
+"""Training one named model of the pipeline end to end: ``fold<N>`` (trained on every fold but N, validated on
+N each epoch) or ``full`` (trained on every image). Each is the output of its own DVC stage (``train`` for the
+``fold`` model, ``member@<name>`` for ensemble members), so DVC caches it and never trains it twice.
+
+Resumes from ``.whaleid_cache/checkpoints/<name>/last.pt`` when :func:`fingerprint` matches: the training params,
+the training images and the content of the folds, labels, resized-image digest and training code (the import
+closure of ``stages/train.py``, the same files dvc.yaml lists as the stage's code deps).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import logging
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from whaleid.artifacts import check_resized, folds_with_labels, resized_paths
+from whaleid.code import ROOT, code_files
+from whaleid.config import Params, member_fold, to_dict
+from whaleid.data import load_dataset
+from whaleid.device import select_device
+from whaleid.embed import extract_embeddings
+from whaleid.evaluate import cv_score
+from whaleid.heads import dynamic_margins
+from whaleid.io import read_json, save_torch
+from whaleid.model import WhaleNet, model_payload
+from whaleid.paths import CHECKPOINT_DIR, FOLDS, LABELS, RESIZED_DIR, live_dir, model_path
+from whaleid.train import train_model
+
+log = logging.getLogger(__name__)
+
+TRAIN_PARAMS = ("crop", "model", "arcface", "train", "augment")
+
+
+def training_code() -> list[Path]:
+    """The files whose edits make a checkpoint stale: the train stage and everything it imports."""
+    return [ROOT / f for f in code_files("stages.train")]
+
+
+def fingerprint(params: Params, files: list[Path], images: list[str]) -> str:
+    """Hash of everything that changes the trained weights (not runtime settings): the training params, the
+    training image names, and the content of ``files`` (folds, labels, data/resized/info.json with its digest of
+    every resized image, the training code). Edited params, data or code therefore discard the checkpoint,
+    while a DVC checkout or a regeneration of identical files (new modification times) does not.
+    """
+    h = hashlib.sha256()
+    h.update(json.dumps({k: to_dict(getattr(params, k)) for k in TRAIN_PARAMS}, sort_keys=True).encode())
+    h.update(torch.__version__.encode())
+    h.update("\0".join(images).encode())
+    for f in files:
+        h.update(Path(f).read_bytes())
+    return h.hexdigest()[:16]
+
+
+def _epoch_logger(live: object) -> Callable[[dict[str, float]], None]:
+    def on_epoch(row: dict[str, float]) -> None:
+        live.step = int(row["epoch"]) - 1
+        for key, value in row.items():
+            if key != "epoch":
+                live.log_metric(key if key.startswith("valid") else f"train_{key}", float(value))
+        live.next_step()
+
+    return on_epoch
+
+
+def train_member(params: Params, name: str) -> Path:
+    """Train model ``name`` (``foldN`` or ``full``) and write it to :func:`whaleid.paths.model_path`, its curves
+    to :func:`whaleid.paths.live_dir`; return the model path."""
+    from dvclive import Live
+
+    fold = member_fold(name)
+    load_dataset(params.data.dir)
+    check_resized(params)
+    folds, classes = folds_with_labels()
+    species_classes = read_json(LABELS)["species"]
+    if fold is not None and not (folds["fold"] == fold).any():
+        raise ValueError(f"{name}: fold {fold} has no images in {FOLDS}; rerun `dvc repro split`")
+    train_rows = folds if fold is None else folds[folds["fold"] != fold]
+    valid_rows = folds.iloc[:0] if fold is None else folds[folds["fold"] == fold]
+    device = select_device(params.runtime.device)
+    log.info("%s: training on %d images (%d individuals), validating on %d, device %s",
+             name, len(train_rows), train_rows["label"].nunique(), len(valid_rows), device)  # fmt: skip
+
+    torch.manual_seed(params.train.seed)
+    model = WhaleNet(params.model, params.arcface, len(classes), len(species_classes))
+    if params.arcface.dynamic_margin:
+        counts = np.bincount(train_rows["label"].to_numpy(), minlength=len(classes))
+        model.head.set_margins(dynamic_margins(counts, params.arcface.margin_min, params.arcface.margin,
+                                               params.arcface.margin_power))  # fmt: skip
+    train_paths = resized_paths("train_images", train_rows["image"], params.resize.format)
+    valid_paths = resized_paths("train_images", valid_rows["image"], params.resize.format)
+
+    def evaluate(net: torch.nn.Module) -> dict[str, float]:
+        kw = dict(img_size=params.model.img_size, batch_size=2 * params.train.batch_size, device=device,
+                  num_workers=params.runtime.num_workers, progress=False)  # fmt: skip
+        gallery = extract_embeddings(net, train_paths, **kw)
+        queries = extract_embeddings(net, valid_paths, **kw)
+        score = cv_score(queries, valid_rows["label"].to_numpy(), gallery, train_rows["label"].to_numpy(),
+                         params.cv.new_ratio)  # fmt: skip
+        return {"valid_map5": score["map5"], "valid_threshold": score["threshold"]}
+
+    checkpoint = CHECKPOINT_DIR / name / "last.pt"
+    out = model_path(name)
+    fp = fingerprint(params, [FOLDS, LABELS, RESIZED_DIR / "info.json", *training_code()], list(train_rows["image"]))
+    with contextlib.ExitStack() as stack:
+        live = stack.enter_context(Live(dir=str(live_dir(name)), dvcyaml=None, save_dvc_exp=False, report=None))
+        live.log_params({"model": name, "backbone": params.model.backbone, "img_size": params.model.img_size})
+        history = train_model(
+            model, train_paths, train_rows["label"].to_numpy(),
+            cfg=params.train, aug=params.augment, arc=params.arcface, img_size=params.model.img_size,
+            device=device, num_workers=params.runtime.num_workers, checkpoint=checkpoint, fingerprint=fp,
+            evaluate=evaluate if len(valid_rows) else None, on_epoch=_epoch_logger(live),
+            species=train_rows["species_label"].to_numpy(),
+        )  # fmt: skip
+    # A JSON round trip gives the history the same object sharing whether or not it was partly read back from a
+    # checkpoint; pickle's memo would otherwise make a resumed run's model.pt differ in bytes (not in values).
+    history = json.loads(json.dumps(history))
+    payload = model_payload(model.cpu(), params.model, params.arcface, len(classes),
+                            {"fold": fold, "history": history}, n_species=len(species_classes))  # fmt: skip
+    save_torch(out, payload)
+    # The model is safely written: the checkpoint is no longer needed, and a forced rerun must start afresh.
+    checkpoint.unlink(missing_ok=True)
+    log.info("saved %s (final valid MAP@5 %s)", out, history[-1].get("valid_map5", "n/a") if history else "n/a")
+    return out
