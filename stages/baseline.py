@@ -3,10 +3,11 @@ rule, fitted on the `fold` validation fold) -> metrics/baseline.json."""
 
 import logging
 
-from whaleid.artifacts import class_species, folds_with_labels
+from whaleid.artifacts import class_species, folds_with_labels, held_out
 from whaleid.baseline import constant_predictions, pixel_features
 from whaleid.config import Params
 from whaleid.data import load_dataset
+from whaleid.folds import training_rows
 from whaleid.io import write_json
 from whaleid.paths import BASELINE_METRICS
 from whaleid.predict import Neighbours, apply_rule, fit_rule
@@ -23,9 +24,10 @@ def main(params: Params) -> None:
     species = class_species(folds, len(classes))
     feats = pixel_features(ds.train_paths(folds["image"]), params.baseline.pixel_size, params.runtime.n_jobs)
     valid = (folds["fold"] == params.fold).to_numpy()
+    gallery = training_rows(folds["fold"].to_numpy(), held_out(folds), params.fold)
     labels = folds["label"].to_numpy()
-    sims, nbrs = search(feats[~valid], feats[valid], params.knn)
-    fit = fit_rule([Neighbours(sims, nbrs, labels[~valid], labels[valid])], params.threshold, params.cv.new_ratio,
+    sims, nbrs = search(feats[gallery], feats[valid], params.knn)
+    fit = fit_rule([Neighbours(sims, nbrs, labels[gallery], labels[valid])], params.threshold, params.cv.new_ratio,
                    species)  # fmt: skip
     metrics = {"pixel_knn_cv_map5": fit.metrics["map5"], "pixel_knn_threshold": fit.rule.threshold}
     if ds.solution is not None:

@@ -2,14 +2,14 @@
 data/embeddings/<name>/{train,test}.npz.
 
 ``train.npz`` holds every training image in folds.csv order (arrays ``embeddings`` (N, d), ``images``, ``labels``
-(class numbers) and ``folds``), ``test.npz`` every test image in sample_submission order (``labels`` -1).
+(class numbers), ``folds`` and ``held``), ``test.npz`` every test image in sample_submission order (``labels`` -1).
 """
 
 import logging
 
 import numpy as np
 
-from whaleid.artifacts import check_resized, folds_with_labels, resized_paths
+from whaleid.artifacts import check_resized, folds_with_labels, held_out, resized_paths
 from whaleid.config import Params
 from whaleid.data import load_dataset
 from whaleid.device import select_device
@@ -35,7 +35,8 @@ def main(params: Params, name: str) -> None:
     test = extract_embeddings(model, resized_paths("test_images", ds.test_images, fmt), desc=f"{name} test", **kw)
     with atomic_dir(embed_dir(name)) as tmp:
         save_npz(tmp / "train.npz", embeddings=train, images=np.asarray(folds["image"], dtype=str),
-                 labels=folds["label"].to_numpy(), folds=folds["fold"].to_numpy())  # fmt: skip
+                 labels=folds["label"].to_numpy(), folds=folds["fold"].to_numpy(),
+                 held=held_out(folds))  # fmt: skip
         save_npz(tmp / "test.npz", embeddings=test, images=np.asarray(ds.test_images, dtype=str),
                  labels=np.full(len(test), -1, dtype=np.int64))  # fmt: skip
     log.info("%s: %d train and %d test embeddings of dimension %d -> %s", name, len(train), len(test),

@@ -9,11 +9,11 @@ Each file holds ``sims`` (Q, k), ``neighbors`` (Q, k), ``query_images``, ``query
 
 import logging
 
-from whaleid.artifacts import cv_models
+from whaleid.artifacts import cv_models, validation_split
 from whaleid.config import Params
 from whaleid.io import atomic_dir, load_npz, save_npz
 from whaleid.paths import FINAL_DIR, NEIGHBOR_DIR, embed_dir
-from whaleid.retrieval import search, validation_split
+from whaleid.retrieval import search
 from whaleid.stage import run_stage
 
 log = logging.getLogger("whaleid.knn")

@@ -4,7 +4,7 @@ import logging
 
 from whaleid.config import Params
 from whaleid.data import load_dataset
-from whaleid.folds import make_folds
+from whaleid.folds import encode_held, hold_out_new, make_folds, new_shares
 from whaleid.io import write_csv
 from whaleid.paths import FOLDS
 from whaleid.stage import run_stage
@@ -14,13 +14,16 @@ log = logging.getLogger("whaleid.split")
 
 def main(params: Params) -> None:
     train = load_dataset(params.data.dir).train.copy()
-    train["fold"] = make_folds(train, params.cv.n_folds, params.cv.seed)
-    write_csv(FOLDS, train)
-    for fold in range(params.cv.n_folds):
-        valid = train[train["fold"] == fold]
-        seen = set(train.loc[train["fold"] != fold, "individual_id"])
-        new = (~valid["individual_id"].isin(seen)).mean()
-        log.info("fold %d: %d validation images, %.1f%% of them new individuals", fold, len(valid), 100 * new)
+    cv = params.cv
+    folds = make_folds(train, cv.n_folds, cv.seed)
+    held = hold_out_new(train, folds, cv.n_folds, cv.min_new_share, cv.seed)
+    write_csv(FOLDS, train.assign(fold=folds, holdout=encode_held(held)))
+    for row in new_shares(train, folds, held, cv.n_folds).itertuples():
+        added = row.total - row.natural
+        log.info("fold %d: %d validation images, %.1f%% of them new individuals (%.1f%% natural%s)", row.fold,
+                 row.valid_images, 100 * row.total, 100 * row.natural,
+                 f" + {100 * added:.1f}% from {row.held_out_individuals} individuals held out of training"
+                 if row.held_out_individuals else "")  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -27,7 +27,8 @@ def _code_deps(stage: dict) -> list[str]:
 def test_code_deps_are_the_import_closure(name: str) -> None:
     stage = _definition(name)
     module = stage["cmd"].split()[2]  # python -m stages.X [MODEL]
-    assert _code_deps(stage) == [str(p) for p in code_files(module)], f"dvc.yaml deps of {name} are stale"
+    want = [str(p) for p in code_files(module)]
+    assert _code_deps(stage) == want, f"dvc.yaml deps of {name} are stale: run `python -m whaleid.code`"
 
 
 def test_resume_fingerprint_hashes_the_train_stage_code_deps() -> None:

@@ -291,3 +291,20 @@ def test_per_species_rule_maps_by_species_name() -> None:
     np.testing.assert_array_equal(apply_rule(rule, test, class_species), want)
     with pytest.raises(ValueError, match="class_species"):
         apply_rule(rule, test)
+
+
+def test_validation_without_new_individuals_falls_back_to_the_share_rule_with_a_warning(caplog) -> None:
+    from whaleid.config import ThresholdConfig
+    from whaleid.predict import Neighbours, candidates
+
+    rng = np.random.default_rng(8)
+    part = _part(rng)
+    known_only = Neighbours(part.sims, part.neighbors, part.gallery_labels, part.gallery_labels[:60])
+    fit = fit_rule([known_only], ThresholdConfig(), new_ratio=0.25)
+    assert fit.rule.method == "share" and fit.metrics["method"] == "share" and fit.metrics["map5_new"] is None
+    _, scores = candidates(part.sims, part.neighbors, part.gallery_labels)
+    assert fit.rule.threshold == share_threshold(scores, 0.25)
+    assert "validation has no new individuals" in caplog.text and "cv.min_new_share" in caplog.text
+    caplog.clear()
+    fit_rule([part], ThresholdConfig(), new_ratio=0.25)  # with new individuals: the sweep, silently
+    assert "no new individuals" not in caplog.text

@@ -10,16 +10,24 @@ import pandas as pd
 
 from whaleid.config import Params, member_fold, to_dict
 from whaleid.errors import DataError
+from whaleid.folds import decode_held, training_rows
 from whaleid.io import read_json
 from whaleid.paths import FOLDS, LABELS, RESIZED_DIR
 from whaleid.prepare import resized_name
 
 
+def held_out(folds: pd.DataFrame) -> np.ndarray:
+    """(N, n_folds) bool from folds.csv's ``holdout`` column: row i's individual is held out of fold f's training."""
+    return decode_held(folds["holdout"], int(folds["fold"].max()) + 1)
+
+
 def folds_with_labels(folds_path: Path = FOLDS, labels_path: Path = LABELS) -> tuple[pd.DataFrame, list[str]]:
     """folds.csv with ``label`` and ``species_label`` columns (class numbers from labels.json), and the class
     list of individual_id."""
-    folds = pd.read_csv(folds_path, dtype={"image": str, "individual_id": str, "species": str, "fold": int},
-                        keep_default_na=False)  # fmt: skip
+    folds = pd.read_csv(folds_path, dtype={"image": str, "individual_id": str, "species": str, "fold": int,
+                        "holdout": str}, keep_default_na=False)  # fmt: skip
+    if "holdout" not in folds.columns:
+        raise DataError(f"{folds_path} predates held-out individuals (no holdout column); rerun `dvc repro split`")
     encoded = read_json(labels_path)
     classes = encoded["individual_id"]
     index = {c: i for i, c in enumerate(classes)}
@@ -80,3 +88,12 @@ def cv_models(params: Params) -> dict[str, int]:
         if fold is not None:
             out[name] = fold
     return out
+
+
+def validation_split(embeddings: dict[str, np.ndarray], fold: int) -> tuple[dict, dict]:
+    """Split a model's training-image embeddings (arrays ``embeddings``, ``images``, ``labels``, ``folds``,
+    ``held``) into the queries of validation fold ``fold`` and the gallery that model ``fold`` trained on."""
+    is_valid = embeddings["folds"] == fold
+    gallery = training_rows(embeddings["folds"], embeddings["held"], fold)
+    keys = ("embeddings", "images", "labels")
+    return {k: embeddings[k][is_valid] for k in keys}, {k: embeddings[k][gallery] for k in keys}

@@ -33,7 +33,8 @@ from whaleid.config import AugmentConfig
 
 MEAN = (0.485, 0.456, 0.406)
 STD = (0.229, 0.224, 0.225)
-MAX_HOLES = 4
+MAX_HOLES = 4  # coarse dropout: 1 to MAX_HOLES rectangles
+HOLE_SIZE = (0.05, 0.2)  # each rectangle's height and width, as a share of the image's
 
 
 def batch_generator(seed: int, epoch: int, step: int) -> torch.Generator:
@@ -160,7 +161,7 @@ class BatchAugment:
         blur_sigma = uniform(*BLUR_SIGMA)
         do_drop = uniform(0, 1) < cfg.dropout
         holes = torch.randint(1, MAX_HOLES + 1, (b,), generator=generator)
-        hole_size = uniform(0.05, 0.2, MAX_HOLES, 2) * torch.tensor([h, w], dtype=torch.float32)
+        hole_size = uniform(*HOLE_SIZE, MAX_HOLES, 2) * torch.tensor([h, w], dtype=torch.float32)
         hole_pos = uniform(0, 1, MAX_HOLES, 2)
 
         dev = x.device

@@ -55,3 +55,40 @@ def code_files(module: str, root: Path = ROOT) -> list[Path]:
                 todo.append(found)
     files = {p for p in seen if p.name != "__init__.py" or p.read_text(encoding="utf-8").strip()}
     return sorted(p.relative_to(root) for p in files)
+
+
+def sync_dvc_yaml(path: Path) -> list[str]:
+    """Rewrite the code deps (the ``.py`` entries) of every stage in dvc.yaml ``path`` to the closure of the
+    module its ``cmd`` runs, keeping everything else as written; return the names of the stages changed."""
+    lines = path.read_text(encoding="utf-8").splitlines()
+    out: list[str] = []
+    changed: list[str] = []
+    stage, module, i = None, None, 0
+    while i < len(lines):
+        line = lines[i]
+        stripped = line.strip()
+        indent = len(line) - len(line.lstrip())
+        if indent == 2 and stripped.endswith(":") and not stripped.startswith("-"):
+            stage = stripped[:-1]
+        if stripped.startswith("cmd: python -m "):
+            module = stripped.split()[3]
+        if stripped.startswith("- ") and stripped.endswith(".py") and module is not None:
+            item_indent = line[: line.index("-")]
+            old = []
+            while i < len(lines) and lines[i].strip().startswith("- ") and lines[i].strip().endswith(".py"):
+                old.append(lines[i].strip()[2:])
+                i += 1
+            new = [str(p) for p in code_files(module, path.parent)]
+            if new != old:
+                changed.append(str(stage))
+            out.extend(f"{item_indent}- {f}" for f in new)
+            continue
+        out.append(line)
+        i += 1
+    if changed:
+        path.write_text("\n".join(out) + "\n", encoding="utf-8")
+    return changed
+
+
+if __name__ == "__main__":  # python -m whaleid.code: bring dvc.yaml's code deps up to date
+    print("updated code deps of:", ", ".join(sync_dvc_yaml(ROOT / "dvc.yaml")) or "nothing (already up to date)")

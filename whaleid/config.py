@@ -66,6 +66,7 @@ class SampleConfig:
     new_share: float = 0.16
     tail_exponent: float = 2.0
     max_images_per_id: int = 40
+    min_images_per_id: int = 1  # e.g. 6: no rare individuals (as in camera-trap, zoo or farm sets)
     mirror_prob: float = 0.15
     jpeg_quality_min: int = 60
     jpeg_quality_max: int = 95
@@ -79,6 +80,7 @@ class SampleConfig:
         if self.tail_exponent <= 1.0:
             raise ConfigError(f"sample.tail_exponent must be > 1 (a Zipf exponent), got {self.tail_exponent!r}.")
         _check_range("sample", "max_images_per_id", self.max_images_per_id, 1, 100000)
+        _check_range("sample", "min_images_per_id", self.min_images_per_id, 1, self.max_images_per_id)
         _check_range("sample", "mirror_prob", self.mirror_prob, 0.0, 1.0)
         _check_range("sample", "jpeg_quality_min", self.jpeg_quality_min, 1, 100)
         _check_range("sample", "jpeg_quality_max", self.jpeg_quality_max, self.jpeg_quality_min, 100)
@@ -91,10 +93,14 @@ class CVConfig:
     n_folds: int = 5
     seed: int = 42
     new_ratio: float = 0.16  # expected share of new individuals in test; weights validation MAP@5
+    min_new_share: float = (
+        0.16  # hold whole individuals out of a fold's training until its validation has this share new
+    )
 
     def __post_init__(self) -> None:
         _check_range("cv", "n_folds", self.n_folds, 2, 100)
         _check_range("cv", "new_ratio", self.new_ratio, 0.0, 1.0)
+        _check_range("cv", "min_new_share", self.min_new_share, 0.0, 0.9)
 
 
 @dataclass(frozen=True)

@@ -19,13 +19,14 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from whaleid.artifacts import check_resized, folds_with_labels, resized_paths
+from whaleid.artifacts import check_resized, folds_with_labels, held_out, resized_paths
 from whaleid.code import ROOT, code_files
 from whaleid.config import Params, member_fold, to_dict
 from whaleid.data import load_dataset
 from whaleid.device import select_device
 from whaleid.embed import extract_embeddings
 from whaleid.evaluate import cv_score
+from whaleid.folds import training_rows
 from whaleid.heads import dynamic_margins
 from whaleid.io import read_json, save_torch
 from whaleid.model import WhaleNet, model_payload
@@ -80,7 +81,7 @@ def train_member(params: Params, name: str) -> Path:
     species_classes = read_json(LABELS)["species"]
     if fold is not None and not (folds["fold"] == fold).any():
         raise ValueError(f"{name}: fold {fold} has no images in {FOLDS}; rerun `dvc repro split`")
-    train_rows = folds if fold is None else folds[folds["fold"] != fold]
+    train_rows = folds[training_rows(folds["fold"].to_numpy(), held_out(folds), fold)]
     valid_rows = folds.iloc[:0] if fold is None else folds[folds["fold"] == fold]
     device = select_device(params.runtime.device)
     log.info("%s: training on %d images (%d individuals), validating on %d, device %s",

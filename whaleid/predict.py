@@ -20,6 +20,7 @@ threshold at once from ``p`` without building a single list.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 
@@ -29,8 +30,17 @@ import pandas as pd
 from whaleid.config import ThresholdConfig
 from whaleid.errors import ConfigError
 
+log = logging.getLogger(__name__)
+
 NEW = -1
 N_PRED = 5
+
+NO_NEW_WARNING = (
+    "validation has no new individuals (every validation individual is also in training), so the threshold sweep "
+    "cannot learn when to predict new_individual; falling back to threshold.method share: new_individual first for "
+    "cv.new_ratio = {ratio:.0%} of the test images. Raise cv.min_new_share (the split then holds whole individuals "
+    "out of training) to calibrate the threshold, or set threshold.method: share to choose this rule yourself."
+)
 
 
 def most_frequent(labels: np.ndarray, n: int = 20) -> list:
@@ -363,16 +373,20 @@ def fit_rule(
     part_of = np.repeat(np.arange(len(parts)), [len(p.sims) for p in parts])
     grid = cfg.grid()
     table = sweep(labels, scores, truth, grid, new_ratio)
-    threshold = best_threshold(table) if cfg.method == "sweep" else share_threshold(scores, new_ratio)
+    method = cfg.method
+    if method == "sweep" and not (truth == NEW).any():
+        log.warning(NO_NEW_WARNING.format(ratio=new_ratio))
+        method = "share"
+    threshold = best_threshold(table) if method == "sweep" else share_threshold(scores, new_ratio)
     species: dict[str, float] = {}
-    if cfg.per_species:
+    if cfg.per_species and method == "sweep":
         if class_species is None:
             raise ValueError("threshold.per_species needs class_species")
         query_species = np.asarray(class_species, dtype=object)[labels[:, 0]]
         codes, inverse = np.unique(query_species.astype(str), return_inverse=True)
         found = species_thresholds(labels, scores, truth, inverse, grid, new_ratio, cfg.min_species_queries)
         species = {str(codes[s]): t for s, t in sorted(found.items())}
-    rule = Rule(cfg.scoring, cfg.vote_power, cfg.method, float(threshold), new_ratio, species)
+    rule = Rule(cfg.scoring, cfg.vote_power, method, float(threshold), new_ratio, species)
     thr_q = _thresholds_per_query(rule, labels, scores, class_species)
     per_query = sweep_scores(labels, scores, truth, thr_q[:, None])
     weighted, overall, known, new = (float(x[0]) for x in blend(per_query, truth, new_ratio))
@@ -383,7 +397,7 @@ def fit_rule(
     metrics = {
         "map5": _round(weighted),
         "threshold": rule.threshold,
-        "method": cfg.method,
+        "method": method,
         "scoring": cfg.scoring,
         "species_thresholds": species,
         "map5_unweighted": _round(overall),

@@ -76,11 +76,3 @@ def search(
     index = build_index(gallery, cfg, use_gpu)
     sims, idx = index.search(queries, k)
     return sims.astype(np.float32), idx.astype(np.int64)
-
-
-def validation_split(embeddings: dict[str, np.ndarray], fold: int) -> tuple[dict, dict]:
-    """Split a model's training-image embeddings (arrays ``embeddings``, ``images``, ``labels``, ``folds``) into the
-    queries of validation fold ``fold`` and the gallery of the other folds."""
-    is_valid = embeddings["folds"] == fold
-    keys = ("embeddings", "images", "labels")
-    return {k: embeddings[k][is_valid] for k in keys}, {k: embeddings[k][~is_valid] for k in keys}

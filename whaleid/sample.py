@@ -293,12 +293,16 @@ def _render_chunk(jobs: list[tuple[str, Individual, int]], out_dir: str, cfg: Sa
     return boxes
 
 
-def zipf_counts(rng: np.random.Generator, total: int, exponent: float, cap: int) -> list[int]:
-    """Images per individual, Zipf-distributed and capped, summing exactly to ``total``."""
+def zipf_counts(rng: np.random.Generator, total: int, exponent: float, cap: int, floor: int = 1) -> list[int]:
+    """Images per individual, Zipf-distributed, at least ``floor`` and at most ``cap``, summing exactly to ``total``
+    (a remainder smaller than ``floor`` joins the last individual)."""
     counts: list[int] = []
     remaining = total
     while remaining > 0:
-        c = int(min(rng.zipf(exponent), cap, remaining))
+        if counts and remaining < floor:
+            counts[-1] += remaining
+            break
+        c = int(min(max(rng.zipf(exponent), floor), cap, remaining))
         counts.append(c)
         remaining -= c
     return counts
@@ -331,11 +335,15 @@ def plan_dataset(cfg: SampleConfig) -> SamplePlan:
             for k, (i, s) in enumerate(zip(ids, species, strict=True))
         ]
 
-    train_counts = zipf_counts(rng, cfg.n_train, cfg.tail_exponent, cfg.max_images_per_id)
+    train_counts = zipf_counts(rng, cfg.n_train, cfg.tail_exponent, cfg.max_images_per_id, cfg.min_images_per_id)
     known = new_individuals(train_counts)
     n_new_images = int(round(cfg.n_test * cfg.new_share))
     n_known_images = cfg.n_test - n_new_images
-    new_counts = zipf_counts(rng, n_new_images, cfg.tail_exponent, cfg.max_images_per_id) if n_new_images else []
+    new_counts = (
+        zipf_counts(rng, n_new_images, cfg.tail_exponent, cfg.max_images_per_id, cfg.min_images_per_id)
+        if n_new_images
+        else []
+    )
     unseen = new_individuals(new_counts)
     # Known test photos follow the train population (an animal photographed often in train is met often again).
     p_known = np.asarray(train_counts, dtype=np.float64)

@@ -151,7 +151,7 @@ def _setup(model: nn.Module, paths: Sequence[str | Path], labels: Sequence[int] 
     return _Run(loader, sampler, batch_augment, optimizer, scheduler, scaler, dtype, use_species, steps_per_epoch)
 
 
-def _restore(run: _Run, model: nn.Module, checkpoint: Path | None, fingerprint: str) -> TrainState:
+def _restore(run: _Run, model: nn.Module, checkpoint: Path | None, fingerprint: str, epochs: int) -> TrainState:
     """The state to start from: a matching checkpoint's, loaded into the model and optimiser, or a fresh one."""
     resumed = load_checkpoint(checkpoint, fingerprint) if checkpoint is not None else None
     if resumed is None:
@@ -161,7 +161,7 @@ def _restore(run: _Run, model: nn.Module, checkpoint: Path | None, fingerprint: 
     run.scheduler.load_state_dict(resumed["scheduler"])
     run.scaler.load_state_dict(resumed["scaler"])
     torch.set_rng_state(resumed["torch_rng"])
-    log.info("Resuming from %s after epoch %d", checkpoint, int(resumed["epoch"]))
+    log.info("Resuming from %s after epoch %d of %d", checkpoint, int(resumed["epoch"]), epochs)
     return TrainState(epoch=int(resumed["epoch"]), history=list(resumed["history"]))
 
 
@@ -240,7 +240,7 @@ def train_model(
     """
     arc = arc or ArcFaceConfig()
     run = _setup(model, paths, labels, species, cfg, aug, arc, img_size, device, num_workers)
-    state = _restore(run, model, checkpoint, fingerprint)
+    state = _restore(run, model, checkpoint, fingerprint, cfg.epochs)
     if on_epoch is not None:
         for row in state.history:
             on_epoch(row)

@@ -16,7 +16,7 @@ import cv2
 import numpy as np
 import torch
 
-from whaleid.augment import MEAN, STD
+from whaleid.augment import BLUR_SIZES, HOLE_SIZE, MAX_HOLES, MEAN, STD
 from whaleid.config import AugmentConfig
 
 
@@ -72,11 +72,11 @@ def train_transform(img_size: int, aug: AugmentConfig, seed: int = 0) -> Albumen
     if aug.color > 0:
         steps.append(A.RandomBrightnessContrast(aug.brightness, aug.contrast, p=aug.color))
     if aug.blur > 0:
-        steps.append(A.GaussianBlur(blur_limit=(3, 5), p=aug.blur))
+        steps.append(A.GaussianBlur(blur_limit=BLUR_SIZES, p=aug.blur))
     if aug.dropout > 0:
         steps.append(
             A.CoarseDropout(
-                num_holes_range=(1, 4), hole_height_range=(0.05, 0.2), hole_width_range=(0.05, 0.2), p=aug.dropout
+                num_holes_range=(1, MAX_HOLES), hole_height_range=HOLE_SIZE, hole_width_range=HOLE_SIZE, p=aug.dropout
             )
         )
     steps += [A.Normalize(MEAN, STD), ToCHW()]
