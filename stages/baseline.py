@@ -10,10 +10,10 @@ from whaleid.data import load_dataset
 from whaleid.folds import training_rows
 from whaleid.io import write_json
 from whaleid.paths import BASELINE_METRICS
-from whaleid.predict import Neighbours, apply_rule, fit_rule
+from whaleid.predict import Neighbours, apply_rule, fit_rule, oracle_map5
 from whaleid.retrieval import search
 from whaleid.stage import run_stage
-from whaleid.submission import build_submission, labels_to_strings, score_submission
+from whaleid.submission import build_submission, labels_to_strings, score_submission, solution_labels
 
 log = logging.getLogger("whaleid.baseline")
 
@@ -37,6 +37,9 @@ def main(params: Params) -> None:
         sims, nbrs = search(feats, test, params.knn)
         preds = labels_to_strings(apply_rule(fit.rule, Neighbours(sims, nbrs, labels), species), classes)
         metrics["pixel_knn_map5"] = round(score_submission(build_submission(ds.test_images, preds), ds.solution), 6)
+        truth = solution_labels(ds.solution, ds.test_images, classes)
+        best, thr = oracle_map5(Neighbours(sims, nbrs, labels), truth, params.threshold.scoring)
+        metrics |= {"pixel_knn_oracle_map5": round(best, 6), "pixel_knn_oracle_threshold": thr}
     write_json(BASELINE_METRICS, metrics)
     log.info("baselines: %s", ", ".join(f"{k} {v:.4f}" for k, v in metrics.items()))
 

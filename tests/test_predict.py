@@ -308,3 +308,15 @@ def test_validation_without_new_individuals_falls_back_to_the_share_rule_with_a_
     caplog.clear()
     fit_rule([part], ThresholdConfig(), new_ratio=0.25)  # with new individuals: the sweep, silently
     assert "no new individuals" not in caplog.text
+
+
+def test_oracle_map5_is_the_best_test_score_over_the_grid() -> None:
+    from whaleid.predict import oracle_map5, query_truth
+
+    rng = np.random.default_rng(9)
+    part = _part(rng)
+    truth = query_truth(part.query_labels, part.gallery_labels)
+    grid = [0.0, 0.25, 0.5, 0.75, 1.0]
+    best, thr = oracle_map5(part, truth, thresholds=grid)
+    naive = {t: _naive_map5(part, t).mean() for t in grid}
+    assert best == pytest.approx(max(naive.values())) and naive[thr] == pytest.approx(best)

@@ -411,3 +411,15 @@ def fit_rule(
         "folds_std": _round(float(np.std(list(per_part.values())))),
     }
     return RuleFit(rule, table, metrics)
+
+
+def oracle_map5(nn: Neighbours, truth: np.ndarray, scoring: str = "max", power: float = 4.0,
+                thresholds: Sequence[float] | None = None) -> tuple[float, float]:  # fmt: skip
+    """The best plain MAP@5 over ``thresholds`` (default: 0 to 1 by 0.01) when the threshold is chosen on the
+    answers themselves (``truth``: class numbers, :data:`NEW` for new individuals), and that threshold: a ceiling
+    for a method's rule, used to compare methods independently of threshold fitting."""
+    grid = list(thresholds) if thresholds is not None else [round(0.01 * i, 2) for i in range(101)]
+    labels, scores = candidates(nn.sims, nn.neighbors, nn.gallery_labels, scoring, power)
+    per_query = sweep_scores(labels, scores, np.asarray(truth), grid).mean(axis=0)
+    best = int(np.argmax(per_query))
+    return float(per_query[best]), grid[best]

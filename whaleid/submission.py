@@ -64,3 +64,11 @@ def score_submission(frame: pd.DataFrame, solution: pd.DataFrame) -> float:
     if missing:
         raise SubmissionError(f"no answer for image {missing[0]!r} ({len(missing)} in all)")
     return map_at_5([p.split(" ") for p in frame["predictions"]], [truth[i] for i in frame["image"]])
+
+
+def solution_labels(solution: pd.DataFrame, images: Sequence[str], classes: Sequence[str]) -> np.ndarray:
+    """(Q,) class number of the answer for each of ``images`` (:data:`NEW` for new_individual or an id absent
+    from ``classes``)."""
+    index = {c: i for i, c in enumerate(classes)}
+    truth = dict(zip(solution["image"], solution["individual_id"], strict=True))
+    return np.array([index.get(truth[i], NEW) for i in images], dtype=np.int64)
