@@ -4,7 +4,8 @@
   fold's images against its training folds, for (out-of-fold) CV;
 * data/neighbors/test.npz: test images against the submission gallery (data/final, every training image).
 
-Each file holds ``sims`` (Q, k), ``neighbors`` (Q, k), ``query_images``, ``query_labels``, ``gallery_labels``.
+Each file holds ``sims`` (Q, k), ``neighbors`` (Q, k), ``query_images``, ``query_labels``, ``gallery_labels``,
+``gallery_images``.
 """
 
 import logging
@@ -22,7 +23,7 @@ log = logging.getLogger("whaleid.knn")
 def _search(out, query: dict, gallery: dict, params: Params) -> None:
     sims, neighbors = search(gallery["embeddings"], query["embeddings"], params.knn)
     save_npz(out, sims=sims, neighbors=neighbors, query_images=query["images"], query_labels=query["labels"],
-             gallery_labels=gallery["labels"])  # fmt: skip
+             gallery_labels=gallery["labels"], gallery_images=gallery["images"])  # fmt: skip
     log.info("%s: %d queries x top-%d over %d gallery images (%s index)", out.name, len(sims), sims.shape[1],
              len(gallery["labels"]), params.knn.index)  # fmt: skip
 

@@ -4,7 +4,7 @@ Every top-level block of ``params.yaml`` maps to one frozen dataclass below. Loa
 misspelled keys (with a suggestion), wrong types and out-of-range values, naming the offending ``block.key``.
 
 Blocks: ``data``, ``sample``, ``cv``, ``fold`` (a bare int), ``crop``, ``resize``, ``model``, ``arcface``, ``train``,
-``augment``, ``embed``, ``knn``, ``threshold``, ``baseline``, ``ensemble``, ``runtime``.
+``augment``, ``embed``, ``knn``, ``local``, ``threshold``, ``baseline``, ``ensemble``, ``runtime``.
 """
 
 from __future__ import annotations
@@ -336,6 +336,28 @@ class EnsembleConfig:
             raise ConfigError("ensemble.fold_model is false but ensemble.members is empty: no model to submit with.")
 
 
+LOCAL_METHODS = ("none", "sift", "orb", "akaze")
+
+
+@dataclass(frozen=True)
+class LocalConfig:
+    """Local-feature matching fused with the embedding (``whaleid.local``, stages ``keypoints`` and ``local``)."""
+
+    method: str = "none"  # none | sift | orb | akaze
+    max_side: int = 256  # images resized so their longer side is this before keypoints are found
+    max_keypoints: int = 256  # strongest keypoints kept per image
+    ratio: float = 0.8  # Lowe's ratio test
+    ransac_px: float = 8.0  # RANSAC reprojection tolerance, pixels at max_side
+    top_pairs: int = 20  # nearest gallery images matched per query
+
+    def __post_init__(self) -> None:
+        _check_choice("local", "method", self.method, LOCAL_METHODS)
+        _check_range("local", "max_side", self.max_side, 32, 4096)
+        _check_range("local", "max_keypoints", self.max_keypoints, 8, 100000)
+        _check_range("local", "ratio", self.ratio, 0.1, 1.0)
+        _check_positive("local", ransac_px=self.ransac_px, top_pairs=self.top_pairs)
+
+
 DEVICES = ("auto", "cpu", "cuda")
 
 
@@ -372,6 +394,7 @@ class Params:
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     embed: EmbedConfig = field(default_factory=EmbedConfig)
     knn: KnnConfig = field(default_factory=KnnConfig)
+    local: LocalConfig = field(default_factory=LocalConfig)
     threshold: ThresholdConfig = field(default_factory=ThresholdConfig)
     baseline: BaselineConfig = field(default_factory=BaselineConfig)
     ensemble: EnsembleConfig = field(default_factory=EnsembleConfig)

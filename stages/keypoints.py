@@ -1,0 +1,32 @@
+"""DVC stage `keypoints`: local features of every train and test image for local-feature matching (``local.*``,
+see :mod:`whaleid.local`) -> data/keypoints/{train,test}.npz. Nothing is computed with ``local.method: none``."""
+
+import logging
+
+from whaleid.config import Params, to_dict
+from whaleid.data import load_dataset
+from whaleid.io import atomic_dir, save_npz, write_json
+from whaleid.local import detect_all
+from whaleid.paths import KEYPOINT_DIR
+from whaleid.prepare import read_boxes
+from whaleid.stage import run_stage
+
+log = logging.getLogger("whaleid.keypoints")
+
+
+def main(params: Params) -> None:
+    cfg = params.local
+    ds = load_dataset(params.data.dir)
+    with atomic_dir(KEYPOINT_DIR) as tmp:
+        if cfg.method != "none":
+            boxes = read_boxes(params.crop.boxes) if params.crop.boxes else None
+            for split, paths in (("train", ds.train_paths()), ("test", ds.test_paths())):
+                kp = detect_all(paths, boxes, params.crop.margin, cfg, params.runtime.n_jobs, f"keypoints {split}")
+                save_npz(tmp / f"{split}.npz", **kp.arrays())
+                log.info("%s: %d keypoints for %d images (%.0f per image)", split, len(kp.points), len(kp.images),
+                         len(kp.points) / max(1, len(kp.images)))  # fmt: skip
+        write_json(tmp / "info.json", {"local": to_dict(cfg)})
+
+
+if __name__ == "__main__":
+    run_stage("keypoints", main)
