@@ -336,14 +336,14 @@ class EnsembleConfig:
             raise ConfigError("ensemble.fold_model is false but ensemble.members is empty: no model to submit with.")
 
 
-LOCAL_METHODS = ("none", "sift", "orb", "akaze")
+LOCAL_METHODS = ("none", "sift", "orb")
 
 
 @dataclass(frozen=True)
 class LocalConfig:
     """Local-feature matching fused with the embedding (``whaleid.local``, stages ``keypoints`` and ``local``)."""
 
-    method: str = "none"  # none | sift | orb | akaze
+    method: str = "none"  # none | sift | orb
     max_side: int = 256  # images resized so their longer side is this before keypoints are found
     max_keypoints: int = 256  # strongest keypoints kept per image
     ratio: float = 0.8  # Lowe's ratio test

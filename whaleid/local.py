@@ -2,8 +2,8 @@
 fusion): what photo-ID has long relied on for stripes, spots, scars and notches.
 
 * :func:`detect_all` (stage ``keypoints``): every image is decoded once, cropped to its box (``crop.*``), resized so
-  its longer side is ``local.max_side`` and described by at most ``local.max_keypoints`` keypoints (``sift``,
-  ``orb`` or ``akaze``); cached as one ``.npz`` per split (points, descriptors, offsets; no pickle).
+  its longer side is ``local.max_side`` and described by at most ``local.max_keypoints`` keypoints (``sift``
+  or ``orb``; OpenCV 5 keeps AKAZE in its contrib package); cached as one ``.npz`` per split (points, descriptors, offsets; no pickle).
 * :func:`pair_inliers` (stage ``local``): each query is matched against its ``local.top_pairs`` nearest gallery
   images from the Faiss search: nearest-neighbour descriptor matches kept by Lowe's ratio test (``local.ratio``),
   then a RANSAC similarity transform (``cv2.estimateAffinePartial2D``, ``local.ransac_px``); the score of a pair
@@ -34,9 +34,9 @@ log = logging.getLogger(__name__)
 DETECTORS = {
     "sift": lambda n: cv2.SIFT_create(nfeatures=n),
     "orb": lambda n: cv2.ORB_create(nfeatures=n),
-    "akaze": lambda n: cv2.AKAZE_create(),
 }
-BINARY = {"orb", "akaze"}  # Hamming-distance descriptors
+BINARY = {"orb"}  # Hamming-distance descriptors
+MIN_SCALE = 0.25  # a transform shrinking or growing the photo more than 4x is no match (degenerate RANSAC fits)
 
 
 def keypoint_image(path: str | Path, box: Box | None, margin: float, max_side: int) -> np.ndarray:
@@ -101,9 +101,9 @@ def detect_all(paths: Sequence[Path], boxes: dict[str, Box] | None, margin: floa
 
 def match_pair(a: tuple[np.ndarray, np.ndarray], b: tuple[np.ndarray, np.ndarray], binary: bool, ratio: float,
                ransac_px: float, min_matches: int = 4) -> int:  # fmt: skip
-    """Geometric inliers between two images' keypoints: ratio-test matches that a RANSAC similarity transform
-    (rotation, uniform scale, translation) explains within ``ransac_px`` pixels; 0 with fewer than ``min_matches``
-    ratio-test matches."""
+    """Geometric inliers between two images' keypoints: one-to-one ratio-test matches that a RANSAC similarity
+    transform (rotation, uniform scale within [1/4, 4], translation) explains within ``ransac_px`` pixels; 0 with
+    fewer than ``min_matches`` matches or a degenerate transform."""
     (pa, da), (pb, db) = a, b
     if len(da) < 2 or len(db) < 2:
         return 0
@@ -113,14 +113,21 @@ def match_pair(a: tuple[np.ndarray, np.ndarray], b: tuple[np.ndarray, np.ndarray
     else:
         matcher = cv2.BFMatcher(cv2.NORM_L2)
         pairs = matcher.knnMatch(da.astype(np.float32), db.astype(np.float32), k=2)
-    good = [m for m, n in (p for p in pairs if len(p) == 2) if m.distance < ratio * n.distance]
-    if len(good) < min_matches:
+    best: dict[int, cv2.DMatch] = {}  # one-to-one: each keypoint of b keeps its closest ratio-test match
+    for m, n in (p for p in pairs if len(p) == 2):
+        if m.distance < ratio * n.distance and (m.trainIdx not in best or m.distance < best[m.trainIdx].distance):
+            best[m.trainIdx] = m
+    if len(best) < min_matches:
         return 0
+    good = sorted(best.values(), key=lambda m: m.queryIdx)
     src = pa[[m.queryIdx for m in good]]
     dst = pb[[m.trainIdx for m in good]]
-    _, mask = cv2.estimateAffinePartial2D(src, dst, method=cv2.RANSAC, ransacReprojThreshold=ransac_px,
-                                          maxIters=500, confidence=0.99, refineIters=0)  # fmt: skip
-    return 0 if mask is None else int(mask.sum())
+    transform, mask = cv2.estimateAffinePartial2D(src, dst, method=cv2.RANSAC, ransacReprojThreshold=ransac_px,
+                                                  maxIters=500, confidence=0.99, refineIters=0)  # fmt: skip
+    if transform is None or mask is None:
+        return 0
+    scale = float(np.sqrt(abs(np.linalg.det(transform[:, :2]))))
+    return int(mask.sum()) if MIN_SCALE <= scale <= 1 / MIN_SCALE else 0
 
 
 def _match_chunk(jobs: list[tuple[int, int]], query: KeypointSet, gallery: KeypointSet, cfg: LocalConfig) -> list[int]:
