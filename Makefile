@@ -32,7 +32,7 @@ format: $(STAMP)
 check: $(STAMP)
 	whaleid check
 
-BENCHES := train_loop embed resize sweep knn sample_competition_size dry_run
+BENCHES := train_loop embed resize sweep knn local sample_competition_size dry_run
 
 bench: $(STAMP)
 	@for b in $(BENCHES); do echo "## bench/$$b.py"; python -m bench.$$b || exit 1; done

@@ -67,3 +67,25 @@ def test_stage_scripts_are_thin() -> None:
         lines = len(path.read_text().splitlines())
         assert lines <= 60, f"{path.name} has {lines} lines; stage logic belongs in the library"
         assert "from stages" not in path.read_text(), f"{path.name} imports another stage"
+
+
+def test_sync_rewrites_only_stale_code_deps(tmp_path: Path) -> None:
+    from whaleid.code import sync_dvc_yaml
+
+    (tmp_path / "whaleid").mkdir()
+    (tmp_path / "stages").mkdir()
+    (tmp_path / "whaleid/a.py").write_text("X = 1\n")
+    (tmp_path / "whaleid/b.py").write_text("from whaleid import a\n")
+    (tmp_path / "stages/one.py").write_text("from whaleid.b import a\n")
+    (tmp_path / "stages/two.py").write_text("from whaleid import a\n")
+    text = (
+        "stages:\n  one:\n    cmd: python -m stages.one\n    deps:\n      - data/in\n      - stages/one.py\n"
+        "    outs:\n      - out1\n  two:\n    cmd: python -m stages.two\n    deps:\n      - stages/two.py\n"
+        "      - whaleid/a.py\n    outs:\n      - out2\n"
+    )
+    (tmp_path / "dvc.yaml").write_text(text)
+    assert sync_dvc_yaml(tmp_path / "dvc.yaml") == ["one"]
+    stages = yaml.safe_load((tmp_path / "dvc.yaml").read_text())["stages"]
+    assert stages["one"]["deps"] == ["data/in", "stages/one.py", "whaleid/a.py", "whaleid/b.py"]
+    assert stages["two"]["deps"] == ["stages/two.py", "whaleid/a.py"] and stages["one"]["outs"] == ["out1"]
+    assert sync_dvc_yaml(tmp_path / "dvc.yaml") == []  # up to date: nothing rewritten

@@ -46,7 +46,7 @@ def test_repro_then_experiment(tmp_path: Path) -> None:
 
     out = run([*dvc, "exp", "run", "-S", "fold=1"], repo, env)
     reran = {line.split("'")[1] for line in out.splitlines() if line.startswith("Running stage")}
-    assert reran == {"train", "embed", "ensemble", "knn", "threshold", "submit", "score", "baseline"}, reran
+    assert reran == {"train", "embed", "ensemble", "knn", "local", "threshold", "submit", "score", "baseline"}, reran
 
     out = run([*dvc, "exp", "run", "-S", "threshold.step=0.1"], repo, env)
     reran = {line.split("'")[1] for line in out.splitlines() if line.startswith("Running stage")}
@@ -68,24 +68,29 @@ def stages_run(out: str) -> set[str]:
 @pytest.mark.slow
 def test_members_train_in_their_own_stages_once(tmp_path: Path) -> None:
     repo = tmp_path / "repo"
-    env = make_repo(repo, {"ensemble": {"members": ["fold1"]}})
-    assert "member@fold1" in run([*DVC, "dag"], repo, env)
+    env = make_repo(repo, {"cv": {"n_folds": 4}, "ensemble": {"members": ["fold1", "fold3"]}})
+    dag = run([*DVC, "dag"], repo, env)
+    assert "member@fold1" in dag and "member@fold3" in dag and "member_embed@fold3" in dag
     out = run([*DVC, "repro"], repo, env)
-    assert {"train", "member@fold1", "embed", "member_embed@fold1", "ensemble"} <= stages_run(out)
-    assert (repo / "models/fold0/model.pt").is_file() and (repo / "models/fold1/model.pt").is_file()
-    # CV out of fold over both fold models' validation folds, with each fold's own MAP@5.
+    trained = {"train", "member@fold1", "member@fold3"}
+    assert trained | {"embed", "member_embed@fold1", "member_embed@fold3", "ensemble"} <= stages_run(out)
+    assert all((repo / f"models/fold{f}/model.pt").is_file() for f in (0, 1, 3))
+    # CV out of fold over the three fold models' validation folds, with each fold's own MAP@5.
     cv = json.loads((repo / "metrics/cv.json").read_text())
     folds = pd.read_csv(repo / "data/prepared/folds.csv")
-    assert set(cv["folds"]) == {"fold0", "fold1"} and cv["valid_images"] == int(folds["fold"].isin([0, 1]).sum())
+    assert set(cv["folds"]) == {"fold0", "fold1", "fold3"}
+    assert cv["valid_images"] == int(folds["fold"].isin([0, 1, 3]).sum())
     assert min(cv["folds"].values()) <= cv["folds_mean"] <= max(cv["folds"].values())
     run(["git", "add", "-A"], repo, env)
-    run(["git", "commit", "-qm", "two fold models"], repo, env)
+    run(["git", "commit", "-qm", "three fold models"], repo, env)
     assert "Running stage" not in run([*DVC, "repro"], repo, env)  # nothing is trained twice
     assert "up to date" in run([*DVC, "status"], repo, env)
 
+    # -S fold=2: the fold-2 model and what depends on it; the members are not touched.
     out = run([*DVC, "exp", "run", "-S", "fold=2"], repo, env)
-    assert stages_run(out) == {"train", "embed", "ensemble", "knn", "threshold", "submit", "score", "baseline"}
-    assert set(json.loads((repo / "metrics/cv.json").read_text())["folds"]) == {"fold1", "fold2"}
+    assert stages_run(out) == {"train", "embed", "ensemble", "knn", "local", "threshold", "submit", "score",
+                               "baseline"}, out  # fmt: skip
+    assert set(json.loads((repo / "metrics/cv.json").read_text())["folds"]) == {"fold1", "fold2", "fold3"}
 
     # fold 1 becomes the `fold` model: the model member@fold1 trained is restored from DVC's run cache.
     out = run([*DVC, "exp", "run", "-S", "fold=1", "-S", "ensemble.members=[]"], repo, env)
