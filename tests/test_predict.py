@@ -320,3 +320,16 @@ def test_oracle_map5_is_the_best_test_score_over_the_grid() -> None:
     best, thr = oracle_map5(part, truth, thresholds=grid)
     naive = {t: _naive_map5(part, t).mean() for t in grid}
     assert best == pytest.approx(max(naive.values())) and naive[thr] == pytest.approx(best)
+
+
+def test_per_epoch_validation_without_new_individuals_scores_the_fallback_rule() -> None:
+    from whaleid.evaluate import cv_score
+
+    rng = np.random.default_rng(10)
+    gallery = rng.standard_normal((60, 8)).astype(np.float32)
+    gallery /= np.linalg.norm(gallery, axis=1, keepdims=True)
+    labels = np.arange(60) % 12
+    queries = gallery[:20] + 0.1 * rng.standard_normal((20, 8)).astype(np.float32)
+    queries /= np.linalg.norm(queries, axis=1, keepdims=True)
+    score = cv_score(queries, labels[:20], gallery, labels, new_ratio=0.16)  # every query individual is known
+    assert 0.0 < score["map5"] <= 1.0 and score["threshold"] not in [round(0.05 * i, 2) for i in range(21)]

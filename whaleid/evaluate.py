@@ -18,6 +18,8 @@ def cv_score(query_emb: np.ndarray, query_labels: np.ndarray, gallery_emb: np.nd
              new_ratio: float, knn: KnnConfig = EVAL_KNN, rule: ThresholdConfig = EVAL_RULE) -> dict[str, float]:  # fmt: skip
     """Best weighted MAP@5 of the queries against the gallery under ``rule``, and its threshold."""
     sims, neighbors = search(gallery_emb, query_emb, knn)
-    fit = fit_rule([Neighbours(sims, neighbors, np.asarray(gallery_labels), np.asarray(query_labels))], rule, new_ratio)
-    best = fit.table["threshold"] == fit.rule.threshold
-    return {"map5": float(fit.table.loc[best, "map5"].iloc[0]), "threshold": fit.rule.threshold}
+    nn = Neighbours(sims, neighbors, np.asarray(gallery_labels), np.asarray(query_labels))
+    fit = fit_rule([nn], rule, new_ratio, warn=False)
+    on_grid = fit.table["threshold"] == fit.rule.threshold
+    map5 = float(fit.table.loc[on_grid, "map5"].iloc[0]) if on_grid.any() else fit.metrics["map5"]
+    return {"map5": map5, "threshold": fit.rule.threshold}

@@ -346,6 +346,7 @@ def fit_rule(
     new_ratio: float,
     class_species: np.ndarray | None = None,
     names: Sequence[str] | None = None,
+    warn: bool = True,
 ) -> RuleFit:
     """Fit the rule on validation queries of one or several fold models (out of fold: every query's candidates
     come from the model that did not train on it), pooled into one sweep.
@@ -356,6 +357,7 @@ def fit_rule(
         new_ratio: the expected share of new individuals in test; weights MAP@5.
         class_species: species name of every class (for ``cfg.per_species``).
         names: a name per part (e.g. ``fold0``) for the per-fold metrics.
+        warn: log a warning when validation has no new individuals (the rule then falls back to ``share``).
 
     Returns:
         the rule, the pooled sweep table and metrics: the weighted (``map5``), plain, known and new MAP@5 of the
@@ -375,7 +377,8 @@ def fit_rule(
     table = sweep(labels, scores, truth, grid, new_ratio)
     method = cfg.method
     if method == "sweep" and not (truth == NEW).any():
-        log.warning(NO_NEW_WARNING.format(ratio=new_ratio))
+        if warn:
+            log.warning(NO_NEW_WARNING.format(ratio=new_ratio))
         method = "share"
     threshold = best_threshold(table) if method == "sweep" else share_threshold(scores, new_ratio)
     species: dict[str, float] = {}
