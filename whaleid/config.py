@@ -343,7 +343,7 @@ LOCAL_METHODS = ("none", "sift", "orb")
 class LocalConfig:
     """Local-feature matching fused with the embedding (``whaleid.local``, stages ``keypoints`` and ``local``)."""
 
-    method: str = "none"  # none | sift | orb
+    method: str = "sift"  # none | sift | orb
     max_side: int = 256  # images resized so their longer side is this before keypoints are found
     max_keypoints: int = 256  # strongest keypoints kept per image
     ratio: float = 0.8  # Lowe's ratio test
