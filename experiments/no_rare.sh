@@ -44,6 +44,7 @@ p["crop"]["boxes"] = boxes or None
 p["train"]["seed"] = seed
 if cfg != "before":
     p["cv"]["min_new_share"] = min_new
+    p["local"]["method"] = "none"  # the code before had no local features: compare the split alone
 yaml.safe_dump(p, open("params.yaml", "w"), sort_keys=False)
 PY
     )
