@@ -6,10 +6,10 @@ import pandas as pd
 
 from whaleid.config import Params
 from whaleid.data import load_dataset
-from whaleid.io import write_json
-from whaleid.paths import LB_METRICS, SUBMISSION
+from whaleid.io import read_json, write_json
+from whaleid.paths import LABELS, LB_METRICS, SUBMISSION
 from whaleid.stage import run_stage
-from whaleid.submission import score_submission
+from whaleid.submission import score_submission, validate_submission
 
 log = logging.getLogger("whaleid.score")
 
@@ -21,6 +21,7 @@ def main(params: Params) -> None:
         log.info("no solution.csv: nothing to score locally")
         return
     frame = pd.read_csv(SUBMISSION, dtype=str, keep_default_na=False)
+    validate_submission(frame, ds.test_images, read_json(LABELS)["individual_id"])
     score = score_submission(frame, ds.solution)
     write_json(LB_METRICS, {"map5": round(score, 6), "test_images": len(frame)})
     log.info("LB MAP@5 %.4f on %d test images", score, len(frame))

@@ -123,3 +123,14 @@ def test_ensemble_members() -> None:
             params_from_dict({"fold": 2, "ensemble": {"members": members}})
     with pytest.raises(ConfigError, match="no model to submit with"):
         params_from_dict({"ensemble": {"fold_model": False}})
+
+
+def test_yaml_1_1_float_strings_are_numbers_as_dvc_reads_them(tmp_path: Path) -> None:
+    path = tmp_path / "params.yaml"
+    path.write_text("train:\n  lr: 3e-3\n  head_lr: 1E-2\narcface:\n  scale: 3.0e+1\n", encoding="utf-8")
+    params = load_params(path)
+    assert params.train.lr == 0.003 and params.train.head_lr == 0.01 and params.arcface.scale == 30.0
+    with pytest.raises(ConfigError, match="train.lr must be float"):
+        params_from_dict({"train": {"lr": "fast"}})
+    with pytest.raises(ConfigError, match="train.epochs must be int"):
+        params_from_dict({"train": {"epochs": "3e1"}})  # only float keys take number text

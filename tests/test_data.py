@@ -215,3 +215,30 @@ def test_check_command(dataset_copy: Path, tmp_path: Path) -> None:
     (dataset_copy / "train_images" / name).write_bytes(b"\xff\xd8\xff\xe0 cut short")
     params.write_text("train:\n  epoch: 3\n", encoding="utf-8")
     assert main([str(dataset_copy), "--params", str(params)]) == 2
+
+
+@pytest.mark.parametrize("col,bad,message", [
+    ("individual_id", "whale 350009c5283e", "contains whitespace.*'whale_350009c5283e'"),
+    ("individual_id", "350009c5283e ", "contains whitespace"),
+    ("species", "\\tbeluga", "contains whitespace"),
+    ("individual_id", "new_individual", "reserved"),
+    ("individual_id", "New_Individual", "reserved"),
+])  # fmt: skip
+def test_ids_that_would_break_the_submission_are_refused_naming_the_line(
+    dataset_copy: Path, col: str, bad: str, message: str
+) -> None:
+    csv = dataset_copy / "train.csv"
+    frame = pd.read_csv(csv, dtype=str)
+    frame.loc[3, col] = bad.replace("\\t", "\t")
+    frame.to_csv(csv, index=False)
+    with pytest.raises(DataError, match=rf"train.csv:5: {col} .*{message}"):
+        load_dataset(dataset_copy)
+
+
+def test_ids_differing_only_in_case_are_refused(dataset_copy: Path) -> None:
+    csv = dataset_copy / "train.csv"
+    frame = pd.read_csv(csv, dtype=str)
+    frame.loc[1, "individual_id"] = frame.loc[0, "individual_id"].upper()  # generated ids are lower-case hex
+    frame.to_csv(csv, index=False)
+    with pytest.raises(DataError, match=r"individual_id values .* differ only in letter case; use one spelling"):
+        load_dataset(dataset_copy)

@@ -221,3 +221,14 @@ def test_missing_stage_input_exits_2_naming_it(workdir: Path) -> None:
     proc = run_module("knn", workdir)
     assert proc.returncode == 2 and "data/embeddings/fold0/train.npz is missing" in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+def test_score_validates_the_submission_before_scoring(workdir: Path) -> None:
+    run_ok(workdir, "encode")
+    solution = pd.read_csv(workdir / "data/in/solution.csv", dtype=str)
+    (workdir / "submissions").mkdir()
+    short = pd.DataFrame({"image": solution["image"][:10], "predictions": "new_individual a b c d"})
+    short.to_csv(workdir / "submissions/submission.csv", index=False)
+    proc = run_module("score", workdir)
+    assert proc.returncode == 2 and "10 rows for 60 test images" in proc.stderr, proc.stderr
+    assert not (workdir / "metrics/lb.json").exists()

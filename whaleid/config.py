@@ -451,6 +451,14 @@ MOVED = {
 }
 
 
+_FLOAT_TEXT = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?")
+
+
+def _scalar_types(annotation: Any) -> tuple:
+    origin = typing.get_origin(annotation)
+    return typing.get_args(annotation) if origin in (typing.Union, types.UnionType) else (annotation,)
+
+
 def build_block(cls: type, raw: Any, block: str) -> Any:
     """Build dataclass ``cls`` from the mapping ``raw``, naming ``block.key`` in every error."""
     if raw is None:
@@ -467,6 +475,8 @@ def build_block(cls: type, raw: Any, block: str) -> Any:
             raise ConfigError(f"Unknown key {block}.{key}.{_suggest(str(key), names)} Valid keys: {', '.join(names)}.")
         if isinstance(value, float) and hints[key] is int and value.is_integer():
             value = int(value)
+        if isinstance(value, str) and float in _scalar_types(hints[key]) and _FLOAT_TEXT.fullmatch(value.strip()):
+            value = float(value)  # YAML 1.1 reads `3e-3` as a string; DVC and YAML 1.2 read it as a number
         if not _type_ok(value, hints[key]):
             raise ConfigError(f"{block}.{key} must be {_type_name(hints[key])}, got {type(value).__name__} {value!r}.")
         values[key] = value

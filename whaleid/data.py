@@ -6,8 +6,8 @@ Layout (``load_dataset``)::
 
 Validation raises :class:`DataError` naming the file and CSV line for: a missing file, folder or column, an
 empty or unparsable CSV, empty cells, duplicate image rows, an image listed but absent, an image name that
-escapes its folder, an empty ``test_images/``, and a ``sample_submission.csv`` that disagrees with
-``test_images/``. ``check_images`` decodes every file and names unreadable or truncated ones.
+escapes its folder, an empty ``test_images/``, a ``sample_submission.csv`` that disagrees with
+``test_images/``, and ids or species with whitespace, the reserved ``new_individual`` or case-only differences. ``check_images`` decodes every file and names unreadable or truncated ones.
 
 ``read_image`` returns RGB uint8 whatever the file holds: grayscale, RGBA, CMYK and 16-bit images are converted,
 and EXIF orientation is applied.
@@ -76,6 +76,32 @@ def read_csv(path: Path, columns: Sequence[str]) -> pd.DataFrame:
     return frame.reset_index(drop=True)
 
 
+def check_labels(frame: pd.DataFrame, path: Path, columns: Sequence[str] = ("individual_id", "species")) -> None:
+    """Reject ids and species that would break the submission or silently split a class: whitespace anywhere
+    (Kaggle separates predictions with spaces; a trailing space makes a second class), the reserved
+    ``new_individual``, and names equal but for letter case (``Whale_1`` and ``whale_1``: one animal or two?)."""
+    for col in columns:
+        values = frame[col]
+        spaced = values.str.contains(r"\s", regex=True)
+        if spaced.any():
+            i = int(np.flatnonzero(spaced.to_numpy())[0])
+            raise DataError(f"{path}:{i + 2}: {col} {values.iloc[i]!r} contains whitespace ({int(spaced.sum())} "
+                            f"row(s) in all); ids must be single tokens, e.g. {'_'.join(values.iloc[i].split())!r}.")  # fmt: skip
+        reserved = values.str.lower() == NEW_INDIVIDUAL
+        if reserved.any():
+            i = int(np.flatnonzero(reserved.to_numpy())[0])
+            raise DataError(f"{path}:{i + 2}: {col} {values.iloc[i]!r} is reserved for the prediction of an unseen "
+                            f"animal; rename it.")  # fmt: skip
+        distinct = pd.Series(values.unique())
+        clash = distinct[distinct.str.lower().duplicated(keep=False)]
+        if len(clash):
+            first = clash.str.lower().iloc[0]
+            names = sorted(clash[clash.str.lower() == first])
+            lines = [int(np.flatnonzero((values == n).to_numpy())[0]) + 2 for n in names]
+            raise DataError(f"{path}: {col} values {' and '.join(map(repr, names))} (lines "
+                            f"{', '.join(map(str, lines))}) differ only in letter case; use one spelling.")  # fmt: skip
+
+
 def safe_name(name: str, where: str) -> str:
     """Reject image names that could point outside their images folder."""
     if (
@@ -137,6 +163,7 @@ def load_dataset(root: str | Path) -> KaggleDataset:
         raise DataError(f"{root}: dataset folder not found. Set data.dir in params.yaml to the unpacked Kaggle data.")
     train_csv = root / "train.csv"
     train = read_csv(train_csv, TRAIN_COLUMNS)
+    check_labels(train, train_csv)
     _check_listed(train, train_csv, root / "train_images")
     test_dir = root / "test_images"
     if not test_dir.is_dir():
