@@ -27,7 +27,7 @@ fi
 for seed in $SEEDS; do
   for cfg in $CONFIGS; do
     dir=$WORK/$cfg-$seed
-    [[ -f $dir/metrics/lb.json ]] && continue
+    [[ -f $dir/.done ]] && continue  # (metrics/*.json are tracked, so a fresh worktree already has them)
     rev=HEAD
     [[ $cfg == before ]] && rev=$BEFORE
     rm -rf "$dir"
@@ -49,6 +49,7 @@ yaml.safe_dump(p, open("params.yaml", "w"), sort_keys=False)
 PY
     )
     (cd "$dir" && PYTHONPATH=$dir dvc repro -q > repro.log 2>&1) || { tail -20 "$dir/repro.log"; exit 1; }
+    touch "$dir/.done"
   done
 done
 python - "$WORK" "$SEEDS" "$CONFIGS" "$DATA" <<'PY'
