@@ -4,6 +4,7 @@
 #   before  the code before held-out individuals (commit db5d521): the sweep silently picks threshold 0
 #   share   this code with cv.min_new_share 0: no held-out individuals, the rule falls back to the share method
 #   split   this code's default (cv.min_new_share 0.16): whole individuals held out of each fold's training
+#   splitfull  split, but the submission embeds with a `full` member trained on every image (CONFIGS=splitfull)
 # Each run is a full `dvc repro` in its own git worktree under $WORK (default /tmp/whaleid-norare); the table is
 # printed at the end. About 3 minutes per run on 2 cores: SEEDS="42 43" CONFIGS="before share split" -> ~20 min.
 # DATA=/path/to/kaggle-layout-set (with solution.csv) runs the same on another dataset, e.g. a real one made by
@@ -45,6 +46,8 @@ p["train"]["seed"] = seed
 if cfg != "before":
     p["cv"]["min_new_share"] = min_new
     p["local"]["method"] = "none"  # the code before had no local features: compare the split alone
+if cfg == "splitfull":  # threshold from the held-out split's CV, submission from a model trained on every image
+    p["ensemble"] = {"members": ["full"], "fold_model": False}
 yaml.safe_dump(p, open("params.yaml", "w"), sort_keys=False)
 PY
     )
