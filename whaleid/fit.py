@@ -25,6 +25,7 @@ from whaleid.config import Params, member_fold, to_dict
 from whaleid.data import load_dataset
 from whaleid.device import select_device
 from whaleid.embed import extract_embeddings
+from whaleid.errors import DataError
 from whaleid.evaluate import cv_score
 from whaleid.folds import training_rows
 from whaleid.heads import dynamic_margins
@@ -80,7 +81,7 @@ def train_member(params: Params, name: str) -> Path:
     folds, classes = folds_with_labels()
     species_classes = read_json(LABELS)["species"]
     if fold is not None and not (folds["fold"] == fold).any():
-        raise ValueError(f"{name}: fold {fold} has no images in {FOLDS}; rerun `dvc repro split`")
+        raise DataError(f"{name}: fold {fold} has no images in {FOLDS}; rerun `dvc repro split` (or lower cv.n_folds)")
     train_rows = folds[training_rows(folds["fold"].to_numpy(), held_out(folds), fold)]
     valid_rows = folds.iloc[:0] if fold is None else folds[folds["fold"] == fold]
     device = select_device(params.runtime.device)

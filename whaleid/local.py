@@ -140,10 +140,9 @@ def pair_inliers(query: KeypointSet, gallery: KeypointSet, query_rows: np.ndarra
     """(Q, k) inliers between query ``query_rows[q]`` and gallery ``neighbor_rows[q, j]`` (rows of the keypoint
     sets) for the first ``cfg.top_pairs`` neighbours of each query; 0 beyond them and where a row is -1."""
     top = min(cfg.top_pairs, neighbor_rows.shape[1])
-    jobs = [(int(query_rows[q]), int(neighbor_rows[q, j])) for q in range(len(query_rows)) for j in range(top)
-            if neighbor_rows[q, j] >= 0 and query_rows[q] >= 0]  # fmt: skip
     where = [(q, j) for q in range(len(query_rows)) for j in range(top)
              if neighbor_rows[q, j] >= 0 and query_rows[q] >= 0]  # fmt: skip
+    jobs = [(int(query_rows[q]), int(neighbor_rows[q, j])) for q, j in where]
     counts = map_chunks(_match_chunk, jobs, query, gallery, cfg, chunk_size=256, n_jobs=n_jobs, desc=desc,
                         unit="pair")  # fmt: skip
     out = np.zeros(neighbor_rows.shape, dtype=np.int32)
