@@ -215,12 +215,13 @@ def fuse_neighbours(valid: dict[str, dict[str, np.ndarray]], test: dict[str, np.
     (same keys as given, ``sims``/``neighbors`` replaced), the calibration and statistics."""
     top = cfg.top_pairs
     inl = {name: neighbour_inliers(nn, train_kp, train_kp, cfg, n_jobs, f"match {name}") for name, nn in valid.items()}
-    sims = np.concatenate([nn["sims"][:, :top].ravel() for nn in valid.values()])
-    counts = np.concatenate([inl[n][:, :top].ravel() for n in valid])
+    real = np.concatenate([(nn["neighbors"][:, :top] >= 0).ravel() for nn in valid.values()])  # not -1 slots
+    sims = np.concatenate([nn["sims"][:, :top].ravel() for nn in valid.values()])[real]
+    counts = np.concatenate([inl[n][:, :top].ravel() for n in valid])[real]
     same = np.concatenate([
         (nn["gallery_labels"][np.clip(nn["neighbors"][:, :top], 0, None)] == nn["query_labels"][:, None]).ravel()
         for nn in valid.values()
-    ])  # fmt: skip
+    ])[real]  # fmt: skip
     calibration = Calibration.fit(sims, counts, same)
     test_inl = neighbour_inliers(test, test_kp, train_kp, cfg, n_jobs, "match test")
 

@@ -200,9 +200,10 @@ def species_thresholds(
     return out
 
 
-def query_thresholds(query_species: np.ndarray, global_thr: float, per_species: dict[int, float]) -> np.ndarray:
-    """(Q,) threshold per query: its species' own threshold where there is one, else the global one."""
-    return np.array([per_species.get(int(s), global_thr) for s in query_species], dtype=np.float64)
+def query_thresholds(query_species: np.ndarray, global_thr: float, per_species: dict) -> np.ndarray:
+    """(Q,) threshold per query: its species' own threshold where there is one, else the global one (species as
+    numbers or names, as ``per_species`` keys them)."""
+    return np.array([per_species.get(s, global_thr) for s in query_species.tolist()], dtype=np.float64)
 
 
 def sweep_scores(labels: np.ndarray, scores: np.ndarray, truth: np.ndarray, thresholds: Sequence[float]) -> np.ndarray:
@@ -316,8 +317,7 @@ def _thresholds_per_query(
         return np.full(len(labels), threshold, dtype=np.float64)
     if class_species is None:
         raise ValueError("the rule has per-species thresholds: class_species is needed to apply it")
-    species = np.asarray(class_species, dtype=object)[labels[:, 0]]
-    return np.array([rule.species_thresholds.get(s, threshold) for s in species], dtype=np.float64)
+    return query_thresholds(np.asarray(class_species, dtype=object)[labels[:, 0]], threshold, rule.species_thresholds)
 
 
 def apply_rule(rule: Rule, nn: Neighbours, class_species: np.ndarray | None = None) -> np.ndarray:
