@@ -1,6 +1,6 @@
 """`whaleid check [DATA_DIR] [--params params.yaml]` (or `python -m whaleid.check`): validate params and a dataset without training.
 
-Checks the params file (keys, types, ranges, the backbone name, the local weights file and the crop boxes CSV),
+Checks the params file (keys, types, ranges, the backbone name, the pretrained weights (hub cache or local file) and the crop boxes CSV),
 the Kaggle layout and CSVs, and decodes every image in parallel. Exit status 0 when all is well, 2 with one line per problem otherwise.
 """
 
@@ -27,7 +27,7 @@ def run_checks(data_dir: str | None, params_path: str = "params.yaml", decode: b
         data_dir = data_dir or params.data.dir
         from whaleid.model import create_backbone
 
-        create_backbone(params.model.backbone)
+        create_backbone(params.model.backbone, params.model.pretrained)
         if params.model.weights:
             from whaleid.model import load_backbone_weights
 

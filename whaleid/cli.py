@@ -2,7 +2,9 @@
 
 * ``whaleid check [DATA_DIR]``: validate the params file and a dataset (every image decoded) without training;
 * ``whaleid params``: the validated params, defaults filled in, as JSON;
-* ``whaleid models``: which models the params train, use for CV and combine for the submission.
+* ``whaleid models``: which models the params train, use for CV and combine for the submission;
+* ``whaleid convert-weights SRC DST --backbone NAME``: an ``efficientnet_pytorch`` checkpoint renamed to a timm
+  backbone's names, saved as ``.safetensors`` for ``model.weights``.
 """
 
 from __future__ import annotations
@@ -31,6 +33,30 @@ def _models(params: Params) -> dict[str, object]:
     }
 
 
+def _convert(src: str, dst: str, backbone: str) -> int:
+    import torch
+    from safetensors.torch import save_file
+
+    from whaleid.io import atomic_path
+    from whaleid.weights import convert_efficientnet_pytorch
+
+    setup_logging()
+    try:
+        try:
+            state = torch.load(src, map_location="cpu", weights_only=True)
+        except Exception as exc:  # noqa: BLE001 - missing file, or the safe unpickler's many error types
+            raise WhaleidError(f"{src}: not a readable tensor state dict ({type(exc).__name__}: {exc})") from None
+        converted = convert_efficientnet_pytorch(state, backbone)
+    except WhaleidError as exc:
+        log.error("%s", exc)
+        return 2
+    with atomic_path(dst) as tmp:
+        save_file({k: v.contiguous() for k, v in converted.items()}, str(tmp))
+    log.info("%s: %d tensors renamed for %s -> %s (use it as model.weights with model.backbone %s)", src,
+             len(converted), backbone, dst, backbone)  # fmt: skip
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     """The ``whaleid`` command."""
     parser = argparse.ArgumentParser(prog="whaleid", description="Photo-ID of individual animals (Happywhale layout).")
@@ -43,7 +69,15 @@ def main(argv: list[str] | None = None) -> int:
                       ("models", "print which models the params train, use for CV and submit with")):  # fmt: skip
         p = sub.add_parser(cmd, help=text)
         p.add_argument("--params", default="params.yaml", help="params file")
+    conv = sub.add_parser("convert-weights", help="rename an efficientnet_pytorch checkpoint to timm names "
+                          "(.safetensors, for model.weights)")  # fmt: skip
+    conv.add_argument("src", help="efficientnet_pytorch state dict (.pth), e.g. efficientnet-lite0-57934424.pth")
+    conv.add_argument("dst", help="output .safetensors file")
+    conv.add_argument("--backbone", required=True, help="timm model of the same architecture, e.g. "
+                      "tf_efficientnet_lite0 (efficientnet-lite0) or efficientnet_b0 (efficientnet-b0)")  # fmt: skip
     args = parser.parse_args(argv)
+    if args.command == "convert-weights":
+        return _convert(args.src, args.dst, args.backbone)
     if args.command == "check":
         from whaleid.check import run_checks
 

@@ -135,7 +135,8 @@ class ModelConfig:
     """Backbone + GeM pooling + embedding neck."""
 
     backbone: str = "test_resnet"
-    weights: str | None = None
+    pretrained: bool = False  # timm's pretrained weights from the Hugging Face hub (cache, HF_HOME, HF_HUB_OFFLINE)
+    weights: str | None = None  # or a local .safetensors / .pt state dict
     img_size: int = 64
     embedding_dim: int = 128
     gem_p: float = 3.0
@@ -146,6 +147,9 @@ class ModelConfig:
         _check_positive("model", embedding_dim=self.embedding_dim, gem_p=self.gem_p)
         _check_range("model", "img_size", self.img_size, 16, 4096)
         _check_range("model", "dropout", self.dropout, 0.0, 0.99)
+        if self.pretrained and self.weights:
+            raise ConfigError("model.pretrained and model.weights are both set: choose the hub's weights "
+                              "(pretrained: true) or a local file (weights: PATH), not both.")  # fmt: skip
 
 
 @dataclass(frozen=True)

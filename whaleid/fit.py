@@ -31,8 +31,9 @@ from whaleid.folds import training_rows
 from whaleid.heads import dynamic_margins
 from whaleid.io import read_json, save_torch
 from whaleid.model import WhaleNet, model_payload
-from whaleid.paths import CHECKPOINT_DIR, FOLDS, LABELS, RESIZED_DIR, live_dir, model_path
+from whaleid.paths import CHECKPOINT_DIR, FOLDS, LABELS, RESIZED_DIR, WEIGHTS_ID, live_dir, model_path
 from whaleid.train import train_model
+from whaleid.weights import identity
 
 log = logging.getLogger(__name__)
 
@@ -88,6 +89,10 @@ def train_member(params: Params, name: str) -> Path:
     log.info("%s: training on %d images (%d individuals), validating on %d, device %s",
              name, len(train_rows), train_rows["label"].nunique(), len(valid_rows), device)  # fmt: skip
 
+    weights = read_json(WEIGHTS_ID)
+    if weights != (now := identity(params.model)):
+        raise DataError(f"{WEIGHTS_ID} says the backbone starts from {weights}, but model.* now gives {now}: "
+                        "the weights changed since stage `weights` ran; rerun `dvc repro`")  # fmt: skip
     torch.manual_seed(params.train.seed)
     model = WhaleNet(params.model, params.arcface, len(classes), len(species_classes))
     if params.arcface.dynamic_margin:
@@ -108,7 +113,8 @@ def train_member(params: Params, name: str) -> Path:
 
     checkpoint = CHECKPOINT_DIR / name / "last.pt"
     out = model_path(name)
-    fp = fingerprint(params, [FOLDS, LABELS, RESIZED_DIR / "info.json", *training_code()], list(train_rows["image"]))
+    fp = fingerprint(params, [FOLDS, LABELS, RESIZED_DIR / "info.json", WEIGHTS_ID, *training_code()],
+                     list(train_rows["image"]))  # fmt: skip
     with contextlib.ExitStack() as stack:
         live = stack.enter_context(Live(dir=str(live_dir(name)), dvcyaml=None, save_dvc_exp=False, report=None))
         live.log_params({"model": name, "backbone": params.model.backbone, "img_size": params.model.img_size})
@@ -123,7 +129,7 @@ def train_member(params: Params, name: str) -> Path:
     # checkpoint; pickle's memo would otherwise make a resumed run's model.pt differ in bytes (not in values).
     history = json.loads(json.dumps(history))
     payload = model_payload(model.cpu(), params.model, params.arcface, len(classes),
-                            {"fold": fold, "history": history}, n_species=len(species_classes))  # fmt: skip
+                            {"fold": fold, "history": history, "weights": weights}, n_species=len(species_classes))  # fmt: skip
     save_torch(out, payload)
     # The model is safely written: the checkpoint is no longer needed, and a forced rerun must start afresh.
     checkpoint.unlink(missing_ok=True)

@@ -1,8 +1,9 @@
 """Embedding model: any timm backbone, GeM pooling, a linear + BatchNorm neck, and a margin head.
 
-``build_model`` creates the backbone without a classifier or pooling (``num_classes=0, global_pool=''``) and never
-downloads: optional pretrained weights come from a local file (``model.weights``: ``.safetensors``, or a
-``.pt``/``.pth`` state dict loaded with ``weights_only=True``).
+The backbone is created without a classifier or pooling (``num_classes=0, global_pool=''``). Its initial weights
+are random, timm's pretrained ones from the Hugging Face hub cache (``model.pretrained``), or a local file
+(``model.weights``: ``.safetensors``, or a ``.pt``/``.pth`` state dict loaded with ``weights_only=True``); see
+:mod:`whaleid.weights`. Pretrained backbones see their inputs normalised with their own mean and std.
 """
 
 from __future__ import annotations
@@ -16,8 +17,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from whaleid.augment import MEAN, STD
 from whaleid.config import ArcFaceConfig, ConfigError, ModelConfig
 from whaleid.heads import ArcFace
+from whaleid.weights import HUB_PREFIX, hub_repo, offline_hint
 
 
 class GeM(nn.Module):
@@ -34,13 +37,20 @@ class GeM(nn.Module):
         return pooled.pow(1.0 / p).to(x.dtype)
 
 
-def create_backbone(name: str) -> nn.Module:
-    """A timm model by name, without classifier and pooling; unknown names get close suggestions."""
-    if not timm.is_model(name):
+def create_backbone(name: str, pretrained: bool = False) -> nn.Module:
+    """A timm model by name (or ``hf-hub:<repo>``), without classifier and pooling; unknown names get close
+    suggestions. ``pretrained`` loads timm's pretrained weights through the Hugging Face hub cache; weights that are
+    neither cached nor downloadable give one line saying how to pre-fetch them."""
+    if not name.startswith(HUB_PREFIX) and not timm.is_model(name):
         close = difflib.get_close_matches(name, timm.list_models(), n=5, cutoff=0.6)
         hint = f" Close names: {', '.join(close)}." if close else " See timm.list_models() for names."
         raise ConfigError(f"model.backbone: unknown timm model {name!r}.{hint}")
-    return timm.create_model(name, pretrained=False, num_classes=0, global_pool="")
+    if pretrained:
+        hub_repo(name)  # a model without hub weights: say so before timm tries other sources
+    try:
+        return timm.create_model(name, pretrained=pretrained, num_classes=0, global_pool="")
+    except OSError as exc:  # huggingface_hub's LocalEntryNotFoundError (offline, not cached) is an OSError
+        raise ConfigError(offline_hint(name, exc)) from None
 
 
 def load_backbone_weights(backbone: nn.Module, path: str | Path) -> None:
@@ -85,11 +95,23 @@ class WhaleNet(nn.Module):
     """Backbone -> GeM -> dropout -> Linear -> BatchNorm1d embedding, plus a margin head for training and, when
     ``arcface.species_weight > 0``, a linear species classifier on the embedding (auxiliary task)."""
 
-    def __init__(self, model_cfg: ModelConfig, arc_cfg: ArcFaceConfig, n_classes: int, n_species: int = 0) -> None:
+    def __init__(self, model_cfg: ModelConfig, arc_cfg: ArcFaceConfig, n_classes: int, n_species: int = 0,
+                 input_stats: tuple[tuple[float, ...], tuple[float, ...]] | None = None) -> None:  # fmt: skip
         super().__init__()
-        self.backbone = create_backbone(model_cfg.backbone)
+        self.backbone = create_backbone(model_cfg.backbone, model_cfg.pretrained)
         if model_cfg.weights:
             load_backbone_weights(self.backbone, model_cfg.weights)
+        if input_stats is None and (model_cfg.pretrained or model_cfg.weights):
+            cfg = self.backbone.pretrained_cfg
+            input_stats = (tuple(cfg.get("mean", MEAN)), tuple(cfg.get("std", STD)))
+        # The pipeline normalises images with ImageNet's mean and std; a pretrained backbone trained with other
+        # values gets its own through a fixed per-channel affine map (none when they are the same).
+        self.input_stats = input_stats if input_stats and input_stats != (MEAN, STD) else None
+        if self.input_stats is not None:
+            mean, std = (torch.tensor(v, dtype=torch.float32).view(1, 3, 1, 1) for v in self.input_stats)
+            imagenet_mean, imagenet_std = (torch.tensor(v).view(1, 3, 1, 1) for v in (MEAN, STD))
+            self.register_buffer("input_scale", imagenet_std / std, persistent=False)
+            self.register_buffer("input_shift", (imagenet_mean - mean) / std, persistent=False)
         n_features = self.backbone.num_features
         self.pool = GeM(model_cfg.gem_p, learnable=model_cfg.gem_learnable)
         self.dropout = nn.Dropout(model_cfg.dropout)
@@ -103,7 +125,9 @@ class WhaleNet(nn.Module):
         )
 
     def embed(self, images: torch.Tensor) -> torch.Tensor:
-        """Raw (not normalised) embeddings, (N, embedding_dim)."""
+        """Raw (not normalised) embeddings, (N, embedding_dim), of ImageNet-normalised ``images``."""
+        if self.input_stats is not None:
+            images = images * self.input_scale.to(images.dtype) + self.input_shift.to(images.dtype)
         features = self.backbone.forward_features(images)
         return self.neck(self.dropout(self.pool(features)))
 
@@ -128,6 +152,7 @@ def model_payload(model: WhaleNet, model_cfg: ModelConfig, arc_cfg: ArcFaceConfi
         "arcface": dataclasses.asdict(arc_cfg),
         "n_classes": n_classes,
         "n_species": n_species,
+        "input_stats": [list(v) for v in model.input_stats] if model.input_stats else None,
         "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
         **(extra or {}),
     }
@@ -144,8 +169,9 @@ def load_model(path: str | Path, device: torch.device | str = "cpu") -> tuple[Wh
         ) from None
     if not isinstance(payload, dict) or payload.get("format") != MODEL_FORMAT:
         raise ConfigError(f"{path}: not a whaleid model file (format {MODEL_FORMAT!r} expected).")
-    model_cfg = ModelConfig(**{**payload["model"], "weights": None})
+    model_cfg = ModelConfig(**{**payload["model"], "weights": None, "pretrained": False})
+    stats = payload.get("input_stats")
     model = WhaleNet(model_cfg, ArcFaceConfig(**payload["arcface"]), int(payload["n_classes"]),
-                     int(payload.get("n_species", 0)))  # fmt: skip
+                     int(payload.get("n_species", 0)), tuple(tuple(v) for v in stats) if stats else None)  # fmt: skip
     model.load_state_dict(payload["state_dict"])
     return model.to(device).eval(), payload
