@@ -13,6 +13,7 @@ from tqdm.auto import tqdm
 from whaleid.augment import model_input
 from whaleid.data import ImageDataset
 from whaleid.device import autocast_dtype, make_loader
+from whaleid.log import bar_options
 from whaleid.transforms import AsUint8
 
 
@@ -38,7 +39,7 @@ def extract_embeddings(
     loader = make_loader(ImageDataset(paths, AsUint8(img_size)), batch_size, num_workers, device)
     dtype = autocast_dtype(device)
     out = []
-    for images, _ in tqdm(loader, desc=desc, unit="batch", disable=not progress, leave=False):
+    for images, _ in tqdm(loader, desc=desc, unit="batch", disable=not progress, leave=False, **bar_options()):
         images = model_input(images, device)
         with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
             emb = torch.nn.functional.normalize(model.embed(images).float(), dim=1)

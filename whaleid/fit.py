@@ -62,10 +62,10 @@ def fingerprint(params: Params, files: list[Path], images: list[str]) -> str:
 
 def _epoch_logger(live: object) -> Callable[[dict[str, float]], None]:
     def on_epoch(row: dict[str, float]) -> None:
-        live.step = int(row["epoch"]) - 1
+        live.step = int(row["epoch"])  # 1-based, as the training log counts epochs
         for key, value in row.items():
             if key != "epoch":
-                live.log_metric(key if key.startswith("valid") else f"train_{key}", float(value))
+                live.log_metric(key if key.startswith("valid") else f"train_{key}", round(float(value), 6))
         live.next_step()
 
     return on_epoch

@@ -35,3 +35,12 @@ def setup_logging(level: int = logging.INFO) -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)
+
+
+def bar_options(per_batch: bool = False) -> dict[str, object]:
+    """tqdm options for the terminal or a log file: live bars on a terminal; when stderr is piped (CI, ``dvc repro
+    > log``), a per-batch bar is dropped (each epoch's log line says the same) and other bars update at most every
+    30 seconds instead of several times a second, so a log holds a few lines per bar, not thousands."""
+    if sys.stderr.isatty():
+        return {}
+    return {"disable": True} if per_batch else {"mininterval": 30.0, "maxinterval": 60.0}

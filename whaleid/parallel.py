@@ -8,6 +8,8 @@ from typing import Any, TypeVar
 from joblib import Parallel, delayed
 from tqdm.auto import tqdm
 
+from whaleid.log import bar_options
+
 T = TypeVar("T")
 
 
@@ -26,7 +28,7 @@ def map_chunks(
     chunks = [items[i : i + chunk_size] for i in range(0, len(items), chunk_size)]
     out: list[T] = []
     results = Parallel(n_jobs=n_jobs, return_as="generator")(delayed(fn)(c, *args) for c in chunks)
-    with tqdm(total=len(items), desc=desc, unit=unit, disable=not progress) as bar:
+    with tqdm(total=len(items), desc=desc, unit=unit, disable=not progress, **bar_options()) as bar:
         for chunk, result in zip(chunks, results, strict=True):
             out.extend(result)
             bar.update(len(chunk))

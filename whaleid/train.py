@@ -33,6 +33,7 @@ from whaleid.data import ImageDataset
 from whaleid.device import autocast_dtype, make_loader
 from whaleid.errors import TrainingDiverged
 from whaleid.io import save_torch
+from whaleid.log import bar_options
 from whaleid.transforms import AsUint8, train_transform
 
 log = logging.getLogger(__name__)
@@ -174,7 +175,9 @@ def _train_epoch(run: _Run, model: nn.Module, epoch: int, cfg: TrainConfig, arc:
     id_criterion = nn.CrossEntropyLoss(label_smoothing=arc.label_smoothing)
     margin_steps = arc.margin_warmup_epochs * run.steps_per_epoch
     total_loss, seen = 0.0, 0
-    bar = tqdm(run.loader, desc=f"epoch {epoch + 1}/{cfg.epochs}", unit="batch", disable=not progress, leave=False)
+    opts = {"leave": False, **bar_options(per_batch=True)}
+    opts["disable"] = opts.get("disable", False) or not progress
+    bar = tqdm(run.loader, desc=f"epoch {epoch + 1}/{cfg.epochs}", unit="batch", **opts)
     for step, (images, targets) in enumerate(bar):
         augment = None
         if run.batch_augment is not None:
