@@ -8,7 +8,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 export PATH := $(abspath $(BIN)):$(PATH)
 
-.PHONY: repro test lint format bench clean-cache check
+.PHONY: repro test lint format bench clean-cache check exps
 
 $(STAMP): requirements.txt pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -31,6 +31,9 @@ format: $(STAMP)
 
 check: $(STAMP)
 	whaleid check
+
+exps: $(STAMP)
+	whaleid exps
 
 BENCHES := train_loop embed resize sweep knn local sample_competition_size dry_run
 

@@ -3,6 +3,7 @@
 * ``whaleid check [DATA_DIR]``: validate the params file and a dataset (every image decoded) without training;
 * ``whaleid params``: the validated params, defaults filled in, as JSON;
 * ``whaleid models``: which models the params train, use for CV and combine for the submission;
+* ``whaleid exps``: the experiments in the few columns people compare, with CV averaged over folds;
 * ``whaleid convert-weights SRC DST --backbone NAME``: an ``efficientnet_pytorch`` checkpoint renamed to a timm
   backbone's names, saved as ``.safetensors`` for ``model.weights``.
 """
@@ -69,6 +70,10 @@ def main(argv: list[str] | None = None) -> int:
                       ("models", "print which models the params train, use for CV and submit with")):  # fmt: skip
         p = sub.add_parser(cmd, help=text)
         p.add_argument("--params", default="params.yaml", help="params file")
+    exps = sub.add_parser("exps", help="experiments in a few columns (params that differ, CV/LB MAP@5) and CV "
+                          "averaged over fold experiments")  # fmt: skip
+    exps.add_argument("-A", "--all-commits", action="store_true", help="experiments of every commit")
+    exps.add_argument("--json-file", help="read a saved `dvc exp show --json` output instead of running DVC")
     conv = sub.add_parser("convert-weights", help="rename an efficientnet_pytorch checkpoint to timm names "
                           "(.safetensors, for model.weights)")  # fmt: skip
     conv.add_argument("src", help="efficientnet_pytorch state dict (.pth), e.g. efficientnet-lite0-57934424.pth")
@@ -76,6 +81,10 @@ def main(argv: list[str] | None = None) -> int:
     conv.add_argument("--backbone", required=True, help="timm model of the same architecture, e.g. "
                       "tf_efficientnet_lite0 (efficientnet-lite0) or efficientnet_b0 (efficientnet-b0)")  # fmt: skip
     args = parser.parse_args(argv)
+    if args.command == "exps":
+        from whaleid.exps import main as exps_main
+
+        return exps_main(["-A"] * args.all_commits + (["--json-file", args.json_file] if args.json_file else []))
     if args.command == "convert-weights":
         return _convert(args.src, args.dst, args.backbone)
     if args.command == "check":
