@@ -134,3 +134,22 @@ def test_yaml_1_1_float_strings_are_numbers_as_dvc_reads_them(tmp_path: Path) ->
         params_from_dict({"train": {"lr": "fast"}})
     with pytest.raises(ConfigError, match="train.epochs must be int"):
         params_from_dict({"train": {"epochs": "3e1"}})  # only float keys take number text
+
+
+def test_threshold_step_that_would_sweep_millions_is_refused() -> None:
+    from whaleid.config import MAX_THRESHOLDS, ThresholdConfig
+
+    with pytest.raises(
+        ConfigError,
+        match=r"threshold.step 1e-06 makes 1000000 thresholds from 0.0 to 1.0; at most 10000 .*\(step >= 0\.0001\)",
+    ):
+        ThresholdConfig(step=0.000001)
+    assert len(ThresholdConfig(step=1.0 / MAX_THRESHOLDS).grid()) == MAX_THRESHOLDS + 1
+
+
+def test_batch_size_one_is_refused_before_training() -> None:
+    from whaleid.config import TrainConfig
+
+    with pytest.raises(ConfigError, match=r"train.batch_size must be >= 2 \(BatchNorm"):
+        TrainConfig(batch_size=1)
+    assert TrainConfig(batch_size=2).batch_size == 2

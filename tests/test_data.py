@@ -102,6 +102,31 @@ def test_safe_name_accepts_plain_and_unicode() -> None:
     assert safe_name("baleine_été_1.jpg", "x") == "baleine_été_1.jpg"
 
 
+def test_image_name_too_long_for_its_stored_copies_is_named(dataset_copy: Path) -> None:
+    """A 230-byte name is a valid file name, but the resize stage's copies (name + format suffix, cache prefix)
+    would pass 255 bytes; the CSV row is named before any work."""
+    frame = pd.read_csv(dataset_copy / "train.csv", dtype=str)
+    long_name = "é" * 110 + ".jpg"  # 224 bytes in UTF-8
+    (dataset_copy / "train_images" / frame.loc[3, "image"]).rename(dataset_copy / "train_images" / long_name)
+    frame.loc[3, "image"] = long_name
+    frame.to_csv(dataset_copy / "train.csv", index=False)
+    with pytest.raises(DataError, match=r"train\.csv:5: image name 'é+'\.\.\. is 224 bytes long; at most 200"):
+        load_dataset(dataset_copy)
+    assert safe_name("a" * 196 + ".jpg", "x")  # 200 bytes: fine
+
+
+def test_fewer_than_five_individuals_is_named(dataset_copy: Path) -> None:
+    frame = pd.read_csv(dataset_copy / "train.csv", dtype=str)
+    keep = frame["individual_id"].drop_duplicates().iloc[:4]
+    frame[frame["individual_id"].isin(keep)].to_csv(dataset_copy / "train.csv", index=False)
+    with pytest.raises(DataError, match=r"train\.csv: 4 individual\(s\); MAP@5 ranks 5 distinct"):
+        load_dataset(dataset_copy)
+    frame[frame["individual_id"].isin(frame["individual_id"].drop_duplicates().iloc[:5])].to_csv(
+        dataset_copy / "train.csv", index=False
+    )
+    assert load_dataset(dataset_copy).train["individual_id"].nunique() == 5
+
+
 def test_empty_test_images(dataset_copy: Path) -> None:
     for p in (dataset_copy / "test_images").iterdir():
         p.unlink()
@@ -176,6 +201,34 @@ def test_truncated_jpeg_named(tmp_path: Path) -> None:
     path = tmp_path / "cut.jpg"
     path.write_bytes(data[: len(data) // 2])
     with pytest.raises(DataError, match=r"cut\.jpg: truncated JPEG"):
+        read_image(path)
+
+
+def test_jpeg_with_bytes_after_its_end_marker_decodes(tmp_path: Path) -> None:
+    """Phones and editors append data after FF D9; the image is whole. An EXIF thumbnail (its own FF D9 in the
+    header) does not hide a truncated main image."""
+    img = Image.new("RGB", (32, 32), (10, 200, 10))
+    data = _encode(img, "JPEG")
+    expected = decode_image(data)
+    path = tmp_path / "trailer.jpg"
+    path.write_bytes(data + b"SEFT trailer \xff\xda\x00\x08" + bytes(range(256)))
+    assert np.array_equal(read_image(path), expected)
+    thumb = _encode(Image.new("RGB", (8, 8), (0, 0, 255)), "JPEG")
+    exif = Image.Exif()
+    exif[0x0112] = 1
+    with_thumb = _encode(img, "JPEG", exif=exif.tobytes() + thumb)
+    assert with_thumb.count(b"\xff\xd9") >= 2
+    path.write_bytes(with_thumb[: len(with_thumb) - 20])
+    with pytest.raises(DataError, match="truncated JPEG"):
+        read_image(path)
+
+
+def test_image_over_the_pixel_limit_is_named_before_decoding(tmp_path: Path) -> None:
+    """A 20000 x 20000 PNG is small on disk (one colour) but 1.2 GB decoded: refused from its header."""
+    path = tmp_path / "huge.png"
+    Image.new("L", (20000, 20000), 0).save(path, optimize=False)
+    assert path.stat().st_size < 2_000_000
+    with pytest.raises(DataError, match=r"huge\.png: 20000 x 20000 pixels, over the 268-megapixel limit"):
         read_image(path)
 
 

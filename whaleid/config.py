@@ -197,6 +197,9 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         _check_positive("train", epochs=self.epochs, batch_size=self.batch_size, lr=self.lr, head_lr=self.head_lr)
+        if self.batch_size < 2:
+            raise ConfigError(f"train.batch_size must be >= 2 (BatchNorm needs two images per batch), got "
+                              f"{self.batch_size!r}.")  # fmt: skip
         if self.weight_decay < 0:
             raise ConfigError(f"train.weight_decay must be >= 0, got {self.weight_decay!r}.")
         if self.warmup_epochs < 0 or self.warmup_epochs > self.epochs:
@@ -274,6 +277,9 @@ class KnnConfig:
         _check_choice("knn", "index", self.index, INDEX_TYPES)
 
 
+MAX_THRESHOLDS = 10_000  # the sweep scores every threshold at once: (queries x thresholds) memory
+
+
 @dataclass(frozen=True)
 class ThresholdConfig:
     """The prediction rule (``whaleid.predict``): how candidates are scored, and how the new_individual threshold
@@ -295,6 +301,10 @@ class ThresholdConfig:
         _check_choice("threshold", "method", self.method, THRESHOLD_METHODS)
         if self.stop < self.start:
             raise ConfigError(f"threshold.stop ({self.stop}) must be >= threshold.start ({self.start}).")
+        if (self.stop - self.start) / self.step > MAX_THRESHOLDS:
+            raise ConfigError(f"threshold.step {self.step} makes {(self.stop - self.start) / self.step:.0f} "
+                              f"thresholds from {self.start} to {self.stop}; at most {MAX_THRESHOLDS} are swept "
+                              f"(step >= {(self.stop - self.start) / MAX_THRESHOLDS:g}).")  # fmt: skip
 
     def grid(self) -> list[float]:
         """The thresholds swept, ``start`` to ``stop`` inclusive."""

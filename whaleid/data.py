@@ -15,6 +15,7 @@ and EXIF orientation is applied.
 
 from __future__ import annotations
 
+import io
 import logging
 import os
 from collections.abc import Callable, Sequence
@@ -102,6 +103,10 @@ def check_labels(frame: pd.DataFrame, path: Path, columns: Sequence[str] = ("ind
                             f"{', '.join(map(str, lines))}) differ only in letter case; use one spelling.")  # fmt: skip
 
 
+MAX_NAME_BYTES = 200
+MIN_INDIVIDUALS = 5
+
+
 def safe_name(name: str, where: str) -> str:
     """Reject image names that could point outside their images folder."""
     if (
@@ -114,6 +119,10 @@ def safe_name(name: str, where: str) -> str:
         or name in (".", "")
     ):
         raise DataError(f"{where}: image name {name!r} is not a plain file name inside the images folder.")
+    if len(name.encode()) > MAX_NAME_BYTES:
+        raise DataError(f"{where}: image name {name[:40]!r}... is {len(name.encode())} bytes long; at most "
+                        f"{MAX_NAME_BYTES} fit (the stored copies add to the name, file systems stop at 255); "
+                        "rename the file.")  # fmt: skip
     return name
 
 
@@ -164,6 +173,10 @@ def load_dataset(root: str | Path) -> KaggleDataset:
     train_csv = root / "train.csv"
     train = read_csv(train_csv, TRAIN_COLUMNS)
     check_labels(train, train_csv)
+    n_ids = train["individual_id"].nunique()
+    if n_ids < MIN_INDIVIDUALS:
+        raise DataError(f"{train_csv}: {n_ids} individual(s); MAP@5 ranks {MIN_INDIVIDUALS} distinct individuals per "
+                        f"photo, so at least {MIN_INDIVIDUALS} are needed.")  # fmt: skip
     _check_listed(train, train_csv, root / "train_images")
     test_dir = root / "test_images"
     if not test_dir.is_dir():
@@ -191,9 +204,41 @@ def load_dataset(root: str | Path) -> KaggleDataset:
 
 
 def _is_truncated_jpeg(data: bytes) -> bool:
+    """True for a JPEG whose image data stops before its end-of-image marker. The header segments are walked by
+    their lengths up to the first start-of-scan (an EXIF thumbnail inside APP1, with its own markers, is skipped);
+    after it, the FF D9 marker must follow somewhere (byte stuffing keeps it out of the scan data). Bytes after the
+    marker, which many phones and editors append, are fine."""
     if not data.startswith(b"\xff\xd8"):
         return False
-    return not data.rstrip(b"\x00\r\n ").endswith(b"\xff\xd9")
+    i = 2
+    while i + 4 <= len(data):
+        if data[i] != 0xFF:
+            return False  # not a marker where one should be: the decoder judges
+        marker = data[i + 1]
+        if marker == 0xFF:  # fill byte
+            i += 1
+        elif marker == 0xDA:  # start of scan
+            return data.find(b"\xff\xd9", i) < 0
+        elif 0xD0 <= marker <= 0xD7 or marker == 0x01:  # markers without a length
+            i += 2
+        else:
+            i += 2 + int.from_bytes(data[i + 2 : i + 4], "big")
+    return True  # the file ends inside its header
+
+
+MAX_PIXELS = 2**28  # 268 megapixels (16384 x 16384): ~0.8 GB decoded; OpenCV refuses 2**30 and more itself
+
+
+def image_size(data: bytes) -> tuple[int, int] | None:
+    """(width, height) from the image header, without decoding; None when Pillow cannot tell."""
+    from PIL import Image
+
+    Image.MAX_IMAGE_PIXELS = None  # header only: Pillow's own bomb check would hide the size this function reports
+    try:
+        with Image.open(io.BytesIO(data)) as img:
+            return img.size
+    except Exception:  # noqa: BLE001 - unknown formats: the decoder judges
+        return None
 
 
 def decode_image(data: bytes, name: str = "<bytes>") -> np.ndarray:
@@ -202,8 +247,15 @@ def decode_image(data: bytes, name: str = "<bytes>") -> np.ndarray:
         raise DataError(f"{name}: the image file is empty.")
     if _is_truncated_jpeg(data):
         raise DataError(f"{name}: truncated JPEG (no end-of-image marker); re-download or remove this file.")
+    size = image_size(data)
+    if size is not None and size[0] * size[1] > MAX_PIXELS:
+        raise DataError(f"{name}: {size[0]} x {size[1]} pixels, over the {MAX_PIXELS / 1e6:.0f}-megapixel limit "
+                        "(several GB per decoding worker); downscale it (the model sees a few hundred pixels).")  # fmt: skip
     buf = np.frombuffer(data, dtype=np.uint8)
-    img = cv2.imdecode(buf, cv2.IMREAD_COLOR | cv2.IMREAD_ANYDEPTH)  # applies EXIF orientation, CMYK -> BGR
+    try:
+        img = cv2.imdecode(buf, cv2.IMREAD_COLOR | cv2.IMREAD_ANYDEPTH)  # applies EXIF orientation, CMYK -> BGR
+    except cv2.error as exc:
+        raise DataError(f"{name}: OpenCV cannot decode the image ({str(exc).strip().splitlines()[-1]}).") from None
     if img is None:
         raise DataError(f"{name}: cannot decode the image (corrupt or unsupported format).")
     if img.dtype == np.uint16:
