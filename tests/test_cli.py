@@ -45,3 +45,22 @@ def test_installed_command_runs_from_another_folder(tmp_path: Path) -> None:
     proc = subprocess.run([sys.executable, "-c", "import whaleid, whaleid.predict; print(whaleid.__file__)"],
                           cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60)  # fmt: skip
     assert proc.returncode == 0 and Path(proc.stdout.strip()).parent == ROOT / "whaleid", proc.stderr
+
+
+def test_check_another_dataset_skips_the_default_boxes_and_catches_foreign_ones(
+    tiny_dataset: Path, tmp_path: Path, monkeypatch, capsys
+) -> None:
+    """On a fresh clone data/sample/boxes.csv does not exist yet: checking another folder must not fail on it.
+    Boxes meant for this folder but naming none of its images are a problem."""
+    monkeypatch.chdir(tmp_path)
+    params = tmp_path / "params.yaml"
+    params.write_text((ROOT / "params.yaml").read_text())
+    assert main(["check", "--no-decode", "--params", str(params), str(tiny_dataset)]) == 0
+    assert "crop.boxes (data/sample/boxes.csv) not checked" in capsys.readouterr().err
+    foreign = tmp_path / "boxes.csv"
+    foreign.write_text("image,x1,y1,x2,y2\nelsewhere.jpg,1,1,20,20\n")
+    p = yaml.safe_load(params.read_text())
+    p["data"]["dir"], p["crop"]["boxes"] = str(tiny_dataset), str(foreign)
+    params.write_text(yaml.safe_dump(p))
+    assert main(["check", "--no-decode", "--params", str(params)]) == 2
+    assert "none of its 1 boxes is for an image of" in capsys.readouterr().err

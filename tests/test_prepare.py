@@ -11,7 +11,7 @@ import pytest
 
 import whaleid.prepare as prepare
 from whaleid.data import DataError, read_image
-from whaleid.prepare import crop_coords, folder_digest, prepare_image, read_boxes, resize_split, resized_name
+from whaleid.prepare import check_box, crop_coords, folder_digest, prepare_image, read_boxes, resize_split, resized_name
 
 
 def test_crop_coords_hand_computed() -> None:
@@ -49,6 +49,22 @@ def test_read_boxes_errors_name_the_line(tmp_path: Path) -> None:
         read_boxes(bad)
     with pytest.raises(DataError, match="boxes file not found"):
         read_boxes(tmp_path / "nope.csv")
+
+
+def test_normalised_boxes_are_refused(tmp_path: Path) -> None:
+    yolo = tmp_path / "yolo.csv"
+    yolo.write_text("image,x1,y1,x2,y2\na.jpg,0.1,0.2,0.5,0.9\nb.jpg,0,0,1,1\n")
+    with pytest.raises(DataError, match=r"yolo.csv: every coordinate is between 0 and 1: normalised"):
+        read_boxes(yolo)
+
+
+def test_check_box_inside_share_hand_computed() -> None:
+    check_box((0, 0, 10, 10), 10, 10, "in.jpg")  # wholly inside
+    check_box((-5, 0, 5, 10), 10, 10, "half.jpg")  # exactly half inside: kept (clipped when cropped)
+    with pytest.raises(DataError, match=r"part.jpg: box \(-6, 0, 4, 10\) lies mostly outside the 10 x 10 image"):
+        check_box((-6, 0, 4, 10), 10, 10, "part.jpg")  # 40% inside
+    with pytest.raises(DataError, match=r"out.jpg: box \(20, 20, 30, 30\) lies outside the 10 x 10 image"):
+        check_box((20, 20, 30, 30), 10, 10, "out.jpg")
 
 
 def test_resize_split_resumes_and_names_corrupt_files(dataset_copy: Path, tmp_path: Path, monkeypatch) -> None:

@@ -105,6 +105,22 @@ def test_truncated_jpeg_stops_resize_before_training_and_keeps_outputs(workdir: 
     assert (workdir / "data/resized/info.json").read_bytes() == info  # the earlier output is untouched
 
 
+def test_boxes_of_another_dataset_or_outside_their_image_stop_resize(workdir: Path) -> None:
+    boxes = workdir / "data/in/boxes.csv"
+    frame = pd.read_csv(boxes, dtype={"image": str})
+    frame.assign(image="other_" + frame["image"]).to_csv(boxes, index=False)
+    proc = run_module("resize", workdir)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert f"has boxes for {len(frame)} images, none of them in data/in: boxes for another dataset?" in proc.stderr
+    assert not (workdir / "data/resized").exists()  # refused before any image was decoded
+    moved = frame.copy()
+    moved.loc[2, ["x1", "x2"]] += 10_000  # the generated images are 32 px wide
+    moved.to_csv(boxes, index=False)
+    proc = run_module("resize", workdir)
+    assert proc.returncode == 2 and "1 image(s) cannot be read or cropped" in proc.stderr
+    assert f"{frame.loc[2, 'image']}: box (" in proc.stderr and "lies outside the 32 x 32 image" in proc.stderr
+
+
 def test_train_refuses_resized_images_of_another_size(workdir: Path) -> None:
     from whaleid.fit import train_member
 

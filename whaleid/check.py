@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+from pathlib import Path
 
 from whaleid.config import ConfigError, load_params
 from whaleid.data import DataError, check_images, load_dataset
@@ -22,6 +23,7 @@ def run_checks(data_dir: str | None, params_path: str = "params.yaml", decode: b
     """Check the params file and the dataset (``data_dir`` or ``data.dir``); log every problem; 0 if none, else 2."""
     setup_logging()
     problems: list[str] = []
+    boxes = None
     try:
         params = load_params(params_path)
         data_dir = data_dir or params.data.dir
@@ -32,8 +34,11 @@ def run_checks(data_dir: str | None, params_path: str = "params.yaml", decode: b
             from whaleid.model import load_backbone_weights
 
             load_backbone_weights(create_backbone(params.model.backbone), params.model.weights)
-        if params.crop.boxes:
-            read_boxes(params.crop.boxes)
+        if params.crop.boxes and Path(data_dir).resolve() != Path(params.data.dir).resolve():
+            log.warning("crop.boxes (%s) not checked: it goes with data.dir %s, not %s. To run on %s, set crop.boxes "
+                        "to its boxes CSV or null.", params.crop.boxes, params.data.dir, data_dir, data_dir)  # fmt: skip
+        elif params.crop.boxes:
+            boxes = read_boxes(params.crop.boxes)
         log.info("%s: OK", params_path)
     except (ConfigError, DataError) as exc:
         problems.append(str(exc))
@@ -42,6 +47,9 @@ def run_checks(data_dir: str | None, params_path: str = "params.yaml", decode: b
     else:
         try:
             ds = load_dataset(data_dir)
+            if boxes is not None and not set(boxes) & {*ds.train["image"], *ds.test_images}:
+                problems.append(f"crop.boxes {params.crop.boxes}: none of its {len(boxes)} boxes is for an image of "
+                                f"{data_dir}: boxes for another dataset? Set crop.boxes to this dataset's CSV or null.")  # fmt: skip
             log.info("%s: layout OK (%d train, %d test images, %d individuals)", data_dir, len(ds.train),
                      len(ds.test_images), ds.train["individual_id"].nunique())  # fmt: skip
             if decode:

@@ -64,7 +64,22 @@ def read_boxes(path: str | Path) -> dict[str, Box]:
         i = int(np.flatnonzero(dup.to_numpy())[0])
         raise DataError(f"{path}:{i + 2}: second box for {frame['image'].iloc[i]!r}; give one box per image.")
     values = coords.to_numpy(dtype=float)
+    if len(values) and values.max() <= 1.0:
+        raise DataError(f"{path}: every coordinate is between 0 and 1: normalised (YOLO-style) boxes? crop.boxes "
+                        "needs pixels of the original image (x1 = (x_centre - width / 2) * image width, ...).")  # fmt: skip
     return {name: tuple(v) for name, v in zip(frame["image"], values, strict=True)}
+
+
+MIN_BOX_INSIDE = 0.5  # share of a box's area that must lie inside its image
+
+
+def check_box(box: Box, width: int, height: int, name: str) -> None:
+    """Refuse a box that lies mostly outside its image (wrong units, another image size, another dataset)."""
+    x1, y1, x2, y2 = box
+    inside = max(0.0, min(x2, width) - max(x1, 0.0)) * max(0.0, min(y2, height) - max(y1, 0.0))
+    if inside < MIN_BOX_INSIDE * (x2 - x1) * (y2 - y1):
+        raise DataError(f"{name}: box ({x1:g}, {y1:g}, {x2:g}, {y2:g}) lies {'mostly ' if inside else ''}outside "
+                        f"the {width} x {height} image; crop.boxes for another image size or dataset?")  # fmt: skip
 
 
 def crop_coords(width: int, height: int, box: Box, margin: float) -> tuple[int, int, int, int]:
@@ -117,7 +132,10 @@ def _run_chunk(jobs: list[Job], size: int, margin: float, encoding: tuple[str, i
         if job.cached.exists():
             continue
         try:
-            data = encode_image(prepare_image(read_image(job.src), size, job.box, margin), *encoding)
+            image = read_image(job.src)
+            if job.box is not None:
+                check_box(job.box, image.shape[1], image.shape[0], str(job.src))
+            data = encode_image(prepare_image(image, size, job.box, margin), *encoding)
         except DataError as exc:
             errors.append(str(exc))
             continue
@@ -174,7 +192,7 @@ def resize_split(
         shown = "\n  ".join(errors[:10])
         more = f"\n  ... and {len(errors) - 10} more" if len(errors) > 10 else ""
         raise DataError(
-            f"{len(errors)} image(s) cannot be read; fix or remove them (and their CSV rows):\n  {shown}{more}"
+            f"{len(errors)} image(s) cannot be read or cropped; fix or remove them (and their CSV rows):\n  {shown}{more}"
         )
     for job in jobs:
         dst = out_dir / resized_name(safe_name(job.src.name, str(job.src)), fmt)
