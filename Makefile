@@ -19,6 +19,7 @@ $(STAMP): requirements.txt pyproject.toml
 
 repro: $(STAMP)
 	dvc repro
+	@whaleid summary
 
 test: $(STAMP)
 	pytest

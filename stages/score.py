@@ -10,22 +10,9 @@ from whaleid.data import load_dataset
 from whaleid.io import read_json, write_json
 from whaleid.paths import CV_METRICS, LABELS, LB_METRICS, SUBMISSION
 from whaleid.stage import run_stage
-from whaleid.submission import score_submission, validate_submission
+from whaleid.submission import run_summary, score_submission, validate_submission
 
 log = logging.getLogger("whaleid.score")
-
-
-def summary(cv: dict, lb: float | None) -> str:
-    """The run in one line (metrics/cv.json, the LB score or None)."""
-
-    def num(key: str) -> str:
-        return "n/a" if cv.get(key) is None else f"{cv[key]:.4f}"
-
-    folds = ", ".join(cv.get("folds", {})) or "?"
-    line = (f"summary: CV MAP@5 {num('map5')} (known {num('map5_known')}, new {num('map5_new')}; "
-            f"validation {folds}, threshold {cv.get('threshold')})")  # fmt: skip
-    line += f" | LB MAP@5 {lb:.4f}" if lb is not None else " | no local LB (no solution.csv)"
-    return line + f" | {SUBMISSION} | compare experiments: whaleid exps"
 
 
 def main(params: Params) -> None:
@@ -33,14 +20,14 @@ def main(params: Params) -> None:
     if ds.solution is None:
         write_json(LB_METRICS, {"map5": None, "note": "no solution.csv in data.dir; upload the submission to Kaggle"})
         log.info("no solution.csv: nothing to score locally")
-        log.info("%s", summary(read_json(CV_METRICS), None))
+        log.info("%s", run_summary(read_json(CV_METRICS), None))
         return
     frame = pd.read_csv(SUBMISSION, dtype=str, keep_default_na=False)
     validate_submission(frame, ds.test_images, read_json(LABELS)["individual_id"])
     score = score_submission(frame, ds.solution)
     write_json(LB_METRICS, {"map5": round(score, 6), "test_images": len(frame)})
     log.info("LB MAP@5 %.4f on %d test images", score, len(frame))
-    log.info("%s", summary(read_json(CV_METRICS), score))
+    log.info("%s", run_summary(read_json(CV_METRICS), score))
 
 
 if __name__ == "__main__":

@@ -64,3 +64,24 @@ def test_check_another_dataset_skips_the_default_boxes_and_catches_foreign_ones(
     params.write_text(yaml.safe_dump(p))
     assert main(["check", "--no-decode", "--params", str(params)]) == 2
     assert "none of its 1 boxes is for an image of" in capsys.readouterr().err
+
+
+def test_summary_prints_the_run_in_one_line(tmp_path: Path, monkeypatch, capsys) -> None:
+    monkeypatch.chdir(tmp_path)
+    assert main(["summary"]) == 2
+    assert "metrics/cv.json is missing: run `dvc repro` first" in capsys.readouterr().err
+    (tmp_path / "metrics").mkdir()
+    cv = {
+        "map5": 0.81234,
+        "map5_known": 0.9,
+        "map5_new": None,
+        "threshold": 0.45,
+        "folds": {"fold0": 0.8, "fold2": 0.82},
+    }
+    (tmp_path / "metrics/cv.json").write_text(json.dumps(cv))
+    (tmp_path / "metrics/lb.json").write_text(json.dumps({"map5": None, "note": "no solution.csv"}))
+    assert main(["summary"]) == 0
+    assert capsys.readouterr().out.strip() == (
+        "summary: CV MAP@5 0.8123 (known 0.9000, new n/a; validation fold0, fold2, threshold 0.45) | no local LB "
+        "(no solution.csv) | submissions/submission.csv | compare experiments: whaleid exps"
+    )

@@ -3,6 +3,7 @@
 * ``whaleid check [DATA_DIR]``: validate the params file and a dataset (every image decoded) without training;
 * ``whaleid params``: the validated params, defaults filled in, as JSON;
 * ``whaleid models``: which models the params train, use for CV and combine for the submission;
+* ``whaleid summary``: the last run in one line (CV, LB MAP@5), from metrics/;
 * ``whaleid exps``: the experiments in the few columns people compare, with CV averaged over folds;
 * ``whaleid convert-weights SRC DST --backbone NAME``: an ``efficientnet_pytorch`` checkpoint renamed to a timm
   backbone's names, saved as ``.safetensors`` for ``model.weights``.
@@ -66,6 +67,7 @@ def main(argv: list[str] | None = None) -> int:
     check.add_argument("data_dir", nargs="?", help="dataset folder (default: data.dir from the params file)")
     check.add_argument("--params", default="params.yaml", help="params file to validate")
     check.add_argument("--no-decode", action="store_true", help="skip decoding every image")
+    sub.add_parser("summary", help="the last run in one line: CV and LB MAP@5 (from metrics/)")
     for cmd, text in (("params", "print the validated params (defaults filled in) as JSON"),
                       ("models", "print which models the params train, use for CV and submit with")):  # fmt: skip
         p = sub.add_parser(cmd, help=text)
@@ -81,6 +83,18 @@ def main(argv: list[str] | None = None) -> int:
     conv.add_argument("--backbone", required=True, help="timm model of the same architecture, e.g. "
                       "tf_efficientnet_lite0 (efficientnet-lite0) or efficientnet_b0 (efficientnet-b0)")  # fmt: skip
     args = parser.parse_args(argv)
+    if args.command == "summary":
+        from whaleid.io import read_json
+        from whaleid.paths import CV_METRICS, LB_METRICS
+        from whaleid.submission import run_summary
+
+        setup_logging()
+        try:
+            print(run_summary(read_json(CV_METRICS), read_json(LB_METRICS).get("map5")))
+        except FileNotFoundError as exc:
+            log.error("%s is missing: run `dvc repro` first", exc.filename)
+            return 2
+        return 0
     if args.command == "exps":
         from whaleid.exps import main as exps_main
 

@@ -72,3 +72,16 @@ def solution_labels(solution: pd.DataFrame, images: Sequence[str], classes: Sequ
     index = {c: i for i, c in enumerate(classes)}
     truth = dict(zip(solution["image"], solution["individual_id"], strict=True))
     return np.array([index.get(truth[i], NEW) for i in images], dtype=np.int64)
+
+
+def run_summary(cv: dict, lb: float | None) -> str:
+    """The run in one line: ``cv`` is metrics/cv.json, ``lb`` the LB MAP@5 or None (no solution.csv)."""
+
+    def num(key: str) -> str:
+        return "n/a" if cv.get(key) is None else f"{cv[key]:.4f}"
+
+    folds = ", ".join(cv.get("folds", {})) or "?"
+    line = (f"summary: CV MAP@5 {num('map5')} (known {num('map5_known')}, new {num('map5_new')}; "
+            f"validation {folds}, threshold {cv.get('threshold')})")  # fmt: skip
+    line += f" | LB MAP@5 {lb:.4f}" if lb is not None else " | no local LB (no solution.csv)"
+    return line + " | submissions/submission.csv | compare experiments: whaleid exps"
