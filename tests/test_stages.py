@@ -59,7 +59,7 @@ def test_single_image_species_and_individuals_train(workdir: Path) -> None:
     frame.to_csv(csv, index=False)
     assert (frame["individual_id"].value_counts() == 1).any()  # and individuals seen once
     params = params_from_dict({**TINY, "arcface": {"species_weight": 0.5}})
-    run_ok(workdir, "encode", "split", "resize")
+    run_ok(workdir, "encode", "split", "resize", "weights")
     train_member(params, "fold0")
     labels = yaml.safe_load((workdir / "data/prepared/labels.json").read_text())
     assert "lonely_dolphin" in labels["species"]

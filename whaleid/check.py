@@ -34,8 +34,10 @@ def run_checks(data_dir: str | None, params_path: str = "params.yaml", decode: b
             from whaleid.model import load_backbone_weights
 
             load_backbone_weights(create_backbone(params.model.backbone), params.model.weights)
-        if params.crop.boxes and Path(data_dir).resolve() != Path(params.data.dir).resolve():
-            log.warning("crop.boxes (%s) not checked: it goes with data.dir %s, not %s. To run on %s, set crop.boxes "
+        home = Path(params.data.dir).resolve()
+        if (params.crop.boxes and Path(data_dir).resolve() != home
+                and Path(params.crop.boxes).resolve().is_relative_to(home)):  # fmt: skip
+            log.warning("crop.boxes (%s) not checked: it belongs to data.dir %s, not %s. To run on %s, set crop.boxes "
                         "to its boxes CSV or null.", params.crop.boxes, params.data.dir, data_dir, data_dir)  # fmt: skip
         elif params.crop.boxes:
             boxes = read_boxes(params.crop.boxes)
