@@ -11,10 +11,9 @@ import logging
 
 from whaleid.config import Params, to_dict
 from whaleid.data import load_dataset
-from whaleid.errors import DataError
 from whaleid.io import atomic_dir, write_json
 from whaleid.paths import RESIZE_CACHE, RESIZED_DIR
-from whaleid.prepare import folder_digest, read_boxes, resize_split
+from whaleid.prepare import check_boxes_dataset, folder_digest, read_boxes, resize_split
 from whaleid.stage import run_stage
 
 log = logging.getLogger("whaleid.resize")
@@ -23,9 +22,8 @@ log = logging.getLogger("whaleid.resize")
 def main(params: Params) -> None:
     ds = load_dataset(params.data.dir)
     boxes = read_boxes(params.crop.boxes) if params.crop.boxes else None
-    if boxes is not None and not set(boxes) & {*ds.train["image"], *ds.test_images}:
-        raise DataError(f"crop.boxes {params.crop.boxes} has boxes for {len(boxes)} images, none of them in "
-                        f"{params.data.dir}: boxes for another dataset? Set crop.boxes to this dataset's CSV or null.")  # fmt: skip
+    if boxes is not None:
+        check_boxes_dataset(boxes, {*ds.train["image"], *ds.test_images}, params.crop.boxes, params.data.dir)
     size = params.model.img_size
     with atomic_dir(RESIZED_DIR) as tmp:
         applied = 0

@@ -63,7 +63,7 @@ def test_check_another_dataset_skips_the_default_boxes_and_catches_foreign_ones(
     p["data"]["dir"], p["crop"]["boxes"] = str(tiny_dataset), str(foreign)
     params.write_text(yaml.safe_dump(p))
     assert main(["check", "--no-decode", "--params", str(params)]) == 2
-    assert "none of its 1 boxes is for an image of" in capsys.readouterr().err
+    assert "has boxes for 1 images, none of them in" in capsys.readouterr().err
 
 
 def test_summary_prints_the_run_in_one_line(tmp_path: Path, monkeypatch, capsys) -> None:

@@ -14,7 +14,7 @@ from pathlib import Path
 from whaleid.config import ConfigError, load_params
 from whaleid.data import DataError, check_images, load_dataset
 from whaleid.log import setup_logging
-from whaleid.prepare import read_boxes
+from whaleid.prepare import check_boxes_dataset, read_boxes
 
 log = logging.getLogger("whaleid.check")
 
@@ -49,9 +49,11 @@ def run_checks(data_dir: str | None, params_path: str = "params.yaml", decode: b
     else:
         try:
             ds = load_dataset(data_dir)
-            if boxes is not None and not set(boxes) & {*ds.train["image"], *ds.test_images}:
-                problems.append(f"crop.boxes {params.crop.boxes}: none of its {len(boxes)} boxes is for an image of "
-                                f"{data_dir}: boxes for another dataset? Set crop.boxes to this dataset's CSV or null.")  # fmt: skip
+            if boxes is not None:
+                try:
+                    check_boxes_dataset(boxes, {*ds.train["image"], *ds.test_images}, params.crop.boxes, data_dir)
+                except DataError as exc:  # reported with the rest: the images are still checked
+                    problems.append(str(exc))
             log.info("%s: layout OK (%d train, %d test images, %d individuals)", data_dir, len(ds.train),
                      len(ds.test_images), ds.train["individual_id"].nunique())  # fmt: skip
             if decode:

@@ -36,18 +36,14 @@ def _models(params: Params) -> dict[str, object]:
 
 
 def _convert(src: str, dst: str, backbone: str) -> int:
-    import torch
     from safetensors.torch import save_file
 
     from whaleid.io import atomic_path
-    from whaleid.weights import convert_efficientnet_pytorch
+    from whaleid.weights import convert_efficientnet_pytorch, read_state_dict
 
     setup_logging()
     try:
-        try:
-            state = torch.load(src, map_location="cpu", weights_only=True)
-        except Exception as exc:  # noqa: BLE001 - missing file, or the safe unpickler's many error types
-            raise WhaleidError(f"{src}: not a readable tensor state dict ({type(exc).__name__}: {exc})") from None
+        state = read_state_dict(src, "convert-weights", "Give the efficientnet_pytorch checkpoint (.pth).")
         converted = convert_efficientnet_pytorch(state, backbone)
     except WhaleidError as exc:
         log.error("%s", exc)

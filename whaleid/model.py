@@ -20,7 +20,7 @@ from torch import nn
 from whaleid.augment import MEAN, STD
 from whaleid.config import ArcFaceConfig, ConfigError, ModelConfig
 from whaleid.heads import ArcFace
-from whaleid.weights import HUB_PREFIX, hub_repo, offline_hint
+from whaleid.weights import HUB_PREFIX, hub_repo, offline_hint, read_state_dict
 
 
 class GeM(nn.Module):
@@ -56,22 +56,7 @@ def create_backbone(name: str, pretrained: bool = False) -> nn.Module:
 def load_backbone_weights(backbone: nn.Module, path: str | Path) -> None:
     """Load a local state dict into ``backbone``; explain any key or shape mismatch. Never unpickles."""
     path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"model.weights: file {str(path)!r} not found. Give a local .safetensors/.pt file or null.")
-    if path.suffix == ".safetensors":
-        from safetensors.torch import load_file
-
-        state = load_file(str(path))
-    else:
-        try:
-            state = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as exc:  # noqa: BLE001 - the unpickler raises many types
-            raise ConfigError(f"model.weights: {path} is not a plain tensor state dict ({exc}).") from None
-    for key in ("state_dict", "model"):
-        if isinstance(state, dict) and isinstance(state.get(key), dict):
-            state = state[key]
-    if not isinstance(state, dict):
-        raise ConfigError(f"model.weights: {path} does not hold a state dict.")
+    state = read_state_dict(path)
     own = backbone.state_dict()
     shape_bad = [k for k, v in state.items() if k in own and tuple(v.shape) != tuple(own[k].shape)]
     if shape_bad:

@@ -70,6 +70,13 @@ def read_boxes(path: str | Path) -> dict[str, Box]:
     return {name: tuple(v) for name, v in zip(frame["image"], values, strict=True)}
 
 
+def check_boxes_dataset(boxes: dict[str, Box], images: set[str], boxes_path: str | Path, data_dir: str | Path) -> None:
+    """Refuse a boxes CSV that names none of ``images`` (the dataset's train and test images)."""
+    if not set(boxes) & images:
+        raise DataError(f"crop.boxes {boxes_path} has boxes for {len(boxes)} images, none of them in {data_dir}: "
+                        "boxes for another dataset? Set crop.boxes to this dataset's CSV or null.")  # fmt: skip
+
+
 MIN_BOX_INSIDE = 0.5  # share of a box's area that must lie inside its image
 
 

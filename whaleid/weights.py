@@ -87,16 +87,43 @@ def hub_file(backbone: str) -> Path | None:
     return None
 
 
+def existing_file(path: str | Path, what: str = "model.weights",
+                  hint: str = "Give a local .safetensors/.pt file or null.") -> Path:  # fmt: skip
+    """``path`` as a Path if it is a file; otherwise a ConfigError naming ``what``."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{what}: file {str(path)!r} not found. {hint}")
+    return path
+
+
+def read_state_dict(path: str | Path, what: str = "model.weights",
+                    hint: str = "Give a local .safetensors/.pt file or null.") -> dict[str, torch.Tensor]:  # fmt: skip
+    """A local tensor state dict: ``.safetensors``, or a ``.pt``/``.pth`` file loaded with ``weights_only=True``
+    (unwrapped from a ``{"state_dict": ...}`` or ``{"model": ...}`` checkpoint). Errors name ``what`` and the file."""
+    path = existing_file(path, what, hint)
+    if path.suffix == ".safetensors":
+        from safetensors.torch import load_file
+
+        state = load_file(str(path))
+    else:
+        try:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as exc:  # noqa: BLE001 - the unpickler raises many types
+            raise ConfigError(f"{what}: {path} is not a plain tensor state dict ({exc}).") from None
+    for key in ("state_dict", "model"):
+        if isinstance(state, dict) and isinstance(state.get(key), dict):
+            state = state[key]
+    if not isinstance(state, dict):
+        raise ConfigError(f"{what}: {path} does not hold a state dict.")
+    return state
+
+
 def identity(cfg: ModelConfig) -> dict[str, str | None]:
     """What the backbone's initial weights are: ``{"source": None}`` (random initialisation), a local file
     (``source: file``, its path and SHA-256) or hub weights (``source: hf-hub:<repo>``, file name and SHA-256 of
     the cached file). Hub weights must have been fetched already (see :func:`load_check`)."""
     if cfg.weights:
-        path = Path(cfg.weights)
-        if not path.is_file():
-            raise ConfigError(
-                f"model.weights: file {str(path)!r} not found. Give a local .safetensors/.pt file or null."
-            )
+        path = existing_file(cfg.weights)
         return {"source": "file", "file": str(path), "sha256": sha256_file(path)}
     if cfg.pretrained:
         repo, _ = hub_repo(cfg.backbone)
