@@ -12,6 +12,9 @@ Usage (one config per ``--config NAME key=value ...``; a config with no keys is 
         --config default --config r96 model.img_size=96
 
 ``--set`` applies to every config (the dataset, typically). Runs go one after another (2 cores are busy enough).
+With ``--share``, all configs of one seed run in one worktree, one after another: configs that differ only in
+stages after training (``blend.*``, ``threshold.*``, ``local.*``) then train once per seed, and DVC reruns only
+what changed. Each finished run's figures are kept in ``NAME-sSEED.json`` (resumable too).
 """
 
 from __future__ import annotations
@@ -75,6 +78,31 @@ def run_one(work: Path, name: str, seed: int, pairs: list[tuple[str, str]]) -> P
     return run
 
 
+def run_shared(work: Path, name: str, seed: int, pairs: list[tuple[str, str]]) -> dict:
+    record = work / f"{name}-s{seed}.json"
+    if record.exists():
+        return json.loads(record.read_text())
+    run = work / f"shared-s{seed}"
+    if not run.exists():
+        subprocess.run(["git", "-C", str(ROOT), "worktree", "prune"], check=True)
+        subprocess.run(["git", "-C", str(ROOT), "worktree", "add", "-q", "--detach", str(run), "HEAD"], check=True)
+    params = yaml.safe_load(subprocess.run(["git", "-C", str(ROOT), "show", "HEAD:params.yaml"], check=True,
+                                           capture_output=True, text=True).stdout)  # fmt: skip
+    for key, value in [*pairs, ("train.seed", str(seed))]:
+        set_key(params, key, value)
+    (run / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    env = {**os.environ, "PYTHONPATH": str(run)}
+    print(f"[grid] {name} in {run.name}: dvc repro", flush=True)
+    with open(run / f"repro-{name}.log", "w") as log:
+        done = subprocess.run(["dvc", "repro", "-q"], cwd=run, env=env, stdout=log, stderr=subprocess.STDOUT)
+    if done.returncode:
+        sys.stdout.write((run / f"repro-{name}.log").read_text()[-3000:])
+        raise SystemExit(f"{run}: dvc repro failed for {name} (exit {done.returncode})")
+    result = read_run(run)
+    record.write_text(json.dumps(result))
+    return result
+
+
 def read_run(run: Path) -> dict:
     cv = json.loads((run / "metrics/cv.json").read_text())
     lb = json.loads((run / "metrics/lb.json").read_text())
@@ -96,14 +124,19 @@ def main() -> None:
     ap.add_argument("--seeds", type=int, nargs="+", default=[42, 43])
     ap.add_argument("--set", action="append", default=[], help="key=value applied to every config")
     ap.add_argument("--config", action="append", nargs="+", required=True, metavar="NAME [key=value ...]")
+    ap.add_argument("--share", action="store_true", help="one worktree per seed for every config (see above)")
     args = ap.parse_args()
     args.work.mkdir(parents=True, exist_ok=True)
     common = parse_pairs(args.set)
     rows = []
     for name, *pairs in args.config:
         for seed in args.seeds:
-            run = run_one(args.work, name, seed, common + parse_pairs(pairs))
-            rows.append({"config": name, "seed": seed, **read_run(run)})
+            pairs_all = common + parse_pairs(pairs)
+            if args.share:
+                result = run_shared(args.work, name, seed, pairs_all)
+            else:
+                result = read_run(run_one(args.work, name, seed, pairs_all))
+            rows.append({"config": name, "seed": seed, **result})
             print(f"[grid] {name} s{seed}: {rows[-1]}", flush=True)
     table = pd.DataFrame(rows)
     g = table.groupby("config", sort=False)

@@ -2,18 +2,22 @@
 data/embeddings/<name>/{train,test}.npz.
 
 ``train.npz`` holds every training image in folds.csv order (arrays ``embeddings`` (N, d), ``images``, ``labels``
-(class numbers), ``folds`` and ``held``), ``test.npz`` every test image in sample_submission order (``labels`` -1).
+(class numbers), ``folds`` and ``held``), ``test.npz`` every test image in sample_submission order (``labels`` -1),
+``centres.npz`` the model's ArcFace class centres for the kNN + classifier blend (``centres`` (C * subcenters, d),
+L2-normalised, ``subcenters``, and ``trained`` (C,): the classes this model trained on).
 """
 
 import logging
 
 import numpy as np
+import torch
 
 from whaleid.artifacts import check_resized, folds_with_labels, held_out, resized_paths
-from whaleid.config import Params
+from whaleid.config import Params, member_fold
 from whaleid.data import load_dataset
 from whaleid.device import select_device
 from whaleid.embed import extract_embeddings
+from whaleid.folds import training_rows
 from whaleid.io import atomic_dir, save_npz
 from whaleid.model import load_model
 from whaleid.paths import embed_dir, model_path
@@ -39,6 +43,10 @@ def main(params: Params, name: str) -> None:
                  held=held_out(folds))  # fmt: skip
         save_npz(tmp / "test.npz", embeddings=test, images=np.asarray(ds.test_images, dtype=str),
                  labels=np.full(len(test), -1, dtype=np.int64))  # fmt: skip
+        trained_rows = training_rows(folds["fold"].to_numpy(), held_out(folds), member_fold(name))
+        trained = np.bincount(folds["label"].to_numpy()[trained_rows], minlength=model.head.n_classes) > 0
+        centres = torch.nn.functional.normalize(model.head.weight.detach().float().cpu(), dim=1).numpy()
+        save_npz(tmp / "centres.npz", centres=centres, subcenters=np.int64(model.head.subcenters), trained=trained)
     log.info("%s: %d train and %d test embeddings of dimension %d -> %s", name, len(train), len(test),
              train.shape[1], embed_dir(name))  # fmt: skip
 

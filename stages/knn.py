@@ -5,12 +5,17 @@
 * data/neighbors/test.npz: test images against the submission gallery (data/final, every training image).
 
 Each file holds ``sims`` (Q, k), ``neighbors`` (Q, k), ``query_images``, ``query_labels``, ``gallery_labels``,
-``gallery_images``.
+``gallery_images``. With ``blend.knn_weight < 1`` the similarities are blended with the models' ArcFace class
+cosines (:mod:`whaleid.blend`; validation: that fold model's own head; test: the mean over the submission models)
+and each row gains ``blend.extra_classes`` candidates (k + extra columns).
 """
 
 import logging
 
-from whaleid.artifacts import cv_models, validation_split
+import numpy as np
+
+from whaleid.artifacts import cv_models, submission_models, validation_split
+from whaleid.blend import Centres, blend_neighbours, mean_cosines
 from whaleid.config import Params
 from whaleid.io import atomic_dir, load_npz, save_npz
 from whaleid.paths import FINAL_DIR, NEIGHBOR_DIR, embed_dir
@@ -20,19 +25,35 @@ from whaleid.stage import run_stage
 log = logging.getLogger("whaleid.knn")
 
 
-def _search(out, query: dict, gallery: dict, params: Params) -> None:
+def _centres(name: str) -> Centres:
+    arrays = load_npz(embed_dir(name) / "centres.npz")
+    return Centres(arrays["centres"], int(arrays["subcenters"]), arrays["trained"].astype(bool))
+
+
+def _search(out, query: dict, gallery: dict, params: Params, parts: list[tuple[np.ndarray, Centres]]) -> None:
     sims, neighbors = search(gallery["embeddings"], query["embeddings"], params.knn)
+    cfg = params.blend
+    if cfg.knn_weight < 1.0:
+        sims, neighbors = blend_neighbours(sims, neighbors, gallery["labels"], mean_cosines(parts), cfg.knn_weight,
+                                           cfg.extra_classes)  # fmt: skip
     save_npz(out, sims=sims, neighbors=neighbors, query_images=query["images"], query_labels=query["labels"],
              gallery_labels=gallery["labels"], gallery_images=gallery["images"])  # fmt: skip
-    log.info("%s: %d queries x top-%d over %d gallery images (%s index)", out.name, len(sims), sims.shape[1],
-             len(gallery["labels"]), params.knn.index)  # fmt: skip
+    log.info("%s: %d queries x top-%d over %d gallery images (%s index%s)", out.name, len(sims), sims.shape[1],
+             len(gallery["labels"]), params.knn.index,
+             f", blended with class cosines, knn_weight {cfg.knn_weight}" if cfg.knn_weight < 1.0 else "")  # fmt: skip
 
 
 def main(params: Params) -> None:
+    blend = params.blend.knn_weight < 1.0
     with atomic_dir(NEIGHBOR_DIR / "valid") as tmp:
         for name, fold in cv_models(params).items():
-            _search(tmp / f"{name}.npz", *validation_split(load_npz(embed_dir(name) / "train.npz"), fold), params)
-    _search(NEIGHBOR_DIR / "test.npz", load_npz(FINAL_DIR / "test.npz"), load_npz(FINAL_DIR / "gallery.npz"), params)
+            query, gallery = validation_split(load_npz(embed_dir(name) / "train.npz"), fold)
+            parts = [(query["embeddings"], _centres(name))] if blend else []
+            _search(tmp / f"{name}.npz", query, gallery, params, parts)
+    names = submission_models(params)
+    parts = [(load_npz(embed_dir(n) / "test.npz")["embeddings"], _centres(n)) for n in names] if blend else []
+    _search(NEIGHBOR_DIR / "test.npz", load_npz(FINAL_DIR / "test.npz"), load_npz(FINAL_DIR / "gallery.npz"), params,
+            parts)  # fmt: skip
 
 
 if __name__ == "__main__":

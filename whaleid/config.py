@@ -277,6 +277,19 @@ class KnnConfig:
         _check_choice("knn", "index", self.index, INDEX_TYPES)
 
 
+@dataclass(frozen=True)
+class BlendConfig:
+    """kNN + classifier blend (``whaleid.blend``): each candidate's score is ``knn_weight * cosine to its nearest
+    gallery photo + (1 - knn_weight) * cosine to its ArcFace class centre``; 1 = kNN only (nothing computed)."""
+
+    knn_weight: float = 1.0
+    extra_classes: int = 5  # classes nearest by centre cosine added as candidates when absent from the top-k
+
+    def __post_init__(self) -> None:
+        _check_range("blend", "knn_weight", self.knn_weight, 0.0, 1.0)
+        _check_range("blend", "extra_classes", self.extra_classes, 0, 1000)
+
+
 MAX_THRESHOLDS = 10_000  # the sweep scores every threshold at once: (queries x thresholds) memory
 
 
@@ -408,6 +421,7 @@ class Params:
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     embed: EmbedConfig = field(default_factory=EmbedConfig)
     knn: KnnConfig = field(default_factory=KnnConfig)
+    blend: BlendConfig = field(default_factory=BlendConfig)
     local: LocalConfig = field(default_factory=LocalConfig)
     threshold: ThresholdConfig = field(default_factory=ThresholdConfig)
     baseline: BaselineConfig = field(default_factory=BaselineConfig)
