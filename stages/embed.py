@@ -10,13 +10,13 @@ L2-normalised, ``subcenters``, and ``trained`` (C,): the classes this model trai
 import logging
 
 import numpy as np
-import torch
 
-from whaleid.artifacts import check_resized, folds_with_labels, held_out, resized_paths
+from whaleid.artifacts import check_resized, folds_with_labels, held_out
+from whaleid.blend import Centres
 from whaleid.config import Params, member_fold
 from whaleid.data import load_dataset
 from whaleid.device import select_device
-from whaleid.embed import extract_embeddings
+from whaleid.embed import embed_dataset
 from whaleid.folds import training_rows
 from whaleid.io import atomic_dir, save_npz
 from whaleid.model import load_model
@@ -32,11 +32,8 @@ def main(params: Params, name: str) -> None:
     folds, _ = folds_with_labels()
     device = select_device(params.runtime.device)
     model, payload = load_model(model_path(name), device)
-    kw = dict(img_size=int(payload["model"]["img_size"]), batch_size=params.embed.batch_size, device=device,
-              num_workers=params.runtime.num_workers, flip_tta=params.embed.flip_tta)  # fmt: skip
-    fmt = params.resize.format
-    train = extract_embeddings(model, resized_paths("train_images", folds["image"], fmt), desc=f"{name} train", **kw)
-    test = extract_embeddings(model, resized_paths("test_images", ds.test_images, fmt), desc=f"{name} test", **kw)
+    train, test = embed_dataset(model, params, folds["image"], ds.test_images, device, name,
+                                int(payload["model"]["img_size"]))  # fmt: skip
     with atomic_dir(embed_dir(name)) as tmp:
         save_npz(tmp / "train.npz", embeddings=train, images=np.asarray(folds["image"], dtype=str),
                  labels=folds["label"].to_numpy(), folds=folds["fold"].to_numpy(),
@@ -45,8 +42,7 @@ def main(params: Params, name: str) -> None:
                  labels=np.full(len(test), -1, dtype=np.int64))  # fmt: skip
         trained_rows = training_rows(folds["fold"].to_numpy(), held_out(folds), member_fold(name))
         trained = np.bincount(folds["label"].to_numpy()[trained_rows], minlength=model.head.n_classes) > 0
-        centres = torch.nn.functional.normalize(model.head.weight.detach().float().cpu(), dim=1).numpy()
-        save_npz(tmp / "centres.npz", centres=centres, subcenters=np.int64(model.head.subcenters), trained=trained)
+        save_npz(tmp / "centres.npz", **Centres.of_model(model.head, trained).arrays())
     log.info("%s: %d train and %d test embeddings of dimension %d -> %s", name, len(train), len(test),
              train.shape[1], embed_dir(name))  # fmt: skip
 

@@ -15,29 +15,23 @@ import logging
 import numpy as np
 
 from whaleid.artifacts import cv_models, submission_models, validation_split
-from whaleid.blend import Centres, blend_neighbours, mean_cosines
+from whaleid.blend import Centres, search_blended
 from whaleid.config import Params
 from whaleid.io import atomic_dir, load_npz, save_npz
 from whaleid.paths import FINAL_DIR, NEIGHBOR_DIR, embed_dir
-from whaleid.retrieval import search
 from whaleid.stage import run_stage
 
 log = logging.getLogger("whaleid.knn")
 
 
 def _centres(name: str) -> Centres:
-    arrays = load_npz(embed_dir(name) / "centres.npz")
-    return Centres(arrays["centres"], int(arrays["subcenters"]), arrays["trained"].astype(bool))
+    return Centres.from_arrays(load_npz(embed_dir(name) / "centres.npz"))
 
 
 def _search(out, query: dict, gallery: dict, params: Params, parts: list[tuple[np.ndarray, Centres]]) -> None:
-    sims, neighbors = search(gallery["embeddings"], query["embeddings"], params.knn)
-    cfg = params.blend
-    if cfg.knn_weight < 1.0:
-        sims, neighbors = blend_neighbours(sims, neighbors, gallery["labels"], mean_cosines(parts), cfg.knn_weight,
-                                           cfg.extra_classes)  # fmt: skip
-    save_npz(out, sims=sims, neighbors=neighbors, query_images=query["images"], query_labels=query["labels"],
-             gallery_labels=gallery["labels"], gallery_images=gallery["images"])  # fmt: skip
+    nn = search_blended(query, gallery, params.knn, params.blend, parts)
+    save_npz(out, **nn)
+    sims, cfg = nn["sims"], params.blend
     log.info("%s: %d queries x top-%d over %d gallery images (%s index%s)", out.name, len(sims), sims.shape[1],
              len(gallery["labels"]), params.knn.index,
              f", blended with class cosines, knn_weight {cfg.knn_weight}" if cfg.knn_weight < 1.0 else "")  # fmt: skip

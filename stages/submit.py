@@ -9,7 +9,7 @@ from whaleid.artifacts import class_species, folds_with_labels
 from whaleid.config import Params
 from whaleid.data import DataError, load_dataset
 from whaleid.io import load_npz, read_json, write_csv
-from whaleid.paths import FUSED_DIR, RULE, SUBMISSION
+from whaleid.paths import ROUNDS_DIR, RULE, SUBMISSION
 from whaleid.predict import NEW, Neighbours, Rule, apply_rule
 from whaleid.stage import run_stage
 from whaleid.submission import build_submission, labels_to_strings, validate_submission
@@ -21,9 +21,9 @@ def main(params: Params) -> None:
     ds = load_dataset(params.data.dir)
     folds, classes = folds_with_labels()
     rule = Rule.from_dict(read_json(RULE))
-    nn = load_npz(FUSED_DIR / "test.npz")
+    nn = load_npz(ROUNDS_DIR / "test.npz")
     if list(nn["query_images"]) != ds.test_images:
-        raise DataError(f"{FUSED_DIR / 'test.npz'} does not match sample_submission.csv; rerun embed and knn")
+        raise DataError(f"{ROUNDS_DIR / 'test.npz'} does not match sample_submission.csv; rerun embed and knn")
     pred = apply_rule(rule, Neighbours(nn["sims"], nn["neighbors"], nn["gallery_labels"]),
                       class_species(folds, len(classes)))  # fmt: skip
     frame = build_submission(ds.test_images, labels_to_strings(pred, classes))

@@ -11,7 +11,7 @@ import logging
 from whaleid.artifacts import class_species, folds_with_labels
 from whaleid.config import Params
 from whaleid.io import load_npz, write_csv, write_json
-from whaleid.paths import CV_METRICS, FUSED_DIR, RULE, THRESHOLD_PLOT
+from whaleid.paths import CV_METRICS, ROUNDS_DIR, RULE, THRESHOLD_PLOT
 from whaleid.predict import Neighbours, fit_rule
 from whaleid.stage import run_stage
 
@@ -20,7 +20,7 @@ log = logging.getLogger("whaleid.threshold")
 
 def main(params: Params) -> None:
     folds, classes = folds_with_labels()
-    files = sorted((FUSED_DIR / "valid").glob("*.npz"))
+    files = sorted((ROUNDS_DIR / "valid").glob("*.npz"))
     parts = [load_npz(f) for f in files]
     nns = [Neighbours(p["sims"], p["neighbors"], p["gallery_labels"], p["query_labels"]) for p in parts]
     fit = fit_rule(nns, params.threshold, params.cv.new_ratio, class_species(folds, len(classes)),

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 from tinyrepo import DVC, make_repo, run
@@ -58,14 +59,28 @@ def test_repro_then_experiment(tmp_path: Path) -> None:
 
     out = run([*dvc, "exp", "run", "-S", "fold=1"], repo, env)
     reran = stages_run(out)
-    assert reran == {"weights", "train", "embed", "ensemble", "knn", "local", "threshold", "submit", "score",
-                     "baseline"}, reran  # fmt: skip
+    assert reran == {"weights", "train", "embed", "ensemble", "knn", "local", "pseudo", "threshold", "submit",
+                     "score", "baseline"}, reran  # fmt: skip
 
     out = run([*dvc, "exp", "run", "-S", "threshold.step=0.1"], repo, env)
     reran = stages_run(out) - {"weights"}
     # The baseline is scored with the same rule; submit and score rerun only if the fitted rule changed (DVC skips a
-    # stage whose inputs hash the same).
-    assert {"threshold", "baseline"} <= reran <= {"threshold", "baseline", "submit", "score"}, reran
+    # stage whose inputs hash the same). The pseudo stage reads the threshold params too (it passes data through).
+    assert {"pseudo", "threshold", "baseline"} <= reran <= {"pseudo", "threshold", "baseline", "submit", "score"}, reran
+
+    # One pseudo-label round on the blended scores (back on fold 0, whose model DVC restores from its run cache):
+    # no stage before knn reruns, and CV stays on fold 0.
+    out = run([*dvc, "exp", "run", "-S", "fold=0", "-S", "pseudo.rounds=1", "-S", "blend.knn_weight=0.5"], repo, env)
+    assert {"knn", "pseudo", "threshold"} <= stages_run(out) and "train" not in stages_run(out), out
+    history = json.loads((repo / "metrics/pseudo.json").read_text())["history"]
+    assert [h["round"] for h in history] == [0, 1] and history[1]["pseudo_labels"] >= 1, history
+    chosen = pd.read_csv(repo / "data/rounds/round1/pseudo_labels.csv")
+    assert set(chosen["image"]) <= set(sub["image"]) and len(chosen) <= 0.3 * len(sub), chosen
+    folds = pd.read_csv(repo / "data/prepared/folds.csv")
+    valid = np.load(repo / "data/rounds/valid/fold0.npz")
+    assert set(valid["query_images"]) == set(folds["image"][folds["fold"] == 0])
+    assert not set(valid["gallery_images"]) & set(folds["image"][folds["fold"] == 0])
+    assert json.loads((repo / "metrics/cv.json").read_text())["map5"] == history[1]["cv_map5"]
 
     shown = json.loads(run([*dvc, "exp", "show", "--json"], repo, env))
     cv_values = metric_values(shown, "metrics/cv.json")
@@ -102,8 +117,8 @@ def test_members_train_in_their_own_stages_once(tmp_path: Path) -> None:
 
     # -S fold=2: the fold-2 model and what depends on it; the members are not touched.
     out = run([*DVC, "exp", "run", "-S", "fold=2"], repo, env)
-    assert stages_run(out) == {"weights", "train", "embed", "ensemble", "knn", "local", "threshold", "submit",
-                               "score", "baseline"}, out  # fmt: skip
+    assert stages_run(out) == {"weights", "train", "embed", "ensemble", "knn", "local", "pseudo", "threshold",
+                               "submit", "score", "baseline"}, out  # fmt: skip
     assert set(json.loads((repo / "metrics/cv.json").read_text())["folds"]) == {"fold1", "fold2", "fold3"}
 
     # fold 1 becomes the `fold` model: the model member@fold1 trained is restored from DVC's run cache.

@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 import timm
 import torch
+from hubcache import build_hub_cache
 from safetensors.torch import load_file, save_file
 
 from whaleid.augment import MEAN, STD, normalize
@@ -27,18 +28,7 @@ COMMIT = "0123456789abcdef0123456789abcdef01234567"
 
 
 def hub_cache(home: Path) -> Path:
-    """``home``/hub laid out as huggingface_hub's cache holding ``model.safetensors`` for test_resnet, with weights
-    that differ from any fresh initialisation; returns the weights file."""
-    torch.manual_seed(1234)
-    state = timm.create_model("test_resnet", pretrained=False).state_dict()
-    state = {k: (v + torch.randn_like(v) if v.is_floating_point() else v) for k, v in state.items()}
-    repo = home / "hub" / f"models--{REPO.replace('/', '--')}"
-    snapshot = repo / "snapshots" / COMMIT
-    snapshot.mkdir(parents=True)
-    (repo / "refs").mkdir()
-    (repo / "refs" / "main").write_text(COMMIT)
-    save_file(state, str(snapshot / "model.safetensors"))
-    return snapshot / "model.safetensors"
+    return build_hub_cache(home, "test_resnet", REPO, COMMIT)
 
 
 def run_python(code: str, home: Path) -> subprocess.CompletedProcess:

@@ -22,6 +22,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from whaleid.config import BlendConfig, KnnConfig
+from whaleid.retrieval import search
+
 
 @dataclass(frozen=True)
 class Centres:
@@ -34,6 +37,22 @@ class Centres:
     @property
     def n_classes(self) -> int:
         return len(self.trained)
+
+    @classmethod
+    def from_arrays(cls, arrays: dict[str, np.ndarray]) -> Centres:
+        """From the arrays of an embed stage's ``centres.npz``."""
+        return cls(arrays["centres"], int(arrays["subcenters"]), np.asarray(arrays["trained"], dtype=bool))
+
+    @classmethod
+    def of_model(cls, head: object, trained: np.ndarray) -> Centres:
+        """From an :class:`whaleid.heads.ArcFace` head and the (C,) classes its model trained on."""
+        import torch
+
+        weight = torch.nn.functional.normalize(head.weight.detach().float().cpu(), dim=1).numpy()
+        return cls(weight, int(head.subcenters), np.asarray(trained, dtype=bool))
+
+    def arrays(self) -> dict[str, np.ndarray]:
+        return {"centres": self.centres, "subcenters": np.int64(self.subcenters), "trained": self.trained}
 
     def cosines(self, queries: np.ndarray) -> np.ndarray:
         """(Q, C) float32 class cosines of unit-length ``queries``; NaN for classes the model did not train on."""
@@ -127,3 +146,21 @@ def blend_neighbours(
         out_sims[sl] = np.take_along_axis(both_s, order, 1)
         out_rows[sl] = np.take_along_axis(both_r, order, 1)
     return out_sims, out_rows
+
+
+def search_blended(query: dict[str, np.ndarray], gallery: dict[str, np.ndarray], knn_cfg: KnnConfig,
+                   blend_cfg: BlendConfig, parts: Sequence[tuple[np.ndarray, Centres]]) -> dict[str, np.ndarray]:  # fmt: skip
+    """Faiss top-k of ``query`` (arrays ``embeddings``, ``images``, ``labels``) in ``gallery`` (same keys), blended
+    with the class cosines of ``parts`` when ``blend_cfg.knn_weight < 1``: the arrays the knn stage saves."""
+    sims, neighbors = search(gallery["embeddings"], query["embeddings"], knn_cfg)
+    if blend_cfg.knn_weight < 1.0:
+        sims, neighbors = blend_neighbours(sims, neighbors, gallery["labels"], mean_cosines(parts),
+                                           blend_cfg.knn_weight, blend_cfg.extra_classes)  # fmt: skip
+    return {
+        "sims": sims,
+        "neighbors": neighbors,
+        "query_images": query["images"],
+        "query_labels": query["labels"],
+        "gallery_labels": gallery["labels"],
+        "gallery_images": gallery["images"],
+    }

@@ -5,6 +5,8 @@
 * ``whaleid models``: which models the params train, use for CV and combine for the submission;
 * ``whaleid summary``: the last run in one line (CV, LB MAP@5), from metrics/;
 * ``whaleid exps``: the experiments in the few columns people compare, with CV averaged over folds;
+* ``whaleid overrides FILE``: the ``-S key=value`` arguments that apply a params overrides file, e.g.
+  ``dvc exp run $(whaleid overrides params/competition.yaml)``;
 * ``whaleid convert-weights SRC DST --backbone NAME``: an ``efficientnet_pytorch`` checkpoint renamed to a timm
   backbone's names, saved as ``.safetensors`` for ``model.weights``.
 """
@@ -72,6 +74,10 @@ def main(argv: list[str] | None = None) -> int:
                           "averaged over fold experiments")  # fmt: skip
     exps.add_argument("-A", "--all-commits", action="store_true", help="experiments of every commit")
     exps.add_argument("--json-file", help="read a saved `dvc exp show --json` output instead of running DVC")
+    over = sub.add_parser("overrides", help="print the `dvc exp run` -S arguments that apply a params overrides "
+                          "file (checked against params.yaml first)")  # fmt: skip
+    over.add_argument("file", help="overrides in the layout of params.yaml, e.g. params/competition.yaml")
+    over.add_argument("--params", default="params.yaml", help="params file the overrides apply to")
     conv = sub.add_parser("convert-weights", help="rename an efficientnet_pytorch checkpoint to timm names "
                           "(.safetensors, for model.weights)")  # fmt: skip
     conv.add_argument("src", help="efficientnet_pytorch state dict (.pth), e.g. efficientnet-lite0-57934424.pth")
@@ -97,6 +103,16 @@ def main(argv: list[str] | None = None) -> int:
         return exps_main(["-A"] * args.all_commits + (["--json-file", args.json_file] if args.json_file else []))
     if args.command == "convert-weights":
         return _convert(args.src, args.dst, args.backbone)
+    if args.command == "overrides":
+        from whaleid.config import override_args
+
+        setup_logging()
+        try:
+            print(" ".join(override_args(args.file, args.params)))
+        except WhaleidError as exc:
+            log.error("%s", exc)
+            return 2
+        return 0
     if args.command == "check":
         from whaleid.check import run_checks
 

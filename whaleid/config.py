@@ -9,8 +9,10 @@ Blocks: ``data``, ``sample``, ``cv``, ``fold`` (a bare int), ``crop``, ``resize`
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import difflib
+import json
 import re
 import types
 import typing
@@ -290,6 +292,21 @@ class BlendConfig:
         _check_range("blend", "extra_classes", self.extra_classes, 0, 1000)
 
 
+@dataclass(frozen=True)
+class PseudoConfig:
+    """Pseudo-label rounds (stage ``pseudo``, ``whaleid.pseudo``): each round retrains the ``fold`` model with the
+    previous round's most confident test predictions of known individuals added to its training set."""
+
+    rounds: int = 0  # 0: off
+    max_share: float = 0.3  # at most this share of the test photos per round, the most confident first
+    min_margin: float = 0.0  # top-1 candidate's score must beat the second one's by this much
+
+    def __post_init__(self) -> None:
+        _check_range("pseudo", "rounds", self.rounds, 0, 20)
+        _check_range("pseudo", "max_share", self.max_share, 0.0, 1.0)
+        _check_range("pseudo", "min_margin", self.min_margin, 0.0, 2.0)
+
+
 MAX_THRESHOLDS = 10_000  # the sweep scores every threshold at once: (queries x thresholds) memory
 
 
@@ -424,6 +441,7 @@ class Params:
     blend: BlendConfig = field(default_factory=BlendConfig)
     local: LocalConfig = field(default_factory=LocalConfig)
     threshold: ThresholdConfig = field(default_factory=ThresholdConfig)
+    pseudo: PseudoConfig = field(default_factory=PseudoConfig)
     baseline: BaselineConfig = field(default_factory=BaselineConfig)
     ensemble: EnsembleConfig = field(default_factory=EnsembleConfig)
     runtime: RuntimeConfig = field(default_factory=RuntimeConfig)
@@ -437,6 +455,9 @@ class Params:
             if f == self.fold:
                 raise ConfigError(f"ensemble.members lists {name}, the `fold` model, which the train stage trains "
                                   f"already; list only other folds (or change fold).")  # fmt: skip
+        if self.pseudo.rounds and (self.ensemble.members or not self.ensemble.fold_model):
+            raise ConfigError("pseudo.rounds retrains the `fold` model alone and submits with it; set "
+                              "ensemble.members: [] and ensemble.fold_model: true, or pseudo.rounds: 0.")  # fmt: skip
         if not 0 <= self.fold < self.cv.n_folds:
             raise ConfigError(
                 f"fold must be in [0, cv.n_folds) = [0, {self.cv.n_folds}), got {self.fold!r}. "
@@ -537,12 +558,7 @@ def params_from_dict(raw: Any) -> Params:
 def load_params(path: str | Path = "params.yaml") -> Params:
     """Read and validate a params file (``yaml.safe_load``: no code is ever run)."""
     path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"{path}: params file not found.")
-    try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: not valid YAML: {exc}") from None
+    raw = _read_yaml(path)
     try:
         return params_from_dict(raw)
     except ConfigError as exc:
@@ -552,3 +568,59 @@ def load_params(path: str | Path = "params.yaml") -> Params:
 def to_dict(obj: Any) -> Any:
     """A plain, JSON-able dict of a config dataclass."""
     return dataclasses.asdict(obj)
+
+
+def _read_yaml(path: Path) -> Any:
+    if not path.is_file():
+        raise ConfigError(f"{path}: params file not found.")
+    try:
+        return yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML: {exc}") from None
+
+
+def flat_overrides(overrides: Any, prefix: str = "") -> dict[str, Any]:
+    """A nested overrides mapping as ``{"block.key": value}`` (values kept as they are, lists included)."""
+    if not isinstance(overrides, dict):
+        raise ConfigError(f"{prefix or 'overrides'} must be a mapping of blocks to keys, got {overrides!r:.80}.")
+    out: dict[str, Any] = {}
+    for key, value in overrides.items():
+        dotted = f"{prefix}.{key}" if prefix else str(key)
+        if isinstance(value, dict):
+            out |= flat_overrides(value, dotted)
+        else:
+            out[dotted] = value
+    return out
+
+
+def apply_overrides(raw: dict, flat: dict[str, Any]) -> dict:
+    """A copy of the parsed params ``raw`` with every ``block.key`` of ``flat`` replaced; unknown keys are a
+    ConfigError naming them."""
+    out = copy.deepcopy(raw)
+    for dotted, value in flat.items():
+        *parents, leaf = dotted.split(".")
+        node = out
+        for key in parents:
+            if not isinstance(node.get(key), dict):
+                raise ConfigError(f"{dotted}: params.yaml has no block {key!r}.")
+            node = node[key]
+        if leaf not in node:
+            raise ConfigError(f"{dotted}: params.yaml has no such key.{_suggest(leaf, list(node))}")
+        node[leaf] = value
+    return out
+
+
+def override_args(path: str | Path, params_path: str | Path = "params.yaml") -> list[str]:
+    """The ``-S key=value`` arguments of ``dvc exp run`` that apply the overrides file ``path`` (nested YAML, the
+    layout of params.yaml) to ``params_path``, after checking that the result is valid params. Values are written
+    as compact JSON (valid YAML without spaces), so the arguments survive the shell's word splitting."""
+    path = Path(path)
+    flat = flat_overrides(_read_yaml(path))
+    try:
+        params_from_dict(apply_overrides(_read_yaml(Path(params_path)), flat))
+    except ConfigError as exc:
+        raise ConfigError(f"{path}: {exc}") from None
+    args = []
+    for dotted, value in flat.items():
+        args += ["-S", f"{dotted}={json.dumps(value, separators=(',', ':'))}"]
+    return args

@@ -10,7 +10,9 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from whaleid.artifacts import resized_paths
 from whaleid.augment import model_input
+from whaleid.config import Params
 from whaleid.data import ImageDataset
 from whaleid.device import autocast_dtype, make_loader
 from whaleid.log import bar_options
@@ -60,3 +62,15 @@ def combine(parts: Sequence[np.ndarray]) -> np.ndarray:
     if len(parts) == 1:
         return np.asarray(parts[0], dtype=np.float32)
     return (np.concatenate(parts, axis=1) / np.sqrt(len(parts))).astype(np.float32)
+
+
+def embed_dataset(model: nn.Module, params: Params, train_images: Sequence[str], test_images: Sequence[str],
+                  device: torch.device, name: str, img_size: int) -> tuple[np.ndarray, np.ndarray]:  # fmt: skip
+    """Embeddings of the resized copies of ``train_images`` and ``test_images`` (``embed.*`` params), with a
+    progress bar named after model ``name``."""
+    kw = dict(img_size=img_size, batch_size=params.embed.batch_size, device=device,
+              num_workers=params.runtime.num_workers, flip_tta=params.embed.flip_tta)  # fmt: skip
+    fmt = params.resize.format
+    train = extract_embeddings(model, resized_paths("train_images", train_images, fmt), desc=f"{name} train", **kw)
+    test = extract_embeddings(model, resized_paths("test_images", test_images, fmt), desc=f"{name} test", **kw)
+    return train, test

@@ -17,6 +17,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import torch
 
 from whaleid.artifacts import check_resized, folds_with_labels, held_out, resized_paths
@@ -71,12 +72,20 @@ def _epoch_logger(live: object) -> Callable[[dict[str, float]], None]:
     return on_epoch
 
 
-def train_member(params: Params, name: str) -> Path:
+def train_member(params: Params, name: str, extra: pd.DataFrame | None = None, fold: int | None | str = "name",
+                 out_dir: Path | None = None) -> Path:  # fmt: skip
     """Train model ``name`` (``foldN`` or ``full``) and write it to :func:`whaleid.paths.model_path`, its curves
-    to :func:`whaleid.paths.live_dir`; return the model path."""
+    to :func:`whaleid.paths.live_dir`; return the model path.
+
+    ``extra`` (columns ``path``, ``label``, ``species_label``) adds images to the training set (pseudo-labelled
+    test photos); ``fold`` then gives the validation fold (default: from ``name``) and ``out_dir`` the folder of
+    ``model.pt`` and ``live/``.
+    """
     from dvclive import Live
 
-    fold = member_fold(name)
+    fold = member_fold(name) if fold == "name" else fold
+    out = model_path(name) if out_dir is None else Path(out_dir) / "model.pt"
+    live_path = live_dir(name) if out_dir is None else Path(out_dir) / "live"
     load_dataset(params.data.dir)
     check_resized(params)
     folds, classes = folds_with_labels()
@@ -95,35 +104,44 @@ def train_member(params: Params, name: str) -> Path:
                         "the weights changed since stage `weights` ran; rerun `dvc repro`")  # fmt: skip
     torch.manual_seed(params.train.seed)
     model = WhaleNet(params.model, params.arcface, len(classes), len(species_classes))
+    gallery_paths = resized_paths("train_images", train_rows["image"], params.resize.format)
+    train_paths = list(gallery_paths)
+    train_labels = train_rows["label"].to_numpy()
+    train_species = train_rows["species_label"].to_numpy()
+    image_ids = list(train_rows["image"])
+    if extra is not None and len(extra):
+        train_paths += [Path(p) for p in extra["path"]]
+        train_labels = np.concatenate([train_labels, extra["label"].to_numpy(np.int64)])
+        train_species = np.concatenate([train_species, extra["species_label"].to_numpy(np.int64)])
+        image_ids += [f"{p}={label}" for p, label in zip(extra["path"], extra["label"], strict=True)]
+        log.info("%s: + %d pseudo-labelled images", name, len(extra))
     if params.arcface.dynamic_margin:
-        counts = np.bincount(train_rows["label"].to_numpy(), minlength=len(classes))
+        counts = np.bincount(train_labels, minlength=len(classes))
         model.head.set_margins(dynamic_margins(counts, params.arcface.margin_min, params.arcface.margin,
                                                params.arcface.margin_power))  # fmt: skip
-    train_paths = resized_paths("train_images", train_rows["image"], params.resize.format)
     valid_paths = resized_paths("train_images", valid_rows["image"], params.resize.format)
 
     def evaluate(net: torch.nn.Module) -> dict[str, float]:
         kw = dict(img_size=params.model.img_size, batch_size=2 * params.train.batch_size, device=device,
                   num_workers=params.runtime.num_workers, progress=False)  # fmt: skip
-        gallery = extract_embeddings(net, train_paths, **kw)
+        gallery = extract_embeddings(net, gallery_paths, **kw)
         queries = extract_embeddings(net, valid_paths, **kw)
         score = cv_score(queries, valid_rows["label"].to_numpy(), gallery, train_rows["label"].to_numpy(),
                          params.cv.new_ratio)  # fmt: skip
         return {"valid_map5": score["map5"], "valid_threshold": score["threshold"]}
 
     checkpoint = CHECKPOINT_DIR / name / "last.pt"
-    out = model_path(name)
     fp = fingerprint(params, [FOLDS, LABELS, RESIZED_DIR / "info.json", WEIGHTS_ID, *training_code()],
-                     list(train_rows["image"]))  # fmt: skip
+                     image_ids)  # fmt: skip
     with contextlib.ExitStack() as stack:
-        live = stack.enter_context(Live(dir=str(live_dir(name)), dvcyaml=None, save_dvc_exp=False, report=None))
+        live = stack.enter_context(Live(dir=str(live_path), dvcyaml=None, save_dvc_exp=False, report=None))
         live.log_params({"model": name, "backbone": params.model.backbone, "img_size": params.model.img_size})
         history = train_model(
-            model, train_paths, train_rows["label"].to_numpy(),
+            model, train_paths, train_labels,
             cfg=params.train, aug=params.augment, arc=params.arcface, img_size=params.model.img_size,
             device=device, num_workers=params.runtime.num_workers, checkpoint=checkpoint, fingerprint=fp,
             evaluate=evaluate if len(valid_rows) else None, on_epoch=_epoch_logger(live),
-            species=train_rows["species_label"].to_numpy(),
+            species=train_species,
         )  # fmt: skip
     # A JSON round trip gives the history the same object sharing whether or not it was partly read back from a
     # checkpoint; pickle's memo would otherwise make a resumed run's model.pt differ in bytes (not in values).

@@ -223,15 +223,22 @@ def fuse_neighbours(valid: dict[str, dict[str, np.ndarray]], test: dict[str, np.
         for nn in valid.values()
     ])[real]  # fmt: skip
     calibration = Calibration.fit(sims, counts, same)
-    test_inl = neighbour_inliers(test, test_kp, train_kp, cfg, n_jobs, "match test")
-
-    def fused(nn: dict[str, np.ndarray], inliers: np.ndarray) -> dict[str, np.ndarray]:
-        out = fuse(_as_neighbours(nn), inliers, calibration)
-        return {**nn, "sims": out.sims, "neighbors": out.neighbors}
-
+    fused_test = fuse_saved(test, test_kp, train_kp, calibration, cfg, n_jobs, "match test")
     stats = {
-        "pairs": int(counts.size + test_inl[:, :top].size),
+        "pairs": int(counts.size + test["neighbors"][:, :top].size),
         "inliers_same_mean": round(float(counts[same].mean()), 3) if same.any() else None,
         "inliers_other_mean": round(float(counts[~same].mean()), 3) if (~same).any() else None,
     }
-    return {n: fused(nn, inl[n]) for n, nn in valid.items()}, fused(test, test_inl), calibration, stats
+    return {n: _fused(nn, inl[n], calibration) for n, nn in valid.items()}, fused_test, calibration, stats
+
+
+def _fused(nn: dict[str, np.ndarray], inliers: np.ndarray, calibration: Calibration) -> dict[str, np.ndarray]:
+    out = fuse(_as_neighbours(nn), inliers, calibration)
+    return {**nn, "sims": out.sims, "neighbors": out.neighbors}
+
+
+def fuse_saved(nn: dict[str, np.ndarray], query_kp: KeypointSet, gallery_kp: KeypointSet, calibration: Calibration,
+               cfg: LocalConfig, n_jobs: int = -1, desc: str = "match") -> dict[str, np.ndarray]:  # fmt: skip
+    """Match and fuse one saved kNN result with an already fitted calibration (same keys, ``sims``/``neighbors``
+    replaced)."""
+    return _fused(nn, neighbour_inliers(nn, query_kp, gallery_kp, cfg, n_jobs, desc), calibration)
