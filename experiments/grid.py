@@ -86,7 +86,8 @@ def run_shared(work: Path, name: str, seed: int, pairs: list[tuple[str, str]]) -
     if not run.exists():
         subprocess.run(["git", "-C", str(ROOT), "worktree", "prune"], check=True)
         subprocess.run(["git", "-C", str(ROOT), "worktree", "add", "-q", "--detach", str(run), "HEAD"], check=True)
-    params = yaml.safe_load(subprocess.run(["git", "-C", str(ROOT), "show", "HEAD:params.yaml"], check=True,
+    # The worktree's own commit (HEAD of this checkout may have moved on since it was made).
+    params = yaml.safe_load(subprocess.run(["git", "-C", str(run), "show", "HEAD:params.yaml"], check=True,
                                            capture_output=True, text=True).stdout)  # fmt: skip
     for key, value in [*pairs, ("train.seed", str(seed))]:
         set_key(params, key, value)
