@@ -19,18 +19,51 @@ from typing import Any
 import numpy as np
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
+
+
+def clean_stale(path: Path) -> None:
+    """Remove what a killed writer of ``path`` left beside it: ``.<name>.<pid>.*.tmp`` temporaries and
+    ``.<name>.old.<pid>`` folders whose process is gone (those of live processes are left alone)."""
+    for pattern, pid_at in ((f".{path.name}.*.tmp", 0), (f".{path.name}.old.*", 1)):
+        for leftover in path.parent.glob(pattern):
+            rest = leftover.name[len(path.name) + 2 :].split(".")
+            pid = rest[pid_at] if pid_at < len(rest) else ""
+            if pid.isdigit() and not _alive(int(pid)):
+                if leftover.is_dir() and not leftover.is_symlink():
+                    shutil.rmtree(leftover, ignore_errors=True)
+                else:
+                    leftover.unlink(missing_ok=True)
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | Path) -> Iterator[Path]:
-    """Yield a temporary path next to ``path``; on success it replaces ``path`` atomically."""
+    """Yield a temporary path next to ``path``; on success it replaces ``path`` atomically (mode by the umask,
+    as a plain ``open`` would give). Temporaries left by a killed earlier writer are removed first."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    clean_stale(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.{os.getpid()}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
     tmp_path = Path(tmp)
     try:
         yield tmp_path
         with open(tmp_path, "rb+") as fh:
             os.fsync(fh.fileno())
+        os.chmod(tmp_path, 0o666 & ~_umask())
         os.replace(tmp_path, path)
     finally:
         tmp_path.unlink(missing_ok=True)
@@ -88,12 +121,15 @@ def load_npz(path: str | Path) -> dict[str, np.ndarray]:
 
 @contextlib.contextmanager
 def atomic_dir(path: str | Path) -> Iterator[Path]:
-    """Yield a temporary directory next to ``path``; on success it replaces ``path`` as a whole."""
+    """Yield a temporary directory next to ``path``; on success it replaces ``path`` as a whole (mode by the
+    umask). Temporaries left by a killed earlier writer are removed first."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
+    clean_stale(path)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.{os.getpid()}.", suffix=".tmp", dir=path.parent))
     try:
         yield tmp
+        os.chmod(tmp, 0o777 & ~_umask())
         old = None
         if path.exists():
             old = path.with_name(f".{path.name}.old.{os.getpid()}")

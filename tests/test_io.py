@@ -1,0 +1,58 @@
+"""Atomic outputs: modes follow the umask, and what a killed writer left behind is cleaned at the next write
+(only a dead process's leftovers; a live writer's temporaries are not touched)."""
+
+from __future__ import annotations
+
+import os
+import stat
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from whaleid.io import atomic_dir, save_npz, write_text
+
+
+def mode(path: Path) -> int:
+    return stat.S_IMODE(path.stat().st_mode)
+
+
+def test_outputs_follow_the_umask(tmp_path: Path) -> None:
+    old = os.umask(0o022)
+    try:
+        write_text(tmp_path / "a.json", "{}")
+        with atomic_dir(tmp_path / "d") as tmp:
+            save_npz(tmp / "x.npz", x=np.zeros(2))
+        assert mode(tmp_path / "a.json") == 0o644 and mode(tmp_path / "d") == 0o755
+        assert mode(tmp_path / "d" / "x.npz") == 0o644
+        os.umask(0o077)
+        write_text(tmp_path / "b.json", "{}")
+        assert mode(tmp_path / "b.json") == 0o600
+    finally:
+        os.umask(old)
+
+
+def dead_pid() -> int:
+    proc = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    return int(proc.stdout)
+
+
+def test_leftovers_of_a_killed_writer_are_removed_at_the_next_write(tmp_path: Path) -> None:
+    gone, alive = dead_pid(), os.getppid()
+    leftovers = [tmp_path / f".model.pt.{gone}.abc123.tmp", tmp_path / f".resized.{gone}.xyz.tmp",
+                 tmp_path / f".resized.old.{gone}"]  # fmt: skip
+    leftovers[0].write_bytes(b"half a model")
+    leftovers[1].mkdir()
+    (leftovers[1] / "img.bmp").write_bytes(b"x")
+    leftovers[2].mkdir()
+    live = tmp_path / f".model.pt.{alive}.def456.tmp"  # another process still writing: keep
+    live.write_bytes(b"in progress")
+    unrelated = tmp_path / ".other.pt.1.tmp"
+    unrelated.write_bytes(b"")
+    write_text(tmp_path / "model.pt", "new")
+    with atomic_dir(tmp_path / "resized") as tmp:
+        (tmp / "a").write_text("a")
+    assert not any(p.exists() for p in leftovers)
+    assert live.exists() and unrelated.exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([live.name, unrelated.name, "model.pt", "resized"])
