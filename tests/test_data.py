@@ -295,3 +295,35 @@ def test_ids_differing_only_in_case_are_refused(dataset_copy: Path) -> None:
     frame.to_csv(csv, index=False)
     with pytest.raises(DataError, match=r"individual_id values .* differ only in letter case; use one spelling"):
         load_dataset(dataset_copy)
+
+
+def test_symlink_out_of_the_dataset_is_refused_and_one_inside_is_fine(dataset_copy: Path, tmp_path: Path) -> None:
+    name = _first_train(dataset_copy)
+    image = dataset_copy / "train_images" / name
+    inside = dataset_copy / "originals" / name
+    inside.parent.mkdir()
+    image.rename(inside)
+    image.symlink_to(inside)  # deduplicated data: a link to a file inside the dataset folder is accepted
+    assert load_dataset(dataset_copy).train["image"][0] == name
+    outside = tmp_path / "elsewhere.jpg"
+    inside.rename(outside)
+    image.unlink()
+    image.symlink_to(outside)
+    with pytest.raises(DataError, match=rf"train.csv:2: image '{name}' is a symbolic link to .*elsewhere.jpg, outside"):
+        load_dataset(dataset_copy)
+
+
+def test_check_flags_a_test_photo_that_is_a_training_photo(dataset_copy: Path, tmp_path: Path, capfd) -> None:
+    from whaleid.check import main
+
+    train = pd.read_csv(dataset_copy / "train.csv", dtype=str)
+    test_name = pd.read_csv(dataset_copy / "sample_submission.csv", dtype=str)["image"][2]
+    (dataset_copy / "test_images" / test_name).write_bytes(
+        (dataset_copy / "train_images" / train["image"][4]).read_bytes()
+    )
+    params = tmp_path / "params.yaml"
+    params.write_text("crop:\n  boxes: null\n", encoding="utf-8")
+    assert main([str(dataset_copy), "--params", str(params)]) == 0  # a warning: the data may be right
+    out = capfd.readouterr()
+    assert (f"1 test photo(s) are byte for byte the same file as a training photo, e.g. test_images/{test_name} = "
+            f"train_images/{train['image'][4]} (individual {train['individual_id'][4]})") in out.err + out.out  # fmt: skip

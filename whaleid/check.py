@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 
 from whaleid.config import ConfigError, load_params
-from whaleid.data import DataError, check_images, load_dataset
+from whaleid.data import DataError, check_images, load_dataset, same_photos
 from whaleid.log import setup_logging
 from whaleid.prepare import check_boxes_dataset, read_boxes
 
@@ -57,7 +57,16 @@ def run_checks(data_dir: str | None, params_path: str = "params.yaml", decode: b
             log.info("%s: layout OK (%d train, %d test images, %d individuals)", data_dir, len(ds.train),
                      len(ds.test_images), ds.train["individual_id"].nunique())  # fmt: skip
             if decode:
-                problems += check_images(ds.train_paths() + ds.test_paths())
+                errors, digests = check_images(ds.train_paths() + ds.test_paths())
+                problems += errors
+                n = len(ds.train)
+                pairs = same_photos(list(ds.train["image"]), digests[:n], ds.test_images, digests[n:])
+                if pairs:
+                    ids = dict(zip(ds.train["image"], ds.train["individual_id"], strict=True))
+                    test, train = pairs[0]
+                    log.warning("%d test photo(s) are byte for byte the same file as a training photo, e.g. "
+                                "test_images/%s = train_images/%s (individual %s): their answer is known, and they "
+                                "make LB look better than it is", len(pairs), test, train, ids[train])  # fmt: skip
         except DataError as exc:
             problems.append(str(exc))
     for p in problems:

@@ -15,6 +15,7 @@ and EXIF orientation is applied.
 
 from __future__ import annotations
 
+import hashlib
 import io
 import logging
 import os
@@ -129,9 +130,22 @@ def safe_name(name: str, where: str) -> str:
 def _check_listed(frame: pd.DataFrame, csv_path: Path, images_dir: Path) -> None:
     if not images_dir.is_dir():
         raise DataError(f"{images_dir}: folder not found (listed images in {csv_path.name} live there).")
-    present = set(os.listdir(images_dir))
+    with os.scandir(images_dir) as entries:
+        links = {}
+        present = set()
+        for entry in entries:
+            present.add(entry.name)
+            if entry.is_symlink():
+                links[entry.name] = entry.path
     for i, name in enumerate(frame["image"]):
         safe_name(name, f"{csv_path}:{i + 2}")
+    if links:  # a link may point inside the dataset folder (deduplicated data), never out of it
+        root = images_dir.parent.resolve()
+        for i, name in enumerate(frame["image"]):
+            if name in links and not Path(os.path.realpath(links[name])).is_relative_to(root):
+                raise DataError(f"{csv_path}:{i + 2}: image {name!r} is a symbolic link to "
+                                f"{os.path.realpath(links[name])}, outside the dataset folder {root}; copy the file "
+                                "into the dataset instead.")  # fmt: skip
     absent = ~frame["image"].isin(present)
     if absent.any():
         rows = np.flatnonzero(absent.to_numpy())
@@ -279,20 +293,35 @@ def read_image(path: str | Path) -> np.ndarray:
     return decode_image(data, str(path))
 
 
-def _check_chunk(paths: list[Path]) -> list[str]:
-    errors = []
+def _check_chunk(paths: list[Path]) -> list[tuple[str, str]]:
+    out = []
     for p in paths:
         try:
-            read_image(p)
+            data = p.read_bytes()
+        except OSError as exc:
+            out.append((f"{p}: cannot read the image file: {exc.strerror}.", ""))
+            continue
+        try:
+            decode_image(data, str(p))
+            out.append(("", hashlib.sha1(data).hexdigest()))
         except DataError as exc:
-            errors.append(str(exc))
-    return errors
+            out.append((str(exc), ""))
+    return out
 
 
-def check_images(paths: Sequence[Path], n_jobs: int = -1, progress: bool = True) -> list[str]:
-    """Decode every image in parallel; return one message per unreadable file (empty when all are fine)."""
-    return map_chunks(_check_chunk, list(paths), chunk_size=256, n_jobs=n_jobs, desc="check images",
-                      progress=progress)  # fmt: skip
+def check_images(paths: Sequence[Path], n_jobs: int = -1, progress: bool = True) -> tuple[list[str], list[str]]:
+    """Decode every image in parallel. Returns one message per unreadable file (empty when all are fine) and
+    the SHA-1 of every file's bytes ("" for unreadable ones), in the order of ``paths``."""
+    results = map_chunks(_check_chunk, list(paths), chunk_size=256, n_jobs=n_jobs, desc="check images",
+                         progress=progress)  # fmt: skip
+    return [e for e, _ in results if e], [d for _, d in results]
+
+
+def same_photos(train_names: Sequence[str], train_digests: Sequence[str], test_names: Sequence[str],
+                test_digests: Sequence[str]) -> list[tuple[str, str]]:  # fmt: skip
+    """(test image, train image) pairs whose files are byte for byte the same photo."""
+    by_digest = {d: n for n, d in zip(train_names, train_digests, strict=True) if d}
+    return [(t, by_digest[d]) for t, d in zip(test_names, test_digests, strict=True) if d in by_digest]
 
 
 class ImageDataset(torch.utils.data.Dataset):
