@@ -8,7 +8,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 export PATH := $(abspath $(BIN)):$(PATH)
 
-.PHONY: repro test lint format bench clean-cache check exps
+.PHONY: repro test lint format bench clean-cache check exps fuzz
 
 $(STAMP): requirements.txt pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -23,6 +23,9 @@ repro: $(STAMP)
 
 test: $(STAMP)
 	pytest
+
+fuzz: $(STAMP)
+	HYPOTHESIS_PROFILE=fuzz pytest -q -p no:cacheprovider tests/test_fuzz.py
 
 lint: $(STAMP)
 	ruff check . && ruff format --check .

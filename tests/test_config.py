@@ -153,3 +153,9 @@ def test_batch_size_one_is_refused_before_training() -> None:
     with pytest.raises(ConfigError, match=r"train.batch_size must be >= 2 \(BatchNorm"):
         TrainConfig(batch_size=1)
     assert TrainConfig(batch_size=2).batch_size == 2
+
+
+@pytest.mark.parametrize("value", [float("nan"), float("inf"), float("-inf")])
+def test_non_finite_numbers_are_refused(value: float) -> None:
+    with pytest.raises(ConfigError, match=r"train.lr must be a finite number"):
+        params_from_dict({"train": {"lr": value}})

@@ -327,3 +327,33 @@ def test_check_flags_a_test_photo_that_is_a_training_photo(dataset_copy: Path, t
     out = capfd.readouterr()
     assert (f"1 test photo(s) are byte for byte the same file as a training photo, e.g. test_images/{test_name} = "
             f"train_images/{train['image'][4]} (individual {train['individual_id'][4]})") in out.err + out.out  # fmt: skip
+
+
+def test_csv_without_final_line_break_warns_naming_its_last_row(dataset_copy: Path, caplog) -> None:
+    csv = dataset_copy / "train.csv"
+    text = csv.read_text(encoding="utf-8").rstrip("\n")
+    csv.write_text(text, encoding="utf-8")
+    with caplog.at_level("WARNING", logger="whaleid.data"):
+        load_dataset(dataset_copy)
+    assert "does not end with a line break" in caplog.text and text.splitlines()[-1] in caplog.text
+
+
+def test_csv_parse_error_is_one_line(dataset_copy: Path) -> None:
+    csv = dataset_copy / "train.csv"
+    lines = csv.read_text(encoding="utf-8").splitlines()
+    lines[2] = "," + lines[2]
+    csv.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    with pytest.raises(DataError, match=r"train.csv: not a valid UTF-8 CSV file: .*Expected 3 fields in line 3") as err:
+        load_dataset(dataset_copy)
+    assert "\n" not in str(err.value)
+
+
+def test_training_photos_train_csv_does_not_list_are_named_in_a_warning(dataset_copy: Path, caplog) -> None:
+    csv = dataset_copy / "train.csv"
+    lines = csv.read_text(encoding="utf-8").splitlines(keepends=True)
+    csv.write_text("".join(lines[:-3]), encoding="utf-8")  # cut at a line break: a valid, shorter file
+    with caplog.at_level("WARNING", logger="whaleid.data"):
+        ds = load_dataset(dataset_copy)
+    assert len(ds.train) == len(lines) - 4
+    dropped = sorted(line.split(",")[0] for line in lines[-3:])
+    assert f"holds 3 file(s) that train.csv does not list (e.g. {dropped[0]!r})" in caplog.text

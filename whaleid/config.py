@@ -13,6 +13,7 @@ import copy
 import dataclasses
 import difflib
 import json
+import math
 import re
 import types
 import typing
@@ -528,6 +529,8 @@ def build_block(cls: type, raw: Any, block: str) -> Any:
             value = float(value)  # YAML 1.1 reads `3e-3` as a string; DVC and YAML 1.2 read it as a number
         if not _type_ok(value, hints[key]):
             raise ConfigError(f"{block}.{key} must be {_type_name(hints[key])}, got {type(value).__name__} {value!r}.")
+        if isinstance(value, float) and not math.isfinite(value):
+            raise ConfigError(f"{block}.{key} must be a finite number, got {value!r}.")
         values[key] = value
     return cls(**values)
 

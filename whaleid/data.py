@@ -19,6 +19,7 @@ import hashlib
 import io
 import logging
 import os
+import unicodedata
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -47,15 +48,21 @@ def read_csv(path: Path, columns: Sequence[str]) -> pd.DataFrame:
     if not path.is_file():
         raise DataError(f"{path}: file not found. Expected the Kaggle layout with columns {','.join(columns)}.")
     try:
-        frame = pd.read_csv(path, dtype=str, keep_default_na=False, encoding="utf-8")
+        frame = pd.read_csv(path, dtype=str, keep_default_na=False, encoding="utf-8-sig")  # a BOM (Excel) is fine
     except pd.errors.EmptyDataError:
         raise DataError(f"{path}: the file is empty; expected a header {','.join(columns)} and rows.") from None
     except (pd.errors.ParserError, UnicodeDecodeError) as exc:
-        raise DataError(f"{path}: not a valid UTF-8 CSV file: {exc}") from None
+        reason = " ".join(str(exc).split())  # pandas' messages may end in a line break
+        raise DataError(f"{path}: not a valid UTF-8 CSV file: {reason}") from None
+    with open(path, "rb") as fh:
+        fh.seek(max(0, path.stat().st_size - 1))
+        if fh.read(1) not in (b"\n", b"\r", b""):
+            log.warning("%s does not end with a line break: if the file was cut short (an interrupted download or "
+                        "copy), its last row %s is incomplete", path, ",".join(map(str, frame.iloc[-1])) if len(frame) else "")  # fmt: skip
     missing = [c for c in columns if c not in frame.columns]
     if missing:
         raise DataError(
-            f"{path}: missing column(s) {', '.join(missing)}; found {', '.join(map(str, frame.columns))}. "
+            f"{path}: missing column(s) {', '.join(missing)}; found {', '.join(map(repr, frame.columns))}. "
             f"Expected header: {','.join(columns)}."
         )
     if frame.empty:
@@ -78,9 +85,18 @@ def read_csv(path: Path, columns: Sequence[str]) -> pd.DataFrame:
     return frame.reset_index(drop=True)
 
 
+def _invisible(text: str) -> str:
+    """``U+XXXX`` of the first control or format (invisible) character of ``text``, "" if none."""
+    for ch in text:
+        if unicodedata.category(ch) in ("Cc", "Cf"):
+            return f"U+{ord(ch):04X}"
+    return ""
+
+
 def check_labels(frame: pd.DataFrame, path: Path, columns: Sequence[str] = ("individual_id", "species")) -> None:
     """Reject ids and species that would break the submission or silently split a class: whitespace anywhere
-    (Kaggle separates predictions with spaces; a trailing space makes a second class), the reserved
+    (Kaggle separates predictions with spaces; a trailing space makes a second class), invisible or control
+    characters (a NUL, a zero-width space: two ids that look the same), the reserved
     ``new_individual``, and names equal but for letter case (``Whale_1`` and ``whale_1``: one animal or two?)."""
     for col in columns:
         values = frame[col]
@@ -89,6 +105,11 @@ def check_labels(frame: pd.DataFrame, path: Path, columns: Sequence[str] = ("ind
             i = int(np.flatnonzero(spaced.to_numpy())[0])
             raise DataError(f"{path}:{i + 2}: {col} {values.iloc[i]!r} contains whitespace ({int(spaced.sum())} "
                             f"row(s) in all); ids must be single tokens, e.g. {'_'.join(values.iloc[i].split())!r}.")  # fmt: skip
+        hidden = values.map(_invisible)
+        if (hidden != "").any():
+            i = int(np.flatnonzero((hidden != "").to_numpy())[0])
+            raise DataError(f"{path}:{i + 2}: {col} {values.iloc[i]!r} contains the invisible or control character "
+                            f"{hidden.iloc[i]}; ids must be visible text.")  # fmt: skip
         reserved = values.str.lower() == NEW_INDIVIDUAL
         if reserved.any():
             i = int(np.flatnonzero(reserved.to_numpy())[0])
@@ -192,6 +213,11 @@ def load_dataset(root: str | Path) -> KaggleDataset:
         raise DataError(f"{train_csv}: {n_ids} individual(s); MAP@5 ranks {MIN_INDIVIDUALS} distinct individuals per "
                         f"photo, so at least {MIN_INDIVIDUALS} are needed.")  # fmt: skip
     _check_listed(train, train_csv, root / "train_images")
+    unlisted = sorted(set(n for n in os.listdir(root / "train_images") if not n.startswith(".")) - set(train["image"]))
+    if unlisted:
+        log.warning("%s holds %d file(s) that %s does not list (e.g. %r); they are not used. Expected if you "
+                    "listed a subset on purpose; otherwise train.csv may have been cut short.", root / "train_images",
+                    len(unlisted), train_csv.name, unlisted[0])  # fmt: skip
     test_dir = root / "test_images"
     if not test_dir.is_dir():
         raise DataError(f"{test_dir}: folder not found.")
