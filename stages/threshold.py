@@ -2,7 +2,8 @@
 
 With one fold model, CV is its validation fold's MAP@5; with several (``ensemble.members`` naming folds), the
 rule is fitted out of fold on all their validation folds pooled, and the per-fold MAP@5 with mean and std are
-reported too. Writes models/rule.json (the rule the submit stage applies as saved), metrics/cv.json and
+reported too, and image-retrieval metrics of the known validation queries (recall@1, recall@5, mAP, mINP over
+the ranking the rule sees; see :func:`whaleid.metrics.retrieval_metrics`). Writes models/rule.json (the rule the submit stage applies as saved), metrics/cv.json and
 plots/threshold.csv (MAP@5 against the threshold).
 """
 
@@ -11,6 +12,7 @@ import logging
 from whaleid.artifacts import class_species, folds_with_labels
 from whaleid.config import Params
 from whaleid.io import load_npz, write_csv, write_json
+from whaleid.metrics import pooled_retrieval_metrics
 from whaleid.paths import CV_METRICS, ROUNDS_DIR, RULE, THRESHOLD_PLOT
 from whaleid.predict import Neighbours, fit_rule
 from whaleid.stage import run_stage
@@ -25,7 +27,7 @@ def main(params: Params) -> None:
     nns = [Neighbours(p["sims"], p["neighbors"], p["gallery_labels"], p["query_labels"]) for p in parts]
     fit = fit_rule(nns, params.threshold, params.cv.new_ratio, class_species(folds, len(classes)),
                    [f.stem for f in files])  # fmt: skip
-    m = {**fit.metrics, "fold": params.fold}
+    m = {**fit.metrics, "fold": params.fold, "retrieval": pooled_retrieval_metrics(parts)}
     write_json(RULE, fit.rule.to_dict())
     write_json(CV_METRICS, m)
     write_csv(THRESHOLD_PLOT, fit.table.round(6))
