@@ -23,12 +23,16 @@ def naive_blend(sims, neighbors, gallery_labels, cos, w, extra):
         scored = []
         shown = set()
         valid_sims = [float(s) for s, n in zip(sims[q], neighbors[q], strict=True) if n >= 0]
+        gaps = [float(cos[q, gallery_labels[n]]) - float(s) for s, n in zip(sims[q], neighbors[q], strict=True)
+                if n >= 0 and not np.isnan(cos[q, gallery_labels[n]])]  # fmt: skip
+        offset = sum(gaps) / len(gaps) if gaps else 0.0
         for s, n in zip(sims[q], neighbors[q], strict=True):
             if n < 0:
                 continue
             c = int(gallery_labels[n])
             shown.add(c)
-            scored.append((float(s) if np.isnan(cos[q, c]) else w * float(s) + (1 - w) * float(cos[q, c]), int(n)))
+            centre = float(s) + offset if np.isnan(cos[q, c]) else float(cos[q, c])
+            scored.append((w * float(s) + (1 - w) * centre, int(n)))
         floor = min(valid_sims) if valid_sims else 0.0
         classes = [c for c in range(cos.shape[1]) if not np.isnan(cos[q, c]) and c not in shown
                    and c in set(gallery_labels.tolist())]  # fmt: skip

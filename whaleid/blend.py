@@ -7,8 +7,9 @@ of a class's sub-centres), counted only for the classes that model trained on: a
 (an ensemble) a class's cosine is the mean over the models that trained on it.
 
 :func:`blend_neighbours` rewrites the kNN results: each neighbour's similarity becomes
-``w * sim + (1 - w) * class cosine of its individual`` (``w`` = ``blend.knn_weight``; the plain similarity when no
-model trained on that individual), and the ``extra`` classes with the highest class cosine that none of the
+``w * sim + (1 - w) * class cosine of its individual`` (``w`` = ``blend.knn_weight``; when no model trained on that
+individual, its class cosine is estimated as ``sim`` plus the query's mean gap between class cosine and ``sim``
+over its neighbours of trained individuals), and the ``extra`` classes with the highest class cosine that none of the
 top-k neighbours shows are added as candidates, scored with the row's lowest kNN similarity as their kNN part and
 pointing at one gallery photo of the class. Rows are re-sorted best first, so the prediction rule, the local
 feature fusion and the threshold sweep all see the blended score. Memory is bounded: class cosines are made for
@@ -124,7 +125,15 @@ def blend_neighbours(
         labels = np.where(valid, gallery_labels[np.clip(nb, 0, None)], 0)
         lcos = np.take_along_axis(cos, labels, 1)
         known = valid & ~np.isnan(lcos)
-        blended = np.where(known, knn_weight * s + (1.0 - knn_weight) * np.nan_to_num(lcos), s)
+        # A class no model trained on has no centre: its cosine is taken as its kNN similarity plus the query's mean
+        # (centre cosine - kNN similarity) over its neighbours of trained classes, so that both kinds of class
+        # stay on one scale (the plain similarity would rank untrained classes above trained ones whenever centre
+        # cosines run lower than kNN similarities, as they do).
+        gap = np.where(known, np.nan_to_num(lcos) - s, 0.0)
+        n_known = known.sum(axis=1, keepdims=True)
+        offset = np.where(n_known > 0, gap.sum(axis=1, keepdims=True) / np.maximum(n_known, 1), 0.0)
+        lcos = np.where(known, np.nan_to_num(lcos), s + offset)
+        blended = knn_weight * s + (1.0 - knn_weight) * lcos
         blended = np.where(valid, blended, -np.inf)
         add_s = np.full((len(s), extra), -np.inf, dtype=np.float32)
         add_r = np.full((len(s), extra), -1, dtype=np.int64)
