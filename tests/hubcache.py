@@ -15,6 +15,8 @@ def build_hub_cache(home: Path, backbone: str, repo_id: str, commit: str = "0" *
     torch.manual_seed(1234)
     state = timm.create_model(backbone, pretrained=False).state_dict()
     state = {k: (v + torch.randn_like(v) if v.is_floating_point() else v) for k, v in state.items()}
+    # BatchNorm variances stay positive, as in any real checkpoint (a negative one makes NaN in evaluation mode).
+    state = {k: (v.abs() + 0.1 if k.endswith("running_var") else v) for k, v in state.items()}
     repo = home / "hub" / f"models--{repo_id.replace('/', '--')}"
     snapshot = repo / "snapshots" / commit
     snapshot.mkdir(parents=True)

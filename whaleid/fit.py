@@ -26,7 +26,7 @@ from whaleid.config import Params, member_fold, to_dict
 from whaleid.data import load_dataset
 from whaleid.device import select_device
 from whaleid.embed import extract_embeddings
-from whaleid.errors import DataError
+from whaleid.errors import DataError, TrainingDiverged
 from whaleid.evaluate import cv_score
 from whaleid.folds import training_rows
 from whaleid.heads import dynamic_margins
@@ -126,6 +126,11 @@ def train_member(params: Params, name: str, extra: pd.DataFrame | None = None, f
                   num_workers=params.runtime.num_workers, progress=False)  # fmt: skip
         gallery = extract_embeddings(net, gallery_paths, **kw)
         queries = extract_embeddings(net, valid_paths, **kw)
+        if not (np.isfinite(gallery).all() and np.isfinite(queries).all()):
+            raise TrainingDiverged(f"{name}: the model gives NaN or infinite embeddings in evaluation mode (the "
+                                   "training loss was finite): BatchNorm running statistics have gone bad, typically "
+                                   "from pretrained weights with invalid running_var or a too high train.lr; lower "
+                                   "train.lr or check model.weights.")  # fmt: skip
         score = cv_score(queries, valid_rows["label"].to_numpy(), gallery, train_rows["label"].to_numpy(),
                          params.cv.new_ratio)  # fmt: skip
         return {"valid_map5": score["map5"], "valid_threshold": score["threshold"]}
