@@ -29,19 +29,17 @@ from pathlib import Path
 import pandas as pd
 import yaml
 
+from whaleid.config import ConfigError, apply_overrides
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
 def set_key(params: dict, dotted: str, text: str) -> None:
-    *parents, leaf = dotted.split(".")
-    node = params
-    for key in parents:
-        if not isinstance(node.get(key), dict):
-            raise SystemExit(f"{dotted}: {key!r} is not a params block")
-        node = node[key]
-    if leaf not in node:
-        raise SystemExit(f"{dotted}: no such param in params.yaml")
-    node[leaf] = yaml.safe_load(text)
+    """Set ``dotted`` (e.g. ``train.seed``) to the YAML value ``text`` in place; an unknown key stops the grid."""
+    try:
+        params.update(apply_overrides(params, {dotted: yaml.safe_load(text)}))
+    except ConfigError as exc:
+        raise SystemExit(str(exc)) from None
 
 
 def parse_pairs(pairs: list[str]) -> list[tuple[str, str]]:

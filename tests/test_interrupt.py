@@ -17,9 +17,8 @@ import time
 from pathlib import Path
 
 import pytest
-import torch
 import yaml
-from tinyrepo import DVC, make_repo, run, snapshot
+from tinyrepo import DVC, checkpoint_epoch, make_repo, run, snapshot
 
 EPOCHS = 6
 CHECKPOINT = Path(".whaleid_cache/checkpoints/fold0/last.pt")
@@ -53,13 +52,6 @@ def _forget_training(repo: Path) -> None:
     shutil.rmtree(repo / ".dvc/cache/runs", ignore_errors=True)
 
 
-def _checkpoint_epoch(path: Path) -> int:
-    try:
-        return int(torch.load(path, map_location="cpu", weights_only=True)["epoch"])
-    except Exception:  # noqa: BLE001 - absent or being replaced right now
-        return 0
-
-
 @pytest.mark.slow
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM, signal.SIGKILL], ids=lambda s: s.name)
 def test_killed_training_resumes_to_the_same_result(
@@ -71,7 +63,7 @@ def test_killed_training_resumes_to_the_same_result(
     proc = subprocess.Popen([*DVC, "repro"], cwd=repo, env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)  # fmt: skip
     deadline = time.monotonic() + 300
-    while _checkpoint_epoch(ckpt) < 2 and proc.poll() is None and time.monotonic() < deadline:
+    while checkpoint_epoch(ckpt) < 2 and proc.poll() is None and time.monotonic() < deadline:
         time.sleep(0.05)
     assert proc.poll() is None, f"training ended before it could be interrupted:\n{proc.stdout.read()}"
     os.killpg(proc.pid, sig)
@@ -79,7 +71,7 @@ def test_killed_training_resumes_to_the_same_result(
     assert proc.returncode != 0, out
     if sig != signal.SIGKILL:
         assert f"stopped by {sig.name}" in out, out
-    done = _checkpoint_epoch(ckpt)
+    done = checkpoint_epoch(ckpt)
     assert 2 <= done < EPOCHS, f"checkpoint after epoch {done}"
     # The interrupted run left no half-written file next to the outputs.
     leftovers = [p for p in repo.rglob(".*.tmp") if ".dvc" not in p.parts and ".git" not in p.parts]

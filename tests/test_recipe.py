@@ -15,7 +15,7 @@ import pytest
 import torch
 import yaml
 from hubcache import build_hub_cache
-from tinyrepo import DVC, make_repo, run
+from tinyrepo import DVC, checkpoint_epoch, make_repo, run
 
 from whaleid.cli import main as cli_main
 from whaleid.config import ConfigError, apply_overrides, flat_overrides, override_args, params_from_dict
@@ -55,13 +55,6 @@ def test_overrides_apply_every_key_and_name_unknown_ones(tmp_path: Path, capsys:
         override_args(bad)
 
 
-def _epoch(path: Path) -> int:
-    try:
-        return int(torch.load(path, map_location="cpu", weights_only=True)["epoch"])
-    except Exception:  # noqa: BLE001 - absent or being replaced right now
-        return 0
-
-
 @pytest.mark.slow
 def test_recipe_starts_resumes_and_runs_its_rounds_at_toy_scale(tmp_path: Path) -> None:
     flat = {**flat_overrides(yaml.safe_load(RECIPE.read_text())), **TOY}
@@ -79,7 +72,7 @@ def test_recipe_starts_resumes_and_runs_its_rounds_at_toy_scale(tmp_path: Path) 
     proc = subprocess.Popen([*DVC, "repro"], cwd=repo, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                             text=True, start_new_session=True)  # fmt: skip
     deadline = time.monotonic() + 600
-    while _epoch(repo / CHECKPOINT) < 1 and proc.poll() is None and time.monotonic() < deadline:
+    while checkpoint_epoch(repo / CHECKPOINT) < 1 and proc.poll() is None and time.monotonic() < deadline:
         time.sleep(0.05)
     assert proc.poll() is None, f"training ended before it could be interrupted:\n{proc.stdout.read()}"
     os.killpg(proc.pid, signal.SIGINT)

@@ -64,3 +64,13 @@ def snapshot(repo: Path) -> dict[str, bytes]:
         *sorted(str(p.relative_to(repo)) for p in (repo / "metrics").glob("*.json")),
     ]
     return {f: (repo / f).read_bytes() for f in files}
+
+
+def checkpoint_epoch(path: Path) -> int:
+    """The epoch a training checkpoint was written after; 0 while it is absent or being replaced."""
+    import torch
+
+    try:
+        return int(torch.load(path, map_location="cpu", weights_only=True)["epoch"])
+    except Exception:  # noqa: BLE001 - absent or being replaced right now
+        return 0
