@@ -3,6 +3,8 @@ clear line naming the file/key, before any expensive work, and earlier outputs s
 
 from __future__ import annotations
 
+import errno
+import os
 import shutil
 import subprocess
 import sys
@@ -248,3 +250,42 @@ def test_score_validates_the_submission_before_scoring(workdir: Path) -> None:
     proc = run_module("score", workdir)
     assert proc.returncode == 2 and "10 rows for 60 test images" in proc.stderr, proc.stderr
     assert not (workdir / "metrics/lb.json").exists()
+
+
+def test_read_only_output_folder_is_one_line_exit_2(workdir: Path) -> None:
+    if os.geteuid() == 0:
+        pytest.skip("root writes into read-only folders")
+    (workdir / "data/prepared").mkdir(parents=True)
+    (workdir / "data/prepared").chmod(0o555)
+    try:
+        proc = run_module("encode", workdir)
+    finally:
+        (workdir / "data/prepared").chmod(0o755)
+    assert proc.returncode == 2, proc.stderr
+    assert "Traceback" not in proc.stderr and "cannot write" in proc.stderr and "Permission denied" in proc.stderr
+
+
+@pytest.mark.parametrize("code,hint", [(errno.ENOSPC, "Free disk space"), (errno.EROFS, "read-only"),
+                                       (errno.EACCES, "writable")])  # fmt: skip
+def test_disk_errors_are_one_line_exit_2(code: int, hint: str, capfd: pytest.CaptureFixture) -> None:
+    from whaleid.stage import run_stage
+
+    def body(params: object) -> None:
+        raise OSError(code, os.strerror(code), "data/resized/train_images/x.bmp")
+
+    with pytest.raises(SystemExit) as done:
+        run_stage("resize", body)
+    err = capfd.readouterr().err
+    assert done.value.code == 2 and "Traceback" not in err
+    line = [x for x in err.splitlines() if "stage failed" in x]
+    assert len(line) == 1 and "cannot write data/resized/train_images/x.bmp" in line[0] and hint in line[0], err
+
+
+def test_other_os_errors_are_not_disguised() -> None:
+    from whaleid.stage import run_stage
+
+    def body(params: object) -> None:
+        raise OSError(errno.EIO, "Input/output error")
+
+    with pytest.raises(OSError, match="Input/output"):
+        run_stage("resize", body)

@@ -1,7 +1,8 @@
 """Entry-point plumbing for the DVC stages (``python -m stages.<name>``): logging, params loading, friendly errors
 and signals.
 
-A user error (bad params, bad data, a diverged run) exits with status 2 and one clear line. SIGINT (Ctrl-C) and
+A user error (bad params, bad data, a diverged run) and a full, read-only or forbidden disk exit with status 2 and
+one clear line. SIGINT (Ctrl-C) and
 SIGTERM (`kill`, a scheduler's time limit) unwind the stage like an exception, so no output is left half-written
 (every output is written atomically anyway) and training's last per-epoch checkpoint is kept for the rerun;
 the exit status is 128 + the signal number, as a shell reports it.
@@ -9,6 +10,7 @@ the exit status is 128 + the signal number, as a shell reports it.
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import signal
@@ -22,6 +24,16 @@ from whaleid.log import setup_logging
 log = logging.getLogger("whaleid")
 
 PARAMS_ENV = "WHALEID_PARAMS"
+
+# Write failures that are the machine's state, not a bug: one line and what to do, never a traceback.
+DISK_ERRORS = {
+    errno.ENOSPC: "Free disk space (`df -h .`; `make clean-cache` drops whaleid's caches, `dvc gc -w` DVC's old "
+    "versions) or store resized images smaller (`resize.format: png` or `jpg`), then rerun `dvc repro`.",
+    errno.EDQUOT: "The disk quota is used up: free space or ask for a larger quota, then rerun `dvc repro`.",
+    errno.EROFS: "The file system is read-only: run from a writable copy of the repository.",
+    errno.EACCES: "Permission denied: make the repository's data/, models/, metrics/ and .whaleid_cache/ writable "
+    "for this user.",
+}
 
 
 class Interrupted(KeyboardInterrupt):
@@ -52,6 +64,13 @@ def run_stage(name: str, body: Callable[..., None], takes_model: bool = False) -
     except FileNotFoundError as exc:
         log.error("%s stage failed: input %s is missing; run the stages before it (`dvc repro %s`).", name,
                   exc.filename, name)  # fmt: skip
+        sys.exit(2)
+    except OSError as exc:
+        if exc.errno not in DISK_ERRORS:
+            raise
+        where = exc.filename or "an output"
+        log.error("%s stage failed: cannot write %s: %s. %s", name, where, exc.strerror or os.strerror(exc.errno),
+                  DISK_ERRORS[exc.errno])  # fmt: skip
         sys.exit(2)
     except KeyboardInterrupt as exc:
         signum = signal.SIGTERM if isinstance(exc, Interrupted) else signal.SIGINT
