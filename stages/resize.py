@@ -2,12 +2,14 @@
 ``model.img_size`` -> data/resized/{train_images,test_images}/<name>.<resize.format> and data/resized/info.json.
 
 Training and embedding read these small files (BMP by default: no decoding cost to speak of), so no epoch
-decodes a full-size photo. Resumes after an interruption (see :mod:`whaleid.prepare`); a corrupt image stops the
-stage here, naming the file. info.json holds the size, the crop, the format and a digest of every resized file's
+decodes a full-size photo. Resumes after an interruption (see :mod:`whaleid.prepare`; the resume cache is
+removed once the stage succeeds, so each image is stored once); a corrupt image stops the stage here, naming the
+file. info.json holds the size, the crop, the format and a digest of every resized file's
 content (training's resume fingerprint uses it).
 """
 
 import logging
+import shutil
 
 from whaleid.config import Params, to_dict
 from whaleid.data import load_dataset
@@ -36,6 +38,9 @@ def main(params: Params) -> None:
         write_json(tmp / "info.json", {"img_size": size, "crop": to_dict(params.crop), "resize": to_dict(params.resize),
                                        "images": total, "boxes_applied": applied,
                                        "digest": folder_digest(tmp)})  # fmt: skip
+    # The resume cache has served its purpose: DVC now keeps data/resized (hardlinked to its cache where the file
+    # system allows), and its run cache restores earlier configs. Keeping ours too would store every image twice.
+    shutil.rmtree(RESIZE_CACHE, ignore_errors=True)
     if boxes is not None and applied < total:
         log.warning("crop.boxes has no box for %d of %d images; those are used whole", total - applied, total)
     log.info("%d images resized to %d px (%d cropped to their box) -> %s (%s)", total, size, applied, RESIZED_DIR,
