@@ -285,7 +285,7 @@ class BlendConfig:
     """kNN + classifier blend (``whaleid.blend``): each candidate's score is ``knn_weight * cosine to its nearest
     gallery photo + (1 - knn_weight) * cosine to its ArcFace class centre``; 1 = kNN only (nothing computed)."""
 
-    knn_weight: float = 1.0
+    knn_weight: float = 0.8
     extra_classes: int = 5  # classes nearest by centre cosine added as candidates when absent from the top-k
 
     def __post_init__(self) -> None:
