@@ -19,6 +19,7 @@ $(STAMP): requirements.txt pyproject.toml
 
 repro: $(STAMP)
 	dvc repro
+	@dvc checkout --relink -q  # dvc repro copies folder outputs into its cache; link them (one copy on disk)
 	@whaleid summary
 
 test: $(STAMP)
