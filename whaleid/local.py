@@ -204,7 +204,8 @@ def neighbour_inliers(nn: dict[str, np.ndarray], query: KeypointSet, gallery: Ke
     return pair_inliers(query, gallery, rows_of(query, nn["query_images"]), nbr, cfg, n_jobs, desc)
 
 
-def _as_neighbours(nn: dict[str, np.ndarray]) -> Neighbours:
+def as_neighbours(nn: dict[str, np.ndarray]) -> Neighbours:
+    """A saved kNN result (arrays ``sims``, ``neighbors``, ``gallery_labels``, ``query_labels``) as Neighbours."""
     return Neighbours(nn["sims"], nn["neighbors"], nn["gallery_labels"], nn.get("query_labels"))
 
 
@@ -233,7 +234,7 @@ def fuse_neighbours(valid: dict[str, dict[str, np.ndarray]], test: dict[str, np.
 
 
 def _fused(nn: dict[str, np.ndarray], inliers: np.ndarray, calibration: Calibration) -> dict[str, np.ndarray]:
-    out = fuse(_as_neighbours(nn), inliers, calibration)
+    out = fuse(as_neighbours(nn), inliers, calibration)
     return {**nn, "sims": out.sims, "neighbors": out.neighbors}
 
 

@@ -37,10 +37,10 @@ from whaleid.embed import embed_dataset
 from whaleid.fit import fingerprint, train_member, training_code
 from whaleid.folds import training_rows
 from whaleid.io import load_npz, write_csv
-from whaleid.local import KeypointSet, fuse_neighbours, fuse_saved
+from whaleid.local import KeypointSet, as_neighbours, fuse_neighbours, fuse_saved
 from whaleid.model import load_model
 from whaleid.paths import FOLDS, KEYPOINT_DIR, LABELS, PSEUDO_CACHE, RESIZED_DIR, WEIGHTS_ID, embed_dir
-from whaleid.predict import NEW, Neighbours, RuleFit, apply_rule, candidates, fit_rule
+from whaleid.predict import NEW, RuleFit, apply_rule, candidates, fit_rule
 from whaleid.submission import build_submission, labels_to_strings, score_submission
 
 log = logging.getLogger(__name__)
@@ -107,10 +107,6 @@ def evaluate_model(params: Params, name: str, fold: int, train: dict[str, np.nda
         frame = build_submission(list(test["images"]), labels_to_strings(pred, classes))
         lb = round(score_submission(frame, solution), 6)
     return Evaluation(valid_nn, test_nn, fit, lb, select_nn)
-
-
-def as_neighbours(nn: dict[str, np.ndarray]) -> Neighbours:
-    return Neighbours(nn["sims"], nn["neighbors"], nn["gallery_labels"], nn.get("query_labels"))
 
 
 def pseudo_labels(ev: Evaluation, params: Params, class_species: np.ndarray) -> pd.DataFrame:
