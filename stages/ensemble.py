@@ -10,9 +10,9 @@ import logging
 
 from whaleid.artifacts import submission_models
 from whaleid.config import Params
-from whaleid.embed import combine
 from whaleid.io import atomic_dir, load_npz, save_npz
 from whaleid.paths import FINAL_DIR, embed_dir
+from whaleid.retrieval import combine
 from whaleid.stage import run_stage
 
 log = logging.getLogger("whaleid.ensemble")

@@ -15,7 +15,6 @@ import shutil
 from whaleid.config import Params
 from whaleid.io import atomic_dir, save_npz, write_json
 from whaleid.paths import FUSED_DIR, PSEUDO_METRICS, ROUNDS_DIR
-from whaleid.pseudo import run_rounds
 from whaleid.stage import run_stage
 
 
@@ -28,6 +27,8 @@ def main(params: Params) -> None:
             shutil.copyfile(FUSED_DIR / "test.npz", tmp / "test.npz")
         write_json(PSEUDO_METRICS, {"rounds": 0})
         return
+    from whaleid.pseudo import run_rounds  # torch and timm: imported only when there are rounds to train
+
     with atomic_dir(ROUNDS_DIR) as tmp:
         last, history = run_rounds(params, tmp)
         (tmp / "valid").mkdir()

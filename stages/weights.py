@@ -11,7 +11,6 @@ import logging
 
 from whaleid.config import Params
 from whaleid.io import write_json
-from whaleid.model import create_backbone, load_backbone_weights
 from whaleid.paths import WEIGHTS_ID
 from whaleid.stage import run_stage
 from whaleid.weights import identity
@@ -21,6 +20,8 @@ log = logging.getLogger("whaleid.weights")
 
 def main(params: Params) -> None:
     cfg = params.model
+    if cfg.pretrained or cfg.weights:
+        from whaleid.model import create_backbone, load_backbone_weights  # timm: imported only when needed
     if cfg.pretrained:
         create_backbone(cfg.backbone, pretrained=True)
     elif cfg.weights:

@@ -172,7 +172,7 @@ def test_flip_tta_is_mean_of_normalised_embeddings(tiny_dataset: Path) -> None:
 
 
 def test_combined_embeddings_cosine_is_mean_of_members() -> None:
-    from whaleid.embed import combine
+    from whaleid.retrieval import combine
 
     rng = np.random.default_rng(0)
     a, b = (rng.standard_normal((5, 8)) for _ in range(2))
@@ -201,8 +201,8 @@ def _fake_embeddings(workdir: Path, name: str, seed: int, n_train: int = 12, n_t
 
 
 def test_ensemble_stage_only_combines_member_embeddings(workdir: Path) -> None:
-    from whaleid.embed import combine
     from whaleid.io import load_npz
+    from whaleid.retrieval import combine
 
     emb = {n: _fake_embeddings(workdir, n, seed) for seed, n in enumerate(["fold0", "fold2", "full"])}
     (workdir / "params.yaml").write_text(yaml.safe_dump({**TINY, "ensemble": {"members": ["fold2", "full"]}}))

@@ -23,11 +23,11 @@ import unicodedata
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import cv2
 import numpy as np
 import pandas as pd
-import torch
 
 from whaleid.errors import DataError
 from whaleid.parallel import map_chunks
@@ -350,11 +350,13 @@ def same_photos(train_names: Sequence[str], train_digests: Sequence[str], test_n
     return [(t, by_digest[d]) for t, d in zip(test_names, test_digests, strict=True) if d in by_digest]
 
 
-class ImageDataset(torch.utils.data.Dataset):
+class ImageDataset:
     """Images with optional integer labels, each decoded and passed through ``transform`` (image -> tensor; see
     :mod:`whaleid.transforms`).
 
-    ``labels`` is (N,) or (N, k) integers (e.g. individual and species); a row comes back as a tensor.
+    ``labels`` is (N,) or (N, k) integers (e.g. individual and species); a row comes back as a tensor. A plain
+    map-style dataset (torch.utils.data.DataLoader takes any object with ``__len__`` and ``__getitem__``), so that
+    the stages that only read CSVs do not import torch.
     Items are indexed either by ``int`` or by ``(index, seed)``: with a seed the random transform is re-seeded
     for that item, so augmentation depends only on (seed, index), not on worker count or resume point.
     """
@@ -374,7 +376,7 @@ class ImageDataset(torch.utils.data.Dataset):
     def __len__(self) -> int:
         return len(self.paths)
 
-    def __getitem__(self, item: int | tuple[int, int]) -> tuple[torch.Tensor, int | torch.Tensor]:
+    def __getitem__(self, item: int | tuple[int, int]) -> tuple[Any, Any]:
         index, seed = item if isinstance(item, tuple) else (item, None)
         img = read_image(self.paths[index])
         if seed is not None and hasattr(self.transform, "set_random_seed"):
@@ -383,4 +385,8 @@ class ImageDataset(torch.utils.data.Dataset):
         if self.labels is None:
             return out, -1
         label = self.labels[index]
-        return out, int(label) if label.ndim == 0 else torch.from_numpy(label.copy())
+        if label.ndim == 0:
+            return out, int(label)
+        import torch
+
+        return out, torch.from_numpy(label.copy())

@@ -55,15 +55,6 @@ def extract_embeddings(
     return torch.cat(out).numpy().astype(np.float32)
 
 
-def combine(parts: Sequence[np.ndarray]) -> np.ndarray:
-    """Concatenate unit-length embeddings of several models; rows stay unit length (divided by sqrt(models)), so
-    the cosine of two combined rows is the mean of the members' cosines. One model's embeddings are returned as
-    they are."""
-    if len(parts) == 1:
-        return np.asarray(parts[0], dtype=np.float32)
-    return (np.concatenate(parts, axis=1) / np.sqrt(len(parts))).astype(np.float32)
-
-
 def embed_dataset(model: nn.Module, params: Params, train_images: Sequence[str], test_images: Sequence[str],
                   device: torch.device, name: str, img_size: int) -> tuple[np.ndarray, np.ndarray]:  # fmt: skip
     """Embeddings of the resized copies of ``train_images`` and ``test_images`` (``embed.*`` params), with a

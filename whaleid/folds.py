@@ -15,15 +15,13 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
-from sklearn.model_selection import StratifiedKFold
-from sklearn.preprocessing import LabelEncoder
 
 
 def encode_labels(train: pd.DataFrame) -> dict[str, list[str]]:
     """Sorted class lists for individual_id and species (index = class number)."""
     return {
-        "individual_id": LabelEncoder().fit(train["individual_id"]).classes_.tolist(),
-        "species": LabelEncoder().fit(train["species"]).classes_.tolist(),
+        "individual_id": np.unique(train["individual_id"].to_numpy()).tolist(),
+        "species": np.unique(train["species"].to_numpy()).tolist(),
     }
 
 
@@ -34,6 +32,8 @@ def make_folds(train: pd.DataFrame, n_folds: int, seed: int) -> np.ndarray:
     folds = np.full(len(train), -1, dtype=np.int64)
     frequent = np.flatnonzero(counts >= n_folds)
     if len(frequent):
+        from sklearn.model_selection import StratifiedKFold  # here: the other stages need not import sklearn
+
         skf = StratifiedKFold(n_splits=n_folds, shuffle=True, random_state=seed)
         for fold, (_, valid_idx) in enumerate(skf.split(frequent, ids[frequent])):
             folds[frequent[valid_idx]] = fold

@@ -8,6 +8,7 @@ it; HNSW stays on CPU (Faiss has no GPU HNSW). Output follows Faiss: (D, I), I =
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 
 import faiss
 import numpy as np
@@ -76,3 +77,12 @@ def search(
     index = build_index(gallery, cfg, use_gpu)
     sims, idx = index.search(queries, k)
     return sims.astype(np.float32), idx.astype(np.int64)
+
+
+def combine(parts: Sequence[np.ndarray]) -> np.ndarray:
+    """Concatenate unit-length embeddings of several models; rows stay unit length (divided by sqrt(models)), so
+    the cosine of two combined rows is the mean of the members' cosines. One model's embeddings are returned as
+    they are."""
+    if len(parts) == 1:
+        return np.asarray(parts[0], dtype=np.float32)
+    return (np.concatenate(parts, axis=1) / np.sqrt(len(parts))).astype(np.float32)

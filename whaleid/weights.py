@@ -19,10 +19,12 @@ import hashlib
 import os
 import re
 from pathlib import Path
-
-import torch
+from typing import TYPE_CHECKING
 
 from whaleid.config import ConfigError, ModelConfig
+
+if TYPE_CHECKING:
+    import torch
 
 HUB_PREFIX = "hf-hub:"
 # The files timm looks for in a hub repo, in its order (a .safetensors alternative first).
@@ -106,6 +108,8 @@ def read_state_dict(path: str | Path, what: str = "model.weights",
 
         state = load_file(str(path))
     else:
+        import torch
+
         try:
             state = torch.load(path, map_location="cpu", weights_only=True)
         except Exception as exc:  # noqa: BLE001 - the unpickler raises many types
