@@ -21,7 +21,8 @@ def main(params: Params) -> None:
         if cfg.method != "none":
             boxes = read_boxes(params.crop.boxes) if params.crop.boxes else None
             for split, paths in (("train", ds.train_paths()), ("test", ds.test_paths())):
-                kp = detect_all(paths, boxes, params.crop.margin, cfg, params.runtime.n_jobs, f"keypoints {split}")
+                kp = detect_all(paths, boxes, params.crop.margin, cfg, params.runtime.n_jobs, f"keypoints {split}",
+                                params.data.max_megapixels)  # fmt: skip
                 save_npz(tmp / f"{split}.npz", **kp.arrays())
                 log.info("%s: %d keypoints for %d images (%.0f per image)", split, len(kp.points), len(kp.images),
                          len(kp.points) / max(1, len(kp.images)))  # fmt: skip

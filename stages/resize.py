@@ -33,7 +33,7 @@ def main(params: Params) -> None:
             (tmp / split).mkdir()
             applied += resize_split(paths, tmp / split, RESIZE_CACHE / split, size, boxes, params.crop.margin,
                                     params.resize.format, params.resize.jpeg_quality, n_jobs=params.runtime.n_jobs,
-                                    desc=f"resize {split}")  # fmt: skip
+                                    desc=f"resize {split}", max_megapixels=params.data.max_megapixels)  # fmt: skip
         total = len(ds.train) + len(ds.test_images)
         write_json(tmp / "info.json", {"img_size": size, "crop": to_dict(params.crop), "resize": to_dict(params.resize),
                                        "images": total, "boxes_applied": applied,

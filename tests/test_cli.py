@@ -66,6 +66,17 @@ def test_check_another_dataset_skips_the_default_boxes_and_catches_foreign_ones(
     assert "has boxes for 1 images, none of them in" in capsys.readouterr().err
 
 
+def test_check_judges_the_fold_count_against_the_dataset(tiny_dataset: Path, tmp_path: Path, capsys) -> None:
+    """cv.n_folds is valid on its own (2..100) but not for a dataset whose individuals cannot fill that many folds:
+    `whaleid check` says so before the split stage would."""
+    params = tmp_path / "params.yaml"
+    p = yaml.safe_load((ROOT / "params.yaml").read_text())
+    p["data"]["dir"], p["crop"]["boxes"], p["cv"]["n_folds"] = str(tiny_dataset), None, 100
+    params.write_text(yaml.safe_dump(p))
+    assert main(["check", "--no-decode", "--params", str(params)]) == 2
+    assert "cv.n_folds=100 leaves fold" in capsys.readouterr().err
+
+
 def test_summary_prints_the_run_in_one_line(tmp_path: Path, monkeypatch, capsys) -> None:
     monkeypatch.chdir(tmp_path)
     assert main(["summary"]) == 2

@@ -228,8 +228,29 @@ def test_image_over_the_pixel_limit_is_named_before_decoding(tmp_path: Path) -> 
     path = tmp_path / "huge.png"
     Image.new("L", (20000, 20000), 0).save(path, optimize=False)
     assert path.stat().st_size < 2_000_000
-    with pytest.raises(DataError, match=r"huge\.png: 20000 x 20000 pixels, over the 268-megapixel limit"):
+    with pytest.raises(DataError, match=r"huge\.png: 20000 x 20000 pixels, over data\.max_megapixels \(100 MP"):
         read_image(path)
+
+
+def test_pixel_cap_is_a_param_and_its_message_names_it(tmp_path: Path) -> None:
+    """data.max_megapixels bounds decoding memory (3 bytes a pixel): a 1500 x 1000 photo is refused under a 1 MP
+    cap, by name, before any decoding, and read under the default."""
+    path = tmp_path / "photo.png"
+    Image.new("RGB", (1500, 1000), (10, 20, 30)).save(path)
+    with pytest.raises(DataError, match=r"photo\.png: 1500 x 1000 pixels, over data\.max_megapixels \(1 MP"):
+        read_image(path, max_megapixels=1.0)
+    assert read_image(path).shape == (1000, 1500, 3)
+
+
+@pytest.mark.parametrize("height", [37, -37])  # bottom-up and top-down rows
+def test_bmp_header_size_matches_pillow(height: int) -> None:
+    """The resized BMPs' header is parsed directly (training reads one per image); it must agree with Pillow."""
+    from whaleid.data import image_size
+
+    data = bytearray(cv2.imencode(".bmp", np.zeros((37, 53, 3), np.uint8))[1].tobytes())
+    data[22:26] = height.to_bytes(4, "little", signed=True)
+    with Image.open(io.BytesIO(bytes(data))) as img:
+        assert image_size(bytes(data)) == img.size == (53, 37)
 
 
 def test_corrupt_image_named(tmp_path: Path) -> None:

@@ -6,6 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from whaleid.errors import DataError
 from whaleid.folds import encode_labels, make_folds
 
 
@@ -105,3 +106,12 @@ def test_natural_new_individuals_are_not_held_out_again() -> None:
     train = frame({f"r{i}": 1 for i in range(40)} | {f"f{i}": 8 for i in range(10)})  # 50% rare
     folds = make_folds(train, 4, seed=0)
     assert not hold_out_new(train, folds, 4, min_share=0.16, seed=0).any()  # every fold is new enough already
+
+
+def test_a_fold_left_without_validation_images_is_refused_naming_a_count_that_works() -> None:
+    """5 individuals of 2 images: each stays within one fold (fewer images than folds), so 6 folds leave one empty
+    (the ensemble stage used to crash on it after training); 5 folds fill every fold."""
+    train = frame({f"i{k}": 2 for k in range(5)})
+    with pytest.raises(DataError, match=r"cv.n_folds=6 leaves fold [0-5] with no validation images.*at most 5 here"):
+        make_folds(train, n_folds=6, seed=0)
+    assert set(make_folds(train, n_folds=5, seed=0)) == set(range(5))

@@ -79,7 +79,7 @@ def test_resize_split_resumes_and_names_corrupt_files(dataset_copy: Path, tmp_pa
 
     # A second run (e.g. after an interruption) decodes nothing already done.
     calls = []
-    monkeypatch.setattr(prepare, "read_image", lambda p: calls.append(p) or read_image(p))
+    monkeypatch.setattr(prepare, "read_image", lambda p, *a: calls.append(p) or read_image(p, *a))
     out2 = tmp_path / "out2"
     out2.mkdir()
     resize_split(sources, out2, cache, 16, boxes, 0.0, n_jobs=1, progress=False)

@@ -12,7 +12,8 @@ import sys
 from pathlib import Path
 
 from whaleid.config import ConfigError, load_params
-from whaleid.data import DataError, check_images, load_dataset, same_photos
+from whaleid.data import DEFAULT_MAX_MEGAPIXELS, DataError, check_images, load_dataset, same_photos
+from whaleid.folds import make_folds
 from whaleid.log import setup_logging
 from whaleid.prepare import check_boxes_dataset, read_boxes
 
@@ -23,7 +24,7 @@ def run_checks(data_dir: str | None, params_path: str = "params.yaml", decode: b
     """Check the params file and the dataset (``data_dir`` or ``data.dir``); log every problem; 0 if none, else 2."""
     setup_logging()
     problems: list[str] = []
-    boxes = None
+    boxes = params = None
     try:
         params = load_params(params_path)
         data_dir = data_dir or params.data.dir
@@ -44,6 +45,7 @@ def run_checks(data_dir: str | None, params_path: str = "params.yaml", decode: b
         log.info("%s: OK", params_path)
     except (ConfigError, DataError) as exc:
         problems.append(str(exc))
+    max_mp = params.data.max_megapixels if params is not None else DEFAULT_MAX_MEGAPIXELS
     if data_dir is None:
         problems.append("no dataset folder given and the params file could not be read")
     else:
@@ -56,8 +58,13 @@ def run_checks(data_dir: str | None, params_path: str = "params.yaml", decode: b
                     problems.append(str(exc))
             log.info("%s: layout OK (%d train, %d test images, %d individuals)", data_dir, len(ds.train),
                      len(ds.test_images), ds.train["individual_id"].nunique())  # fmt: skip
+            if params is not None:
+                try:
+                    make_folds(ds.train, params.cv.n_folds, params.cv.seed)
+                except DataError as exc:
+                    problems.append(str(exc))
             if decode:
-                errors, digests = check_images(ds.train_paths() + ds.test_paths())
+                errors, digests = check_images(ds.train_paths() + ds.test_paths(), max_megapixels=max_mp)
                 problems += errors
                 n = len(ds.train)
                 pairs = same_photos(list(ds.train["image"]), digests[:n], ds.test_images, digests[n:])

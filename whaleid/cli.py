@@ -7,6 +7,8 @@
 * ``whaleid exps``: the experiments in the few columns people compare, with CV averaged over folds;
 * ``whaleid overrides FILE``: the ``-S key=value`` arguments that apply a params overrides file, e.g.
   ``dvc exp run $(whaleid overrides params/competition.yaml)``;
+* ``whaleid identify PHOTO_OR_DIR ...``: the known individuals most like each photo, from the gallery (stage
+  ``gallery``); ``whaleid gallery add|remove|info`` grows or trims a gallery without retraining;
 * ``whaleid convert-weights SRC DST --backbone NAME``: an ``efficientnet_pytorch`` checkpoint renamed to a timm
   backbone's names, saved as ``.safetensors`` for ``model.weights``.
 """
@@ -84,7 +86,12 @@ def main(argv: list[str] | None = None) -> int:
     conv.add_argument("dst", help="output .safetensors file")
     conv.add_argument("--backbone", required=True, help="timm model of the same architecture, e.g. "
                       "tf_efficientnet_lite0 (efficientnet-lite0) or efficientnet_b0 (efficientnet-b0)")  # fmt: skip
+    from whaleid.gallery_cmd import add_parsers, run
+
+    add_parsers(sub)
     args = parser.parse_args(argv)
+    if args.command in ("identify", "gallery"):
+        return run(args)
     if args.command == "summary":
         from whaleid.io import read_json
         from whaleid.paths import CV_METRICS, LB_METRICS

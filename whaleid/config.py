@@ -53,9 +53,13 @@ def _check_range(block: str, key: str, value: float, low: float, high: float) ->
 
 @dataclass(frozen=True)
 class DataConfig:
-    """Where the dataset in the Kaggle layout lives."""
+    """Where the dataset in the Kaggle layout lives, and the largest photo it may hold."""
 
     dir: str = "data/sample"
+    max_megapixels: float = 100.0  # decoding a photo takes 3 bytes a pixel per worker: at most 300 MB by default
+
+    def __post_init__(self) -> None:
+        _check_range("data", "max_megapixels", self.max_megapixels, 0.01, 10000.0)
 
 
 @dataclass(frozen=True)

@@ -16,6 +16,8 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from whaleid.errors import DataError
+
 
 def encode_labels(train: pd.DataFrame) -> dict[str, list[str]]:
     """Sorted class lists for individual_id and species (index = class number)."""
@@ -26,7 +28,22 @@ def encode_labels(train: pd.DataFrame) -> dict[str, list[str]]:
 
 
 def make_folds(train: pd.DataFrame, n_folds: int, seed: int) -> np.ndarray:
-    """Fold number (0..n_folds-1) for every row of ``train``."""
+    """Fold number (0..n_folds-1) for every row of ``train``; a DataError if a fold would validate on nothing."""
+    folds = _assign_folds(train, n_folds, seed)
+    empty = np.flatnonzero(np.bincount(folds, minlength=n_folds) == 0)
+    if len(empty):
+        fits = next(
+            (n for n in range(n_folds - 1, 1, -1) if np.bincount(_assign_folds(train, n, seed), minlength=n).all()),
+            None,
+        )
+        raise DataError(f"cv.n_folds={n_folds} leaves fold {int(empty[0])} with no validation images: the {len(train)} "
+                        f"training images are {train['individual_id'].nunique()} individuals, and the images of an "
+                        f"individual with fewer than {n_folds} stay within one fold. Lower cv.n_folds"
+                        + (f" (at most {fits} here)." if fits else "."))  # fmt: skip
+    return folds
+
+
+def _assign_folds(train: pd.DataFrame, n_folds: int, seed: int) -> np.ndarray:
     ids = train["individual_id"].to_numpy()
     counts = train["individual_id"].map(train["individual_id"].value_counts()).to_numpy()
     folds = np.full(len(train), -1, dtype=np.int64)

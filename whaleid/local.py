@@ -24,7 +24,7 @@ import cv2
 import numpy as np
 
 from whaleid.config import LocalConfig
-from whaleid.data import read_image
+from whaleid.data import DEFAULT_MAX_MEGAPIXELS, read_image
 from whaleid.parallel import map_chunks
 from whaleid.predict import Neighbours
 from whaleid.prepare import Box, crop_coords
@@ -39,9 +39,10 @@ BINARY = {"orb"}  # Hamming-distance descriptors
 MIN_SCALE = 0.25  # a transform shrinking or growing the photo more than 4x is no match (degenerate RANSAC fits)
 
 
-def keypoint_image(path: str | Path, box: Box | None, margin: float, max_side: int) -> np.ndarray:
+def keypoint_image(path: str | Path, box: Box | None, margin: float, max_side: int,
+                   max_megapixels: float = DEFAULT_MAX_MEGAPIXELS) -> np.ndarray:  # fmt: skip
     """Grayscale uint8 image: cropped to ``box`` (grown by ``margin``), longer side resized to ``max_side``."""
-    image = read_image(path)
+    image = read_image(path, max_megapixels)
     if box is not None:
         left, top, right, bottom = crop_coords(image.shape[1], image.shape[0], box, margin)
         image = image[top:bottom, left:right]
@@ -80,15 +81,18 @@ class KeypointSet:
         return {"images": self.images, "points": self.points, "descriptors": self.descriptors, "offsets": self.offsets}
 
 
-def _detect_chunk(jobs: list[tuple[str, Box | None]], margin: float, cfg: LocalConfig) -> list[tuple]:
-    return [detect(keypoint_image(p, box, margin, cfg.max_side), cfg.method, cfg.max_keypoints) for p, box in jobs]
+def _detect_chunk(jobs: list[tuple[str, Box | None]], margin: float, cfg: LocalConfig,
+                  max_megapixels: float) -> list[tuple]:  # fmt: skip
+    return [detect(keypoint_image(p, box, margin, cfg.max_side, max_megapixels), cfg.method, cfg.max_keypoints)
+            for p, box in jobs]  # fmt: skip
 
 
 def detect_all(paths: Sequence[Path], boxes: dict[str, Box] | None, margin: float, cfg: LocalConfig,
-               n_jobs: int = -1, desc: str = "keypoints") -> KeypointSet:  # fmt: skip
+               n_jobs: int = -1, desc: str = "keypoints",
+               max_megapixels: float = DEFAULT_MAX_MEGAPIXELS) -> KeypointSet:  # fmt: skip
     """Keypoints of every image in ``paths`` (named by file name), in parallel with a progress bar."""
     jobs = [(str(p), (boxes or {}).get(Path(p).name)) for p in paths]
-    found = map_chunks(_detect_chunk, jobs, margin, cfg, n_jobs=n_jobs, desc=desc)
+    found = map_chunks(_detect_chunk, jobs, margin, cfg, max_megapixels, n_jobs=n_jobs, desc=desc)
     d = 32 if cfg.method in BINARY else 128
     counts = np.array([len(p) for p, _ in found], dtype=np.int64)
     return KeypointSet(

@@ -35,6 +35,7 @@ def setup_logging(level: int = logging.INFO) -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)
+    logging.getLogger("faiss.loader").setLevel(logging.WARNING)  # which CPU build it loads: noise on every run
 
 
 def bar_options(per_batch: bool = False) -> dict[str, object]:

@@ -28,6 +28,7 @@ PSEUDO_METRICS = Path("metrics/pseudo.json")
 BASELINE_METRICS = Path("metrics/baseline.json")
 THRESHOLD_PLOT = Path("plots/threshold.csv")
 SUBMISSION = Path("submissions/submission.csv")
+GALLERY_DIR = Path("gallery")  # stage `gallery`: the catalogue `whaleid identify` searches
 
 
 def model_path(name: str) -> Path:

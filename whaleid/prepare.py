@@ -28,7 +28,7 @@ import cv2
 import numpy as np
 import pandas as pd
 
-from whaleid.data import DataError, read_image, safe_name
+from whaleid.data import DEFAULT_MAX_MEGAPIXELS, DataError, read_image, safe_name
 from whaleid.io import write_bytes
 from whaleid.parallel import map_chunks
 
@@ -133,13 +133,15 @@ def encode_image(image: np.ndarray, fmt: str = "bmp", jpeg_quality: int = 95) ->
     return data.tobytes()
 
 
-def _run_chunk(jobs: list[Job], size: int, margin: float, encoding: tuple[str, int]) -> list[str]:
+def _run_chunk(
+    jobs: list[Job], size: int, margin: float, encoding: tuple[str, int], max_megapixels: float
+) -> list[str]:
     errors = []
     for job in jobs:
         if job.cached.exists():
             continue
         try:
-            image = read_image(job.src)
+            image = read_image(job.src, max_megapixels)
             if job.box is not None:
                 check_box(job.box, image.shape[1], image.shape[0], str(job.src))
             data = encode_image(prepare_image(image, size, job.box, margin), *encoding)
@@ -178,6 +180,7 @@ def resize_split(
     n_jobs: int = -1,
     desc: str = "resize",
     progress: bool = True,
+    max_megapixels: float = DEFAULT_MAX_MEGAPIXELS,
 ) -> int:
     """Resize ``sources`` into ``out_dir`` (which must exist) as ``fmt`` files; return how many boxes were applied.
 
@@ -194,7 +197,8 @@ def resize_split(
     if len(todo) < len(jobs):
         log.info("%s: %d of %d images already resized in %s (resuming)", desc, len(jobs) - len(todo), len(jobs),
                  cache_dir)  # fmt: skip
-    errors = map_chunks(_run_chunk, todo, size, margin, encoding, n_jobs=n_jobs, desc=desc, progress=progress)
+    errors = map_chunks(_run_chunk, todo, size, margin, encoding, max_megapixels, n_jobs=n_jobs, desc=desc,
+                        progress=progress)  # fmt: skip
     if errors:
         shown = "\n  ".join(errors[:10])
         more = f"\n  ... and {len(errors) - 10} more" if len(errors) > 10 else ""

@@ -1,0 +1,143 @@
+"""The gallery (stage `gallery`, `whaleid identify`, `whaleid gallery add/remove`) on a tiny pipeline run.
+
+References: the submission itself (identifying the test photos must give submission.csv's rows), and the gallery
+the stage built from scratch (removing individuals and adding their photos back must rank every query the same).
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from tinyrepo import DVC, make_repo, run
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def repo(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, str]]:
+    repo = tmp_path_factory.mktemp("gallery") / "repo"
+    env = make_repo(repo)
+    run([*DVC, "repro", "gallery", "submit"], repo, env)
+    return repo, env
+
+
+def whaleid(args: list[str], repo: Path, env: dict[str, str]) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "whaleid.cli", *args], cwd=repo, env=env, capture_output=True,
+                          text=True, timeout=600)  # fmt: skip
+
+
+def test_identify_gives_the_submission_and_skips_unreadable_photos(repo: tuple[Path, dict[str, str]]) -> None:
+    root, env = repo
+    proc = whaleid(["identify", "data/sample/test_images", "--boxes", "data/sample/boxes.csv", "--format", "csv",
+                    "--out", "ident.csv"], root, env)  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    got = pd.read_csv(root / "ident.csv", dtype=str).set_index("image")["predictions"]
+    want = pd.read_csv(root / "submissions/submission.csv", dtype=str).set_index("image")["predictions"]
+    assert len(got) == len(want) == 60
+    assert (got[want.index] == want).all(), (got[want.index] != want).sum()
+
+    photos = root / "some"
+    photos.mkdir()
+    for p in sorted((root / "data/sample/test_images").iterdir())[:3]:
+        shutil.copy(p, photos / p.name)
+    (photos / "junk.jpg").write_bytes(b"not a photo")
+    proc = whaleid(["identify", str(photos), "--format", "json", "--top-k", "3"], root, env)
+    assert proc.returncode == 0, proc.stderr
+    assert "skipped:" in proc.stderr and "junk.jpg" in proc.stderr
+    import json
+
+    rows = json.loads(proc.stdout)
+    assert [r["image"] for r in rows] == sorted(p.name for p in photos.iterdir() if p.name != "junk.jpg")
+    assert all(len(r["candidates"].split()) == 3 and len(r["predictions"].split()) == 5 for r in rows)
+    assert not list(root.glob("*.json"))  # nothing written unless asked
+
+
+def ranking(gallery: object, queries: list[Path]) -> tuple[list[list[str]], np.ndarray]:
+    """Individuals in rank order (the rule's candidates) and their scores for each query."""
+    import tempfile
+
+    from whaleid.gallery import embed_photos
+    from whaleid.predict import candidates
+
+    with tempfile.TemporaryDirectory() as tmp:
+        parts, kp = embed_photos(gallery, queries, None, Path(tmp), "cpu", progress=False, n_jobs=1)
+    nn = gallery.rank(gallery.search(parts, [q.name for q in queries]), kp, n_jobs=1)
+    labels, scores = candidates(nn["sims"], nn["neighbors"], nn["gallery_labels"])
+    names = np.asarray(gallery.individuals["individual_id"], dtype=object)
+    return [list(names[row]) for row in labels], scores
+
+
+def test_added_photos_rank_as_in_a_gallery_built_from_scratch(repo: tuple[Path, dict[str, str]], monkeypatch) -> None:
+    from whaleid.errors import DataError
+    from whaleid.gallery import Gallery, add_photos, remove_photos
+    from whaleid.prepare import read_boxes
+
+    root, _ = repo
+    monkeypatch.chdir(root)
+    full = Gallery.load("gallery")
+    counts = full.photos["individual_id"].value_counts()
+    gone = list(counts.index[:2])  # the two individuals with most photos
+    queries = sorted((root / "data/sample/test_images").iterdir())[:20]
+    trimmed = remove_photos(full, individuals=gone)
+    assert set(trimmed.photos["individual_id"]).isdisjoint(gone) and trimmed.index.ntotal == len(trimmed.photos)
+    rows = full.photos[full.photos["individual_id"].isin(gone)]
+    boxes = read_boxes("data/sample/boxes.csv")  # the pipeline cropped the gallery's photos to them
+    back = add_photos(trimmed, [root / "data/sample/train_images" / n for n in rows["image"]],
+                      list(rows["individual_id"]), boxes=boxes, progress=False, n_jobs=1)  # fmt: skip
+    back.save(root / "grown")
+    grown = Gallery.load(root / "grown")
+    assert len(grown.photos) == len(full.photos) and grown.index.ntotal == len(full.photos)
+    want, want_scores = ranking(full, queries)
+    got, got_scores = ranking(grown, queries)
+    assert got == want
+    np.testing.assert_allclose(got_scores, want_scores, atol=1e-4)
+
+    # A photo already in the gallery is refused (by name, and by content under another name); nothing is written.
+    first = root / "data/sample/train_images" / full.photos["image"].iloc[0]
+    with pytest.raises(DataError, match="already has this name"):
+        add_photos(full, [first], ["someone"], progress=False, n_jobs=1)
+    renamed = root / "renamed.jpg"
+    shutil.copy(first, renamed)
+    with pytest.raises(DataError, match=rf"already in the gallery as {full.photos['image'].iloc[0]}"):
+        add_photos(full, [renamed], ["someone"], progress=False, n_jobs=1)
+    with pytest.raises(DataError, match="no gallery individual named 'nobody'"):
+        remove_photos(full, individuals=["nobody"])
+
+
+def test_new_individual_is_found_and_a_changed_model_is_refused(repo: tuple[Path, dict[str, str]]) -> None:
+    root, env = repo
+    shutil.copytree(root / "gallery", root / "mine")
+    full = pd.read_csv(root / "gallery/photos.csv", dtype=str)
+    who = full["individual_id"].value_counts().index[0]
+    names = list(full.loc[full["individual_id"] == who, "image"])
+    assert whaleid(["gallery", "remove", "--id", who, "--gallery", "mine"], root, env).returncode == 0
+    newbies = root / "newbie"
+    newbies.mkdir()
+    for n in names:
+        shutil.copy(root / "data/sample/train_images" / n, newbies / n)
+    proc = whaleid(["gallery", "add", str(newbies), "--id", "newbie_1", "--gallery", "mine", "--boxes",
+                    "data/sample/boxes.csv"], root, env)  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    info = whaleid(["gallery", "info", "--gallery", "mine"], root, env).stdout
+    assert f"{len(full)} photos" in info and "(1 added after training)" in info
+    proc = whaleid(["identify", str(newbies / names[0]), "--gallery", "mine", "--format", "csv", "--boxes",
+                    "data/sample/boxes.csv"], root, env)  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    top = pd.read_csv(__import__("io").StringIO(proc.stdout), dtype=str)["candidates"].iloc[0].split()[0]
+    assert top.split(":")[0] == "newbie_1" and float(top.split(":")[1]) > 0.5  # its own photo is in the gallery
+
+    model = root / "models/fold0/model.pt"
+    saved = model.read_bytes()
+    model.write_bytes(saved + b"\0")
+    try:
+        proc = whaleid(["identify", str(newbies / names[0]), "--gallery", "mine"], root, env)
+    finally:
+        model.write_bytes(saved)
+    assert proc.returncode == 2 and "is not the model the gallery was built with" in proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1
