@@ -42,6 +42,19 @@ def test_identify_gives_the_submission_and_skips_unreadable_photos(repo: tuple[P
     assert len(got) == len(want) == 60
     assert (got[want.index] == want).all(), (got[want.index] != want).sum()
 
+    # The same from the exported ONNX file, which identify checks against the gallery's model.
+    proc = whaleid(["export", "models/fold0/model.pt", "--format", "onnx", "--out", "fold0.onnx"], root, env)
+    assert proc.returncode == 0, proc.stderr
+    proc = whaleid(["identify", "data/sample/test_images", "--boxes", "data/sample/boxes.csv", "--format", "csv",
+                    "--exported", "fold0.onnx"], root, env)  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    onnx_rows = pd.read_csv(__import__("io").StringIO(proc.stdout), dtype=str).set_index("image")["predictions"]
+    assert (onnx_rows[want.index] == want).all(), (onnx_rows[want.index] != want).sum()
+    proc = whaleid(["export", "models/fold0/model.pt", "--format", "onnx", "--out", "flip.onnx", "--flip-tta"], root,
+                   env)  # fmt: skip
+    proc = whaleid(["identify", "data/sample/test_images", "--exported", "flip.onnx"], root, env)
+    assert proc.returncode == 2 and "exported with flip_tta True" in proc.stderr
+
     photos = root / "some"
     photos.mkdir()
     for p in sorted((root / "data/sample/test_images").iterdir())[:3]:

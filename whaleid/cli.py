@@ -9,6 +9,7 @@
   ``dvc exp run $(whaleid overrides params/competition.yaml)``;
 * ``whaleid identify PHOTO_OR_DIR ...``: the known individuals most like each photo, from the gallery (stage
   ``gallery``); ``whaleid gallery add|remove|info`` grows or trims a gallery without retraining;
+* ``whaleid export [MODEL] --format onnx|torchscript``: the embedding network as one file (ONNX Runtime, TorchScript);
 * ``whaleid convert-weights SRC DST --backbone NAME``: an ``efficientnet_pytorch`` checkpoint renamed to a timm
   backbone's names, saved as ``.safetensors`` for ``model.weights``.
 """
@@ -90,7 +91,7 @@ def main(argv: list[str] | None = None) -> int:
 
     add_parsers(sub)
     args = parser.parse_args(argv)
-    if args.command in ("identify", "gallery"):
+    if args.command in ("identify", "gallery", "export"):
         return run(args)
     if args.command == "summary":
         from whaleid.io import read_json

@@ -205,27 +205,59 @@ class Gallery:
         return fuse_saved(nn, query_kp, self.keypoints, Calibration(**cal), self.local, n_jobs, "match")
 
 
+def _exported_parts(gallery: Gallery, exported: Sequence[Path], resized: Sequence[Path],
+                    batch_size: int) -> list[np.ndarray]:  # fmt: skip
+    """Embeddings by files `whaleid export` wrote, one per gallery model (same order), checked against the
+    manifest: the same source model (SHA-256), input size and flip TTA."""
+    from whaleid.data import read_image
+    from whaleid.export import ExportedEmbedder
+
+    models = gallery.manifest["models"]
+    if len(exported) != len(models):
+        raise DataError(f"--exported: {len(exported)} file(s) for a gallery of {len(models)} model(s) "
+                        f"({', '.join(m['path'] for m in models)}); give one per model, in that order.")  # fmt: skip
+    parts = []
+    for path, m in zip(exported, models, strict=True):
+        run = ExportedEmbedder(path)
+        want = {"model_sha256": m["sha256"], "img_size": gallery.manifest["img_size"],
+                "flip_tta": gallery.manifest["flip_tta"]}  # fmt: skip
+        got = {k: run.meta.get(k) for k in want}
+        if got != want:
+            bad = next(k for k in want if got[k] != want[k])
+            raise DataError(f"{path} was exported with {bad} {got[bad]!r}, but the gallery's {m['path']} needs "
+                            f"{want[bad]!r}: `whaleid export {m['path']} ...` again.")  # fmt: skip
+        rows = [run(np.stack([read_image(p) for p in resized[i : i + batch_size]]))
+                for i in range(0, len(resized), batch_size)]  # fmt: skip
+        parts.append(np.concatenate(rows).astype(np.float32))
+    return parts
+
+
 def embed_photos(gallery: Gallery, paths: Sequence[Path], boxes: dict[str, Box] | None, workdir: Path,
-                 device: object, batch_size: int = 64, progress: bool = True,
-                 n_jobs: int = -1) -> tuple[list[np.ndarray], KeypointSet | None]:  # fmt: skip
-    """Each model's embeddings of ``paths`` (cropped, resized and embedded exactly as the pipeline does), and
-    their keypoints when the gallery uses local features."""
-    import torch
-
-    from whaleid.embed import extract_embeddings
-    from whaleid.model import load_model
-
-    device = torch.device(device)
+                 device: object, batch_size: int = 64, progress: bool = True, n_jobs: int = -1,
+                 exported: Sequence[Path] | None = None) -> tuple[list[np.ndarray], KeypointSet | None]:  # fmt: skip
+    """Each model's embeddings of ``paths`` (cropped, resized and embedded exactly as the pipeline does; by the
+    ``exported`` files instead of the PyTorch models when given), and their keypoints when the gallery uses
+    local features."""
     m = gallery.manifest
     fmt = m["resize_format"]
     resize_split(paths, workdir, workdir / ".cache", m["img_size"], boxes, m["crop_margin"], fmt, n_jobs=n_jobs,
                  desc="resize", progress=progress)  # fmt: skip
     resized = [workdir / resized_name(p.name, fmt) for p in paths]
-    parts = []
-    for path in gallery.check_models():
-        model, _ = load_model(path, device)
-        parts.append(extract_embeddings(model, resized, m["img_size"], batch_size, device, desc=f"embed {path.parent.name}",
-                                        progress=progress, flip_tta=m["flip_tta"]))  # fmt: skip
+    if exported:
+        parts = _exported_parts(gallery, exported, resized, batch_size)
+    else:
+        import torch
+
+        from whaleid.embed import extract_embeddings
+        from whaleid.model import load_model
+
+        device = torch.device(device)
+        parts = []
+        for path in gallery.check_models():
+            model, _ = load_model(path, device)
+            parts.append(extract_embeddings(model, resized, m["img_size"], batch_size, device,
+                                            desc=f"embed {path.parent.name}", progress=progress,
+                                            flip_tta=m["flip_tta"]))  # fmt: skip
     kp = None
     if gallery.keypoints is not None:
         kp = detect_all(paths, boxes, m["crop_margin"], gallery.local, n_jobs, "keypoints")
@@ -249,12 +281,14 @@ def unique_names(paths: Sequence[Path]) -> None:
 
 
 def identify(gallery: Gallery, paths: Sequence[Path], boxes: dict[str, Box] | None = None, device: object = "cpu",
-             top_k: int = 5, progress: bool = True, n_jobs: int = -1) -> pd.DataFrame:  # fmt: skip
+             top_k: int = 5, progress: bool = True, n_jobs: int = -1,
+             exported: Sequence[Path] | None = None) -> pd.DataFrame:  # fmt: skip
     """Per photo: its five predictions by the gallery's rule (``predictions``, as in submission.csv) and its
     ``top_k`` known individuals with their scores (``candidates``: ``id:score`` separated by spaces, best first)."""
     unique_names(paths)
     with tempfile.TemporaryDirectory(prefix="whaleid-identify-") as tmp:
-        parts, kp = embed_photos(gallery, paths, boxes, Path(tmp), device, progress=progress, n_jobs=n_jobs)
+        parts, kp = embed_photos(gallery, paths, boxes, Path(tmp), device, progress=progress, n_jobs=n_jobs,
+                                 exported=exported)  # fmt: skip
     nn = gallery.rank(gallery.search(parts, [p.name for p in paths]), kp, n_jobs)
     rule = gallery.rule
     species = gallery.individuals["species"].to_numpy(dtype=object)

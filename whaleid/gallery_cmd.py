@@ -1,4 +1,5 @@
-"""``whaleid identify`` and ``whaleid gallery add|remove|info``: the command-line side of :mod:`whaleid.gallery`."""
+"""``whaleid identify``, ``whaleid export`` and ``whaleid gallery add|remove|info``: the command-line side of
+:mod:`whaleid.gallery` and :mod:`whaleid.export`."""
 
 from __future__ import annotations
 
@@ -44,6 +45,14 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     ident.add_argument("--format", choices=["table", "csv", "json"], default="table", help="output format")
     ident.add_argument("--out", help="write the result to this file instead of printing it")
     ident.add_argument("--device", default="auto", help="auto, cpu or cuda")
+    ident.add_argument("--exported", nargs="+", help="embed with these `whaleid export` files (one per gallery "
+                       "model, in order) instead of the PyTorch models")  # fmt: skip
+    exp = sub.add_parser("export", help="write a model's embedding network as ONNX or TorchScript")
+    exp.add_argument("model", nargs="?", default="models/fold0/model.pt", help="model.pt (default models/fold0)")
+    exp.add_argument("--format", choices=["onnx", "torchscript"], default="onnx", help="file format")
+    exp.add_argument("--out", help="output file (default: next to the model, model.onnx or model.ts)")
+    exp.add_argument("--flip-tta", action="store_true", help="embed each photo and its mirror image (set it as "
+                     "embed.flip_tta was set for the gallery)")  # fmt: skip
     gal = sub.add_parser("gallery", help="grow or trim a gallery without retraining: add, remove, info")
     gsub = gal.add_subparsers(dest="gallery_command", required=True, metavar="ACTION")
     add = gsub.add_parser("add", help="add photos of one individual (--id) or of many (--csv)")
@@ -87,7 +96,9 @@ def _identify(args: argparse.Namespace) -> None:
         log.error("skipped: %s", e)
     if not good:
         raise DataError("no readable photo to identify.")
-    result = identify(gallery, good, _boxes(args.boxes), _device(args.device), args.top_k, sys.stderr.isatty())
+    exported = [Path(p) for p in args.exported] if args.exported else None
+    result = identify(gallery, good, _boxes(args.boxes), _device(args.device), args.top_k, sys.stderr.isatty(),
+                      exported=exported)  # fmt: skip
     if args.format == "csv":
         text = result.to_csv(index=False, lineterminator="\n")
     elif args.format == "json":
@@ -157,10 +168,18 @@ def _info(args: argparse.Namespace) -> None:
           f"local.method {m['local']['method']}, rule threshold {m['rule']['threshold']}")  # fmt: skip
 
 
+def _export(args: argparse.Namespace) -> None:
+    from whaleid.export import export_model
+
+    out = args.out or str(Path(args.model).with_suffix(".onnx" if args.format == "onnx" else ".ts"))
+    export_model(args.model, out, args.format, args.flip_tta)
+
+
 def run(args: argparse.Namespace) -> int:
-    """Run ``identify`` or ``gallery ...``; 2 with one line on bad input."""
+    """Run ``identify``, ``export`` or ``gallery ...``; 2 with one line on bad input."""
     setup_logging()
     action = {"add": _add, "remove": _remove, "info": _info}.get(getattr(args, "gallery_command", None), _identify)
+    action = _export if args.command == "export" else action
     try:
         action(args)
     except (WhaleidError, OSError) as exc:

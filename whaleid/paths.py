@@ -28,6 +28,7 @@ PSEUDO_METRICS = Path("metrics/pseudo.json")
 BASELINE_METRICS = Path("metrics/baseline.json")
 THRESHOLD_PLOT = Path("plots/threshold.csv")
 SUBMISSION = Path("submissions/submission.csv")
+MATCH_REPORT = Path("reports/matches.html")  # stage `report`
 GALLERY_DIR = Path("gallery")  # stage `gallery`: the catalogue `whaleid identify` searches
 
 

@@ -1,0 +1,35 @@
+"""DVC stage `report`: reports/matches.html, the match report of the `fold` model's validation queries (see
+:mod:`whaleid.report`), from the neighbours the rule was fitted on and the resized photos the model saw."""
+
+import logging
+
+from whaleid.artifacts import class_species, folds_with_labels
+from whaleid.config import Params
+from whaleid.data import read_image
+from whaleid.io import load_npz, read_json, write_text
+from whaleid.paths import MATCH_REPORT, RESIZED_DIR, ROUNDS_DIR, RULE
+from whaleid.predict import Rule
+from whaleid.prepare import resized_name
+from whaleid.report import match_report
+from whaleid.stage import run_stage
+
+log = logging.getLogger("whaleid.report")
+
+
+def main(params: Params) -> None:
+    folds, classes = folds_with_labels()
+    nn = load_npz(ROUNDS_DIR / "valid" / f"fold{params.fold}.npz")
+    fmt = params.resize.format
+
+    def load(name: str):  # noqa: ANN202 - validation queries and their gallery are both training photos
+        return read_image(RESIZED_DIR / "train_images" / resized_name(name, fmt))
+
+    page = match_report(nn, Rule.from_dict(read_json(RULE)), classes, class_species(folds, len(classes)), load, load,
+                        seed=params.cv.seed, title=f"whaleid matches: validation fold {params.fold}")  # fmt: skip
+    write_text(MATCH_REPORT, page)
+    log.info("%s: %d validation queries shown (%.0f KB); open it in a browser", MATCH_REPORT,
+             page.count("class='match'"), len(page) / 1024)  # fmt: skip
+
+
+if __name__ == "__main__":
+    run_stage("report", main)
