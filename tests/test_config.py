@@ -63,7 +63,7 @@ def test_fold_within_more_folds() -> None:
 
 
 def test_unknown_index_type() -> None:
-    with pytest.raises(ConfigError, match=r"knn\.index must be one of flat, hnsw, ivf, got 'hnws'.*'hnsw'"):
+    with pytest.raises(ConfigError, match=r"knn\.index must be one of flat, hnsw, ivf, ivfpq, got 'hnws'.*'hnsw'"):
         params_from_dict({"knn": {"index": "hnws"}})
 
 
@@ -159,3 +159,12 @@ def test_batch_size_one_is_refused_before_training() -> None:
 def test_non_finite_numbers_are_refused(value: float) -> None:
     with pytest.raises(ConfigError, match=r"train.lr must be a finite number"):
         params_from_dict({"train": {"lr": value}})
+
+
+@pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="this machine has a GPU")
+def test_cuda_without_a_gpu_is_one_clear_error() -> None:
+    from whaleid.device import select_device
+
+    with pytest.raises(ConfigError, match=r"runtime.device is 'cuda' but no CUDA device is available; use auto or cpu") as info:
+        select_device("cuda")
+    assert "\n" not in str(info.value)

@@ -75,7 +75,7 @@ def ranking(gallery: object, queries: list[Path]) -> tuple[list[list[str]], np.n
     """Individuals in rank order (the rule's candidates) and their scores for each query."""
     import tempfile
 
-    from whaleid.gallery import embed_photos
+    from whaleid.identify import embed_photos
     from whaleid.predict import candidates
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -88,7 +88,8 @@ def ranking(gallery: object, queries: list[Path]) -> tuple[list[list[str]], np.n
 
 def test_added_photos_rank_as_in_a_gallery_built_from_scratch(repo: tuple[Path, dict[str, str]], monkeypatch) -> None:
     from whaleid.errors import DataError
-    from whaleid.gallery import Gallery, add_photos, remove_photos
+    from whaleid.gallery import Gallery, remove_photos
+    from whaleid.identify import add_photos
     from whaleid.prepare import read_boxes
 
     root, _ = repo

@@ -60,13 +60,15 @@ def test_repro_then_experiment(tmp_path: Path) -> None:
     out = run([*dvc, "exp", "run", "-S", "fold=1"], repo, env)
     reran = stages_run(out)
     assert reran == {"weights", "train", "embed", "ensemble", "knn", "local", "pseudo", "threshold", "submit",
-                     "score", "baseline"}, reran  # fmt: skip
+                     "score", "baseline", "report", "gallery"}, reran  # fmt: skip
 
     out = run([*dvc, "exp", "run", "-S", "threshold.step=0.1"], repo, env)
     reran = stages_run(out) - {"weights"}
     # The baseline is scored with the same rule; submit and score rerun only if the fitted rule changed (DVC skips a
     # stage whose inputs hash the same). The pseudo stage reads the threshold params too (it passes data through).
-    assert {"pseudo", "threshold", "baseline"} <= reran <= {"pseudo", "threshold", "baseline", "submit", "score"}, reran
+    # The match report and the gallery carry the rule, so they follow it.
+    assert {"pseudo", "threshold", "baseline"} <= reran <= {"pseudo", "threshold", "baseline", "submit", "score",
+                                                            "report", "gallery"}, reran  # fmt: skip
 
     # One pseudo-label round on the blended scores (back on fold 0, whose model DVC restores from its run cache):
     # no stage before knn reruns, and CV stays on fold 0.
@@ -118,7 +120,7 @@ def test_members_train_in_their_own_stages_once(tmp_path: Path) -> None:
     # -S fold=2: the fold-2 model and what depends on it; the members are not touched.
     out = run([*DVC, "exp", "run", "-S", "fold=2"], repo, env)
     assert stages_run(out) == {"weights", "train", "embed", "ensemble", "knn", "local", "pseudo", "threshold",
-                               "submit", "score", "baseline"}, out  # fmt: skip
+                               "submit", "score", "baseline", "report", "gallery"}, out  # fmt: skip
     assert set(json.loads((repo / "metrics/cv.json").read_text())["folds"]) == {"fold1", "fold2", "fold3"}
 
     # fold 1 becomes the `fold` model: the model member@fold1 trained is restored from DVC's run cache.

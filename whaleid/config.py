@@ -262,7 +262,7 @@ class EmbedConfig:
         _check_positive("embed", batch_size=self.batch_size)
 
 
-INDEX_TYPES = ("flat", "hnsw", "ivf")
+INDEX_TYPES = ("flat", "hnsw", "ivf", "ivfpq")
 SCORINGS = ("max", "vote")
 THRESHOLD_METHODS = ("sweep", "share")
 
@@ -277,10 +277,11 @@ class KnnConfig:
     hnsw_ef_search: int = 128
     ivf_nlist: int = 1024
     ivf_nprobe: int = 32
+    pq_m: int = 64  # ivfpq: bytes per vector (product-quantiser sub-vectors); a divisor of the embedding size
 
     def __post_init__(self) -> None:
         _check_positive("knn", k=self.k, hnsw_m=self.hnsw_m, hnsw_ef_search=self.hnsw_ef_search)
-        _check_positive("knn", ivf_nlist=self.ivf_nlist, ivf_nprobe=self.ivf_nprobe)
+        _check_positive("knn", ivf_nlist=self.ivf_nlist, ivf_nprobe=self.ivf_nprobe, pq_m=self.pq_m)
         _check_choice("knn", "index", self.index, INDEX_TYPES)
 
 

@@ -17,16 +17,16 @@ holds:
   size, flip TTA, crop margin, resize format, the ``knn``/``blend``/``local`` settings, the fitted new_individual
   rule and the local-feature calibration.
 
-Querying applies exactly the submission's chain (crop, resize, embed every model, combine, kNN, blend, local
-feature fusion, the rule), so identifying the test photos gives submission.csv's predictions.
+Querying and adding photos (:mod:`whaleid.identify`) apply exactly the submission's chain (crop, resize, embed
+every model, combine, kNN, blend, local-feature fusion, the rule), so identifying the test photos gives
+submission.csv's predictions. This module only reads, writes and searches the folder (stage ``gallery`` needs
+nothing more).
 """
 
 from __future__ import annotations
 
 import hashlib
 import logging
-import shutil
-import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,12 +37,11 @@ import pandas as pd
 
 from whaleid.blend import Centres, blend_neighbours, mean_cosines
 from whaleid.config import BlendConfig, KnnConfig, LocalConfig
-from whaleid.data import NEW_INDIVIDUAL, DataError, check_images
+from whaleid.data import DataError
 from whaleid.io import atomic_dir, load_npz, read_json, save_npz, write_csv, write_json
-from whaleid.local import Calibration, KeypointSet, detect_all, fuse_saved
+from whaleid.local import Calibration, KeypointSet, fuse_saved
 from whaleid.parallel import map_chunks
-from whaleid.predict import NEW, Rule, apply_rule, candidates
-from whaleid.prepare import Box, resize_split, resized_name
+from whaleid.predict import Rule
 from whaleid.retrieval import INDEXES, combine
 
 log = logging.getLogger(__name__)
@@ -76,13 +75,13 @@ def new_index(dim: int, knn: KnnConfig, vectors: np.ndarray, ids: np.ndarray) ->
     return index
 
 
-def _concat_keypoints(a: KeypointSet, b: KeypointSet) -> KeypointSet:
+def concat_keypoints(a: KeypointSet, b: KeypointSet) -> KeypointSet:
     return KeypointSet(np.concatenate([a.images, b.images]), np.concatenate([a.points, b.points]),
                        np.concatenate([a.descriptors, b.descriptors]),
                        np.concatenate([a.offsets, a.offsets[-1] + b.offsets[1:]]))  # fmt: skip
 
 
-def _keypoint_subset(kp: KeypointSet, keep: np.ndarray) -> KeypointSet:
+def keypoint_subset(kp: KeypointSet, keep: np.ndarray) -> KeypointSet:
     rows = np.flatnonzero(keep)
     spans = [np.arange(kp.offsets[i], kp.offsets[i + 1]) for i in rows]
     take = np.concatenate(spans) if spans else np.zeros(0, np.int64)
@@ -205,157 +204,7 @@ class Gallery:
         return fuse_saved(nn, query_kp, self.keypoints, Calibration(**cal), self.local, n_jobs, "match")
 
 
-def _exported_parts(gallery: Gallery, exported: Sequence[Path], resized: Sequence[Path],
-                    batch_size: int) -> list[np.ndarray]:  # fmt: skip
-    """Embeddings by files `whaleid export` wrote, one per gallery model (same order), checked against the
-    manifest: the same source model (SHA-256), input size and flip TTA."""
-    from whaleid.data import read_image
-    from whaleid.export import ExportedEmbedder
-
-    models = gallery.manifest["models"]
-    if len(exported) != len(models):
-        raise DataError(f"--exported: {len(exported)} file(s) for a gallery of {len(models)} model(s) "
-                        f"({', '.join(m['path'] for m in models)}); give one per model, in that order.")  # fmt: skip
-    parts = []
-    for path, m in zip(exported, models, strict=True):
-        run = ExportedEmbedder(path)
-        want = {"model_sha256": m["sha256"], "img_size": gallery.manifest["img_size"],
-                "flip_tta": gallery.manifest["flip_tta"]}  # fmt: skip
-        got = {k: run.meta.get(k) for k in want}
-        if got != want:
-            bad = next(k for k in want if got[k] != want[k])
-            raise DataError(f"{path} was exported with {bad} {got[bad]!r}, but the gallery's {m['path']} needs "
-                            f"{want[bad]!r}: `whaleid export {m['path']} ...` again.")  # fmt: skip
-        rows = [run(np.stack([read_image(p) for p in resized[i : i + batch_size]]))
-                for i in range(0, len(resized), batch_size)]  # fmt: skip
-        parts.append(np.concatenate(rows).astype(np.float32))
-    return parts
-
-
-def embed_photos(gallery: Gallery, paths: Sequence[Path], boxes: dict[str, Box] | None, workdir: Path,
-                 device: object, batch_size: int = 64, progress: bool = True, n_jobs: int = -1,
-                 exported: Sequence[Path] | None = None) -> tuple[list[np.ndarray], KeypointSet | None]:  # fmt: skip
-    """Each model's embeddings of ``paths`` (cropped, resized and embedded exactly as the pipeline does; by the
-    ``exported`` files instead of the PyTorch models when given), and their keypoints when the gallery uses
-    local features."""
-    m = gallery.manifest
-    fmt = m["resize_format"]
-    resize_split(paths, workdir, workdir / ".cache", m["img_size"], boxes, m["crop_margin"], fmt, n_jobs=n_jobs,
-                 desc="resize", progress=progress)  # fmt: skip
-    resized = [workdir / resized_name(p.name, fmt) for p in paths]
-    if exported:
-        parts = _exported_parts(gallery, exported, resized, batch_size)
-    else:
-        import torch
-
-        from whaleid.embed import extract_embeddings
-        from whaleid.model import load_model
-
-        device = torch.device(device)
-        parts = []
-        for path in gallery.check_models():
-            model, _ = load_model(path, device)
-            parts.append(extract_embeddings(model, resized, m["img_size"], batch_size, device,
-                                            desc=f"embed {path.parent.name}", progress=progress,
-                                            flip_tta=m["flip_tta"]))  # fmt: skip
-    kp = None
-    if gallery.keypoints is not None:
-        kp = detect_all(paths, boxes, m["crop_margin"], gallery.local, n_jobs, "keypoints")
-    return parts, kp
-
-
-def readable(paths: Sequence[Path], n_jobs: int = -1, progress: bool = True) -> tuple[list[Path], list[str]]:
-    """The photos that decode, and one message per photo that does not (named)."""
-    errors, _ = check_images(paths, n_jobs=n_jobs, progress=progress)
-    bad = {e.split(": ", 1)[0] for e in errors}
-    return [p for p in paths if str(p) not in bad], errors
-
-
-def unique_names(paths: Sequence[Path]) -> None:
-    seen: dict[str, Path] = {}
-    for p in paths:
-        if p.name in seen:
-            raise DataError(f"{p} and {seen[p.name]} share the file name {p.name!r}; photos are named by file name "
-                            "in the gallery, so rename one.")  # fmt: skip
-        seen[p.name] = p
-
-
-def identify(gallery: Gallery, paths: Sequence[Path], boxes: dict[str, Box] | None = None, device: object = "cpu",
-             top_k: int = 5, progress: bool = True, n_jobs: int = -1,
-             exported: Sequence[Path] | None = None) -> pd.DataFrame:  # fmt: skip
-    """Per photo: its five predictions by the gallery's rule (``predictions``, as in submission.csv) and its
-    ``top_k`` known individuals with their scores (``candidates``: ``id:score`` separated by spaces, best first)."""
-    unique_names(paths)
-    with tempfile.TemporaryDirectory(prefix="whaleid-identify-") as tmp:
-        parts, kp = embed_photos(gallery, paths, boxes, Path(tmp), device, progress=progress, n_jobs=n_jobs,
-                                 exported=exported)  # fmt: skip
-    nn = gallery.rank(gallery.search(parts, [p.name for p in paths]), kp, n_jobs)
-    rule = gallery.rule
-    species = gallery.individuals["species"].to_numpy(dtype=object)
-    from whaleid.local import as_neighbours
-
-    pred = apply_rule(rule, as_neighbours(nn), species)
-    labels, scores = candidates(nn["sims"], nn["neighbors"], nn["gallery_labels"], rule.scoring, rule.vote_power)
-    names = np.asarray([*gallery.individuals["individual_id"], NEW_INDIVIDUAL], dtype=object)
-    rows = []
-    for i, p in enumerate(paths):
-        shown = [f"{names[c]}:{s:.4f}" for c, s in zip(labels[i, :top_k], scores[i, :top_k], strict=True)
-                 if np.isfinite(s)]  # fmt: skip
-        pr = names[np.where(pred[i] == NEW, len(names) - 1, pred[i])]
-        rows.append({"image": p.name, "path": str(p), "predictions": " ".join(pr),
-                     "new_individual_first": bool(pred[i, 0] == NEW), "candidates": " ".join(shown)})  # fmt: skip
-    return pd.DataFrame(rows)
-
-
-def add_photos(gallery: Gallery, paths: Sequence[Path], ids: Sequence[str], species: Sequence[str] | None = None,
-               boxes: dict[str, Box] | None = None, device: object = "cpu", progress: bool = True,
-               n_jobs: int = -1) -> Gallery:  # fmt: skip
-    """``gallery`` with ``paths`` added as photos of individuals ``ids`` (new individuals get ``species``, "" when
-    unknown). Refuses a photo already in the gallery (same file name or same bytes) before embedding anything."""
-    from whaleid.data import check_labels
-
-    unique_names(paths)
-    frame = pd.DataFrame({"image": [p.name for p in paths], "individual_id": list(ids),
-                          "species": list(species) if species is not None else [""] * len(paths)})  # fmt: skip
-    check_labels(frame.assign(species=frame["species"].replace("", "unknown")), "the photos to add")
-    known_ids = {i.lower(): i for i in gallery.individuals["individual_id"]}
-    for i in frame["individual_id"].unique():
-        if i not in set(known_ids.values()) and i.lower() in known_ids:
-            raise DataError(f"individual_id {i!r} differs from the gallery's {known_ids[i.lower()]!r} only in letter "
-                            "case; one animal or two? Use the gallery's spelling for the same animal.")  # fmt: skip
-    taken = set(gallery.photos["image"])
-    clash = [n for n in frame["image"] if n in taken]
-    if clash:
-        raise DataError(f"{clash[0]}: a gallery photo already has this name ({len(clash)} clash(es)); rename the "
-                        "file or remove the old photo with `whaleid gallery remove --image`.")  # fmt: skip
-    digests = file_digests(paths, n_jobs, progress)
-    known = dict(zip(gallery.photos["sha1"], gallery.photos["image"], strict=True))
-    dup = [(p, known[d]) for p, d in zip(paths, digests, strict=True) if d in known]
-    if dup:
-        raise DataError(f"{dup[0][0]} is already in the gallery as {dup[0][1]} (same bytes; {len(dup)} duplicate(s)).")
-    with tempfile.TemporaryDirectory(prefix="whaleid-gallery-") as tmp:
-        parts, kp = embed_photos(gallery, paths, boxes, Path(tmp), device, progress=progress, n_jobs=n_jobs)
-    vectors = combine(parts)
-    individuals = gallery.individuals
-    new = frame.drop_duplicates("individual_id")
-    new = new[~new["individual_id"].isin(individuals["individual_id"])]
-    if len(new):
-        individuals = pd.concat([individuals, pd.DataFrame({"individual_id": new["individual_id"],
-                                 "species": new["species"], "trained": False})], ignore_index=True)  # fmt: skip
-    centres = {n: _pad_centres(c, len(individuals)) for n, c in gallery.centres.items()}
-    start = int(gallery.photos["id"].max()) + 1 if len(gallery.photos) else 0
-    new_ids = np.arange(start, start + len(paths), dtype=np.int64)
-    gallery.index.add_with_ids(np.ascontiguousarray(vectors, dtype=np.float32), new_ids)
-    photos = pd.concat([gallery.photos, pd.DataFrame({"id": new_ids, "image": frame["image"],
-                        "individual_id": frame["individual_id"], "sha1": digests})], ignore_index=True)  # fmt: skip
-    keypoints = gallery.keypoints
-    if keypoints is not None and kp is not None:
-        keypoints = _concat_keypoints(keypoints, kp)
-    return Gallery(gallery.manifest, photos, individuals, np.concatenate([gallery.embeddings, vectors]), centres,
-                   keypoints, gallery.index)  # fmt: skip
-
-
-def _pad_centres(c: Centres, n_classes: int) -> Centres:
+def pad_centres(c: Centres, n_classes: int) -> Centres:
     """Centres for ``n_classes`` classes: the added ones have no centre (zero vectors, not trained)."""
     extra = n_classes - c.n_classes
     if extra <= 0:
@@ -378,12 +227,5 @@ def remove_photos(gallery: Gallery, images: Sequence[str] = (), individuals: Seq
     photos = gallery.photos[keep].reset_index(drop=True)
     vectors = gallery.embeddings[keep]
     index = new_index(vectors.shape[1], gallery.knn, vectors, photos["id"].to_numpy())
-    kp = _keypoint_subset(gallery.keypoints, keep) if gallery.keypoints is not None else None
+    kp = keypoint_subset(gallery.keypoints, keep) if gallery.keypoints is not None else None
     return Gallery(gallery.manifest, photos, gallery.individuals, vectors, gallery.centres, kp, index)
-
-
-def copy_gallery(src: str | Path, dst: str | Path) -> None:
-    """Copy a gallery folder (e.g. the DVC-built ``gallery/`` to a catalogue of your own) atomically."""
-    with atomic_dir(dst) as tmp:
-        shutil.rmtree(tmp)
-        shutil.copytree(src, tmp)

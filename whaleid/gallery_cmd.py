@@ -86,7 +86,8 @@ def _boxes(path: str | None) -> dict | None:
 
 
 def _identify(args: argparse.Namespace) -> None:
-    from whaleid.gallery import Gallery, identify, readable
+    from whaleid.gallery import Gallery
+    from whaleid.identify import identify, readable
 
     if args.top_k < 1:
         raise DataError(f"--top-k must be at least 1, got {args.top_k}.")
@@ -115,7 +116,8 @@ def _identify(args: argparse.Namespace) -> None:
 
 
 def _add(args: argparse.Namespace) -> None:
-    from whaleid.gallery import Gallery, add_photos, readable
+    from whaleid.gallery import Gallery
+    from whaleid.identify import add_photos, readable
 
     if args.csv:
         if args.id or args.photos or not args.images:

@@ -1,8 +1,10 @@
 """Faiss inner-product kNN. Inputs are L2-normalised float32 (N, d), so inner product = cosine similarity.
 
 Index types (``knn.index``): ``flat`` (exact, ``IndexFlatIP``, default), ``hnsw`` (``IndexHNSWFlat``, graph,
-approximate), ``ivf`` (``IndexIVFFlat``, inverted lists, approximate). With a GPU, flat and IVF indexes move to
-it; HNSW stays on CPU (Faiss has no GPU HNSW). Output follows Faiss: (D, I), I = -1 where fewer than k exist.
+approximate), ``ivf`` (``IndexIVFFlat``, inverted lists, approximate), ``ivfpq`` (``IndexIVFPQ``: inverted lists
+of product-quantised vectors, ``knn.pq_m`` bytes each instead of 4 per dimension: for galleries of millions). With
+GPUs, flat and IVF indexes move to them (sharded over all of them when there are several); HNSW stays on CPU
+(Faiss has no GPU HNSW). Output follows Faiss: (D, I), I = -1 where fewer than k exist.
 """
 
 from __future__ import annotations
@@ -49,7 +51,19 @@ def _ivf(d: int, cfg: KnnConfig, gallery: np.ndarray) -> faiss.Index:
     return index
 
 
-INDEXES = {"flat": _flat, "hnsw": _hnsw, "ivf": _ivf}
+def _ivfpq(d: int, cfg: KnnConfig, gallery: np.ndarray) -> faiss.Index:
+    nlist = max(1, min(cfg.ivf_nlist, len(gallery) // 39))
+    m = max(x for x in range(1, min(cfg.pq_m, d) + 1) if d % x == 0)  # sub-vectors must split d evenly
+    if m != cfg.pq_m:
+        log.info("knn.pq_m %d does not divide the embedding size %d: using %d", cfg.pq_m, d, m)
+    nbits = int(np.clip(np.floor(np.log2(max(len(gallery), 2) / 39)), 1, 8))  # 8 bits want 256 * 39 vectors
+    index = faiss.IndexIVFPQ(faiss.IndexFlatIP(d), d, nlist, m, nbits, faiss.METRIC_INNER_PRODUCT)
+    index.train(gallery)
+    index.nprobe = min(cfg.ivf_nprobe, nlist)
+    return index
+
+
+INDEXES = {"flat": _flat, "hnsw": _hnsw, "ivf": _ivf, "ivfpq": _ivfpq}
 
 
 def build_index(gallery: np.ndarray, cfg: KnnConfig, use_gpu: bool | None = None) -> faiss.Index:
@@ -59,8 +73,13 @@ def build_index(gallery: np.ndarray, cfg: KnnConfig, use_gpu: bool | None = None
         raise ConfigError(f"knn.index: unknown Faiss index type {cfg.index!r}; choose from {', '.join(INDEXES)}.")
     index = INDEXES[cfg.index](gallery.shape[1], cfg, gallery)
     if (gpu_available() if use_gpu is None else use_gpu) and cfg.index != "hnsw":
-        index = faiss.index_cpu_to_gpu(faiss.StandardGpuResources(), 0, index)
-        log.info("Faiss %s index on GPU", cfg.index)
+        if faiss.get_num_gpus() > 1:  # every GPU, the gallery split between them
+            options = faiss.GpuMultipleClonerOptions()
+            options.shard = True
+            index = faiss.index_cpu_to_all_gpus(index, options)
+        else:
+            index = faiss.index_cpu_to_gpu(faiss.StandardGpuResources(), 0, index)
+        log.info("Faiss %s index on %d GPU(s)", cfg.index, faiss.get_num_gpus())
     index.add(gallery)
     return index
 
