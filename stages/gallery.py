@@ -12,11 +12,12 @@ from whaleid.artifacts import class_species, folds_with_labels, submission_model
 from whaleid.blend import Centres
 from whaleid.config import Params, to_dict
 from whaleid.data import load_dataset
-from whaleid.gallery import FORMAT, Gallery, file_digests, new_index, sha256_file
+from whaleid.gallery import FORMAT, Gallery, file_digests, new_index
 from whaleid.io import load_npz, read_json
 from whaleid.local import KeypointSet
 from whaleid.paths import FINAL_DIR, FUSED_DIR, GALLERY_DIR, KEYPOINT_DIR, RULE, embed_dir, model_path
 from whaleid.stage import run_stage
+from whaleid.weights import sha256_file
 
 log = logging.getLogger("whaleid.gallery")
 

@@ -51,7 +51,7 @@ META = "whaleid"  # ONNX metadata key / TorchScript extra file holding what the 
 def export_model(model_path: str | Path, out: str | Path, fmt: str, flip_tta: bool = False) -> dict:
     """Write model ``model_path``'s embedding network to ``out`` as ``fmt`` (onnx or torchscript), atomically;
     return the metadata stored in the file (format, source model SHA-256, input size, embedding size, flip TTA)."""
-    from whaleid.gallery import sha256_file
+    from whaleid.weights import sha256_file
 
     if fmt not in FORMATS:
         raise ConfigError(f"--format must be one of {', '.join(FORMATS)}, got {fmt!r}")

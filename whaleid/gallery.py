@@ -43,18 +43,11 @@ from whaleid.local import Calibration, KeypointSet, fuse_saved
 from whaleid.parallel import map_chunks
 from whaleid.predict import Rule
 from whaleid.retrieval import INDEXES, combine
+from whaleid.weights import sha256_file
 
 log = logging.getLogger(__name__)
 
 FORMAT = "whaleid-gallery-1"
-
-
-def sha256_file(path: str | Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def _sha1_chunk(paths: list[Path]) -> list[str]:
