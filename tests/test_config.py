@@ -165,6 +165,8 @@ def test_non_finite_numbers_are_refused(value: float) -> None:
 def test_cuda_without_a_gpu_is_one_clear_error() -> None:
     from whaleid.device import select_device
 
-    with pytest.raises(ConfigError, match=r"runtime.device is 'cuda' but no CUDA device is available; use auto or cpu") as info:
+    with pytest.raises(
+        ConfigError, match=r"runtime.device is 'cuda' but no CUDA device is available; use auto or cpu"
+    ) as info:
         select_device("cuda")
     assert "\n" not in str(info.value)
