@@ -117,7 +117,7 @@ def _identify(args: argparse.Namespace) -> None:
 
 def _add(args: argparse.Namespace) -> None:
     from whaleid.gallery import Gallery
-    from whaleid.identify import add_photos, readable
+    from whaleid.identify import add_photos
 
     if args.csv:
         if args.id or args.photos or not args.images:
@@ -137,9 +137,6 @@ def _add(args: argparse.Namespace) -> None:
         paths = photo_paths(args.photos)
         ids, species = [args.id] * len(paths), [args.species] * len(paths)
     gallery = Gallery.load(args.gallery)
-    _, errors = readable(paths, progress=False)
-    if errors:
-        raise DataError(f"{len(errors)} photo(s) cannot be read, nothing added: {errors[0]}")
     out = add_photos(gallery, paths, ids, species, _boxes(args.boxes), _device(args.device), sys.stderr.isatty())
     out.save(args.out or args.gallery)
     log.info("%s: added %d photo(s) of %d individual(s); now %d photos of %d individuals", args.out or args.gallery,

@@ -13,8 +13,8 @@ import numpy as np
 import pandas as pd
 
 from whaleid.data import NEW_INDIVIDUAL, DataError, check_images
-from whaleid.gallery import Gallery, concat_keypoints, file_digests, pad_centres
-from whaleid.local import KeypointSet, detect_all
+from whaleid.gallery import Gallery, concat_keypoints, pad_centres
+from whaleid.local import KeypointSet, as_neighbours, detect_all
 from whaleid.predict import NEW, apply_rule, candidates
 from whaleid.prepare import Box, resize_split, resized_name
 from whaleid.retrieval import combine
@@ -81,9 +81,8 @@ def embed_photos(gallery: Gallery, paths: Sequence[Path], boxes: dict[str, Box] 
 
 def readable(paths: Sequence[Path], n_jobs: int = -1, progress: bool = True) -> tuple[list[Path], list[str]]:
     """The photos that decode, and one message per photo that does not (named)."""
-    errors, _ = check_images(paths, n_jobs=n_jobs, progress=progress)
-    bad = {e.split(": ", 1)[0] for e in errors}
-    return [p for p in paths if str(p) not in bad], errors
+    errors, digests = check_images(paths, n_jobs=n_jobs, progress=progress)
+    return [p for p, d in zip(paths, digests, strict=True) if d], errors  # no digest: it did not decode
 
 
 def unique_names(paths: Sequence[Path]) -> None:
@@ -107,8 +106,6 @@ def identify(gallery: Gallery, paths: Sequence[Path], boxes: dict[str, Box] | No
     nn = gallery.rank(gallery.search(parts, [p.name for p in paths]), kp, n_jobs)
     rule = gallery.rule
     species = gallery.individuals["species"].to_numpy(dtype=object)
-    from whaleid.local import as_neighbours
-
     pred = apply_rule(rule, as_neighbours(nn), species)
     labels, scores = candidates(nn["sims"], nn["neighbors"], nn["gallery_labels"], rule.scoring, rule.vote_power)
     names = np.asarray([*gallery.individuals["individual_id"], NEW_INDIVIDUAL], dtype=object)
@@ -126,7 +123,8 @@ def add_photos(gallery: Gallery, paths: Sequence[Path], ids: Sequence[str], spec
                boxes: dict[str, Box] | None = None, device: object = "cpu", progress: bool = True,
                n_jobs: int = -1) -> Gallery:  # fmt: skip
     """``gallery`` with ``paths`` added as photos of individuals ``ids`` (new individuals get ``species``, "" when
-    unknown). Refuses a photo already in the gallery (same file name or same bytes) before embedding anything."""
+    unknown). Refuses an unreadable photo and one already in the gallery (same file name or same bytes) before
+    embedding anything."""
     from whaleid.data import check_labels
 
     unique_names(paths)
@@ -143,7 +141,9 @@ def add_photos(gallery: Gallery, paths: Sequence[Path], ids: Sequence[str], spec
     if clash:
         raise DataError(f"{clash[0]}: a gallery photo already has this name ({len(clash)} clash(es)); rename the "
                         "file or remove the old photo with `whaleid gallery remove --image`.")  # fmt: skip
-    digests = file_digests(paths, n_jobs, progress)
+    errors, digests = check_images(paths, n_jobs=n_jobs, progress=progress)  # decoded, and hashed on the way
+    if errors:
+        raise DataError(f"{len(errors)} photo(s) cannot be read, nothing added: {errors[0]}")
     known = dict(zip(gallery.photos["sha1"], gallery.photos["image"], strict=True))
     dup = [(p, known[d]) for p, d in zip(paths, digests, strict=True) if d in known]
     if dup:
