@@ -14,9 +14,8 @@ from collections.abc import Callable, Sequence
 import cv2
 import numpy as np
 
+from whaleid.data import NEW_INDIVIDUAL
 from whaleid.predict import NEW, Rule, apply_rule, candidates, query_truth
-
-NEW_INDIVIDUAL = "new_individual"
 
 
 def thumbnail(image: np.ndarray, size: int = 96) -> str:
@@ -90,7 +89,7 @@ def match_report(nn: dict[str, np.ndarray], rule: Rule, classes: Sequence[str], 
 
     sims, nbrs, g_labels = nn["sims"], nn["neighbors"], np.asarray(nn["gallery_labels"])
     pred = apply_rule(rule, as_neighbours(nn), class_species)
-    _, cand_scores = candidates(sims, nbrs, g_labels, rule.scoring, rule.vote_power)
+    cand_labels, cand_scores = candidates(sims, nbrs, g_labels, rule.scoring, rule.vote_power)
     truth = query_truth(nn["query_labels"], g_labels)
     score = precision_at_5(pred, truth)
     names = [*classes]
@@ -98,8 +97,7 @@ def match_report(nn: dict[str, np.ndarray], rule: Rule, classes: Sequence[str], 
 
     def row(q: int) -> dict:
         cells = []
-        labels, scores = candidates(sims[q : q + 1], nbrs[q : q + 1], g_labels, rule.scoring, rule.vote_power)
-        score_of = dict(zip(labels[0].tolist(), scores[0].tolist(), strict=True))
+        score_of = dict(zip(cand_labels[q].tolist(), cand_scores[q].tolist(), strict=True))
         for label in pred[q]:
             if label == NEW:
                 cells.append({"name": NEW_INDIVIDUAL, "image": "", "score": None, "correct": bool(truth[q] == NEW)})
