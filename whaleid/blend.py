@@ -24,6 +24,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from whaleid.config import BlendConfig, KnnConfig
+from whaleid.rerank import rerank_neighbours
 from whaleid.retrieval import search
 
 
@@ -159,9 +160,10 @@ def blend_neighbours(
 
 def search_blended(query: dict[str, np.ndarray], gallery: dict[str, np.ndarray], knn_cfg: KnnConfig,
                    blend_cfg: BlendConfig, parts: Sequence[tuple[np.ndarray, Centres]]) -> dict[str, np.ndarray]:  # fmt: skip
-    """Faiss top-k of ``query`` (arrays ``embeddings``, ``images``, ``labels``) in ``gallery`` (same keys), blended
-    with the class cosines of ``parts`` when ``blend_cfg.knn_weight < 1``: the arrays the knn stage saves."""
+    """Faiss top-k of ``query`` (arrays ``embeddings``, ``images``, ``labels``) in ``gallery`` (same keys),
+    re-ranked as ``knn_cfg.rerank`` says, blended with the class cosines of ``parts`` when ``blend_cfg.knn_weight < 1``: the arrays the knn stage saves."""
     sims, neighbors = search(gallery["embeddings"], query["embeddings"], knn_cfg)
+    sims, neighbors = rerank_neighbours(query["embeddings"], gallery["embeddings"], sims, neighbors, knn_cfg)
     if blend_cfg.knn_weight < 1.0:
         sims, neighbors = blend_neighbours(sims, neighbors, gallery["labels"], mean_cosines(parts),
                                            blend_cfg.knn_weight, blend_cfg.extra_classes)  # fmt: skip

@@ -263,6 +263,7 @@ class EmbedConfig:
 
 
 INDEX_TYPES = ("flat", "hnsw", "ivf", "ivfpq")
+RERANK_METHODS = ("none", "k_reciprocal")
 SCORINGS = ("max", "vote")
 THRESHOLD_METHODS = ("sweep", "share")
 
@@ -278,11 +279,19 @@ class KnnConfig:
     ivf_nlist: int = 1024
     ivf_nprobe: int = 32
     pq_m: int = 64  # ivfpq: bytes per vector (product-quantiser sub-vectors); a divisor of the embedding size
+    rerank: str = "none"  # none | k_reciprocal (whaleid.rerank): the top-k re-ordered by k-reciprocal encoding
+    rerank_k1: int = 20
+    rerank_k2: int = 6
+    rerank_lambda: float = 0.3  # weight of the original distance; 1 = the plain cosine
 
     def __post_init__(self) -> None:
         _check_positive("knn", k=self.k, hnsw_m=self.hnsw_m, hnsw_ef_search=self.hnsw_ef_search)
         _check_positive("knn", ivf_nlist=self.ivf_nlist, ivf_nprobe=self.ivf_nprobe, pq_m=self.pq_m)
         _check_choice("knn", "index", self.index, INDEX_TYPES)
+        _check_choice("knn", "rerank", self.rerank, RERANK_METHODS)
+        _check_positive("knn", rerank_k1=self.rerank_k1, rerank_k2=self.rerank_k2)
+        _check_range("knn", "rerank_k2", self.rerank_k2, 1, self.rerank_k1 + 1)
+        _check_range("knn", "rerank_lambda", self.rerank_lambda, 0.0, 1.0)
 
 
 @dataclass(frozen=True)

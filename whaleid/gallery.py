@@ -42,6 +42,7 @@ from whaleid.io import atomic_dir, load_npz, read_json, save_npz, write_csv, wri
 from whaleid.local import Calibration, KeypointSet, fuse_saved
 from whaleid.parallel import map_chunks
 from whaleid.predict import Rule
+from whaleid.rerank import rerank_neighbours
 from whaleid.retrieval import INDEXES, combine
 from whaleid.weights import sha256_file
 
@@ -181,6 +182,7 @@ class Gallery:
         sims, ids = self.index.search(np.ascontiguousarray(query, dtype=np.float32), k)
         row_of = pd.Series(np.arange(len(self.photos)), index=self.photos["id"].to_numpy())
         rows = np.where(ids >= 0, row_of.reindex(ids.ravel()).fillna(-1).to_numpy(np.int64).reshape(ids.shape), -1)
+        sims, rows = rerank_neighbours(query, self.embeddings, sims, rows, self.knn)
         labels = self.labels
         if self.blend.knn_weight < 1.0:
             centre_parts = [(p, self.centres[m["name"]]) for p, m in zip(parts, self.manifest["models"], strict=True)]

@@ -17,6 +17,12 @@ The original works on the full (Q + G)^2 distance matrix (1.6 GB at 10k + 10k ph
 Here neighbour lists come from one Faiss search of ``k1 + 1`` per photo, ``V`` is a sparse matrix, and the
 Jaccard distance is computed only for the (query, candidate) pairs the kNN search proposed.
 :func:`dense_reference` follows the definitions literally with the full matrix (for tests and the benchmark).
+
+:func:`rerank_neighbours` is the pipeline's ``knn.rerank: k_reciprocal``: it re-orders each query's top-k by the
+final distance, reported as the similarity ``1 - 2 * distance`` (with ``lambda = 1`` that is the cosine itself), so
+the blend, the local-feature fusion and the threshold sweep that follow keep working on one scale. The queries
+searched together are part of the photo set ``X`` (their neighbours among each other count), as in the paper: a
+photo identified alone can rank differently than within the whole test set.
 """
 
 from __future__ import annotations
@@ -24,6 +30,8 @@ from __future__ import annotations
 import faiss
 import numpy as np
 import scipy.sparse as sp
+
+from whaleid.config import KnnConfig
 
 
 def _distance(x: np.ndarray, y: np.ndarray) -> np.ndarray:
@@ -90,6 +98,18 @@ def k_reciprocal(query: np.ndarray, gallery: np.ndarray, candidates: np.ndarray,
             jaccard = 1.0 - m / (2.0 - m)
             out[i, col] = (1.0 - lam) * jaccard + lam * _distance(x[i : i + 1], x[q + int(g) : q + int(g) + 1])[0, 0]
     return out
+
+
+def rerank_neighbours(query: np.ndarray, gallery: np.ndarray, sims: np.ndarray, rows: np.ndarray,
+                      cfg: KnnConfig) -> tuple[np.ndarray, np.ndarray]:  # fmt: skip
+    """The kNN results (``sims``, ``rows``: (Q, k), rows -1 = none) re-ordered by ``cfg.rerank`` (``none``: as
+    they are), with similarities ``1 - 2 * final distance``, best first."""
+    if cfg.rerank == "none" or len(query) == 0:
+        return sims, rows
+    dist = k_reciprocal(query, gallery, rows, cfg.rerank_k1, cfg.rerank_k2, cfg.rerank_lambda)
+    order = np.argsort(dist, axis=1, kind="stable")
+    new = np.where(np.isfinite(dist), 1.0 - 2.0 * dist, -np.inf).astype(np.float32)
+    return np.take_along_axis(new, order, 1), np.take_along_axis(np.asarray(rows), order, 1)
 
 
 def dense_reference(query: np.ndarray, gallery: np.ndarray, k1: int = 20, k2: int = 6, lam: float = 0.3) -> np.ndarray:
