@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import dataclasses
 from pathlib import Path
 
 import pytest
 
-from whaleid.config import SampleConfig
+from whaleid.config import SampleConfig, replace
 from whaleid.sample import write_dataset
 
 TINY = SampleConfig(n_train=160, n_test=60, n_species=3, img_size=32, seed=7)
@@ -31,4 +30,4 @@ def dataset_copy(tiny_dataset: Path, tmp_path: Path) -> Path:
 
 
 def tiny_config(**changes: object) -> SampleConfig:
-    return dataclasses.replace(TINY, **changes)
+    return replace(TINY, **changes)

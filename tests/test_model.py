@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import dataclasses
 import pickle
 from pathlib import Path
 
 import pytest
 import torch
 
-from whaleid.config import ArcFaceConfig, ConfigError, ModelConfig
+from whaleid.config import ArcFaceConfig, ConfigError, ModelConfig, replace
 from whaleid.model import WhaleNet, create_backbone, load_model, model_payload
 
 TINY = ModelConfig(backbone="test_efficientnet", img_size=32, embedding_dim=16)
@@ -40,21 +39,21 @@ def test_local_weights_load(tmp_path: Path) -> None:
     source = create_backbone("test_resnet")
     path = tmp_path / "w.pt"
     torch.save(source.state_dict(), path)
-    net = WhaleNet(dataclasses.replace(TINY, backbone="test_resnet", weights=str(path)), ArcFaceConfig(), 3)
+    net = WhaleNet(replace(TINY, backbone="test_resnet", weights=str(path)), ArcFaceConfig(), 3)
     for k, v in source.state_dict().items():
         assert torch.equal(net.backbone.state_dict()[k], v)
 
 
 def test_missing_weights_file(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match=r"model\.weights: file .*nope\.pt' not found"):
-        WhaleNet(dataclasses.replace(TINY, weights=str(tmp_path / "nope.pt")), ArcFaceConfig(), 3)
+        WhaleNet(replace(TINY, weights=str(tmp_path / "nope.pt")), ArcFaceConfig(), 3)
 
 
 def test_weights_for_another_backbone_named(tmp_path: Path) -> None:
     path = tmp_path / "resnet.pt"
     torch.save(create_backbone("test_resnet").state_dict(), path)
     with pytest.raises(ConfigError, match=r"does not match the backbone"):
-        WhaleNet(dataclasses.replace(TINY, weights=str(path)), ArcFaceConfig(), 3)
+        WhaleNet(replace(TINY, weights=str(path)), ArcFaceConfig(), 3)
 
 
 class Evil:

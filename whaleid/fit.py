@@ -13,6 +13,7 @@ import contextlib
 import hashlib
 import json
 import logging
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -27,7 +28,7 @@ from whaleid.data import load_dataset
 from whaleid.device import select_device
 from whaleid.embed import extract_embeddings
 from whaleid.errors import DataError, TrainingDiverged
-from whaleid.evaluate import cv_score
+from whaleid.evaluate import cv_score, eval_subset
 from whaleid.folds import training_rows
 from whaleid.heads import dynamic_margins
 from whaleid.io import read_json, save_torch
@@ -120,19 +121,28 @@ def train_member(params: Params, name: str, extra: pd.DataFrame | None = None, f
         model.head.set_margins(dynamic_margins(counts, params.arcface.margin_min, params.arcface.margin,
                                                params.arcface.margin_power))  # fmt: skip
     valid_paths = resized_paths("train_images", valid_rows["image"], params.resize.format)
+    g_rows, q_rows = eval_subset(train_rows["label"].to_numpy(), valid_rows["label"].to_numpy(),
+                                 params.train.eval_images, params.train.seed)  # fmt: skip
+    if len(g_rows) < len(train_rows) or len(q_rows) < len(valid_rows):
+        log.info("%s: per-epoch validation on a subset (train.eval_images %d): %d of %d validation images against "
+                 "%d of %d gallery images", name, params.train.eval_images, len(q_rows), len(valid_rows), len(g_rows),
+                 len(train_rows))  # fmt: skip
 
     def evaluate(net: torch.nn.Module) -> dict[str, float]:
         kw = dict(img_size=params.model.img_size, batch_size=2 * params.train.batch_size, device=device,
                   num_workers=params.runtime.num_workers, progress=False)  # fmt: skip
-        gallery = extract_embeddings(net, gallery_paths, **kw)
-        queries = extract_embeddings(net, valid_paths, **kw)
+        start = time.perf_counter()
+        gallery = extract_embeddings(net, [gallery_paths[i] for i in g_rows], **kw)
+        queries = extract_embeddings(net, [valid_paths[i] for i in q_rows], **kw)
         if not (np.isfinite(gallery).all() and np.isfinite(queries).all()):
             raise TrainingDiverged(f"{name}: the model gives NaN or infinite embeddings in evaluation mode (the "
                                    "training loss was finite): BatchNorm running statistics have gone bad, typically "
                                    "from pretrained weights with invalid running_var or a too high train.lr; lower "
                                    "train.lr or check model.weights.")  # fmt: skip
-        score = cv_score(queries, valid_rows["label"].to_numpy(), gallery, train_rows["label"].to_numpy(),
-                         params.cv.new_ratio)  # fmt: skip
+        score = cv_score(queries, valid_rows["label"].to_numpy()[q_rows], gallery,
+                         train_rows["label"].to_numpy()[g_rows], params.cv.new_ratio)  # fmt: skip
+        log.info("%s: validation embedded %d + %d images and scored them in %.1f s", name, len(g_rows), len(q_rows),
+                 time.perf_counter() - start)  # fmt: skip
         return {"valid_map5": score["map5"], "valid_threshold": score["threshold"]}
 
     checkpoint = CHECKPOINT_DIR / name / "last.pt"

@@ -8,7 +8,6 @@ are random, timm's pretrained ones from the Hugging Face hub cache (``model.pret
 
 from __future__ import annotations
 
-import dataclasses
 import difflib
 from pathlib import Path
 
@@ -18,7 +17,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from whaleid.augment import MEAN, STD
-from whaleid.config import ArcFaceConfig, ConfigError, ModelConfig
+from whaleid.config import ArcFaceConfig, ConfigError, ModelConfig, to_dict
 from whaleid.heads import ArcFace
 from whaleid.weights import HUB_PREFIX, hub_repo, offline_hint, read_state_dict
 
@@ -133,8 +132,8 @@ def model_payload(model: WhaleNet, model_cfg: ModelConfig, arc_cfg: ArcFaceConfi
     """Everything needed to rebuild ``model``, as plain types + tensors (loads with ``weights_only=True``)."""
     return {
         "format": MODEL_FORMAT,
-        "model": dataclasses.asdict(model_cfg),
-        "arcface": dataclasses.asdict(arc_cfg),
+        "model": to_dict(model_cfg),
+        "arcface": to_dict(arc_cfg),
         "n_classes": n_classes,
         "n_species": n_species,
         "input_stats": [list(v) for v in model.input_stats] if model.input_stats else None,

@@ -400,13 +400,11 @@ def fit_rule(
     metrics = {
         "map5": _round(weighted),
         "threshold": rule.threshold,
-        "method": method,
-        "scoring": cfg.scoring,
+        "method": method,  # threshold.method, or "share" where validation has no new individual to sweep on
         "species_thresholds": species,
         "map5_unweighted": _round(overall),
         "map5_known": _round(known),
         "map5_new": _round(new),
-        "new_ratio": new_ratio,
         "valid_images": int(len(truth)),
         "valid_new_share": _round(float(np.mean(truth == NEW))),
         "folds": {name: _round(v) for name, v in per_part.items()},
