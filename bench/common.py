@@ -71,7 +71,7 @@ def resized_default(split: str = "train_images", fmt: str = "bmp") -> list[Path]
         out.mkdir(parents=True, exist_ok=True)
         crop = CropConfig()
         boxes = read_boxes(ds.root / "boxes.csv") if crop.boxes else None
-        resize_split(sources, out, out.parent / f"{split}.cache", ModelConfig.img_size, boxes, crop.margin, fmt,
+        resize_split(sources, out, out.parent / f"{split}.cache", ModelConfig().img_size, boxes, crop.margin, fmt,
                      progress=False)  # fmt: skip
     return paths
 

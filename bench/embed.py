@@ -24,14 +24,14 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--images", type=int, default=3200)
     parser.add_argument("--num-workers", type=int, default=-1, help="-1: auto, as runtime.num_workers")
-    parser.add_argument("--backbone", default=ModelConfig.backbone)
+    parser.add_argument("--backbone", default=ModelConfig().backbone)
     parser.add_argument("--format", default="bmp", help="resize.format of the images read: bmp | png | jpg")
     args = parser.parse_args()
     paths = (resized_default("train_images", args.format) + resized_default("test_images", args.format))[: args.images]
-    size = ModelConfig.img_size
+    size = ModelConfig().img_size
     torch.manual_seed(0)
     net = WhaleNet(ModelConfig(backbone=args.backbone), ArcFaceConfig(), 10).eval()
-    batch = EmbedConfig.batch_size
+    batch = EmbedConfig().batch_size
     device = torch.device("cpu")
 
     def ours() -> float:

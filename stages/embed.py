@@ -1,5 +1,5 @@
 """DVC stages `embed` and `member_embed@<name>`: L2-normalised float32 embeddings by model <name> ->
-data/embeddings/<name>/{train,test}.npz.
+data/embeddings/<name>/{train,test}.npz (sharded over ``runtime.nproc`` processes under torchrun).
 
 ``train.npz`` holds every training image in folds.csv order (arrays ``embeddings`` (N, d), ``images``, ``labels``
 (class numbers), ``folds`` and ``held``), ``test.npz`` every test image in sample_submission order (``labels`` -1),
@@ -11,11 +11,11 @@ import logging
 
 import numpy as np
 
+from whaleid import distributed
 from whaleid.artifacts import check_resized, folds_with_labels, held_out
 from whaleid.blend import Centres
 from whaleid.config import Params, member_fold
 from whaleid.data import load_dataset
-from whaleid.device import select_device
 from whaleid.embed import embed_dataset
 from whaleid.folds import training_rows
 from whaleid.io import atomic_dir, save_npz
@@ -27,13 +27,17 @@ log = logging.getLogger("whaleid.embed")
 
 
 def main(params: Params, name: str) -> None:
+    if distributed.relaunched(params.runtime.nproc, "stages.embed", [name]):
+        return
     ds = load_dataset(params.data.dir)
     check_resized(params)
     folds, _ = folds_with_labels()
-    device = select_device(params.runtime.device)
+    world, device = distributed.init(params.runtime.device)
     model, payload = load_model(model_path(name), device)
     train, test = embed_dataset(model, params, folds["image"], ds.test_images, device, name,
-                                int(payload["model"]["img_size"]))  # fmt: skip
+                                int(payload["model"]["img_size"]), world)  # fmt: skip
+    if not world.main:  # under torchrun each rank embedded a share; rank 0 writes
+        return
     with atomic_dir(embed_dir(name)) as tmp:
         save_npz(tmp / "train.npz", embeddings=train, images=np.asarray(folds["image"], dtype=str),
                  labels=folds["label"].to_numpy(), folds=folds["fold"].to_numpy(),

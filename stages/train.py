@@ -5,16 +5,19 @@ model.pt, with its training curves in models/<name>/live/.
     python -m stages.train full     # trained on every image
 
 Resumes from .whaleid_cache/checkpoints/<name>/ after an interruption when params, data and code are unchanged
-(see :mod:`whaleid.fit`).
+(see :mod:`whaleid.fit`). With ``runtime.nproc`` > 1 it starts itself again under torchrun, one process per GPU
+(or CPU share), and waits (see :mod:`whaleid.distributed`).
 """
 
+from whaleid import distributed
 from whaleid.config import Params
 from whaleid.fit import train_member
 from whaleid.stage import run_stage
 
 
 def main(params: Params, name: str) -> None:
-    train_member(params, name)
+    if not distributed.relaunched(params.runtime.nproc, "stages.train", [name]):
+        train_member(params, name)
 
 
 if __name__ == "__main__":

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 
 import numpy as np
@@ -57,10 +58,19 @@ def test_repro_then_experiment(tmp_path: Path) -> None:
         assert (clone / name).read_bytes() == (repo / name).read_bytes(), name
     assert stages_run(run([*dvc, "repro"], clone, env)) == {"weights"}
 
-    out = run([*dvc, "exp", "run", "-S", "fold=1"], repo, env)
-    reran = stages_run(out)
-    assert reran == {"weights", "train", "embed", "ensemble", "knn", "local", "pseudo", "threshold", "submit",
-                     "score", "baseline", "report", "gallery"}, reran  # fmt: skip
+    # Folds side by side, as the README does it: experiments queued, then run by two DVC queue workers at once.
+    for fold in (1, 2):
+        run([*dvc, "exp", "run", "--queue", "-S", f"fold={fold}", "--name", f"q-fold{fold}"], repo, env)
+    run([*dvc, "queue", "start", "-j", "2"], repo, env)
+    status = wait_for_queue(repo, env)
+    assert all(f"q-fold{fold}" in line and "Success" in line for fold in (1, 2) for line in status.splitlines()
+               if f"q-fold{fold}" in line), status  # fmt: skip
+    for fold in (1, 2):
+        reran = stages_run(run([*dvc, "queue", "logs", f"q-fold{fold}"], repo, env))
+        assert reran == {"weights", "train", "embed", "ensemble", "knn", "local", "pseudo", "threshold", "submit",
+                         "score", "baseline", "report", "gallery"}, reran  # fmt: skip
+    queued = json.loads(run([*dvc, "exp", "show", "--json"], repo, env))
+    assert len(metric_values(queued, "metrics/cv.json")) >= 3, queued  # the workspace's, and each queued fold's
 
     out = run([*dvc, "exp", "run", "-S", "threshold.step=0.1"], repo, env)
     reran = stages_run(out) - {"weights"}
@@ -89,6 +99,16 @@ def test_repro_then_experiment(tmp_path: Path) -> None:
     lb_values = metric_values(shown, "metrics/lb.json")
     assert len(cv_values) >= 3 and len(lb_values) >= 3, shown
     assert cv["map5"] in cv_values
+
+
+def wait_for_queue(repo: Path, env: dict[str, str], timeout: float = 600) -> str:
+    """Poll `dvc queue status` until nothing is queued or running; return the last status table."""
+    deadline = time.monotonic() + timeout
+    while True:
+        status = run([*DVC, "queue", "status"], repo, env)
+        if not any(word in status for word in ("Queued", "Running")) or time.monotonic() > deadline:
+            return status
+        time.sleep(2)
 
 
 def stages_run(out: str) -> set[str]:

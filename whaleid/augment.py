@@ -139,13 +139,17 @@ class BatchAugment:
     def __init__(self, cfg: AugmentConfig) -> None:
         self.cfg = cfg
 
-    def __call__(self, x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-        """Augment ``x`` (modified in place where possible; use the returned tensor)."""
+    def __call__(self, x: torch.Tensor, generator: torch.Generator, rows: slice | None = None,
+                 total: int | None = None) -> torch.Tensor:  # fmt: skip
+        """Augment ``x`` (modified in place where possible; use the returned tensor). With ``rows`` and ``total``,
+        ``x`` is those rows of a batch of ``total`` images (one rank's share under DDP): parameters are drawn for
+        the whole batch and ``x`` gets the rows' own, as in one process."""
         cfg = self.cfg
         b, _, h, w = x.shape
+        n, rows = (b, slice(None)) if rows is None else (total, rows)
 
         def uniform(low: float, high: float, *shape: int) -> torch.Tensor:
-            return low + (high - low) * torch.rand(b, *shape, generator=generator)
+            return (low + (high - low) * torch.rand(n, *shape, generator=generator))[rows]
 
         # Draw every parameter up front, in a fixed order.
         flip = uniform(0, 1) < cfg.hflip
@@ -157,10 +161,10 @@ class BatchAugment:
         contrast = uniform(-cfg.contrast, cfg.contrast)
         brightness = uniform(-cfg.brightness, cfg.brightness)
         do_blur = uniform(0, 1) < cfg.blur
-        blur_size = torch.tensor(BLUR_SIZES)[torch.randint(len(BLUR_SIZES), (b,), generator=generator)]
+        blur_size = torch.tensor(BLUR_SIZES)[torch.randint(len(BLUR_SIZES), (n,), generator=generator)[rows]]
         blur_sigma = uniform(*BLUR_SIGMA)
         do_drop = uniform(0, 1) < cfg.dropout
-        holes = torch.randint(1, MAX_HOLES + 1, (b,), generator=generator)
+        holes = torch.randint(1, MAX_HOLES + 1, (n,), generator=generator)[rows]
         hole_size = uniform(*HOLE_SIZE, MAX_HOLES, 2) * torch.tensor([h, w], dtype=torch.float32)
         hole_pos = uniform(0, 1, MAX_HOLES, 2)
 

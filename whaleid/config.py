@@ -263,6 +263,7 @@ class TrainConfig(Block):
     grad_clip: float = Field(5.0, ge=0, description="0 disables it")
     eval_every: int = Field(1, ge=0, description="0 disables it")  # epochs between validations
     eval_images: int = Field(0, ge=0, description="0: all")  # per-epoch validation on a seeded subset this large
+    sync_bn: bool = False  # under torchrun: BatchNorm statistics over the global batch, not each process's share
     seed: int = 42
 
     @model_validator(mode="after")
@@ -440,6 +441,7 @@ class RuntimeConfig(Block):
     device: str = Field("auto", pattern=r"^(auto|cpu|cuda|cuda:\d+)$", description="auto, cpu, cuda or cuda:N")
     num_workers: int = Field(-1, ge=-1, description="-1: auto")  # DataLoader workers (whaleid.embed.resolve_workers)
     n_jobs: int = -1  # joblib workers; -1: every core
+    nproc: int = span(1, 1, 64)  # training processes on this node; > 1: the train stage runs itself under torchrun
 
     @model_validator(mode="after")
     def _jobs(self) -> RuntimeConfig:

@@ -15,6 +15,7 @@ from whaleid.augment import model_input
 from whaleid.config import Params
 from whaleid.data import ImageDataset
 from whaleid.device import autocast_dtype, make_loader
+from whaleid.distributed import World, gather_rows
 from whaleid.log import bar_options
 from whaleid.transforms import AsUint8
 
@@ -30,12 +31,22 @@ def extract_embeddings(
     desc: str = "embed",
     progress: bool = True,
     flip_tta: bool = False,
+    world: World | None = None,
 ) -> np.ndarray:
     """Embed every image in ``paths`` (resized to ``img_size`` if needed, normalised on the device, no
     augmentation); rows are L2-normalised.
 
     With ``flip_tta`` a row is the normalised sum of the normalised embeddings of the image and its mirror image.
+    With a ``world`` of several processes (torchrun), each rank embeds a contiguous share of ``paths`` and every
+    rank returns all rows, in ``paths`` order.
     """
+    world = world or World()
+    if world.size > 1:
+        bounds = np.linspace(0, len(paths), world.size + 1).round().astype(int)
+        share = list(paths)[bounds[world.rank] : bounds[world.rank + 1]]
+        mine = extract_embeddings(model, share, img_size, batch_size, device, num_workers, desc,
+                                  progress and world.main, flip_tta)  # fmt: skip
+        return gather_rows(mine)
     was_training = model.training
     model.eval()
     loader = make_loader(ImageDataset(paths, AsUint8(img_size)), batch_size, num_workers, device)
@@ -56,11 +67,12 @@ def extract_embeddings(
 
 
 def embed_dataset(model: nn.Module, params: Params, train_images: Sequence[str], test_images: Sequence[str],
-                  device: torch.device, name: str, img_size: int) -> tuple[np.ndarray, np.ndarray]:  # fmt: skip
+                  device: torch.device, name: str, img_size: int,
+                  world: World | None = None) -> tuple[np.ndarray, np.ndarray]:  # fmt: skip
     """Embeddings of the resized copies of ``train_images`` and ``test_images`` (``embed.*`` params), with a
-    progress bar named after model ``name``."""
+    progress bar named after model ``name``; sharded over the ranks of ``world``."""
     kw = dict(img_size=img_size, batch_size=params.embed.batch_size, device=device,
-              num_workers=params.runtime.num_workers, flip_tta=params.embed.flip_tta)  # fmt: skip
+              num_workers=params.runtime.num_workers, flip_tta=params.embed.flip_tta, world=world)  # fmt: skip
     fmt = params.resize.format
     train = extract_embeddings(model, resized_paths("train_images", train_images, fmt), desc=f"{name} train", **kw)
     test = extract_embeddings(model, resized_paths("test_images", test_images, fmt), desc=f"{name} test", **kw)

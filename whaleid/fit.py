@@ -21,11 +21,11 @@ import numpy as np
 import pandas as pd
 import torch
 
+from whaleid import distributed
 from whaleid.artifacts import check_resized, folds_with_labels, held_out, resized_paths
 from whaleid.code import ROOT, code_files
 from whaleid.config import Params, member_fold, to_dict
 from whaleid.data import load_dataset
-from whaleid.device import select_device
 from whaleid.embed import extract_embeddings
 from whaleid.errors import DataError, TrainingDiverged
 from whaleid.evaluate import cv_score, eval_subset
@@ -95,7 +95,7 @@ def train_member(params: Params, name: str, extra: pd.DataFrame | None = None, f
         raise DataError(f"{name}: fold {fold} has no images in {FOLDS}; rerun `dvc repro split` (or lower cv.n_folds)")
     train_rows = folds[training_rows(folds["fold"].to_numpy(), held_out(folds), fold)]
     valid_rows = folds.iloc[:0] if fold is None else folds[folds["fold"] == fold]
-    device = select_device(params.runtime.device)
+    world, device = distributed.init(params.runtime.device)
     log.info("%s: training on %d images (%d individuals), validating on %d, device %s",
              name, len(train_rows), train_rows["label"].nunique(), len(valid_rows), device)  # fmt: skip
 
@@ -149,15 +149,19 @@ def train_member(params: Params, name: str, extra: pd.DataFrame | None = None, f
     fp = fingerprint(params, [FOLDS, LABELS, RESIZED_DIR / "info.json", WEIGHTS_ID, *training_code()],
                      image_ids)  # fmt: skip
     with contextlib.ExitStack() as stack:
-        live = stack.enter_context(Live(dir=str(live_path), dvcyaml=None, save_dvc_exp=False, report=None))
-        live.log_params({"model": name, "backbone": params.model.backbone, "img_size": params.model.img_size})
+        on_epoch = None
+        if world.main:  # under torchrun, rank 0 alone writes curves and the model
+            live = stack.enter_context(Live(dir=str(live_path), dvcyaml=None, save_dvc_exp=False, report=None))
+            on_epoch = _epoch_logger(live)
         history = train_model(
             model, train_paths, train_labels,
             cfg=params.train, aug=params.augment, arc=params.arcface, img_size=params.model.img_size,
             device=device, num_workers=params.runtime.num_workers, checkpoint=checkpoint, fingerprint=fp,
-            evaluate=evaluate if len(valid_rows) else None, on_epoch=_epoch_logger(live),
+            evaluate=evaluate if len(valid_rows) else None, on_epoch=on_epoch,
             species=train_species,
         )  # fmt: skip
+    if not world.main:
+        return out
     # A JSON round trip gives the history the same object sharing whether or not it was partly read back from a
     # checkpoint; pickle's memo would otherwise make a resumed run's model.pt differ in bytes (not in values).
     history = json.loads(json.dumps(history))

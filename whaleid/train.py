@@ -11,10 +11,13 @@
 * A checkpoint (model, optimiser, scheduler, scaler, RNG state, history) is written atomically after every
   epoch; its ``fingerprint`` must match, so a run with other params never resumes from a stale one.
 * A non-finite loss stops training with :class:`TrainingDiverged` naming the epoch and step.
+* Under torchrun (:mod:`whaleid.distributed`): DistributedDataParallel over the same global batches, augmentation
+  and gradient as one process; rank 0 alone shows progress, evaluates, checkpoints and reports.
 """
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
 import math
@@ -31,6 +34,7 @@ from whaleid.augment import BatchAugment, batch_generator, model_input
 from whaleid.config import ArcFaceConfig, AugmentConfig, TrainConfig
 from whaleid.data import ImageDataset
 from whaleid.device import autocast_dtype, make_loader
+from whaleid.distributed import GlobalBatches, World, all_sum, barrier, current, synced_batch_norm, wrap
 from whaleid.errors import TrainingDiverged
 from whaleid.io import save_torch
 from whaleid.log import bar_options
@@ -110,12 +114,27 @@ def load_checkpoint(path: Path, fingerprint: str) -> dict | None:
     return payload
 
 
+class _Step(nn.Module):
+    """The training forward pass as one module: identity (and species) logits of a batch. DistributedDataParallel
+    synchronises the gradients of what its wrapped module's forward computes."""
+
+    def __init__(self, model: nn.Module, use_species: bool) -> None:
+        super().__init__()
+        self.model, self.use_species = model, use_species
+
+    def forward(self, images: torch.Tensor, ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        emb = self.model.embed(images)
+        return self.model.head(emb, ids), self.model.species_head(emb) if self.use_species else None
+
+
 @dataclass
 class _Run:
     """Everything one training run steps with (built by :func:`_setup`)."""
 
+    step: nn.Module  # _Step, in DistributedDataParallel under torchrun
+    world: World
     loader: torch.utils.data.DataLoader
-    sampler: EpochSampler
+    sampler: EpochSampler | GlobalBatches
     batch_augment: BatchAugment | None
     optimizer: torch.optim.Optimizer
     scheduler: torch.optim.lr_scheduler.LambdaLR
@@ -127,7 +146,7 @@ class _Run:
 
 def _setup(model: nn.Module, paths: Sequence[str | Path], labels: Sequence[int] | np.ndarray,
            species: Sequence[int] | np.ndarray | None, cfg: TrainConfig, aug: AugmentConfig, arc: ArcFaceConfig,
-           img_size: int, device: torch.device, num_workers: int) -> _Run:  # fmt: skip
+           img_size: int, device: torch.device, num_workers: int, sync_bn: bool = False) -> _Run:  # fmt: skip
     """Seed, move the model, and build the loader, optimiser, LR schedule and scaler."""
     torch.manual_seed(cfg.seed)
     model.to(device)
@@ -139,9 +158,16 @@ def _setup(model: nn.Module, paths: Sequence[str | Path], labels: Sequence[int] 
     transform = AsUint8(img_size) if on_device else train_transform(img_size, aug, cfg.seed)
     dataset = ImageDataset(paths, transform, targets_all)
     batch_augment = BatchAugment(aug) if on_device else None
-    sampler = EpochSampler(len(dataset), cfg.seed)
-    loader = make_loader(dataset, cfg.batch_size, num_workers, device, sampler=sampler,
-                         drop_last=len(dataset) > cfg.batch_size, persistent=True, training=True)  # fmt: skip
+    world = current()
+    if world.size == 1:
+        sampler = EpochSampler(len(dataset), cfg.seed)
+        loader = make_loader(dataset, cfg.batch_size, num_workers, device, sampler=sampler,
+                             drop_last=len(dataset) > cfg.batch_size, persistent=True, training=True)  # fmt: skip
+    else:
+        sampler = GlobalBatches(len(dataset), cfg.batch_size, cfg.seed, world)
+        loader = make_loader(dataset, 1, num_workers, device, batch_sampler=sampler, persistent=True, training=True)
+    has_species = getattr(model, "species_head", None) is not None
+    step = wrap(_Step(model, use_species), device, sync_bn, unused=has_species and not use_species)
     steps_per_epoch = len(loader)
     total = steps_per_epoch * cfg.epochs
     warmup = int(round(cfg.warmup_epochs * steps_per_epoch))
@@ -149,7 +175,8 @@ def _setup(model: nn.Module, paths: Sequence[str | Path], labels: Sequence[int] 
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_lambda(s, total, warmup, cfg.min_lr_ratio))
     dtype = autocast_dtype(device)
     scaler = torch.amp.GradScaler(device.type, enabled=dtype == torch.float16)
-    return _Run(loader, sampler, batch_augment, optimizer, scheduler, scaler, dtype, use_species, steps_per_epoch)
+    return _Run(step, world, loader, sampler, batch_augment, optimizer, scheduler, scaler, dtype, use_species,
+                steps_per_epoch)  # fmt: skip
 
 
 def _restore(run: _Run, model: nn.Module, checkpoint: Path | None, fingerprint: str, epochs: int) -> TrainState:
@@ -176,21 +203,21 @@ def _train_epoch(run: _Run, model: nn.Module, epoch: int, cfg: TrainConfig, arc:
     margin_steps = arc.margin_warmup_epochs * run.steps_per_epoch
     total_loss, seen = 0.0, 0
     opts = {"leave": False, **bar_options(per_batch=True)}
-    opts["disable"] = opts.get("disable", False) or not progress
+    opts["disable"] = opts.get("disable", False) or not progress or not run.world.main
     bar = tqdm(run.loader, desc=f"epoch {epoch + 1}/{cfg.epochs}", unit="batch", **opts)
+    rows = run.sampler.rows if isinstance(run.sampler, GlobalBatches) else None
     for step, (images, targets) in enumerate(bar):
         augment = None
         if run.batch_augment is not None:
-            augment = functools.partial(run.batch_augment, generator=batch_generator(cfg.seed, epoch, step))
+            augment = functools.partial(run.batch_augment, generator=batch_generator(cfg.seed, epoch, step),
+                                        rows=rows, total=getattr(run.sampler, "last", None))  # fmt: skip
         images = model_input(images, device, augment)
         targets = targets.to(device, non_blocking=True)
         if margin_steps > 0:
             model.head.margin_factor = min(1.0, (epoch * run.steps_per_epoch + step + 1) / margin_steps)
         ids = targets[:, 0] if run.use_species else targets
         with torch.autocast(device.type, dtype=run.dtype, enabled=run.dtype is not None):
-            emb = model.embed(images)
-            logits = model.head(emb, ids)
-            species_logits = model.species_head(emb) if run.use_species else None
+            logits, species_logits = run.step(images, ids)
         loss = id_criterion(logits.float(), ids)
         if run.use_species:
             loss = loss + arc.species_weight * criterion(species_logits.float(), targets[:, 1])
@@ -200,7 +227,10 @@ def _train_epoch(run: _Run, model: nn.Module, epoch: int, cfg: TrainConfig, arc:
                 f"arcface.margin, a smaller arcface.scale, or fp32 (runtime.device: cpu to rule out AMP)."
             )
         run.optimizer.zero_grad(set_to_none=True)
-        run.scaler.scale(loss).backward()
+        # Under DDP the gradient is the ranks' mean: weighting by the share of the global batch makes it the
+        # global batch's mean loss's gradient (the weight is 1 when the shares are equal).
+        share = len(ids) * run.world.size / (run.sampler.last if rows is not None else len(ids))
+        run.scaler.scale(loss * share if share != 1 else loss).backward()
         if cfg.grad_clip > 0:
             run.scaler.unscale_(run.optimizer)
             nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
@@ -210,6 +240,7 @@ def _train_epoch(run: _Run, model: nn.Module, epoch: int, cfg: TrainConfig, arc:
         total_loss += loss.item() * len(ids)
         seen += len(ids)
         bar.set_postfix(loss=f"{total_loss / seen:.3f}")
+    total_loss, seen = all_sum([total_loss, seen])
     return total_loss / max(seen, 1)
 
 
@@ -239,29 +270,34 @@ def train_model(
     ``species_weight > 0`` the loss adds ``species_weight`` times the species head's cross-entropy;
     ``margin_warmup_epochs`` ramps the head's margins linearly from 0 to their full value, per batch;
     ``label_smoothing`` goes to the identity cross-entropy. With ``checkpoint``, a checkpoint is written after
-    every epoch and a matching one (same ``fingerprint``) is resumed from.
+    every epoch and a matching one (same ``fingerprint``) is resumed from. Under torchrun, ``evaluate``,
+    ``on_epoch`` and checkpoints happen on rank 0 only (history rows of other ranks have no validation keys).
     """
     arc = arc or ArcFaceConfig()
-    run = _setup(model, paths, labels, species, cfg, aug, arc, img_size, device, num_workers)
+    run = _setup(model, paths, labels, species, cfg, aug, arc, img_size, device, num_workers, cfg.sync_bn)
     state = _restore(run, model, checkpoint, fingerprint, cfg.epochs)
-    if on_epoch is not None:
+    main = run.world.main
+    if on_epoch is not None and main:
         for row in state.history:
             on_epoch(row)
+    cpu_sync = run.world.size > 1 and cfg.sync_bn and device.type != "cuda"
     for epoch in range(state.epoch, cfg.epochs):
-        loss = _train_epoch(run, model, epoch, cfg, arc, device, progress)
+        with synced_batch_norm() if cpu_sync else contextlib.nullcontext():
+            loss = _train_epoch(run, model, epoch, cfg, arc, device, progress)
         row = {"epoch": epoch + 1, "loss": loss, "lr": run.optimizer.param_groups[0]["lr"]}
         last = epoch + 1 == cfg.epochs
-        if evaluate is not None and cfg.eval_every and ((epoch + 1) % cfg.eval_every == 0 or last):
+        if evaluate is not None and main and cfg.eval_every and ((epoch + 1) % cfg.eval_every == 0 or last):
             row.update(evaluate(model))
         state.epoch = epoch + 1
         state.history.append(row)
         log.info(
             "epoch %d/%d %s", epoch + 1, cfg.epochs, " ".join(f"{k}={v:.4g}" for k, v in row.items() if k != "epoch")
         )
-        if checkpoint is not None:
+        if checkpoint is not None and main:
             save_checkpoint(checkpoint, fingerprint, model, run.optimizer, run.scheduler, run.scaler, state)
-        if on_epoch is not None:
+        if on_epoch is not None and main:
             on_epoch(row)
+        barrier()  # the other ranks wait while rank 0 evaluates and checkpoints
     if arc.margin_warmup_epochs > 0:
         model.head.margin_factor = 1.0
     return state.history
