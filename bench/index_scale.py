@@ -5,8 +5,10 @@ Per size and index: build time, query time per 1,000 queries (top-50, as the knn
 approximate index against the exact top-5 of the same queries, and the index's memory (its serialised size).
 Identify latency per photo adds the embedding of one photo to the search (``--embed-ms``, measured by
 bench/embed.py for the default model: a few ms on CPU). Vectors are clustered like identity embeddings
-(bench/knn.py). ``--sizes`` picks sizes; HNSW is skipped above ``--hnsw-max`` vectors (its build takes tens of
-minutes at 1M on 2 cores).
+(bench/knn.py). ``--sizes`` picks sizes and ``--indexes`` index types (exact search always runs: it is the
+reference); HNSW is skipped above ``--hnsw-max`` vectors (its build takes tens of minutes at 1M on 2 cores).
+``--nprobe`` / ``--ef-search`` list the search-time settings to measure on one built index (recall against
+query time).
 """
 
 from __future__ import annotations
@@ -38,20 +40,25 @@ def clustered(n: int, n_queries: int, rng: np.random.Generator) -> tuple[np.ndar
     return gallery, queries
 
 
-def measure(gallery: np.ndarray, queries: np.ndarray, cfg: KnnConfig) -> tuple[float, float, np.ndarray, int]:
+def measure(gallery: np.ndarray, cfg: KnnConfig) -> tuple[float, faiss.Index]:
     start = time.perf_counter()
     index = build_index(gallery, cfg, use_gpu=False)
-    build = time.perf_counter() - start
+    return time.perf_counter() - start, index
+
+
+def search(index: faiss.Index, queries: np.ndarray) -> tuple[float, np.ndarray]:
     start = time.perf_counter()
     _, idx = index.search(queries, K)
-    query = (time.perf_counter() - start) * 1000 / len(queries)
-    return build, query, idx, len(faiss.serialize_index(index))
+    return (time.perf_counter() - start) * 1000 / len(queries), idx
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", type=int, nargs="+", default=[2400, 51033, 1_000_000])
+    parser.add_argument("--indexes", nargs="+", default=["flat", "hnsw", "ivf", "ivfpq"])
     parser.add_argument("--hnsw-max", type=int, default=100_000)
+    parser.add_argument("--nprobe", type=int, nargs="+", default=[32], help="IVF lists searched (each measured)")
+    parser.add_argument("--ef-search", type=int, nargs="+", default=[128], help="HNSW efSearch (each measured)")
     args = parser.parse_args()
     rng = np.random.default_rng(0)
     note(f"{DIM}-d vectors, {N_QUERIES} queries, top-{K}, {faiss.omp_get_max_threads()} threads, CPU")
@@ -62,22 +69,30 @@ def main() -> None:
                    "hnsw": KnnConfig(k=K, index="hnsw"),
                    "ivf": KnnConfig(k=K, index="ivf", ivf_nlist=nlist, ivf_nprobe=32),
                    "ivfpq": KnnConfig(k=K, index="ivfpq", ivf_nlist=nlist, ivf_nprobe=32, pq_m=64)}  # fmt: skip
-        exact = None
-        for name, cfg in configs.items():
+        _, exact = search(build_index(gallery, configs["flat"], use_gpu=False), queries)
+        for name in args.indexes:
             if name == "hnsw" and n > args.hnsw_max:
                 note(f"{n}: hnsw skipped (over --hnsw-max {args.hnsw_max})")
                 continue
-            build, per_query, idx, size = measure(gallery, queries, cfg)
-            if exact is None:
-                exact = idx
-            hits = sum(len(set(a[:5]) & set(e[:5])) for a, e in zip(idx, exact, strict=True))
-            recall = hits / (5 * len(queries))
-            print(f"index_{name}_{n}: build {build:.1f} s, {per_query * 1000:.0f} ms per 1k queries, recall@5 "
-                  f"{recall:.4f}, memory {size / 2**20:.0f} MiB", flush=True)  # fmt: skip
-            if name == "flat":
-                report(f"index_flat_ms_per_query_{n}", per_query, "report", True, "{:.2f}")
-            else:
-                report(f"index_{name}_recall_at_5_{n}", recall, "report", True, "{:.4f}")
+            build, index = measure(gallery, configs[name])
+            size = len(faiss.serialize_index(index))
+            knobs = {"hnsw": ("efSearch", args.ef_search), "ivf": ("nprobe", args.nprobe),
+                     "ivfpq": ("nprobe", args.nprobe)}.get(name, ("", [None]))  # fmt: skip
+            for value in knobs[1]:
+                if name == "hnsw":
+                    index.hnsw.efSearch = value
+                elif value is not None:
+                    index.nprobe = value
+                per_query, idx = search(index, queries)
+                hits = sum(len(set(a[:5]) & set(e[:5])) for a, e in zip(idx, exact, strict=True))
+                recall = hits / (5 * len(queries))
+                label = f"{name}_{n}" + (f"_{knobs[0]}{value}" if value is not None else "")
+                print(f"index_{label}: build {build:.1f} s, {per_query * 1000:.0f} ms per 1k queries, recall@5 "
+                      f"{recall:.4f}, memory {size / 2**20:.0f} MiB", flush=True)  # fmt: skip
+                if name == "flat":
+                    report(f"index_flat_ms_per_query_{n}", per_query, "report", True, "{:.2f}")
+                else:
+                    report(f"index_{label}_recall_at_5", recall, "report", True, "{:.4f}")
 
 
 if __name__ == "__main__":
