@@ -8,7 +8,7 @@ from html.parser import HTMLParser
 import numpy as np
 
 from whaleid.predict import Rule
-from whaleid.report import match_report, precision_at_5
+from whaleid.report import BLUE, GREEN, RED, contact_sheet, match_report, match_sections, precision_at_5
 
 
 class Page(HTMLParser):
@@ -72,6 +72,15 @@ def test_report_marks_what_a_hand_check_says() -> None:
     }
     page = match_report(nn, Rule(threshold=0.5), ["a", "b", "c", "d", "e", "f", "g", "h", "i", "j"], None,
                         photos.__getitem__, photos.__getitem__, n_sample=4, n_worst=2, seed=0)  # fmt: skip
+    _, sections = match_sections(nn, Rule(threshold=0.5), list("abcdefghij"), None, photos.__getitem__,
+                                 photos.__getitem__, n_sample=4, n_worst=2, seed=0)  # fmt: skip
+    sheet = contact_sheet(sections, size=32)
+    tile_w, tile_h = 32 + 8, 32 + 8 + 14
+    assert sheet.shape == (2 * 22 + 5 * tile_h, 6 * tile_w, 3)  # two headings, 4 sampled rows + 1 worst row
+    # The border of each tile in q0's row (the first after the heading): query blue, then a red, b green, new red...
+    borders = [tuple(sheet[22 + 1, i * tile_w + 1]) for i in range(6)]
+    assert borders == [BLUE, RED, GREEN, RED, RED, RED]
+    assert tuple(sheet[22 + tile_h + 1, tile_w + 1]) == GREEN  # q1: c first, correct
     parsed = Page()
     parsed.feed(page)
     assert not parsed.stack and page.startswith("<!DOCTYPE html>")
