@@ -1,6 +1,6 @@
-"""Data-parallel training (whaleid.distributed): the global batches, augmentation and BatchNorm statistics of N
-processes equal one process's, checked piece by piece against references, then end to end: the train stage under
-torchrun with 2 gloo processes against 1 process, and resumed after SIGTERM."""
+"""Data-parallel training (whaleid.distributed): the global batches, augmentation, BatchNorm statistics and sharded
+embeddings of N processes equal one process's, checked piece by piece against references, then end to end: the
+train stage under torchrun with 2 gloo processes against 1 process, and resumed after SIGTERM."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ import sys
 import time
 from pathlib import Path
 
+import cv2
 import numpy as np
 import pytest
 import torch
@@ -19,8 +20,10 @@ import torch.multiprocessing as mp
 import yaml
 
 from whaleid.augment import BatchAugment, batch_generator
-from whaleid.config import AugmentConfig, ConfigError
-from whaleid.distributed import GlobalBatches, World, launcher_command, synced_batch_norm
+from whaleid.config import ArcFaceConfig, AugmentConfig, ConfigError, ModelConfig
+from whaleid.distributed import GlobalBatches, World, current, launcher_command, synced_batch_norm
+from whaleid.embed import extract_embeddings
+from whaleid.model import WhaleNet
 from whaleid.train import EpochSampler
 
 sys.path.insert(0, str(Path(__file__).parent))
@@ -101,6 +104,31 @@ def test_synced_batch_norm_equals_batch_norm_over_the_global_batch() -> None:
         torch.testing.assert_close(out[rank][4], bn.weight.grad, atol=1e-4, rtol=1e-5)
 
 
+def _embed_worker(rank: int, port: int, paths: list, out: dict) -> None:
+    torch.distributed.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=2)
+    torch.manual_seed(0)
+    net = WhaleNet(ModelConfig(backbone="test_resnet", img_size=32, embedding_dim=16), ArcFaceConfig(), 3)
+    out[rank] = extract_embeddings(net, paths, 32, 4, torch.device("cpu"), progress=False, world=current())
+    torch.distributed.destroy_process_group()
+
+
+def test_embedding_sharded_over_two_ranks_equals_one_process(tmp_path: Path) -> None:
+    rng = np.random.default_rng(0)
+    paths = []
+    for i in range(11):  # odd: the ranks' shares differ in size
+        paths.append(tmp_path / f"{i}.png")
+        cv2.imwrite(str(paths[-1]), rng.integers(0, 255, (32, 32, 3), dtype=np.uint8))
+    torch.manual_seed(0)
+    net = WhaleNet(ModelConfig(backbone="test_resnet", img_size=32, embedding_dim=16), ArcFaceConfig(), 3)
+    want = extract_embeddings(net, paths, 32, 4, torch.device("cpu"), progress=False)
+    with mp.Manager() as manager:
+        out = manager.dict()
+        mp.spawn(_embed_worker, args=(_free_port(), paths, out), nprocs=2)
+        out = dict(out)
+    for rank in (0, 1):  # every rank gets every row, in the paths' order
+        np.testing.assert_allclose(out[rank], want, atol=1e-5)
+
+
 def test_launcher_command_takes_extra_torchrun_arguments(monkeypatch: pytest.MonkeyPatch) -> None:
     cmd = launcher_command(2, "stages.train", ["fold0"])
     assert cmd[1:] == ["-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "stages.train",
@@ -159,14 +187,3 @@ def test_two_gloo_processes_train_like_one_and_resume(tmp_path: Path) -> None:
     assert [r["loss"] for r in resumed["history"]] == [r["loss"] for r in two["history"]]
     for key, value in two["state_dict"].items():
         assert torch.equal(resumed["state_dict"][key], value), key  # resumed DDP = uninterrupted DDP, bit for bit
-
-    # The embed stage shards its images over the ranks: the same rows, in the same order, as one process.
-    embedded = {}
-    for nproc in (1, 2):
-        run([sys.executable, "-m", "stages.embed", "fold0"], repo, {**env, "WHALEID_PARAMS": _params_file(repo, nproc)})
-        embedded[nproc] = {
-            split: dict(np.load(repo / f"data/embeddings/fold0/{split}.npz")) for split in ("train", "test")
-        }
-    for split in ("train", "test"):
-        np.testing.assert_array_equal(embedded[2][split]["images"], embedded[1][split]["images"])
-        np.testing.assert_allclose(embedded[2][split]["embeddings"], embedded[1][split]["embeddings"], atol=1e-5)
