@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import signal
 import sys
 
 from whaleid.config import Params, load_params, member_fold, to_dict
@@ -62,6 +63,8 @@ def _convert(src: str, dst: str, backbone: str) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     """The ``whaleid`` command."""
+    if argv is None and hasattr(signal, "SIGPIPE"):  # `whaleid params | head`: exit quietly
+        signal.signal(signal.SIGPIPE, signal.SIG_DFL)
     parser = argparse.ArgumentParser(prog="whaleid", description="Photo-ID of individual animals (Happywhale layout).")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     check = sub.add_parser("check", help="validate params and a dataset (every image decoded) without training")
