@@ -214,7 +214,7 @@ class ModelConfig(Block):
     backbone: str = "test_resnet"
     pretrained: bool = False  # timm's pretrained weights from the Hugging Face hub (cache, HF_HOME, HF_HUB_OFFLINE)
     weights: str | None = None  # or a local .safetensors / .pt state dict
-    img_size: int = span(64, 16, 4096)
+    img_size: int = span(96, 16, 4096)
     embedding_dim: Positive = 128
     gem_p: PositiveFloat = 3.0
     gem_learnable: bool = True
@@ -254,7 +254,7 @@ class TrainConfig(Block):
 
     block: ClassVar[str] = "train"
     epochs: Positive = 25
-    batch_size: Positive = 64
+    batch_size: Positive = 32
     lr: PositiveFloat = 3e-3
     head_lr: PositiveFloat = 1e-2
     weight_decay: float = Field(1e-4, ge=0)
