@@ -40,7 +40,7 @@ check: $(STAMP)
 exps: $(STAMP)
 	whaleid exps
 
-BENCHES := train_loop embed resize sweep knn local sample_competition_size dry_run
+BENCHES := train_loop ddp embed resize sweep knn local sample_competition_size dry_run
 
 bench: $(STAMP)
 	@for b in $(BENCHES); do echo "## bench/$$b.py"; python -m bench.$$b || exit 1; done
