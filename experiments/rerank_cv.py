@@ -1,5 +1,5 @@
 """Does k-reciprocal re-ranking help? CV MAP@5 of a trained fold model's validation queries, kNN alone against
-kNN re-ranked (whaleid.rerank), the rule fitted on each, from the embeddings a `dvc repro` left in data/embeddings.
+kNN re-ranked as ``knn.rerank: k_reciprocal`` does it (no blend, no local features), the rule fitted on each, from the embeddings a `dvc repro` left in data/embeddings.
 Run in a repository after `dvc repro` (the workspace's params give the fold, knn.k and the threshold grid):
 
     python experiments/rerank_cv.py [--k1 20 --k2 6 --lam 0.3]
@@ -9,14 +9,12 @@ from __future__ import annotations
 
 import argparse
 
-import numpy as np
-
 from whaleid.artifacts import validation_split
-from whaleid.config import load_params
+from whaleid.config import load_params, replace
 from whaleid.io import load_npz
 from whaleid.paths import embed_dir
 from whaleid.predict import Neighbours, fit_rule
-from whaleid.rerank import k_reciprocal
+from whaleid.rerank import rerank_neighbours
 from whaleid.retrieval import search
 
 
@@ -29,9 +27,8 @@ def main() -> None:
     params = load_params("params.yaml")
     query, gallery = validation_split(load_npz(embed_dir(f"fold{params.fold}") / "train.npz"), params.fold)
     sims, rows = search(gallery["embeddings"], query["embeddings"], params.knn)
-    dist = k_reciprocal(query["embeddings"], gallery["embeddings"], rows, args.k1, args.k2, args.lam)
-    order = np.argsort(dist, axis=1, kind="stable")
-    reranked = (1.0 - np.take_along_axis(dist, order, 1)).astype(np.float32), np.take_along_axis(rows, order, 1)
+    cfg = replace(params.knn, rerank="k_reciprocal", rerank_k1=args.k1, rerank_k2=args.k2, rerank_lambda=args.lam)
+    reranked = rerank_neighbours(query["embeddings"], gallery["embeddings"], sims, rows, cfg)
     for name, (s, r) in (("kNN", (sims, rows)), ("kNN + k-reciprocal", reranked)):
         fit = fit_rule([Neighbours(s, r, gallery["labels"], query["labels"])], params.threshold, params.cv.new_ratio,
                        warn=False)  # fmt: skip
