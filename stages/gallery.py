@@ -15,11 +15,12 @@ from whaleid.data import load_dataset
 from whaleid.gallery import FORMAT, Gallery, file_digests, new_index
 from whaleid.io import load_npz, read_json
 from whaleid.local import KeypointSet
-from whaleid.paths import FINAL_DIR, FUSED_DIR, GALLERY_DIR, KEYPOINT_DIR, RULE, embed_dir, model_path
+from whaleid.paths import DETECT_DIR, FINAL_DIR, FUSED_DIR, GALLERY_DIR, KEYPOINT_DIR, RULE, embed_dir, model_path
 from whaleid.stage import run_stage
 from whaleid.weights import sha256_file
 
 log = logging.getLogger("whaleid.gallery")
+DETECTOR = DETECT_DIR / "model.pt"  # photos given to `whaleid identify` without boxes are cropped by it
 
 
 def main(params: Params) -> None:
@@ -39,7 +40,8 @@ def main(params: Params) -> None:
                                              for n in names],
                 "img_size": params.model.img_size, "flip_tta": params.embed.flip_tta, "crop_margin": params.crop.margin,
                 "resize_format": params.resize.format, "knn": to_dict(params.knn), "blend": to_dict(params.blend),
-                "local": to_dict(params.local), "rule": read_json(RULE), "calibration": calibration}  # fmt: skip
+                "local": to_dict(params.local), "rule": read_json(RULE), "calibration": calibration,
+                "detector": {"path": str(DETECTOR), "sha256": sha256_file(DETECTOR)} if DETECTOR.is_file() else None}  # fmt: skip
     centres = {n: Centres.from_arrays(load_npz(embed_dir(n) / "centres.npz")) for n in names}
     vectors = final["embeddings"]
     Gallery(

@@ -8,7 +8,7 @@ from whaleid.data import load_dataset
 from whaleid.io import atomic_dir, save_npz, write_json
 from whaleid.local import detect_all
 from whaleid.paths import KEYPOINT_DIR
-from whaleid.prepare import read_boxes
+from whaleid.prepare import stage_boxes
 from whaleid.stage import run_stage
 
 log = logging.getLogger("whaleid.keypoints")
@@ -19,7 +19,7 @@ def main(params: Params) -> None:
     ds = load_dataset(params.data.dir)
     with atomic_dir(KEYPOINT_DIR) as tmp:
         if cfg.method != "none":
-            boxes = read_boxes(params.crop.boxes) if params.crop.boxes else None
+            boxes = stage_boxes()  # settled by stage detect
             for split, paths in (("train", ds.train_paths()), ("test", ds.test_paths())):
                 kp = detect_all(paths, boxes, params.crop.margin, cfg, params.runtime.n_jobs, f"keypoints {split}",
                                 params.data.max_megapixels)  # fmt: skip

@@ -1,4 +1,4 @@
-"""DVC stage `resize`: every train and test image decoded once, cropped (optional boxes) and resized to
+"""DVC stage `resize`: every train and test image decoded once, cropped (to the boxes stage detect settled) and resized to
 ``model.img_size`` -> data/resized/{train_images,test_images}/<name>.<resize.format> and data/resized/info.json.
 
 Training and embedding read these small files (BMP by default: no decoding cost to speak of), so no epoch
@@ -15,7 +15,7 @@ from whaleid.config import Params, to_dict
 from whaleid.data import load_dataset
 from whaleid.io import atomic_dir, write_json
 from whaleid.paths import RESIZE_CACHE, RESIZED_DIR
-from whaleid.prepare import check_boxes_dataset, folder_digest, read_boxes, resize_split
+from whaleid.prepare import folder_digest, resize_split, stage_boxes
 from whaleid.stage import run_stage
 
 log = logging.getLogger("whaleid.resize")
@@ -23,9 +23,7 @@ log = logging.getLogger("whaleid.resize")
 
 def main(params: Params) -> None:
     ds = load_dataset(params.data.dir)
-    boxes = read_boxes(params.crop.boxes) if params.crop.boxes else None
-    if boxes is not None:
-        check_boxes_dataset(boxes, {*ds.train["image"], *ds.test_images}, params.crop.boxes, params.data.dir)
+    boxes = stage_boxes()  # settled by stage detect: the CSV's, the detector's or none
     size = params.model.img_size
     with atomic_dir(RESIZED_DIR) as tmp:
         applied = 0
@@ -42,7 +40,8 @@ def main(params: Params) -> None:
     # system allows), and its run cache restores earlier configs. Keeping ours too would store every image twice.
     shutil.rmtree(RESIZE_CACHE, ignore_errors=True)
     if boxes is not None and applied < total:
-        log.warning("crop.boxes has no box for %d of %d images; those are used whole", total - applied, total)
+        log.warning("no box for %d of %d images (crop.boxes, detect.use); those are used whole", total - applied,
+                    total)  # fmt: skip
     log.info("%d images resized to %d px (%d cropped to their box) -> %s (%s)", total, size, applied, RESIZED_DIR,
              params.resize.format)  # fmt: skip
 

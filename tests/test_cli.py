@@ -50,11 +50,17 @@ def test_installed_command_runs_from_another_folder(tmp_path: Path) -> None:
 def test_check_another_dataset_skips_the_default_boxes_and_catches_foreign_ones(
     tiny_dataset: Path, tmp_path: Path, monkeypatch, capsys
 ) -> None:
-    """On a fresh clone data/sample/boxes.csv does not exist yet: checking another folder must not fail on it.
-    Boxes meant for this folder but naming none of its images are a problem."""
+    """crop.boxes auto follows the folder checked (its boxes.csv). An explicit CSV of the default dataset (absent
+    on a fresh clone) is skipped with a warning when another folder is checked. Boxes meant for this folder but
+    naming none of its images are a problem."""
     monkeypatch.chdir(tmp_path)
     params = tmp_path / "params.yaml"
     params.write_text((ROOT / "params.yaml").read_text())
+    assert main(["check", "--no-decode", "--params", str(params), str(tiny_dataset)]) == 0
+    assert "not checked" not in capsys.readouterr().err  # auto: tiny_dataset/boxes.csv, checked
+    p = yaml.safe_load(params.read_text())
+    p["crop"]["boxes"] = "data/sample/boxes.csv"
+    params.write_text(yaml.safe_dump(p))
     assert main(["check", "--no-decode", "--params", str(params), str(tiny_dataset)]) == 0
     assert "crop.boxes (data/sample/boxes.csv) not checked" in capsys.readouterr().err
     foreign = tmp_path / "boxes.csv"

@@ -34,8 +34,9 @@ def whaleid(args: list[str], repo: Path, env: dict[str, str]) -> subprocess.Comp
 
 def test_identify_gives_the_submission_and_skips_unreadable_photos(repo: tuple[Path, dict[str, str]]) -> None:
     root, env = repo
-    proc = whaleid(["identify", "data/sample/test_images", "--boxes", "data/sample/boxes.csv", "--format", "csv",
-                    "--out", "ident.csv"], root, env)  # fmt: skip
+    # No --boxes: the test photos have none (boxes.csv covers train photos), so the gallery's detector boxes them,
+    # as stage detect did for the submission.
+    proc = whaleid(["identify", "data/sample/test_images", "--format", "csv", "--out", "ident.csv"], root, env)
     assert proc.returncode == 0, proc.stderr
     got = pd.read_csv(root / "ident.csv", dtype=str).set_index("image")["predictions"]
     want = pd.read_csv(root / "submissions/submission.csv", dtype=str).set_index("image")["predictions"]
@@ -45,8 +46,7 @@ def test_identify_gives_the_submission_and_skips_unreadable_photos(repo: tuple[P
     # The same from the exported ONNX file, which identify checks against the gallery's model.
     proc = whaleid(["export", "models/fold0/model.pt", "--format", "onnx", "--out", "fold0.onnx"], root, env)
     assert proc.returncode == 0, proc.stderr
-    proc = whaleid(["identify", "data/sample/test_images", "--boxes", "data/sample/boxes.csv", "--format", "csv",
-                    "--exported", "fold0.onnx"], root, env)  # fmt: skip
+    proc = whaleid(["identify", "data/sample/test_images", "--format", "csv", "--exported", "fold0.onnx"], root, env)
     assert proc.returncode == 0, proc.stderr
     onnx_rows = pd.read_csv(__import__("io").StringIO(proc.stdout), dtype=str).set_index("image")["predictions"]
     assert (onnx_rows[want.index] == want).all(), (onnx_rows[want.index] != want).sum()

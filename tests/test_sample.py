@@ -26,7 +26,15 @@ def _digest(root: Path) -> dict[str, str]:
 
 def test_layout_and_schema(tiny_dataset: Path) -> None:
     names = {p.name for p in tiny_dataset.iterdir()}
-    assert names == {"train.csv", "train_images", "test_images", "sample_submission.csv", "solution.csv", "boxes.csv"}
+    assert names == {
+        "train.csv",
+        "train_images",
+        "test_images",
+        "sample_submission.csv",
+        "solution.csv",
+        "boxes.csv",
+        "solution_boxes.csv",
+    }
     train = pd.read_csv(tiny_dataset / "train.csv", dtype=str)
     assert list(train.columns) == ["image", "species", "individual_id"]
     assert len(train) == TINY.n_train
@@ -44,9 +52,12 @@ def test_layout_and_schema(tiny_dataset: Path) -> None:
     assert list(sol.columns) == ["image", "individual_id"] and list(sol["image"]) == list(sub["image"])
     known = set(train["individual_id"])
     assert all(i == NEW_INDIVIDUAL or i in known for i in sol["individual_id"])
-    boxes = pd.read_csv(tiny_dataset / "boxes.csv")
-    assert len(boxes) == TINY.n_train + TINY.n_test
-    assert ((boxes.x1 <= boxes.x2) & (boxes.y1 <= boxes.y2) & (boxes.x2 < TINY.img_size)).all()
+    boxes = pd.read_csv(tiny_dataset / "boxes.csv")  # train photos only, as real annotations come
+    assert sorted(boxes["image"]) == sorted(train["image"])
+    test_boxes = pd.read_csv(tiny_dataset / "solution_boxes.csv")  # the answer key that scores a detector
+    assert list(test_boxes["image"]) == list(sub["image"])
+    for frame in (boxes, test_boxes):
+        assert ((frame.x1 <= frame.x2) & (frame.y1 <= frame.y2) & (frame.x2 < TINY.img_size)).all()
     img = read_image(tiny_dataset / "train_images" / train["image"][0])
     assert img.shape == (TINY.img_size, TINY.img_size, 3) and img.dtype == np.uint8
     load_dataset(tiny_dataset)  # passes our own validation
@@ -104,3 +115,48 @@ def test_species_alone_cannot_identify() -> None:
     truth = np.where(plan.test["_new"], NEW_INDIVIDUAL, plan.test["individual_id"])
     score = map_at_5(preds, list(truth))
     assert score < 0.45, score
+
+
+def _fin_boxes(cfg: SampleConfig, n: int = 150) -> np.ndarray:
+    from whaleid.sample import Scene, render_photo
+
+    plan = plan_dataset(cfg)
+    out = []
+    for i in range(n):
+        ind = plan.individuals[i % len(plan.individuals)]
+        rng, extra = np.random.default_rng([cfg.seed, 7, i]), np.random.default_rng([cfg.seed, 8, i])
+        out.append(render_photo(ind, cfg.img_size, rng, cfg.mirror_prob, Scene.of(cfg), extra)[1])
+    return np.array(out, dtype=float) / cfg.img_size
+
+
+def test_wild_scene_draws_small_fins_anywhere() -> None:
+    """The default scene (the fin small, anywhere, among clutter) against the easy one it replaced (the fin large
+    and central): fin sizes and places, measured on the rendered boxes."""
+    wild = _fin_boxes(SampleConfig(img_size=96))
+    easy = _fin_boxes(SampleConfig(img_size=96, subject_min=0.55, subject_max=0.85, off_centre=0.0, clutter=0,
+                                   occlusion=0.0, mark_contrast_min=1.0))  # fmt: skip
+    width = lambda b: b[:, 2] - b[:, 0]  # noqa: E731 - the base plus the fin's sweep: a little over the base
+    centre_x = lambda b: (b[:, 0] + b[:, 2]) / 2  # noqa: E731
+    assert np.median(width(wild)) < 0.6 * np.median(width(easy))
+    assert np.median(width(wild)) < 0.45
+    area = lambda b: width(b) * (b[:, 3] - b[:, 1])  # noqa: E731
+    assert np.median(area(wild)) < 0.15 < np.median(area(easy))
+    assert centre_x(wild).std() > 1.5 * centre_x(easy).std()
+
+
+def test_scene_knobs_change_only_their_own_draws() -> None:
+    """Clutter, occlusion and faint markings draw from their own random stream: the fin's pose and box stay the
+    same photo for photo, and the photo changes."""
+    from whaleid.sample import Scene, render_photo
+
+    cfg = SampleConfig(img_size=64)
+    ind = plan_dataset(cfg).individuals[0]
+    plain = Scene(subject_min=0.3, subject_max=0.5, off_centre=1.0)
+    busy = Scene(subject_min=0.3, subject_max=0.5, off_centre=1.0, clutter=8, occlusion=1.0, mark_contrast_min=0.2)
+    changed = 0
+    for i in range(20):
+        a = render_photo(ind, 64, np.random.default_rng(i), 0.15, plain, np.random.default_rng(100 + i))
+        b = render_photo(ind, 64, np.random.default_rng(i), 0.15, busy, np.random.default_rng(100 + i))
+        assert a[1] == b[1]
+        changed += int(np.abs(a[0].astype(int) - b[0].astype(int)).mean() > 1)
+    assert changed >= 18

@@ -24,6 +24,7 @@ ROOT = Path(__file__).resolve().parents[1]
 TINY = {
     "data": {"dir": "data/in"},
     "crop": {"boxes": "data/in/boxes.csv"},
+    "detect": {"img_size": 32, "epochs": 1},
     "cv": {"n_folds": 3},
     "model": {"img_size": 32, "embedding_dim": 16},
     "train": {"epochs": 1, "batch_size": 32, "eval_every": 1},
@@ -107,17 +108,24 @@ def test_truncated_jpeg_stops_resize_before_training_and_keeps_outputs(workdir: 
     assert (workdir / "data/resized/info.json").read_bytes() == info  # the earlier output is untouched
 
 
-def test_boxes_of_another_dataset_or_outside_their_image_stop_resize(workdir: Path) -> None:
+def test_boxes_of_another_dataset_or_outside_their_image_stop_detect_or_resize(workdir: Path) -> None:
     boxes = workdir / "data/in/boxes.csv"
     frame = pd.read_csv(boxes, dtype={"image": str})
     frame.assign(image="other_" + frame["image"]).to_csv(boxes, index=False)
-    proc = run_module("resize", workdir)
+    proc = run_module("detect", workdir)
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
     assert f"has boxes for {len(frame)} images, none of them in data/in: boxes for another dataset?" in proc.stderr
-    assert not (workdir / "data/resized").exists()  # refused before any image was decoded
+    assert not (workdir / "data/detect").exists()  # refused before any image was decoded
     moved = frame.copy()
     moved.loc[2, ["x1", "x2"]] += 10_000  # the generated images are 32 px wide
-    moved.to_csv(boxes, index=False)
+    moved.to_csv(boxes, index=False)  # train boxes only: the detector would learn from this one
+    proc = run_module("detect", workdir)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert f"{frame.loc[2, 'image']}: box (" in proc.stderr and "lies outside the 32 x 32 image" in proc.stderr
+    assert not (workdir / "data/detect").exists()  # refused before training
+    answers = pd.read_csv(workdir / "data/in/solution_boxes.csv", dtype={"image": str})
+    pd.concat([moved, answers]).to_csv(boxes, index=False)  # every photo boxed: passed on, checked by resize
+    run_ok(workdir, "detect")
     proc = run_module("resize", workdir)
     assert proc.returncode == 2 and "1 image(s) cannot be read or cropped" in proc.stderr
     assert f"{frame.loc[2, 'image']}: box (" in proc.stderr and "lies outside the 32 x 32 image" in proc.stderr

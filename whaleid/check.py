@@ -15,7 +15,7 @@ from whaleid.config import ConfigError, load_params
 from whaleid.data import DEFAULT_MAX_MEGAPIXELS, DataError, check_images, load_dataset, same_photos
 from whaleid.folds import make_folds
 from whaleid.log import setup_logging
-from whaleid.prepare import check_boxes_dataset, read_boxes
+from whaleid.prepare import boxes_path, check_boxes_dataset, read_boxes
 
 log = logging.getLogger("whaleid.check")
 
@@ -36,12 +36,13 @@ def run_checks(data_dir: str | None, params_path: str = "params.yaml", decode: b
 
             load_backbone_weights(create_backbone(params.model.backbone), params.model.weights)
         home = Path(params.data.dir).resolve()
-        if (params.crop.boxes and Path(data_dir).resolve() != home
-                and Path(params.crop.boxes).resolve().is_relative_to(home)):  # fmt: skip
+        boxes_file = boxes_path(params.crop.boxes, data_dir)
+        if (boxes_file and params.crop.boxes != "auto" and Path(data_dir).resolve() != home
+                and boxes_file.resolve().is_relative_to(home)):  # fmt: skip
             log.warning("crop.boxes (%s) not checked: it belongs to data.dir %s, not %s. To run on %s, set crop.boxes "
-                        "to its boxes CSV or null.", params.crop.boxes, params.data.dir, data_dir, data_dir)  # fmt: skip
-        elif params.crop.boxes:
-            boxes = read_boxes(params.crop.boxes)
+                        "to its boxes CSV, auto or null.", params.crop.boxes, params.data.dir, data_dir, data_dir)  # fmt: skip
+        elif boxes_file:
+            boxes = read_boxes(boxes_file)
         log.info("%s: OK", params_path)
     except (ConfigError, DataError) as exc:
         problems.append(str(exc))
@@ -53,7 +54,7 @@ def run_checks(data_dir: str | None, params_path: str = "params.yaml", decode: b
             ds = load_dataset(data_dir)
             if boxes is not None:
                 try:
-                    check_boxes_dataset(boxes, {*ds.train["image"], *ds.test_images}, params.crop.boxes, data_dir)
+                    check_boxes_dataset(boxes, {*ds.train["image"], *ds.test_images}, boxes_file, data_dir)
                 except DataError as exc:  # reported with the rest: the images are still checked
                     problems.append(str(exc))
             log.info("%s: layout OK (%d train, %d test images, %d individuals)", data_dir, len(ds.train),

@@ -160,7 +160,7 @@ class SampleConfig(Block):
     n_train: Positive = 2400
     n_test: Positive = 800
     n_species: int = span(6, 1, 26)
-    img_size: int = span(64, 16, 4096)
+    img_size: int = span(160, 16, 4096)
     new_share: float = span(0.16, 0.0, 0.95)
     tail_exponent: float = Field(2.0, gt=1, description="a Zipf exponent")
     max_images_per_id: int = span(40, 1, 100000)
@@ -168,12 +168,20 @@ class SampleConfig(Block):
     mirror_prob: Share = 0.15
     jpeg_quality_min: int = span(60, 1, 100)
     jpeg_quality_max: int = span(95, 1, 100)
+    subject_min: float = span(0.2, 0.05, 1.0)  # fin base width, share of the photo width (0.55-0.85: fin fills it)
+    subject_max: float = span(0.45, 0.05, 1.0)
+    off_centre: Share = 1.0  # 0: fin near the centre | 1: anywhere, partly cut off at an edge now and then
+    clutter: int = span(6, 0, 50)  # at most this many distractors per photo (rocks, boats, birds, foam, far fins)
+    occlusion: Share = 0.3  # chance that splash or debris hides part of the fin
+    mark_contrast_min: float = span(0.35, 0.0, 1.0)  # markings at a per-photo contrast between this and 1
+    test_boxes: bool = False  # boxes.csv covers test photos too (false: they go to solution_boxes.csv, an answer key)
     seed: int = 42
 
     @model_validator(mode="after")
     def _order(self) -> SampleConfig:
         self.check_range("min_images_per_id", 1, self.max_images_per_id)
         self.check_range("jpeg_quality_max", self.jpeg_quality_min, 100)
+        self.check_range("subject_max", self.subject_min, 1.0)
         return self
 
 
@@ -191,8 +199,25 @@ class CropConfig(Block):
     """Optional crop of each image to a box (``image,x1,y1,x2,y2`` CSV) before resizing."""
 
     block: ClassVar[str] = "crop"
-    boxes: str | None = "data/sample/boxes.csv"  # the generator's true boxes; a detector's CSV; None: whole images
+    boxes: str | None = "auto"  # auto: <data.dir>/boxes.csv if there is one | a CSV path | None: whole images
     margin: float = span(0.1, 0.0, 2.0)  # grow each box by this share of its width/height on every side
+
+
+class DetectConfig(Block):
+    """Box detector (stage ``detect``, :mod:`whaleid.detect`): trained on the train photos' boxes, it draws the
+    boxes of the photos that have none (the test photos; any photo ``whaleid identify`` is given)."""
+
+    block: ClassVar[str] = "detect"
+    use: Literal["auto", "always", "never"] = "auto"  # auto: when the boxes leave test photos without one
+    backbone: str = "test_resnet"  # any timm CNN
+    pretrained: bool = False  # timm's ImageNet weights from the Hugging Face hub cache
+    img_size: int = span(96, 32, 2048)
+    epochs: Positive = 8
+    batch_size: Positive = 32
+    lr: PositiveFloat = 0.003
+    holdout: float = span(0.1, 0.0, 0.5)  # share of the boxed train photos held back to measure IoU
+    train_crops: Literal["truth", "predicted"] = "truth"  # train photos cropped to their own boxes or the detector's
+    seed: int = 42
 
 
 RESIZE_FORMATS = ("bmp", "png", "jpg")
@@ -458,6 +483,7 @@ class Params(Block):
     cv: CVConfig = CVConfig()
     fold: int = 0
     crop: CropConfig = CropConfig()
+    detect: DetectConfig = DetectConfig()
     resize: ResizeConfig = ResizeConfig()
     model: ModelConfig = ModelConfig()
     arcface: ArcFaceConfig = ArcFaceConfig()

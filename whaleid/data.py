@@ -2,7 +2,7 @@
 
 Layout (``load_dataset``)::
 
-    train.csv  sample_submission.csv  [solution.csv]  train_images/  test_images/
+    train.csv  sample_submission.csv  [solution.csv]  [boxes.csv]  [solution_boxes.csv]  train_images/  test_images/
 
 Validation raises :class:`DataError` naming the file and CSV line for: a missing file, folder or column, an
 empty or unparsable CSV, empty cells, duplicate image rows, an image listed but absent, an image name that
@@ -38,6 +38,7 @@ TRAIN_COLUMNS = ("image", "species", "individual_id")
 SUBMISSION_COLUMNS = ("image", "predictions")
 SOLUTION_COLUMNS = ("image", "individual_id")
 NEW_INDIVIDUAL = "new_individual"
+SOLUTION_BOXES = "solution_boxes.csv"  # optional answer key: the test photos' true boxes (scores stage detect only)
 
 
 __all__ = ["DataError", "KaggleDataset", "load_dataset", "read_image", "check_images", "ImageDataset"]

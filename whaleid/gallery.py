@@ -84,6 +84,18 @@ def keypoint_subset(kp: KeypointSet, keep: np.ndarray) -> KeypointSet:
                        np.concatenate([[0], np.cumsum(counts)]).astype(np.int64))  # fmt: skip
 
 
+def _checked_file(entry: dict[str, str]) -> Path:
+    """``entry['path']``, after checking it still is the file (SHA-256) the gallery was built with."""
+    path = Path(entry["path"])
+    if not path.is_file():
+        raise DataError(f"{path}: model file not found; the gallery was built with it (run from the "
+                        "project folder, or rebuild the gallery with `dvc repro gallery`).")  # fmt: skip
+    if sha256_file(path) != entry["sha256"]:
+        raise DataError(f"{path} is not the model the gallery was built with (SHA-256 differs): its "
+                        "embeddings would not be comparable. Rebuild it with `dvc repro gallery`.")  # fmt: skip
+    return path
+
+
 @dataclass
 class Gallery:
     """A gallery folder in memory (see the module docstring); :meth:`load` and :meth:`save` read and write it."""
@@ -160,17 +172,13 @@ class Gallery:
     # --- queries --------------------------------------------------------------------------------------------------
     def check_models(self) -> list[Path]:
         """The model files, after checking each still is the file the gallery was built with."""
-        paths = []
-        for m in self.manifest["models"]:
-            path = Path(m["path"])
-            if not path.is_file():
-                raise DataError(f"{path}: model file not found; the gallery was built with it (run from the "
-                                "project folder, or rebuild the gallery with `dvc repro gallery`).")  # fmt: skip
-            if sha256_file(path) != m["sha256"]:
-                raise DataError(f"{path} is not the model the gallery was built with (SHA-256 differs): its "
-                                "embeddings would not be comparable. Rebuild it with `dvc repro gallery`.")  # fmt: skip
-            paths.append(path)
-        return paths
+        return [_checked_file(m) for m in self.manifest["models"]]
+
+    def check_detector(self) -> Path | None:
+        """The box detector's file (stage detect), checked like the models; None if the gallery's photos were not
+        cropped by a detector."""
+        entry = self.manifest.get("detector")
+        return _checked_file(entry) if entry else None
 
     def search(self, parts: Sequence[np.ndarray], images: Sequence[str]) -> dict[str, np.ndarray]:
         """The submission's kNN + blend for query embeddings ``parts`` (one (Q, d) array per model, manifest order):

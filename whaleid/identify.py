@@ -1,6 +1,6 @@
 """Embedding new photos against a gallery (:mod:`whaleid.gallery`): ``identify`` (the known individuals most like
 each photo, by the gallery's rule) and ``add_photos`` (grow a gallery without retraining). Photos go through exactly
-the submission's chain: decode, crop (optional boxes), resize, embed with every model (or with files `whaleid
+the submission's chain: decode, crop (the boxes given, else the gallery's detector's, else none), resize, embed with every model (or with files `whaleid
 export` wrote), combine, kNN, blend, local-feature fusion with the saved calibration, the rule."""
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from whaleid.data import NEW_INDIVIDUAL, DataError, check_images
+from whaleid.data import DEFAULT_MAX_MEGAPIXELS, NEW_INDIVIDUAL, DataError, check_images
 from whaleid.gallery import Gallery, concat_keypoints, pad_centres
 from whaleid.local import KeypointSet, as_neighbours, detect_all
 from whaleid.predict import NEW, apply_rule, candidates
@@ -47,6 +47,17 @@ def _exported_parts(gallery: Gallery, exported: Sequence[Path], resized: Sequenc
     return parts
 
 
+def detected_boxes(path: Path, paths: Sequence[Path], device: object, n_jobs: int = -1,
+                   progress: bool = True) -> dict[str, Box]:  # fmt: skip
+    """Boxes for ``paths`` by the gallery's detector (stage detect's model), as the pipeline drew the test photos'."""
+    import torch
+
+    from whaleid.detect import detect_boxes, load_detector
+
+    model, size = load_detector(path, torch.device(device))
+    return detect_boxes(model, size, paths, torch.device(device), DEFAULT_MAX_MEGAPIXELS, n_jobs, progress)
+
+
 def embed_photos(gallery: Gallery, paths: Sequence[Path], boxes: dict[str, Box] | None, workdir: Path,
                  device: object, batch_size: int = 64, progress: bool = True, n_jobs: int = -1,
                  exported: Sequence[Path] | None = None) -> tuple[list[np.ndarray], KeypointSet | None]:  # fmt: skip
@@ -55,6 +66,9 @@ def embed_photos(gallery: Gallery, paths: Sequence[Path], boxes: dict[str, Box] 
     local features."""
     m = gallery.manifest
     fmt = m["resize_format"]
+    missing = [p for p in paths if p.name not in (boxes or {})]
+    if missing and (detector := gallery.check_detector()) is not None:  # given boxes win; the detector boxes the rest
+        boxes = {**detected_boxes(detector, missing, device, n_jobs, progress), **(boxes or {})}
     resize_split(paths, workdir, workdir / ".cache", m["img_size"], boxes, m["crop_margin"], fmt, n_jobs=n_jobs,
                  desc="resize", progress=progress)  # fmt: skip
     resized = [workdir / resized_name(p.name, fmt) for p in paths]

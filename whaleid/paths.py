@@ -9,6 +9,8 @@ from pathlib import Path
 SAMPLE_DIR = Path("data/sample")
 LABELS = Path("data/prepared/labels.json")
 FOLDS = Path("data/prepared/folds.csv")
+DETECT_DIR = Path("data/detect")  # stage `detect`: boxes.csv (what every later stage crops to), the detector
+DETECT_METRICS = Path("metrics/detect.json")
 RESIZED_DIR = Path("data/resized")
 RESIZE_CACHE = Path(".whaleid_cache/resize")
 MODELS_DIR = Path("models")

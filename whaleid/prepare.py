@@ -70,6 +70,27 @@ def read_boxes(path: str | Path) -> dict[str, Box]:
     return {name: tuple(v) for name, v in zip(frame["image"], values, strict=True)}
 
 
+AUTO_BOXES = "boxes.csv"  # crop.boxes auto: this file in data.dir, when there is one
+
+
+def boxes_path(boxes: str | None, data_dir: str | Path) -> Path | None:
+    """The boxes CSV that ``crop.boxes`` names: ``auto`` is ``<data_dir>/boxes.csv`` if it exists, else none."""
+    if boxes is None:
+        return None
+    if boxes == "auto":
+        path = Path(data_dir, AUTO_BOXES)
+        return path if path.is_file() else None
+    return Path(boxes)
+
+
+def stage_boxes() -> dict[str, Box] | None:
+    """The boxes the pipeline crops to, as stage ``detect`` settled them (the CSV's, the detector's, or none)."""
+    from whaleid.paths import DETECT_DIR
+
+    path = DETECT_DIR / "boxes.csv"
+    return read_boxes(path) if path.is_file() else None
+
+
 def check_boxes_dataset(boxes: dict[str, Box], images: set[str], boxes_path: str | Path, data_dir: str | Path) -> None:
     """Refuse a boxes CSV that names none of ``images`` (the dataset's train and test images)."""
     if not set(boxes) & images:

@@ -6,7 +6,11 @@ Each photo shows the dorsal fin and back of one animal above the sea. What is dr
 * individual: notches cut into the fin's trailing edge, pigment spots and scars at fixed places on the fin,
   plus a small jitter of shape and tone -- the only cues that tell two animals of a species apart;
 * photo: mirrored side, pose (rotation, scale, position, partial crop), water line, background (sea, sky,
-  waves), lighting (gain, gamma, colour cast, gradient), blur, sensor noise and JPEG quality.
+  waves), lighting (gain, gamma, colour cast, gradient), blur, sensor noise and JPEG quality;
+* scene (:class:`Scene`, what makes real photos hard): the fin small and anywhere in the frame, clutter (rocks,
+  boats, birds, foam, debris and the distant fins of other animals), splash or debris in front of the fin, and
+  markings that are faint in some photos. The default params draw such photos; ``subject_min 0.55, subject_max
+  0.85, off_centre 0, clutter 0, occlusion 0, mark_contrast_min 1`` draws the old easy ones, byte for byte.
 
 Image counts per individual follow a Zipf law (``tail_exponent`` 2 gives ~61% seen once, as the real data's 59%),
 and ``new_share`` of the test images show individuals that are absent from train.
@@ -18,7 +22,9 @@ Output (``write_dataset``)::
     test_images/*.jpg
     sample_submission.csv  image,predictions  (one constant line for every test image, as Kaggle ships it)
     solution.csv           image,individual_id  (new_individual for unseen animals; the answer key)
-    boxes.csv              image,x1,y1,x2,y2  (the fin's true bounding box, for crop experiments)
+    boxes.csv              image,x1,y1,x2,y2  (the fin's true bounding box of every train photo; of the test photos
+                           too with ``test_boxes``)
+    solution_boxes.csv     the test photos' true boxes otherwise (an answer key that scores the box detector)
 
 Everything is a pure function of the config: same params give byte-identical files, whatever ``n_jobs``.
 """
@@ -35,7 +41,7 @@ import numpy as np
 import pandas as pd
 
 from whaleid.config import SampleConfig
-from whaleid.data import NEW_INDIVIDUAL
+from whaleid.data import NEW_INDIVIDUAL, SOLUTION_BOXES
 from whaleid.io import atomic_dir
 from whaleid.parallel import map_chunks
 
@@ -188,16 +194,106 @@ def _background(rng: np.random.Generator, size: int) -> np.ndarray:
     return img.astype(np.float32)
 
 
+@dataclass(frozen=True)
+class Scene:
+    """How hard a photo is beyond the animal itself (``sample.*``; the defaults draw the old, easy photos)."""
+
+    subject_min: float = 0.55  # fin base width, share of the photo width
+    subject_max: float = 0.85
+    off_centre: float = 0.0  # 0: fin near the centre | 1: anywhere, partly cut off at the edges now and then
+    clutter: int = 0  # at most this many distractors: rocks, boats, birds, foam, distant fins of other animals
+    occlusion: float = 0.0  # chance that splash or debris in front hides part of the fin
+    mark_contrast_min: float = 1.0  # markings blend in at a per-photo contrast between this and 1 (faint, worn)
+
+    @classmethod
+    def of(cls, cfg: SampleConfig) -> Scene:
+        return cls(cfg.subject_min, cfg.subject_max, cfg.off_centre, cfg.clutter, cfg.occlusion, cfg.mark_contrast_min)
+
+
+def _blob(rng: np.random.Generator, centre: np.ndarray, radius: float, points: int = 9) -> np.ndarray:
+    """An irregular closed polygon around ``centre`` (rocks, debris, foam)."""
+    theta = np.sort(rng.uniform(0, 2 * math.pi, points))
+    r = radius * rng.uniform(0.6, 1.0, points)
+    return centre + np.stack([np.cos(theta) * r, np.sin(theta) * r * rng.uniform(0.4, 0.8)], axis=1)
+
+
+def _fill(img: np.ndarray, pts: np.ndarray, colour: np.ndarray, alpha: float = 1.0) -> None:
+    """Paint polygon ``pts`` (pixels, float) onto ``img`` (float RGB) with anti-aliased edges."""
+    mask = np.zeros(img.shape[:2], np.float32)
+    cv2.fillPoly(mask, [np.round(pts * 16).astype(np.int32)], 1.0, lineType=cv2.LINE_AA, shift=4)
+    mask = mask[:, :, None] * alpha
+    img *= 1 - mask
+    img += mask * colour[None, None, :]
+
+
+def _clutter(img: np.ndarray, rng: np.random.Generator, scene: Scene, base_width: float, horizon: float) -> None:
+    """Distractors behind the animal: rocks and boats on the horizon, birds in the sky, floating debris and foam,
+    and the small distant fins of other animals -- dark shapes of the animal's own tones that a detector must tell
+    from the subject by size and context."""
+    size = img.shape[0]
+    for _ in range(int(rng.integers(0, scene.clutter + 1))):
+        kind = rng.choice(["rock", "boat", "bird", "debris", "foam", "fin"], p=[0.2, 0.1, 0.15, 0.2, 0.2, 0.15])
+        x = rng.uniform(0, size)
+        grey = rng.uniform(25, 140)
+        dark = np.clip(grey + rng.uniform(-15, 15, 3), 0, 255)
+        if kind == "rock":
+            r = rng.uniform(0.05, 0.2) * size
+            _fill(img, _blob(rng, np.array([x, horizon + r * 0.3]), r), dark)
+        elif kind == "boat":
+            w, h = rng.uniform(0.1, 0.3) * size, rng.uniform(0.02, 0.06) * size
+            y = horizon + rng.uniform(0, 0.1) * size
+            hull = np.array([[x - w / 2, y - h], [x + w / 2, y - h], [x + w * 0.4, y], [x - w * 0.4, y]])
+            _fill(img, hull, np.clip(rng.uniform(80, 255, 3), 0, 255))
+            mast = np.array([[x, y - h], [x + w * 0.3, y - h], [x, y - h - w * 0.6]])
+            _fill(img, mast, np.full(3, rng.uniform(200, 250)))
+        elif kind == "bird":
+            y, s = rng.uniform(0, max(horizon, 0.2 * size)), rng.uniform(0.015, 0.04) * size
+            wing = np.array([[x - 2 * s, y - s], [x, y], [x + 2 * s, y - s], [x, y + 0.4 * s]])
+            _fill(img, wing, dark * 0.5)
+        elif kind == "debris":
+            y = rng.uniform(max(horizon, 0), size)
+            _fill(img, _blob(rng, np.array([x, y]), rng.uniform(0.02, 0.08) * size), dark, rng.uniform(0.6, 1.0))
+        elif kind == "foam":
+            y = rng.uniform(max(horizon, 0), size)
+            r = rng.uniform(0.03, 0.12) * size
+            _fill(img, _blob(rng, np.array([x, y]), r, 12), np.full(3, rng.uniform(190, 250)), rng.uniform(0.4, 0.9))
+        else:  # another animal far off: a small plain fin on the water
+            w = base_width * rng.uniform(0.2, 0.45)
+            y = max(horizon, 0) + rng.uniform(0.02, 0.3) * size
+            tip = np.array([x + w * rng.uniform(0.1, 0.6), y - w * rng.uniform(0.5, 1.1)])
+            _fill(img, np.array([[x - w / 2, y], tip, [x + w / 2, y]]), dark)
+
+
+def _occlude(img: np.ndarray, rng: np.random.Generator, fin_px: np.ndarray, base_width: float) -> None:
+    """Splash or floating debris in front of the fin, over a random point of it."""
+    centre = fin_px[int(rng.integers(len(fin_px)))] * 0.5 + fin_px.mean(axis=0) * 0.5
+    r = rng.uniform(0.15, 0.35) * base_width
+    colour = np.full(3, rng.uniform(200, 250)) if rng.random() < 0.6 else rng.uniform(20, 90, 3)
+    _fill(img, _blob(rng, centre, r, 12), colour, rng.uniform(0.7, 1.0))
+
+
 def render_photo(
-    ind: Individual, size: int, rng: np.random.Generator, mirror_prob: float
+    ind: Individual,
+    size: int,
+    rng: np.random.Generator,
+    mirror_prob: float,
+    scene: Scene = Scene(),
+    extra: np.random.Generator | None = None,
 ) -> tuple[np.ndarray, tuple[int, int, int, int]]:
-    """Render one photo of ``ind`` (RGB uint8, ``size`` x ``size``) and the fin's bounding box."""
+    """Render one photo of ``ind`` (RGB uint8, ``size`` x ``size``) and the fin's bounding box.
+
+    ``scene`` adds what makes real photos hard; its draws come from ``extra`` (its own stream), so that the default
+    scene draws exactly the photos it always did."""
+    extra = extra if extra is not None else np.random.default_rng(0)
     img = _background(rng, size)
     poly = fin_outline(ind)
     mirror = rng.random() < mirror_prob
-    base_width = rng.uniform(0.55, 0.85) * size
+    base_width = rng.uniform(scene.subject_min, scene.subject_max) * size
     angle = math.radians(rng.uniform(-12, 12))
-    centre = np.array([rng.uniform(0.3, 0.7) * size, rng.uniform(0.55, 0.85) * size])
+    spread_x, low_y = 0.2 + 0.25 * scene.off_centre, 0.55 - 0.2 * scene.off_centre
+    centre = np.array([rng.uniform(0.5 - spread_x, 0.5 + spread_x) * size, rng.uniform(low_y, 0.85) * size])
+    if scene.clutter:
+        _clutter(img, extra, scene, base_width, horizon=centre[1] - extra.uniform(0.1, 0.4) * size)
 
     def to_image(points: np.ndarray) -> np.ndarray:
         p = np.asarray(points, dtype=np.float64).reshape(-1, 2).copy()
@@ -240,6 +336,8 @@ def render_photo(
         for target, value in ((marks, 1.0), (mark_tone, 1.2)):
             cv2.line(target, p1, p2, value, thickness, cv2.LINE_AA, 4)
     marks = np.clip(marks, 0, 1) * fin_mask
+    if scene.mark_contrast_min < 1.0:
+        marks = marks * extra.uniform(scene.mark_contrast_min, 1.0)
     mark_colour = np.asarray(ind.mark_tone)[None, None, :] * np.clip(mark_tone, 0.5, 1.3)[:, :, None]
 
     # Light falls off towards the base of the fin.
@@ -249,14 +347,19 @@ def render_photo(
     skin = skin * (1 - marks[:, :, None]) + mark_colour * marks[:, :, None]
     img = img * (1 - body[:, :, None]) + skin * body[:, :, None]
 
+    def water_over(image: np.ndarray, level: float, draw: np.random.Generator) -> np.ndarray:
+        wave = level + np.sin(xx[0] / size * draw.uniform(4, 12) + draw.uniform(0, 6)) * draw.uniform(0.5, 2.0)
+        water = cv2.GaussianBlur((yy > wave[None, :]).astype(np.float32), (3, 3), 0.7)
+        return image * (1 - water[:, :, None]) + _background(draw, size) * water[:, :, None]
+
     # Water line hides the lowest part of the fin now and then.
     if rng.random() < 0.5:
-        level = centre[1] - rng.uniform(0.0, 0.15) * base_width * ind.height
-        wave = level + np.sin(xx[0] / size * rng.uniform(4, 12) + rng.uniform(0, 6)) * rng.uniform(0.5, 2.0)
-        water = (yy > wave[None, :]).astype(np.float32)
-        water = cv2.GaussianBlur(water, (3, 3), 0.7)
-        sea = _background(rng, size)
-        img = img * (1 - water[:, :, None]) + sea * water[:, :, None]
+        img = water_over(img, centre[1] - rng.uniform(0.0, 0.15) * base_width * ind.height, rng)
+    elif scene.off_centre:  # a fin high in the frame: the back sinks into the water not far below it
+        img = water_over(img, centre[1] + extra.uniform(0.05, 0.25) * base_width, extra)
+    if scene.occlusion and extra.random() < scene.occlusion:
+        img = np.ascontiguousarray(img, dtype=np.float32)
+        _occlude(img, extra, to_image(poly), base_width)
 
     # Lighting: gain, gamma, colour cast and a linear gradient.
     gain = rng.uniform(0.7, 1.3)
@@ -283,7 +386,8 @@ def _render_chunk(jobs: list[tuple[str, Individual, int]], out_dir: str, cfg: Sa
     boxes = []
     for rel, ind, photo_seed in jobs:
         rng = np.random.default_rng([cfg.seed, 7, photo_seed])
-        img, box = render_photo(ind, cfg.img_size, rng, cfg.mirror_prob)
+        extra = np.random.default_rng([cfg.seed, 8, photo_seed])
+        img, box = render_photo(ind, cfg.img_size, rng, cfg.mirror_prob, Scene.of(cfg), extra)
         quality = int(rng.integers(cfg.jpeg_quality_min, cfg.jpeg_quality_max + 1))
         ok, buf = cv2.imencode(".jpg", cv2.cvtColor(img, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, quality])
         if not ok:  # pragma: no cover - cv2 failure
@@ -417,5 +521,10 @@ def write_dataset(cfg: SampleConfig, out_dir: str | Path, n_jobs: int = -1, prog
         all_images = list(plan.train["image"]) + list(plan.test["image"])
         box_frame = pd.DataFrame(boxes, columns=["x1", "y1", "x2", "y2"])
         box_frame.insert(0, "image", all_images)
-        box_frame.to_csv(tmp / "boxes.csv", index=False, lineterminator="\n")
+        if cfg.test_boxes:
+            box_frame.to_csv(tmp / "boxes.csv", index=False, lineterminator="\n")
+        else:  # as with real data: boxes drawn for train; the test photos' boxes only score a detector
+            box_frame.iloc[: len(plan.train)].to_csv(tmp / "boxes.csv", index=False, lineterminator="\n")
+            test_boxes = box_frame.iloc[len(plan.train) :].sort_values("image")
+            test_boxes.to_csv(tmp / SOLUTION_BOXES, index=False, lineterminator="\n")
     return plan

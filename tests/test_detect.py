@@ -1,0 +1,187 @@
+"""The box detector (whaleid.detect, stage `detect`) against references: IoU by counting pixels, boxes that must
+follow their photo through augmentation, a detector that must beat the mean box on photos it never saw, and the
+stage's choice between the CSV's boxes, a detector and whole photos."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+import yaml
+
+from whaleid.config import DetectConfig
+from whaleid.detect import (
+    _augment,
+    box_iou,
+    decide,
+    holdout_split,
+    iou_summary,
+    load_detector,
+    normalise,
+    predict,
+    save_detector,
+    to_pixels,
+    train_detector,
+)
+from whaleid.errors import ConfigError
+from whaleid.prepare import read_boxes
+
+
+def _pixel_iou(a: tuple[int, ...], b: tuple[int, ...]) -> float:
+    """IoU by painting both boxes on a grid and counting cells (integer boxes, x2/y2 exclusive)."""
+    grid_a, grid_b = np.zeros((40, 40), bool), np.zeros((40, 40), bool)
+    grid_a[a[1] : a[3], a[0] : a[2]] = True
+    grid_b[b[1] : b[3], b[0] : b[2]] = True
+    union = (grid_a | grid_b).sum()
+    return float((grid_a & grid_b).sum() / union) if union else 0.0
+
+
+def test_box_iou_matches_pixel_counting() -> None:
+    assert box_iou([[0, 0, 2, 2]], [[1, 0, 3, 2]])[0] == pytest.approx(1 / 3)  # by hand: 2 / (4 + 4 - 2)
+    assert box_iou([[0, 0, 2, 2]], [[5, 5, 6, 6]])[0] == 0.0
+    rng = np.random.default_rng(0)
+    for _ in range(200):
+        a = np.sort(rng.integers(0, 40, (2, 2)), axis=0).T.ravel()[[0, 2, 1, 3]]
+        b = np.sort(rng.integers(0, 40, (2, 2)), axis=0).T.ravel()[[0, 2, 1, 3]]
+        assert box_iou([a], [b])[0] == pytest.approx(_pixel_iou(tuple(a), tuple(b)))
+    summary = iou_summary(np.array([[0, 0, 2, 2], [0, 0, 2, 2]]), np.array([[0, 0, 2, 2], [1, 0, 3, 2]]))
+    assert summary == {"iou": pytest.approx((1 + 1 / 3) / 2, abs=1e-4), "iou50": 0.5, "iou75": 0.5}
+
+
+def test_normalise_and_back() -> None:
+    sizes = np.array([[200, 100], [50, 80]])
+    boxes = [(20.0, 10.0, 120.0, 90.0), (0.0, 8.0, 25.0, 80.0)]
+    norm = normalise(boxes, sizes)
+    assert norm[0].tolist() == pytest.approx([0.1, 0.1, 0.6, 0.9])
+    assert to_pixels(norm, sizes) == pytest.approx(np.array(boxes))
+
+
+def _squares(n: int, size: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Noisy photos, each with one bright rectangle of random place and shape; its normalised box."""
+    rng = np.random.default_rng(seed)
+    images = rng.integers(0, 60, (n, size, size, 3)).astype(np.uint8)
+    boxes = []
+    for img in images:
+        w, h = rng.integers(size // 6, size // 2, 2)
+        x, y = rng.integers(0, size - w), rng.integers(0, size - h)
+        img[y : y + h, x : x + w] = rng.integers(180, 255, 3)
+        boxes.append((x / size, y / size, (x + w) / size, (y + h) / size))
+    return images, np.array(boxes)
+
+
+def test_augmentation_moves_the_box_with_the_photo() -> None:
+    images, boxes = _squares(32, 64, seed=1)
+    images[:] = np.where(images > 100, 255, 0).astype(np.uint8)  # a white rectangle on black
+    x = torch.from_numpy(images).permute(0, 3, 1, 2).float()
+    out, moved = _augment(x, torch.from_numpy(boxes).float(), torch.Generator().manual_seed(3))
+    ious = []
+    for img, box in zip(out.numpy(), moved.numpy(), strict=True):
+        mask = img.mean(0) > img.mean() + 0.5 * img.std()  # the rectangle, whatever brightness and contrast
+        ys, xs = np.nonzero(mask)
+        seen = np.array([xs.min(), ys.min(), xs.max() + 1, ys.max() + 1]) / 64
+        ious.append(box_iou([seen], [box])[0])
+    assert np.median(ious) > 0.85 and min(ious) > 0.6
+
+
+def test_holdout_split_is_a_seeded_partition() -> None:
+    fit, held = holdout_split(100, 0.1, seed=5)
+    assert len(held) == 10 and len(fit) == 90 and not set(fit) & set(held)
+    assert sorted([*fit, *held]) == list(range(100))
+    again = holdout_split(100, 0.1, seed=5)
+    assert (again[1] == held).all() and (holdout_split(100, 0.1, seed=6)[1] != held).any()
+    assert len(holdout_split(12, 0.01, 0)[1]) == 1 and len(holdout_split(5, 0.1, 0)[1]) == 0
+    assert len(holdout_split(50, 0.0, 0)[1]) == 0
+
+
+def test_decide() -> None:
+    train, test = [f"t{i}" for i in range(30)], ["q1", "q2"]
+    train_only = {n: (0, 0, 1, 1) for n in train}
+    everything = {**train_only, "q1": (0, 0, 1, 1), "q2": (0, 0, 1, 1)}
+    assert decide("auto", train_only, train, test)[0] is True
+    assert decide("auto", everything, train, test) == (False, "the boxes cover every test photo: used as they are")
+    assert decide("auto", None, train, test)[0] is False
+    assert decide("auto", dict(list(train_only.items())[:5]), train, test)[0] is False  # too few to learn from
+    assert decide("always", everything, train, test)[0] is True
+    assert decide("never", train_only, train, test)[0] is False
+    with pytest.raises(ConfigError, match="detect.use is always, but the boxes"):
+        decide("always", None, train, test)
+
+
+def test_detector_beats_the_mean_box_on_unseen_photos(tmp_path: Path) -> None:
+    images, boxes = _squares(400, 64, seed=2)
+    cfg = DetectConfig(img_size=64, epochs=6, batch_size=32, lr=0.003)
+    model, losses = train_detector(images[:320], boxes[:320], cfg, torch.device("cpu"), progress=False)
+    assert losses[-1] < losses[0]
+    got = box_iou(predict(model, images[320:], torch.device("cpu")), boxes[320:]).mean()
+    mean_box = box_iou(np.tile(boxes[:320].mean(0), (80, 1)), boxes[320:]).mean()
+    assert got > mean_box + 0.25, (got, mean_box)
+    save_detector(tmp_path / "d.pt", model, cfg)  # and it loads back safely (weights_only), predicting the same
+    again, size = load_detector(tmp_path / "d.pt", torch.device("cpu"))
+    assert size == 64
+    assert predict(again, images[320:], torch.device("cpu")) == pytest.approx(predict(model, images[320:], "cpu"))
+
+
+STAGE_PARAMS = {
+    "data": {"dir": "data/in"},
+    "detect": {"img_size": 32, "epochs": 1, "holdout": 0.2},
+    "runtime": {"num_workers": 0, "n_jobs": 1},
+}
+
+
+@pytest.fixture()
+def stage_dir(tiny_dataset: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    shutil.copytree(tiny_dataset, tmp_path / "data/in")
+    monkeypatch.chdir(tmp_path)
+    return tmp_path
+
+
+def _run(stage_dir: Path, params: dict) -> dict:
+    from stages.detect import main
+    from whaleid.config import params_from_dict
+    from whaleid.io import read_json
+
+    (stage_dir / "params.yaml").write_text(yaml.safe_dump(params))
+    main(params_from_dict(params))
+    return read_json(stage_dir / "metrics/detect.json")
+
+
+def test_stage_trains_on_train_boxes_and_boxes_every_photo(stage_dir: Path) -> None:
+    metrics = _run(stage_dir, STAGE_PARAMS)
+    truth = read_boxes(stage_dir / "data/in/boxes.csv")
+    out = read_boxes(stage_dir / "data/detect/boxes.csv")
+    train = pd.read_csv(stage_dir / "data/in/train.csv")["image"]
+    test = sorted(p.name for p in (stage_dir / "data/in/test_images").iterdir())
+    assert set(out) == {*train, *test}
+    assert all(out[n] == truth[n] for n in train)  # train_crops: truth
+    assert metrics["detector"] and metrics["holdout"]["photos"] == 32 and metrics["test"]["photos"] == len(test)
+    answers = read_boxes(stage_dir / "data/in/solution_boxes.csv")  # the reported test IoU is the real one
+    sizes = np.array([cv2.imread(str(stage_dir / "data/in/test_images" / n)).shape[1::-1] for n in test])
+    want = box_iou(normalise([out[n] for n in test], sizes), normalise([answers[n] for n in test], sizes)).mean()
+    assert metrics["test"]["iou"] == pytest.approx(want, abs=2e-3)
+    assert (stage_dir / "data/detect/model.pt").is_file()
+
+    predicted = _run(stage_dir, {**STAGE_PARAMS, "detect": {**STAGE_PARAMS["detect"], "train_crops": "predicted"}})
+    out = read_boxes(stage_dir / "data/detect/boxes.csv")
+    assert predicted["holdout"] == metrics["holdout"]  # the same detector (seeded) ...
+    assert sum(out[n] != truth[n] for n in train) > 0.9 * len(train)  # ... now boxing the train photos too
+
+
+def test_stage_passes_complete_boxes_on_and_none_means_whole_photos(stage_dir: Path) -> None:
+    both = pd.concat(
+        [pd.read_csv(stage_dir / "data/in/boxes.csv"), pd.read_csv(stage_dir / "data/in/solution_boxes.csv")]
+    )
+    both.to_csv(stage_dir / "all.csv", index=False)
+    metrics = _run(stage_dir, {**STAGE_PARAMS, "crop": {"boxes": "all.csv"}})
+    assert metrics == {"detector": False}
+    assert read_boxes(stage_dir / "data/detect/boxes.csv") == read_boxes(stage_dir / "all.csv")
+    assert not (stage_dir / "data/detect/model.pt").exists()
+    assert _run(stage_dir, {**STAGE_PARAMS, "crop": {"boxes": None}}) == {"detector": False}
+    assert not (stage_dir / "data/detect/boxes.csv").exists()
+    (stage_dir / "data/in/boxes.csv").unlink()  # crop.boxes auto, and the dataset has none
+    assert _run(stage_dir, STAGE_PARAMS) == {"detector": False}
+    assert not (stage_dir / "data/detect/boxes.csv").exists()
