@@ -2,7 +2,7 @@
 64 px) it runs the real stages `embed -> ensemble -> knn -> threshold -> submit` (as `python -m stages.X`, like `dvc repro`)
 with a tiny timm model (randomly initialised: no training) and reports wall time and peak memory (the stage
 process and its DataLoader workers together, sampled every 0.1 s). Targets: under 10 minutes, under 8 GiB.
-The prerequisite stages (generation, encode, split, resize) are timed and reported separately.
+The prerequisite stages (generation, encode, split, detect, resize) are timed and reported separately.
 
 Usage: python -m bench.dry_run [--data DIR]   (default: generated once into .whaleid_cache/bench/competition)
 """
@@ -66,8 +66,9 @@ def main() -> None:
     params = yaml.safe_load((ROOT / "params.yaml").read_text())
     params["data"]["dir"] = str(data)
     params["crop"]["boxes"] = str(data / "boxes.csv")
+    params["detect"]["use"] = "never"  # the train photos' boxes as they are; no detector training in a dry run
     (work / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    prep = {s: run_stage(s, work) for s in ("encode", "split", "resize")}
+    prep = {s: run_stage(s, work) for s in ("encode", "split", "detect", "resize")}
     note("prerequisites: " + ", ".join(f"{s} {t:.0f} s / {m:.2f} GiB" for s, (t, m) in prep.items()))
 
     n_classes = len(json.loads((work / "data/prepared/labels.json").read_text())["individual_id"])

@@ -143,8 +143,9 @@ def test_new_individual_is_found_and_a_changed_model_is_refused(repo: tuple[Path
     proc = whaleid(["identify", str(newbies / names[0]), "--gallery", "mine", "--format", "csv", "--boxes",
                     "data/sample/boxes.csv"], root, env)  # fmt: skip
     assert proc.returncode == 0, proc.stderr
-    top = pd.read_csv(__import__("io").StringIO(proc.stdout), dtype=str)["candidates"].iloc[0].split()[0]
-    assert top.split(":")[0] == "newbie_1" and float(top.split(":")[1]) > 0.5  # its own photo is in the gallery
+    ranked = pd.read_csv(__import__("io").StringIO(proc.stdout), dtype=str)["candidates"].iloc[0].split()
+    (top, top_score), (_, second_score) = (c.split(":") for c in ranked[:2])
+    assert top == "newbie_1" and float(top_score) > float(second_score)  # its own photo is in the gallery
 
     model = root / "models/fold0/model.pt"
     saved = model.read_bytes()

@@ -160,3 +160,17 @@ def test_scene_knobs_change_only_their_own_draws() -> None:
         assert a[1] == b[1]
         changed += int(np.abs(a[0].astype(int) - b[0].astype(int)).mean() > 1)
     assert changed >= 18
+
+
+def test_easy_scene_draws_the_old_default_byte_for_byte(tmp_path: Path) -> None:
+    """The scene params set to the old easy values give the dataset the generator drew before it had them. The
+    digest was computed by the previous whaleid/sample.py (commit a0c0137) on this config."""
+    cfg = SampleConfig(n_train=40, n_test=12, n_species=3, img_size=32, seed=7, subject_min=0.55, subject_max=0.85,
+                       off_centre=0.0, clutter=0, occlusion=0.0, mark_contrast_min=1.0, test_boxes=True)  # fmt: skip
+    write_dataset(cfg, tmp_path / "easy", n_jobs=1, progress=False)
+    h = hashlib.sha256()
+    for p in sorted((tmp_path / "easy").rglob("*")):
+        if p.is_file():
+            h.update(p.name.encode())
+            h.update(p.read_bytes())
+    assert h.hexdigest() == "3235601182407ba332156ba36662a33e7793e84b75c87cf91688d74081e44a74"
