@@ -185,3 +185,10 @@ def test_stage_passes_complete_boxes_on_and_none_means_whole_photos(stage_dir: P
     (stage_dir / "data/in/boxes.csv").unlink()  # crop.boxes auto, and the dataset has none
     assert _run(stage_dir, STAGE_PARAMS) == {"detector": False}
     assert not (stage_dir / "data/detect/boxes.csv").exists()
+
+
+def test_unknown_backbone_stops_the_stage_before_any_photo_is_decoded(stage_dir: Path) -> None:
+    bad = {**STAGE_PARAMS, "detect": {**STAGE_PARAMS["detect"], "backbone": "test_resnt"}}
+    with pytest.raises(ConfigError, match="detect.backbone: unknown timm model 'test_resnt'. Close names: test_resnet"):
+        _run(stage_dir, bad)
+    assert not (stage_dir / ".whaleid_cache/detect").exists() and not (stage_dir / "data/detect").exists()

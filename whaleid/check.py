@@ -64,6 +64,13 @@ def run_checks(data_dir: str | None, params_path: str = "params.yaml", decode: b
                     make_folds(ds.train, params.cv.n_folds, params.cv.seed)
                 except DataError as exc:
                     problems.append(str(exc))
+                try:  # what stage detect will do with the boxes (a detector trained or not, and why)
+                    from whaleid.detect import decide
+
+                    use, why = decide(params.detect.use, boxes, list(ds.train["image"]), list(ds.test_images))
+                    log.info("boxes: %s", f"a detector will be trained ({why})" if use else why)
+                except ConfigError as exc:
+                    problems.append(str(exc))
             if decode:
                 errors, digests = check_images(ds.train_paths() + ds.test_paths(), max_megapixels=max_mp)
                 problems += errors

@@ -286,7 +286,7 @@ class TrainConfig(Block):
     warmup_epochs: float = Field(1.0, ge=0)
     min_lr_ratio: float = span(0.01, 0.0, 1.0)
     grad_clip: float = Field(5.0, ge=0, description="0 disables it")
-    eval_every: int = Field(1, ge=0, description="0 disables it")  # epochs between validations
+    eval_every: int = Field(5, ge=0, description="0 disables it")  # epochs between validations (and the last)
     eval_images: int = Field(0, ge=0, description="0: all")  # per-epoch validation on a seeded subset this large
     sync_bn: bool = False  # under torchrun: BatchNorm statistics over the global batch, not each process's share
     seed: int = 42

@@ -30,7 +30,6 @@ from pathlib import Path
 
 import cv2
 import numpy as np
-import timm
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -42,6 +41,7 @@ from whaleid.data import read_image
 from whaleid.errors import ConfigError
 from whaleid.io import load_npz, save_npz
 from whaleid.log import bar_options
+from whaleid.model import create_backbone
 from whaleid.parallel import map_chunks
 from whaleid.prepare import Box
 
@@ -151,10 +151,8 @@ class BoxNet(nn.Module):
 
     def __init__(self, backbone: str, pretrained: bool = False) -> None:
         super().__init__()
-        try:
-            self.backbone = timm.create_model(backbone, pretrained=pretrained, num_classes=0, global_pool="")
-        except RuntimeError as exc:
-            raise ConfigError(f"detect.backbone {backbone!r}: {exc}") from None
+        # Unknown names get close suggestions; pretrained weights missing offline get the hub hint.
+        self.backbone = create_backbone(backbone, pretrained, key="detect.backbone")
         channels = self.backbone.num_features
         self.head = nn.Conv2d(channels, 5, 1)
         nn.init.zeros_(self.head.weight)
@@ -203,12 +201,17 @@ def _batches(images: np.ndarray, order: np.ndarray, batch: int) -> list[tuple[np
             for i in range(0, len(order), batch)]  # fmt: skip
 
 
-def train_detector(images: np.ndarray, boxes: np.ndarray, cfg: DetectConfig, device: torch.device,
-                   progress: bool = True) -> tuple[BoxNet, list[float]]:  # fmt: skip
-    """Train a :class:`BoxNet` on ``images`` (N, s, s, 3 uint8) and their normalised ``boxes``; return it (in eval
-    mode) and the mean loss of each epoch."""
+def new_detector(cfg: DetectConfig) -> BoxNet:
+    """A seeded, untrained :class:`BoxNet` (unknown backbone names stop here, before any photo is decoded)."""
     torch.manual_seed(cfg.seed)
-    model = BoxNet(cfg.backbone, cfg.pretrained).to(device)
+    return BoxNet(cfg.backbone, cfg.pretrained)
+
+
+def train_detector(images: np.ndarray, boxes: np.ndarray, cfg: DetectConfig, device: torch.device,
+                   progress: bool = True, model: BoxNet | None = None) -> tuple[BoxNet, list[float]]:  # fmt: skip
+    """Train ``model`` (default :func:`new_detector`) on ``images`` (N, s, s, 3 uint8) and their normalised
+    ``boxes``; return it (in eval mode) and the mean loss of each epoch."""
+    model = (model or new_detector(cfg)).to(device)
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=1e-4)
     steps = cfg.epochs * math.ceil(len(images) / cfg.batch_size)
     warmup = max(1, steps // 20)
@@ -330,6 +333,7 @@ def run_detector(train_paths: Sequence[Path], test_paths: Sequence[Path], boxes:
     from whaleid.prepare import check_box
 
     started = time.perf_counter()
+    model = new_detector(cfg)
     paths = [*train_paths, *test_paths]
     photos = load_photos(paths, cfg.img_size, max_megapixels, n_jobs, progress, cache)
     names = [Path(p).name for p in paths]
@@ -340,7 +344,7 @@ def run_detector(train_paths: Sequence[Path], test_paths: Sequence[Path], boxes:
     fit, held = holdout_split(len(boxed), cfg.holdout, cfg.seed)
     log.info("detector: training %s at %d px on %d boxed train photos (%d held back)", cfg.backbone, cfg.img_size,
              len(fit), len(held))  # fmt: skip
-    model, losses = train_detector(photos.images[[boxed[i] for i in fit]], truth[fit], cfg, device, progress)
+    model, losses = train_detector(photos.images[[boxed[i] for i in fit]], truth[fit], cfg, device, progress, model)
     # Train and test photos in batches of their own, as `whaleid identify` on the test folder batches them: the
     # same boxes to the last digit.
     started_predict = time.perf_counter()

@@ -40,7 +40,11 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     ident = sub.add_parser("identify", help="the known individuals most like each photo, by the gallery's rule")
     ident.add_argument("photos", nargs="+", help="photo files or folders of photos")
     ident.add_argument("--gallery", default=str(GALLERY_DIR), help="gallery folder (default: gallery/, stage gallery)")
-    ident.add_argument("--boxes", help="CSV image,x1,y1,x2,y2 to crop the photos to (pixels of the photo)")
+    ident.add_argument(
+        "--boxes",
+        help="CSV image,x1,y1,x2,y2 to crop the photos to (pixels of the photo); photos "
+        "it leaves out are boxed by the gallery's detector when stage detect trained one",
+    )
     ident.add_argument("--top-k", type=int, default=5, help="known individuals listed per photo (default 5)")
     ident.add_argument("--format", choices=["table", "csv", "json"], default="table", help="output format")
     ident.add_argument("--out", help="write the result to this file instead of printing it")
@@ -61,7 +65,9 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     add.add_argument("--species", default="", help="species of a new individual (for per-species thresholds)")
     add.add_argument("--csv", help="CSV image,individual_id[,species]; images are looked up in --images")
     add.add_argument("--images", help="folder of the --csv photos")
-    add.add_argument("--boxes", help="CSV image,x1,y1,x2,y2 to crop the photos to")
+    add.add_argument(
+        "--boxes", help="CSV image,x1,y1,x2,y2 to crop the photos to (else the gallery's detector, if any)"
+    )
     add.add_argument("--device", default="auto", help="auto, cpu or cuda")
     rm = gsub.add_parser("remove", help="remove photos (--image) or every photo of individuals (--id)")
     rm.add_argument("--image", action="append", default=[], help="photo file name (repeatable)")

@@ -36,14 +36,14 @@ class GeM(nn.Module):
         return pooled.pow(1.0 / p).to(x.dtype)
 
 
-def create_backbone(name: str, pretrained: bool = False) -> nn.Module:
+def create_backbone(name: str, pretrained: bool = False, key: str = "model.backbone") -> nn.Module:
     """A timm model by name (or ``hf-hub:<repo>``), without classifier and pooling; unknown names get close
     suggestions. ``pretrained`` loads timm's pretrained weights through the Hugging Face hub cache; weights that are
     neither cached nor downloadable give one line saying how to pre-fetch them."""
     if not name.startswith(HUB_PREFIX) and not timm.is_model(name):
         close = difflib.get_close_matches(name, timm.list_models(), n=5, cutoff=0.6)
         hint = f" Close names: {', '.join(close)}." if close else " See timm.list_models() for names."
-        raise ConfigError(f"model.backbone: unknown timm model {name!r}.{hint}")
+        raise ConfigError(f"{key}: unknown timm model {name!r}.{hint}")
     if pretrained:
         hub_repo(name)  # a model without hub weights: say so before timm tries other sources
     try:
