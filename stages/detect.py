@@ -8,13 +8,14 @@ photos too are passed on as they are; without boxes the photos are used whole (n
 """
 
 import logging
+import shutil
 from pathlib import Path
 
 import pandas as pd
 
 from whaleid.config import Params, to_dict
 from whaleid.data import SOLUTION_BOXES, load_dataset
-from whaleid.detect import decide, run_detector, save_detector
+from whaleid.detect import DETECT_CACHE, decide, run_detector, save_detector
 from whaleid.device import select_device
 from whaleid.io import atomic_dir, write_csv, write_json
 from whaleid.paths import DETECT_DIR, DETECT_METRICS
@@ -49,6 +50,7 @@ def main(params: Params) -> None:
         write_json(tmp / "info.json", {"source": str(path) if path else None, "why": why, "detector": use,
                                        "detect": to_dict(params.detect), "metrics": metrics})  # fmt: skip
     write_json(DETECT_METRICS, metrics)
+    shutil.rmtree(DETECT_CACHE, ignore_errors=True)  # decoded photos, kept only to resume an interrupted run
 
 
 if __name__ == "__main__":

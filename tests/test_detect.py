@@ -164,6 +164,7 @@ def test_stage_trains_on_train_boxes_and_boxes_every_photo(stage_dir: Path) -> N
     want = box_iou(normalise([out[n] for n in test], sizes), normalise([answers[n] for n in test], sizes)).mean()
     assert metrics["test"]["iou"] == pytest.approx(want, abs=2e-3)
     assert (stage_dir / "data/detect/model.pt").is_file()
+    assert not (stage_dir / ".whaleid_cache/detect").exists()  # the resume cache is gone once the stage succeeds
 
     predicted = _run(stage_dir, {**STAGE_PARAMS, "detect": {**STAGE_PARAMS["detect"], "train_crops": "predicted"}})
     out = read_boxes(stage_dir / "data/detect/boxes.csv")
@@ -192,3 +193,21 @@ def test_unknown_backbone_stops_the_stage_before_any_photo_is_decoded(stage_dir:
     with pytest.raises(ConfigError, match="detect.backbone: unknown timm model 'test_resnt'. Close names: test_resnet"):
         _run(stage_dir, bad)
     assert not (stage_dir / ".whaleid_cache/detect").exists() and not (stage_dir / "data/detect").exists()
+
+
+def test_decoded_photos_are_cached_so_a_rerun_does_not_decode_again(tiny_dataset: Path, tmp_path: Path) -> None:
+    import os
+
+    from whaleid.detect import load_photos
+
+    photos = tmp_path / "photos"
+    shutil.copytree(tiny_dataset / "train_images", photos)
+    paths = sorted(photos.iterdir())[:70]  # two chunks
+    first = load_photos(paths, 24, 100, n_jobs=1, progress=False, cache=tmp_path / "cache")
+    for p in paths:  # unreadable now, with the same size and mtime: only the cache can give the photos back
+        st = p.stat()
+        p.write_bytes(b"\0" * st.st_size)
+        os.utime(p, ns=(st.st_atime_ns, st.st_mtime_ns))
+    again = load_photos(paths, 24, 100, n_jobs=1, progress=False, cache=tmp_path / "cache")
+    assert (again.images == first.images).all() and (again.sizes == first.sizes).all()
+    assert first.images.shape == (70, 24, 24, 3) and (first.sizes == 32).all()
