@@ -86,8 +86,8 @@ def _load_chunk(paths: list[str], size: int, max_megapixels: float) -> list[tupl
 
 def _cached_chunk(paths: list[str], size: int, max_megapixels: float, cache: str) -> list[tuple[np.ndarray, int, int]]:
     """:func:`_load_chunk`, kept under ``cache`` by the chunk's names, sizes, mtimes and ``size``."""
-    key = hashlib.sha256(repr([(p, Path(p).stat().st_size, Path(p).stat().st_mtime_ns) for p in paths] + [size])
-                         .encode()).hexdigest()[:24]  # fmt: skip
+    stats = [(p, st.st_size, st.st_mtime_ns) for p in paths for st in [Path(p).stat()]]
+    key = hashlib.sha256(repr([*stats, size]).encode()).hexdigest()[:24]
     file = Path(cache, f"{key}.npz")
     if file.exists():
         try:
