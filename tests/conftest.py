@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from tinyrepo import DVC, make_repo, run
 
 from whaleid.config import SampleConfig, replace
 from whaleid.sample import write_dataset
@@ -17,6 +18,18 @@ def tiny_dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("tiny") / "data"
     write_dataset(TINY, out, n_jobs=1, progress=False)
     return out
+
+
+@pytest.fixture(scope="session")
+def reproduced(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
+    """The tiny project after one full `dvc repro`, committed, and what the run printed. Run once per session:
+    the end-to-end tests start from private copies of it (``tinyrepo.copy_repo``), not from a `dvc repro` each."""
+    repo = tmp_path_factory.mktemp("reproduced") / "repo"
+    env = make_repo(repo)
+    out = run([*DVC, "repro"], repo, env)
+    run(["git", "add", "-A"], repo, env)
+    run(["git", "commit", "-qm", "tiny run"], repo, env)
+    return repo, out
 
 
 @pytest.fixture()

@@ -14,17 +14,15 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from tinyrepo import DVC, make_repo, run
+from tinyrepo import copy_repo
 
 pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
-def repo(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, str]]:
+def repo(reproduced: tuple[Path, str], tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, str]]:
     repo = tmp_path_factory.mktemp("gallery") / "repo"
-    env = make_repo(repo)
-    run([*DVC, "repro", "gallery", "submit"], repo, env)
-    return repo, env
+    return repo, copy_repo(reproduced[0], repo)
 
 
 def whaleid(args: list[str], repo: Path, env: dict[str, str]) -> subprocess.CompletedProcess:

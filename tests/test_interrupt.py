@@ -18,17 +18,18 @@ from pathlib import Path
 
 import pytest
 import yaml
-from tinyrepo import DVC, checkpoint_epoch, make_repo, run, snapshot
+from tinyrepo import DVC, TINY_PARAMS, checkpoint_epoch, copy_repo, run, snapshot
 
-EPOCHS = 6
+EPOCHS = TINY_PARAMS["train"]["epochs"]  # the reference run trains this many (6)
 CHECKPOINT = Path(".whaleid_cache/checkpoints/fold0/last.pt")
 
 
 @pytest.fixture(scope="module")
-def reference(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, str], dict[str, bytes]]:
+def reference(
+    reproduced: tuple[Path, str], tmp_path_factory: pytest.TempPathFactory
+) -> tuple[Path, dict[str, str], dict[str, bytes]]:
     repo = tmp_path_factory.mktemp("interrupt") / "repo"
-    env = make_repo(repo, {"train": {"epochs": EPOCHS}})
-    run([*DVC, "repro"], repo, env)
+    env = copy_repo(reproduced[0], repo)
     assert not (repo / CHECKPOINT).exists(), "the checkpoint must go once model.pt is written"
     return repo, env, snapshot(repo)
 

@@ -9,7 +9,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from tinyrepo import DVC, make_repo, run
+import yaml
+from tinyrepo import DVC, copy_repo, run
 
 
 def metric_values(tree: object, name: str) -> list[float]:
@@ -29,19 +30,17 @@ def metric_values(tree: object, name: str) -> list[float]:
 
 
 @pytest.mark.slow
-def test_repro_then_experiment(tmp_path: Path) -> None:
+def test_repro_then_experiment(reproduced: tuple[Path, str], tmp_path: Path) -> None:
+    origin, out = reproduced  # one `dvc repro` of the tiny project, committed
     repo = tmp_path / "repo"
-    env = make_repo(repo)
+    env = copy_repo(origin, repo)
     dvc = DVC
-    out = run([*dvc, "repro"], repo, env)
     assert "Running stage 'train'" in out
     cv = json.loads((repo / "metrics/cv.json").read_text())
     lb = json.loads((repo / "metrics/lb.json").read_text())
     assert 0.0 <= cv["map5"] <= 1.0 and 0.0 <= lb["map5"] <= 1.0 and cv["fold"] == 0
     sub = pd.read_csv(repo / "submissions/submission.csv", dtype=str)
     assert len(sub) == 60 and all(len(set(p.split())) == 5 for p in sub["predictions"])
-    run(["git", "add", "-A"], repo, env)
-    run(["git", "commit", "-qm", "baseline run"], repo, env)
 
     # Nothing changed: nothing reruns but `weights`, which always hashes the weights (none here) to the same JSON.
     assert stages_run(run([*dvc, "repro"], repo, env)) == {"weights"}
@@ -116,14 +115,19 @@ def stages_run(out: str) -> set[str]:
 
 
 @pytest.mark.slow
-def test_members_train_in_their_own_stages_once(tmp_path: Path) -> None:
+def test_members_train_in_their_own_stages_once(reproduced: tuple[Path, str], tmp_path: Path) -> None:
     repo = tmp_path / "repo"
-    env = make_repo(repo, {"cv": {"n_folds": 4}, "ensemble": {"members": ["fold1", "fold3"]}})
+    env = copy_repo(reproduced[0], repo)
+    params = yaml.safe_load((repo / "params.yaml").read_text())
+    assert params["cv"]["n_folds"] == 4 and params["fold"] == 0
+    params["ensemble"]["members"] = ["fold1", "fold3"]
+    (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     dag = run([*DVC, "dag"], repo, env)
     assert "member@fold1" in dag and "member@fold3" in dag and "member_embed@fold3" in dag
+    # Members added to a finished run: they train and embed; the fold-0 model (and its embeddings) is kept.
     out = run([*DVC, "repro"], repo, env)
-    trained = {"train", "member@fold1", "member@fold3"}
-    assert trained | {"embed", "member_embed@fold1", "member_embed@fold3", "ensemble"} <= stages_run(out)
+    assert {"member@fold1", "member@fold3", "member_embed@fold1", "member_embed@fold3", "ensemble"} <= stages_run(out)
+    assert not {"train", "embed", "sample", "resize", "detect"} & stages_run(out), out
     assert all((repo / f"models/fold{f}/model.pt").is_file() for f in (0, 1, 3))
     # CV out of fold over the three fold models' validation folds, with each fold's own MAP@5.
     cv = json.loads((repo / "metrics/cv.json").read_text())

@@ -17,11 +17,22 @@ TINY_PARAMS = {
     # The easy scene (the fin large and central): at 32 px and 2 epochs the wild one leaves the model nothing to
     # learn, and these tests are about the pipeline's mechanics. Test boxes stay out of boxes.csv, so the detector
     # runs.
-    "sample": {"n_train": 240, "n_test": 60, "n_species": 3, "img_size": 32, "subject_min": 0.55, "subject_max": 0.85,
-               "off_centre": 0.0, "clutter": 0, "occlusion": 0.0, "mark_contrast_min": 1.0},
-    "cv": {"n_folds": 3},
+    "sample": {
+        "n_train": 240,
+        "n_test": 60,
+        "n_species": 3,
+        "img_size": 32,
+        "subject_min": 0.55,
+        "subject_max": 0.85,
+        "off_centre": 0.0,
+        "clutter": 0,
+        "occlusion": 0.0,
+        "mark_contrast_min": 1.0,
+    },
+    "cv": {"n_folds": 4},
     "model": {"img_size": 32, "embedding_dim": 32},
-    "train": {"epochs": 2, "batch_size": 32, "eval_every": 1},
+    # 6 epochs (a second or two): long enough for tests/test_interrupt.py to stop training between checkpoints.
+    "train": {"epochs": 6, "batch_size": 32, "eval_every": 1},
     "detect": {"img_size": 32, "epochs": 10},  # ~3 s: boxes good enough that pseudo-labelling finds confident photos
     "runtime": {"num_workers": 0, "n_jobs": 1},
 }
@@ -44,12 +55,24 @@ def make_repo(repo: Path, overrides: dict[str, dict] | None = None) -> dict[str,
         for block, values in changes.items():
             params[block].update(values)
     (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}", "PYTHONPATH": str(repo),
-           "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t", "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@t"}  # fmt: skip
+    env = repo_env(repo)
     run(["git", "init", "-q"], repo, env)
     run(["git", "add", "-A"], repo, env)
     run(["git", "commit", "-qm", "tiny"], repo, env)
     return env
+
+
+def repo_env(repo: Path) -> dict[str, str]:
+    """The environment the commands in ``repo`` run with: this interpreter first on PATH, the repo's own code."""
+    return {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}", "PYTHONPATH": str(repo),
+            "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t", "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@t"}  # fmt: skip
+
+
+def copy_repo(src: Path, dst: Path) -> dict[str, str]:
+    """A private copy of a tiny repo (git history, DVC cache, outputs) at ``dst``; return the env to use there.
+    The copy's outputs are plain files (the hardlinks into the cache are not kept): DVC sees the same hashes."""
+    shutil.copytree(src, dst, symlinks=True)
+    return repo_env(dst)
 
 
 def run(cmd: list[str], cwd: Path, env: dict[str, str]) -> str:
