@@ -147,6 +147,13 @@ def test_threshold_step_that_would_sweep_millions_is_refused() -> None:
     assert len(ThresholdConfig(step=1.0 / MAX_THRESHOLDS).grid()) == MAX_THRESHOLDS + 1
 
 
+def test_batch_size_that_does_not_split_over_nproc_is_refused_with_the_params() -> None:
+    # Caught when params.yaml is read (every stage, `whaleid check`), not when torchrun has started N processes.
+    with pytest.raises(ConfigError, match=r"train.batch_size 30 does not divide into runtime.nproc=4 processes"):
+        params_from_dict({"train": {"batch_size": 30}, "runtime": {"nproc": 4}})
+    assert params_from_dict({"train": {"batch_size": 32}, "runtime": {"nproc": 4}}).runtime.nproc == 4
+
+
 def test_batch_size_one_is_refused_before_training() -> None:
     from whaleid.config import TrainConfig
 

@@ -512,6 +512,10 @@ class Params(Block):
         if self.pseudo.rounds and (self.ensemble.members or not self.ensemble.fold_model):
             raise ConfigError("pseudo.rounds retrains the `fold` model alone and submits with it; set "
                               "ensemble.members: [] and ensemble.fold_model: true, or pseudo.rounds: 0.")  # fmt: skip
+        if self.train.batch_size % self.runtime.nproc:
+            raise ConfigError(f"train.batch_size {self.train.batch_size} does not divide into runtime.nproc="
+                              f"{self.runtime.nproc} processes: the global batch must split evenly; choose a multiple "
+                              f"of {self.runtime.nproc}.")  # fmt: skip
         if not 0 <= self.fold < self.cv.n_folds:
             raise ConfigError(
                 f"fold must be in [0, cv.n_folds) = [0, {self.cv.n_folds}), got {self.fold!r}. "
