@@ -24,8 +24,7 @@ def main(params: Params) -> None:
     nn = load_npz(ROUNDS_DIR / "test.npz")
     if list(nn["query_images"]) != ds.test_images:
         raise DataError(f"{ROUNDS_DIR / 'test.npz'} does not match sample_submission.csv; rerun embed and knn")
-    pred = apply_rule(rule, Neighbours(nn["sims"], nn["neighbors"], nn["gallery_labels"]),
-                      class_species(folds, len(classes)))  # fmt: skip
+    pred = apply_rule(rule, Neighbours.saved(nn), class_species(folds, len(classes)))
     frame = build_submission(ds.test_images, labels_to_strings(pred, classes))
     validate_submission(frame, ds.test_images, classes)
     write_csv(SUBMISSION, frame)

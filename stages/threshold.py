@@ -24,7 +24,7 @@ def main(params: Params) -> None:
     folds, classes = folds_with_labels()
     files = sorted((ROUNDS_DIR / "valid").glob("*.npz"))
     parts = [load_npz(f) for f in files]
-    nns = [Neighbours(p["sims"], p["neighbors"], p["gallery_labels"], p["query_labels"]) for p in parts]
+    nns = [Neighbours.saved(p) for p in parts]
     fit = fit_rule(nns, params.threshold, params.cv.new_ratio, class_species(folds, len(classes)),
                    [f.stem for f in files])  # fmt: skip
     m = {**fit.metrics, "fold": params.fold, "retrieval": pooled_retrieval_metrics(parts)}

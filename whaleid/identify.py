@@ -14,8 +14,8 @@ import pandas as pd
 
 from whaleid.data import DEFAULT_MAX_MEGAPIXELS, NEW_INDIVIDUAL, DataError, check_images
 from whaleid.gallery import Gallery, concat_keypoints, pad_centres
-from whaleid.local import KeypointSet, as_neighbours, detect_all
-from whaleid.predict import NEW, apply_rule, candidates
+from whaleid.local import KeypointSet, detect_all
+from whaleid.predict import NEW, Neighbours, apply_rule, candidates
 from whaleid.prepare import Box, resize_split, resized_name
 from whaleid.retrieval import combine
 
@@ -120,7 +120,7 @@ def identify(gallery: Gallery, paths: Sequence[Path], boxes: dict[str, Box] | No
     nn = gallery.rank(gallery.search(parts, [p.name for p in paths]), kp, n_jobs)
     rule = gallery.rule
     species = gallery.individuals["species"].to_numpy(dtype=object)
-    pred = apply_rule(rule, as_neighbours(nn), species)
+    pred = apply_rule(rule, Neighbours.saved(nn), species)
     labels, scores = candidates(nn["sims"], nn["neighbors"], nn["gallery_labels"], rule.scoring, rule.vote_power)
     names = np.asarray([*gallery.individuals["individual_id"], NEW_INDIVIDUAL], dtype=object)
     rows = []

@@ -208,11 +208,6 @@ def neighbour_inliers(nn: dict[str, np.ndarray], query: KeypointSet, gallery: Ke
     return pair_inliers(query, gallery, rows_of(query, nn["query_images"]), nbr, cfg, n_jobs, desc)
 
 
-def as_neighbours(nn: dict[str, np.ndarray]) -> Neighbours:
-    """A saved kNN result (arrays ``sims``, ``neighbors``, ``gallery_labels``, ``query_labels``) as Neighbours."""
-    return Neighbours(nn["sims"], nn["neighbors"], nn["gallery_labels"], nn.get("query_labels"))
-
-
 def fuse_neighbours(valid: dict[str, dict[str, np.ndarray]], test: dict[str, np.ndarray], train_kp: KeypointSet,
                     test_kp: KeypointSet, cfg: LocalConfig, n_jobs: int = -1) -> tuple[dict, dict, Calibration, dict]:  # fmt: skip
     """Match every validation and test query against its ``cfg.top_pairs`` nearest gallery images, fit the
@@ -238,7 +233,7 @@ def fuse_neighbours(valid: dict[str, dict[str, np.ndarray]], test: dict[str, np.
 
 
 def _fused(nn: dict[str, np.ndarray], inliers: np.ndarray, calibration: Calibration) -> dict[str, np.ndarray]:
-    out = fuse(as_neighbours(nn), inliers, calibration)
+    out = fuse(Neighbours.saved(nn), inliers, calibration)
     return {**nn, "sims": out.sims, "neighbors": out.neighbors}
 
 

@@ -21,7 +21,7 @@ threshold at once from ``p`` without building a single list.
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
@@ -281,6 +281,11 @@ class Neighbours:
     neighbors: np.ndarray
     gallery_labels: np.ndarray
     query_labels: np.ndarray | None = None
+
+    @classmethod
+    def saved(cls, nn: Mapping[str, np.ndarray]) -> Neighbours:
+        """A saved kNN result (arrays ``sims``, ``neighbors``, ``gallery_labels``, ``query_labels`` if any)."""
+        return cls(nn["sims"], nn["neighbors"], nn["gallery_labels"], nn.get("query_labels"))
 
 
 @dataclass(frozen=True)

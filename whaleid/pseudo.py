@@ -37,10 +37,10 @@ from whaleid.embed import embed_dataset
 from whaleid.fit import fingerprint, train_member, training_code
 from whaleid.folds import training_rows
 from whaleid.io import load_npz, write_csv
-from whaleid.local import KeypointSet, as_neighbours, fuse_neighbours, fuse_saved
+from whaleid.local import KeypointSet, fuse_neighbours, fuse_saved
 from whaleid.model import load_model
 from whaleid.paths import FOLDS, KEYPOINT_DIR, LABELS, PSEUDO_CACHE, RESIZED_DIR, WEIGHTS_ID, embed_dir
-from whaleid.predict import NEW, RuleFit, apply_rule, candidates, fit_rule
+from whaleid.predict import NEW, Neighbours, RuleFit, apply_rule, candidates, fit_rule
 from whaleid.submission import build_submission, labels_to_strings, score_submission
 
 log = logging.getLogger(__name__)
@@ -100,10 +100,12 @@ def evaluate_model(params: Params, name: str, fold: int, train: dict[str, np.nda
         valid_nn = fused_valid[name]
         select_nn = fuse_saved(select_nn, test_kp, train_kp, calibration, params.local, params.runtime.n_jobs,
                                "match test (own gallery)")  # fmt: skip
-    fit = fit_rule([as_neighbours(valid_nn)], params.threshold, params.cv.new_ratio, class_species, [name], warn=False)
+    fit = fit_rule(
+        [Neighbours.saved(valid_nn)], params.threshold, params.cv.new_ratio, class_species, [name], warn=False
+    )
     lb = None
     if solution is not None:
-        pred = apply_rule(fit.rule, as_neighbours(test_nn), class_species)
+        pred = apply_rule(fit.rule, Neighbours.saved(test_nn), class_species)
         frame = build_submission(list(test["images"]), labels_to_strings(pred, classes))
         lb = round(score_submission(frame, solution), 6)
     return Evaluation(valid_nn, test_nn, fit, lb, select_nn)
@@ -112,7 +114,7 @@ def evaluate_model(params: Params, name: str, fold: int, train: dict[str, np.nda
 def pseudo_labels(ev: Evaluation, params: Params, class_species: np.ndarray) -> pd.DataFrame:
     """The test photos :func:`select_confident` picks from ``ev``'s own-gallery search, with the predicted class
     and its score: columns ``image``, ``label``, ``score``."""
-    nn = as_neighbours(ev.select)
+    nn = Neighbours.saved(ev.select)
     rule = ev.fit.rule
     labels, scores = candidates(nn.sims, nn.neighbors, nn.gallery_labels, rule.scoring, rule.vote_power)
     first = apply_rule(rule, nn, class_species)[:, 0]

@@ -16,7 +16,7 @@ import cv2
 import numpy as np
 
 from whaleid.data import NEW_INDIVIDUAL
-from whaleid.predict import NEW, Rule, apply_rule, candidates, query_truth
+from whaleid.predict import NEW, Neighbours, Rule, apply_rule, candidates, query_truth
 
 
 def thumbnail(image: np.ndarray, size: int = 96) -> str:
@@ -87,10 +87,9 @@ def match_sections(nn: dict[str, np.ndarray], rule: Rule, classes: Sequence[str]
     """The report's summary line and sections (see :func:`render`) for saved validation neighbours ``nn`` (arrays
     ``sims``, ``neighbors``, ``query_images``, ``query_labels``, ``gallery_labels``, ``gallery_images``),
     predicted by ``rule``; ``load_*`` read a photo by name as RGB uint8."""
-    from whaleid.local import as_neighbours
 
     sims, nbrs, g_labels = nn["sims"], nn["neighbors"], np.asarray(nn["gallery_labels"])
-    pred = apply_rule(rule, as_neighbours(nn), class_species)
+    pred = apply_rule(rule, Neighbours.saved(nn), class_species)
     cand_labels, cand_scores = candidates(sims, nbrs, g_labels, rule.scoring, rule.vote_power)
     truth = query_truth(nn["query_labels"], g_labels)
     score = precision_at_5(pred, truth)
