@@ -14,7 +14,7 @@ ROOT = Path(__file__).resolve().parents[1]
 COPY = ["dvc.yaml", "params.yaml", "stages", "whaleid", ".dvc/config", ".gitignore"]
 
 TINY_PARAMS = {
-    # The easy scene (the fin large and central): at 32 px and 2 epochs the wild one leaves the model nothing to
+    # The easy scene (the fin large and central): at 32 px and a few epochs the wild one leaves the model nothing to
     # learn, and these tests are about the pipeline's mechanics. Test boxes stay out of boxes.csv, so the detector
     # runs.
     "sample": {

@@ -87,7 +87,6 @@ def match_sections(nn: dict[str, np.ndarray], rule: Rule, classes: Sequence[str]
     """The report's summary line and sections (see :func:`render`) for saved validation neighbours ``nn`` (arrays
     ``sims``, ``neighbors``, ``query_images``, ``query_labels``, ``gallery_labels``, ``gallery_images``),
     predicted by ``rule``; ``load_*`` read a photo by name as RGB uint8."""
-
     sims, nbrs, g_labels = nn["sims"], nn["neighbors"], np.asarray(nn["gallery_labels"])
     pred = apply_rule(rule, Neighbours.saved(nn), class_species)
     cand_labels, cand_scores = candidates(sims, nbrs, g_labels, rule.scoring, rule.vote_power)
