@@ -8,7 +8,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 export PATH := $(abspath $(BIN)):$(PATH)
 
-.PHONY: repro test lint format bench clean-cache check exps fuzz
+.PHONY: repro test lint format bench gpu-check gpu-wheels clean-cache check exps fuzz
 
 $(STAMP): requirements.txt pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -40,10 +40,23 @@ check: $(STAMP)
 exps: $(STAMP)
 	whaleid exps
 
-BENCHES := train_loop ddp embed resize sweep knn local sample_competition_size dry_run
+# Every benchmark under bench/ (tests/test_bench.py checks the list); each prints `name: value (target) PASS|FAIL`.
+BENCHES := train_loop ddp embed resize atomic sweep knn index_scale rerank local sample_competition_size dry_run
 
 bench: $(STAMP)
 	@for b in $(BENCHES); do echo "## bench/$$b.py"; python -m bench.$$b || exit 1; done
+
+# The GPU paths in one script (bench/gpu_check.py; on a CPU it runs its fallback and says what it skipped).
+gpu-check: $(STAMP)
+	python -m bench.gpu_check
+
+# Wheels for a bare GPU machine with no package registry (README, "Checking a GPU machine"): Python 3.12, x86-64.
+WHEEL_PLATFORMS := $(foreach n,17 24 27 28 31 34 35,--platform manylinux_2_$(n)_x86_64) --platform manylinux2014_x86_64
+gpu-wheels: $(STAMP)
+	rm -rf .whl && mkdir -p .whl
+	$(BIN)/python -m pip download --quiet --disable-pip-version-check --no-deps --only-binary=:all: \
+		--python-version 3.12 --implementation cp $(WHEEL_PLATFORMS) -d .whl -r bench/gpu_wheels.txt
+	@du -sh .whl
 
 clean-cache:
 	rm -rf .whaleid_cache

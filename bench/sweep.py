@@ -16,7 +16,7 @@ from whaleid.metrics import precision_at_5
 from whaleid.predict import most_frequent, sweep_scores, top_candidates
 
 sys.path.insert(0, str(ROOT / "tests"))
-from test_threshold import naive_predictions  # noqa: E402 - the tests' reference implementation
+from references import naive_predictions  # noqa: E402 - the tests' reference implementation (tests/references.py)
 
 Q, K, N_GALLERY, N_CLASSES = 27956, 50, 51033, 15587
 

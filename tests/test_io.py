@@ -56,3 +56,46 @@ def test_leftovers_of_a_killed_writer_are_removed_at_the_next_write(tmp_path: Pa
     assert not any(p.exists() for p in leftovers)
     assert live.exists() and unrelated.exists()
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted([live.name, unrelated.name, "model.pt", "resized"])
+
+
+def test_writing_many_files_into_one_folder_lists_it_once(tmp_path: Path, monkeypatch) -> None:
+    # A per-file scan of the folder for stale temporaries made writing n files O(n^2) (the resize stage at
+    # competition scale); the folder is listed once per process however many files are written into it.
+    import whaleid.io as wio
+
+    listed: list[str] = []
+    real = os.scandir
+
+    def counting(path=".") -> object:
+        listed.append(os.path.realpath(path))
+        return real(path)
+
+    monkeypatch.setattr(wio.os, "scandir", counting)
+    for i in range(200):
+        write_text(tmp_path / "many" / f"{i}.txt", str(i))
+    with atomic_dir(tmp_path / "many" / "sub") as tmp:
+        for i in range(50):
+            write_text(tmp / f"{i}.txt", str(i))
+    assert listed.count(os.path.realpath(tmp_path / "many")) == 1
+    assert sorted(p.name for p in (tmp_path / "many" / "sub").iterdir()) == sorted(f"{i}.txt" for i in range(50))
+    assert len(list((tmp_path / "many").glob("*.txt"))) == 200
+
+
+def test_a_swap_cut_between_its_renames_is_put_back_not_deleted(tmp_path: Path) -> None:
+    # The folder swap renames the old folder to .NAME.old.PID, then the new one into place; a writer killed
+    # between the two leaves no NAME: the next writer restores the backup instead of deleting it.
+    from whaleid.io import clean_stale
+
+    gone = dead_pid()
+    backup = tmp_path / f".gallery.old.{gone}"
+    backup.mkdir()
+    (backup / "manifest.json").write_text("{}")
+    half = tmp_path / f".gallery.{gone}.k2j4x9ab.tmp"
+    half.mkdir()
+    clean_stale(tmp_path)
+    assert (tmp_path / "gallery" / "manifest.json").read_text() == "{}"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["gallery"]
+    # With the folder present the swap had finished: the backup is only a leftover.
+    backup.mkdir()
+    clean_stale(tmp_path)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["gallery"]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from references import naive_predictions
 
 from whaleid.metrics import precision_at_5
 from whaleid.predict import (
@@ -19,35 +20,6 @@ from whaleid.predict import (
     top_candidates,
     vote_candidates,
 )
-
-
-def naive_predictions(sims, neighbors, gallery_labels, fill, threshold):
-    """Straightforward per-image reference: walk neighbours best first, insert new_individual, fill to five."""
-    out = []
-    for row_s, row_n in zip(sims, neighbors, strict=True):
-        pairs = sorted([(s, n) for s, n in zip(row_s, row_n, strict=True) if n >= 0], key=lambda t: -t[0])
-        preds: list[int] = []
-        inserted = False
-        for s, n in pairs:
-            label = int(gallery_labels[n])
-            if label in preds:
-                continue
-            if not inserted and s < threshold:
-                preds.append(NEW)
-                inserted = True
-            if len(preds) < 5:
-                preds.append(label)
-            if len(preds) >= 5:
-                break
-        if not inserted and len(preds) < 5:
-            preds.append(NEW)
-        for f in fill:
-            if len(preds) >= 5:
-                break
-            if f not in preds:
-                preds.append(f)
-        out.append(preds[:5])
-    return out
 
 
 def random_case(rng, q=200, k=12, n_gallery=60, n_classes=15):

@@ -234,10 +234,10 @@ def synced_batch_norm() -> Iterator[None]:
 
 
 def wrap(model: torch.nn.Module, device: torch.device, sync_bn: bool, unused: bool = False) -> torch.nn.Module:
-    """``model`` in DistributedDataParallel when there is a process group (else as it is); with ``sync_bn`` on
+    """``model`` in DistributedDataParallel when there is a process group, even of one (else as it is); with ``sync_bn`` on
     CUDA its BatchNorms become SyncBatchNorm first (on CPU see :func:`synced_batch_norm`). ``unused``: some
     parameters get no gradient (DDP must then look for them)."""
-    if current().size == 1:
+    if not (torch.distributed.is_available() and torch.distributed.is_initialized()):
         return model
     if sync_bn and device.type == "cuda":
         from timm.layers import convert_sync_batchnorm

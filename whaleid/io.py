@@ -10,6 +10,7 @@ import contextlib
 import io
 import json
 import os
+import re
 import shutil
 import tempfile
 from collections.abc import Iterator
@@ -35,27 +36,52 @@ def _alive(pid: int) -> bool:
     return True
 
 
-def clean_stale(path: Path) -> None:
-    """Remove what a killed writer of ``path`` left beside it: ``.<name>.<pid>.*.tmp`` temporaries and
-    ``.<name>.old.<pid>`` folders whose process is gone (those of live processes are left alone)."""
-    for pattern, pid_at in ((f".{path.name}.*.tmp", 0), (f".{path.name}.old.*", 1)):
-        for leftover in path.parent.glob(pattern):
-            rest = leftover.name[len(path.name) + 2 :].split(".")
-            pid = rest[pid_at] if pid_at < len(rest) else ""
-            if pid.isdigit() and not _alive(int(pid)):
-                if leftover.is_dir() and not leftover.is_symlink():
-                    shutil.rmtree(leftover, ignore_errors=True)
-                else:
-                    leftover.unlink(missing_ok=True)
+# What a killed writer leaves beside its output: ``.<name>.<pid>.<random>.tmp`` (mkstemp/mkdtemp) and, from a
+# folder swap cut between its two renames, ``.<name>.old.<pid>``.
+_TEMPORARY = re.compile(r"^\.(?P<name>.+)\.(?P<pid>\d+)\.[A-Za-z0-9_]+\.tmp$")
+_BACKUP = re.compile(r"^\.(?P<name>.+)\.old\.(?P<pid>\d+)$")
+_cleaned: set[tuple[int, str]] = set()  # (pid, folder) pairs this process has cleaned
+
+
+def clean_stale(folder: Path) -> None:
+    """Remove what killed writers left in ``folder``, in one listing of it: temporaries and swap backups whose
+    process is gone (a live process's are left alone). A backup whose folder is missing (the swap was cut between
+    its renames) is put back in its place instead of being deleted."""
+    try:
+        entries = list(os.scandir(folder))
+    except FileNotFoundError:
+        return
+    for entry in entries:
+        backup = _BACKUP.match(entry.name)
+        match = backup or _TEMPORARY.match(entry.name)
+        if match is None or _alive(int(match["pid"])):
+            continue
+        leftover = Path(entry.path)
+        if backup is not None and entry.is_dir(follow_symlinks=False) and not (folder / match["name"]).exists():
+            os.replace(leftover, folder / match["name"])
+        elif entry.is_dir(follow_symlinks=False):
+            shutil.rmtree(leftover, ignore_errors=True)
+        else:
+            leftover.unlink(missing_ok=True)
+
+
+def _clean_once(folder: Path) -> None:
+    """:func:`clean_stale` on ``folder`` the first time this process writes there: once per folder, never once per
+    file (writing n files into one folder would otherwise list it n times: quadratic)."""
+    key = (os.getpid(), os.path.realpath(folder))
+    if key not in _cleaned:
+        clean_stale(folder)
+        _cleaned.add(key)
 
 
 @contextlib.contextmanager
 def atomic_path(path: str | Path) -> Iterator[Path]:
     """Yield a temporary path next to ``path``; on success it replaces ``path`` atomically (mode by the umask,
-    as a plain ``open`` would give). Temporaries left by a killed earlier writer are removed first."""
+    as a plain ``open`` would give). What killed earlier writers left in the folder is cleaned first (once per
+    folder and process: :func:`clean_stale`)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    clean_stale(path)
+    _clean_once(path.parent)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.{os.getpid()}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
     tmp_path = Path(tmp)
@@ -122,10 +148,10 @@ def load_npz(path: str | Path) -> dict[str, np.ndarray]:
 @contextlib.contextmanager
 def atomic_dir(path: str | Path) -> Iterator[Path]:
     """Yield a temporary directory next to ``path``; on success it replaces ``path`` as a whole (mode by the
-    umask). Temporaries left by a killed earlier writer are removed first."""
+    umask). What killed earlier writers left in the folder is cleaned first (:func:`clean_stale`)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    clean_stale(path)
+    _clean_once(path.parent)
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.{os.getpid()}.", suffix=".tmp", dir=path.parent))
     try:
         yield tmp
