@@ -1,6 +1,6 @@
 """Benchmark: atomic writes of many small files into one folder, as the resize stage writes one file per photo.
 
-Writes 2,000 and then 8,000 files (a few hundred bytes each, through ``whaleid.io.write_bytes``) into fresh folders
+Writes 2,000 and then 8,000 files (a few hundred bytes each, through ``whaleid.core.atomic.write_bytes``) into fresh folders
 and compares the time per file. A folder scan per file (as the stale-temporary cleaning once did) makes the cost per
 file grow with the folder, so 8k files cost 4x more per file than 2k; written linearly, the ratio stays near 1.
 Target: per-file cost at 8k <= 1.5x that at 2k.
@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 
 from bench.common import note, report
-from whaleid.io import write_bytes
+from whaleid.core.atomic import write_bytes
 
 TARGET = 1.5
 

@@ -47,7 +47,7 @@ def default_dataset() -> Path:
     if (path / "train.csv").is_file():
         return path
     from whaleid.config import SampleConfig
-    from whaleid.sample import write_dataset
+    from whaleid.data.sample import write_dataset
 
     path = ROOT / ".whaleid_cache/bench/sample"
     if not (path / "train.csv").is_file():
@@ -60,8 +60,8 @@ def resized_default(split: str = "train_images", fmt: str = "bmp") -> list[Path]
     boxes and resized to the default size by the `resize` stage's code, in dataset order (cached under
     .whaleid_cache/bench/resized)."""
     from whaleid.config import CropConfig, ModelConfig
-    from whaleid.data import load_dataset
-    from whaleid.prepare import read_boxes, resize_split, resized_name
+    from whaleid.data.layout import load_dataset
+    from whaleid.data.resize import read_boxes, resize_split, resized_name
 
     ds = load_dataset(default_dataset())
     sources = ds.train_paths() if split == "train_images" else ds.test_paths()
@@ -71,20 +71,24 @@ def resized_default(split: str = "train_images", fmt: str = "bmp") -> list[Path]
         out.mkdir(parents=True, exist_ok=True)
         crop = CropConfig()
         boxes = read_boxes(ds.root / "boxes.csv") if crop.boxes else None
-        resize_split(sources, out, out.parent / f"{split}.cache", ModelConfig().img_size, boxes, crop.margin, fmt,
-                     progress=False)  # fmt: skip
+        resize_split(
+            sources, out, out.parent / f"{split}.cache", ModelConfig().img_size, boxes, crop.margin, fmt, progress=False
+        )
     return paths
 
 
-def ours_vs_bare(name: str, ours: Callable[[], float], bare: Callable[[], float], target: float, context: str,
-                 repeats: int = 7) -> None:  # fmt: skip
+def ours_vs_bare(
+    name: str, ours: Callable[[], float], bare: Callable[[], float], target: float, context: str, repeats: int = 7
+) -> None:
     """Interleave our pipeline's rate with a bare reference's ``repeats`` times and report the ratio of the best
     rates (as ``timeit`` advises: the least disturbed run of each is the closest to its true cost on a shared
     machine); the medians and the range of the adjacent (ours, bare) pair ratios are printed as context."""
     runs = interleaved_runs({"ours": ours, "bare": bare}, repeats)
     pairs = [o / b for o, b in zip(runs["ours"], runs["bare"], strict=True)]
-    note(f"{context}: best of {repeats} ours {max(runs['ours']):.0f} img/s, bare {max(runs['bare']):.0f} img/s; "
-         f"medians {statistics.median(runs['ours']):.0f} and {statistics.median(runs['bare']):.0f}; "
-         f"pair ratios {min(pairs):.3f}-{max(pairs):.3f} (median {statistics.median(pairs):.3f})")  # fmt: skip
+    note(
+        f"{context}: best of {repeats} ours {max(runs['ours']):.0f} img/s, bare {max(runs['bare']):.0f} img/s; "
+        f"medians {statistics.median(runs['ours']):.0f} and {statistics.median(runs['bare']):.0f}; "
+        f"pair ratios {min(pairs):.3f}-{max(pairs):.3f} (median {statistics.median(pairs):.3f})"
+    )
     ratio = max(runs["ours"]) / max(runs["bare"])
     report(name, ratio, f">= {target}", ratio >= target)

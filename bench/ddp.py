@@ -27,10 +27,10 @@ from whaleid.config import ArcFaceConfig, AugmentConfig, ModelConfig, TrainConfi
 
 def worker(args: argparse.Namespace) -> None:
     """One rank (or the single process): train, time it, and (rank 0) write the rate to ``args.out``."""
-    from whaleid import distributed
-    from whaleid.data import load_dataset
-    from whaleid.model import WhaleNet
-    from whaleid.train import train_model
+    from whaleid.data.layout import load_dataset
+    from whaleid.model import distributed
+    from whaleid.model.network import WhaleNet
+    from whaleid.model.train import train_model
 
     world, device = distributed.init("auto")
     ds = load_dataset(default_dataset())
@@ -42,8 +42,17 @@ def worker(args: argparse.Namespace) -> None:
     net = WhaleNet(mcfg, ArcFaceConfig(), int(labels.max()) + 1)
     distributed.barrier()
     start = time.perf_counter()
-    train_model(net, paths, labels, cfg=cfg, aug=AugmentConfig(), img_size=mcfg.img_size, device=device,
-                num_workers=0, progress=False)  # fmt: skip
+    train_model(
+        net,
+        paths,
+        labels,
+        cfg=cfg,
+        aug=AugmentConfig(),
+        img_size=mcfg.img_size,
+        device=device,
+        num_workers=0,
+        progress=False,
+    )
     seconds = time.perf_counter() - start
     slowest = _max_over_ranks(seconds) if world.size > 1 else seconds
     if world.main:
@@ -58,8 +67,19 @@ def _max_over_ranks(value: float) -> float:
 
 
 def _rate(nproc: int, args: argparse.Namespace, out: Path) -> float:
-    cmd = ["-m", "bench.ddp", "--worker", "--out", str(out), "--images", str(args.images), "--epochs",
-           str(args.epochs), "--backbone", args.backbone] + (["--sync-bn"] if args.sync_bn else [])  # fmt: skip
+    cmd = [
+        "-m",
+        "bench.ddp",
+        "--worker",
+        "--out",
+        str(out),
+        "--images",
+        str(args.images),
+        "--epochs",
+        str(args.epochs),
+        "--backbone",
+        args.backbone,
+    ] + (["--sync-bn"] if args.sync_bn else [])
     if nproc > 1:
         cmd = ["-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}", *cmd]
     env = {**os.environ, "OMP_NUM_THREADS": str(max(1, (os.cpu_count() or 1) // nproc))}
@@ -89,9 +109,11 @@ def main() -> None:
                 rates[n].append(_rate(n, args, Path(tmp) / f"rate{n}.json"))
     one, many = (float(np.median(rates[n])) for n in rates)
     device = "cuda" if torch.cuda.is_available() else "cpu"
-    note(f"{args.backbone}, {args.images} images, {args.epochs} epochs, global batch {TrainConfig().batch_size}, "
-         f"{device}, {os.cpu_count()} cores, sync_bn {args.sync_bn}; images/s 1 process {one:.0f}, "
-         f"{args.nproc} processes {many:.0f} (medians of {args.repeats})")  # fmt: skip
+    note(
+        f"{args.backbone}, {args.images} images, {args.epochs} epochs, global batch {TrainConfig().batch_size}, "
+        f"{device}, {os.cpu_count()} cores, sync_bn {args.sync_bn}; images/s 1 process {one:.0f}, "
+        f"{args.nproc} processes {many:.0f} (medians of {args.repeats})"
+    )
     report(f"ddp_{args.nproc}_over_1_images_per_s", many / one, "report (<= 1 expected on a 2-core CPU)", True)
 
 

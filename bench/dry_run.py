@@ -34,8 +34,14 @@ def run_stage(stage: str, cwd: Path, *args: str) -> tuple[float, float]:
     """Run one stage; return (seconds, peak resident GiB of its process tree)."""
     env = {**os.environ, "PYTHONPATH": str(ROOT), "NO_COLOR": "1"}
     start = time.perf_counter()
-    proc = subprocess.Popen([sys.executable, "-m", f"stages.{stage}", *args], cwd=cwd, env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)  # fmt: skip
+    proc = subprocess.Popen(
+        [sys.executable, "-m", f"stages.{stage}", *args],
+        cwd=cwd,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     root, peak = psutil.Process(proc.pid), 0
     while proc.poll() is None:
         try:
@@ -55,9 +61,9 @@ def main() -> None:
     parser.add_argument("--data", type=Path, default=ROOT / ".whaleid_cache/bench/competition")
     args = parser.parse_args()
     from whaleid.config import ArcFaceConfig, ModelConfig, SampleConfig
-    from whaleid.io import save_torch
-    from whaleid.model import WhaleNet, model_payload
-    from whaleid.sample import write_dataset
+    from whaleid.core.atomic import save_torch
+    from whaleid.data.sample import write_dataset
+    from whaleid.model.network import WhaleNet, model_payload
 
     data = args.data.resolve()
     if not (data / "train.csv").is_file():
@@ -94,8 +100,11 @@ def main() -> None:
     peak = max(m for _, m in stages.values())
     rows = len((work / "submissions/submission.csv").read_text().splitlines()) - 1
     shutil.rmtree(work, ignore_errors=True)
-    note(f"{mcfg.backbone} @ {mcfg.img_size}px, {os.cpu_count()} cores: " + ", ".join(
-        f"{s} {t:.0f} s / {m:.2f} GiB" for s, (t, m) in stages.items()) + f"; submission rows {rows}")  # fmt: skip
+    note(
+        f"{mcfg.backbone} @ {mcfg.img_size}px, {os.cpu_count()} cores: "
+        + ", ".join(f"{s} {t:.0f} s / {m:.2f} GiB" for s, (t, m) in stages.items())
+        + f"; submission rows {rows}"
+    )
     report("dry_run_seconds", total, f"< {TARGET_S:.0f}", total < TARGET_S, "{:.0f}")
     report("dry_run_peak_gib", peak, f"< {TARGET_GIB:.0f}", peak < TARGET_GIB, "{:.2f}")
 

@@ -13,9 +13,9 @@ import torch
 
 from bench.common import ours_vs_bare, resized_default
 from whaleid.config import ArcFaceConfig, EmbedConfig, ModelConfig
-from whaleid.device import resolve_workers
-from whaleid.embed import extract_embeddings
-from whaleid.model import WhaleNet
+from whaleid.core.device import resolve_workers
+from whaleid.model.embed import extract_embeddings
+from whaleid.model.network import WhaleNet
 
 TARGET = 0.9
 

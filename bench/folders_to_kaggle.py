@@ -76,9 +76,11 @@ def write(photos: pd.DataFrame, dst: Path, species: str, src: Path) -> None:
     )
     truth = np.where(test["new"], "new_individual", test["individual_id"])
     pd.DataFrame({"image": test["image"], "individual_id": truth}).to_csv(dst / "solution.csv", index=False)
-    print(f"{dst}: {len(train)} train photos of {train['individual_id'].nunique()} individuals "
-          f"({(train['individual_id'].value_counts() == 1).mean():.0%} seen once), {len(test)} test photos, "
-          f"{test['new'].mean():.1%} of them new individuals")  # fmt: skip
+    print(
+        f"{dst}: {len(train)} train photos of {train['individual_id'].nunique()} individuals "
+        f"({(train['individual_id'].value_counts() == 1).mean():.0%} seen once), {len(test)} test photos, "
+        f"{test['new'].mean():.1%} of them new individuals"
+    )
 
 
 def main() -> None:

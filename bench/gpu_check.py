@@ -10,7 +10,7 @@ dataset: synthetic photos), in under 8 minutes on one GPU. One line per figure, 
 * ``embed_*``: ``extract_embeddings`` against a bare forward loop (marginal rate between two sizes, so that the
   loader's start-up does not count), and ``whaleid export`` ONNX against the PyTorch model on the same photos.
 * ``faiss_*``: exact search on the GPU against the CPU, 51,033 x 512 gallery (needs the faiss wheel carried).
-* ``ddp_*``: a one-process NCCL group through ``whaleid.distributed`` (init, all-reduce, SyncBatchNorm wrap).
+* ``ddp_*``: a one-process NCCL group through ``whaleid.model.distributed`` (init, all-reduce, SyncBatchNorm wrap).
 * ``local_*``: learned local matching's pairs/s (once a learned matcher is a ``local.method``).
 * ``cuda_tests``: the suite's tests marked ``gpu``.
 
@@ -112,7 +112,7 @@ def synthetic_photos(folder: Path, n: int, size: int, seed: int = 0) -> list[Pat
 
 def _net(ctx: Check, n_classes: int) -> torch.nn.Module:
     from whaleid.config import ArcFaceConfig, ModelConfig
-    from whaleid.model import WhaleNet
+    from whaleid.model.network import WhaleNet
 
     torch.manual_seed(0)
     return WhaleNet(
@@ -127,8 +127,8 @@ def _sync(ctx: Check) -> None:
 
 def check_train(ctx: Check) -> None:
     from whaleid.config import AugmentConfig, TrainConfig
-    from whaleid.device import autocast_dtype
-    from whaleid.train import train_model
+    from whaleid.core.device import autocast_dtype
+    from whaleid.model.train import train_model
 
     n_classes = 100
     paths = synthetic_photos(ctx.work / f"photos{ctx.img_size}", ctx.images, ctx.img_size)
@@ -205,7 +205,7 @@ def check_train(ctx: Check) -> None:
 def check_resume(ctx: Check, paths: list[Path], labels: np.ndarray, n_classes: int) -> None:
     """Two epochs uninterrupted against one epoch, a checkpoint, a stop and a resume: the second epoch's loss."""
     from whaleid.config import AugmentConfig, TrainConfig
-    from whaleid.train import train_model
+    from whaleid.model.train import train_model
 
     cfg = TrainConfig(epochs=2, batch_size=32, eval_every=0)
     deterministic = torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark
@@ -247,8 +247,8 @@ def check_resume(ctx: Check, paths: list[Path], labels: np.ndarray, n_classes: i
 
 
 def check_embed(ctx: Check) -> None:
-    from whaleid.device import autocast_dtype
-    from whaleid.embed import extract_embeddings
+    from whaleid.core.device import autocast_dtype
+    from whaleid.model.embed import extract_embeddings
 
     paths = synthetic_photos(ctx.work / f"photos{ctx.img_size}", ctx.images, ctx.img_size)
     net = _net(ctx, 10).to(ctx.device).eval()
@@ -304,10 +304,10 @@ def check_onnx(ctx: Check, paths: list[Path]) -> None:
         ctx.skip("embed_onnx_max_abs_diff", f"{exc.name} is not installed")
         return
     from whaleid.config import ArcFaceConfig, ModelConfig
-    from whaleid.data import read_image
-    from whaleid.export import EmbeddingNet, export_model
-    from whaleid.io import save_torch
-    from whaleid.model import model_payload
+    from whaleid.core.atomic import save_torch
+    from whaleid.data.layout import read_image
+    from whaleid.model.export import EmbeddingNet, export_model
+    from whaleid.model.network import model_payload
 
     mcfg = ModelConfig(backbone=ctx.backbone, img_size=ctx.img_size, embedding_dim=512)
     net = _net(ctx, 10)
@@ -335,7 +335,7 @@ def check_faiss(ctx: Check) -> None:
         ctx.skip("faiss_gpu_topk_identical", "faiss is not installed (its wheel did not fit the carry)")
         return
     from whaleid.config import KnnConfig
-    from whaleid.retrieval import gpu_available, search
+    from whaleid.retrieval.search import gpu_available, search
 
     if not gpu_available():
         ctx.skip(
@@ -368,7 +368,7 @@ def check_faiss(ctx: Check) -> None:
 def check_ddp(ctx: Check) -> None:
     """A one-process group (NCCL on CUDA, gloo on CPU) through our code: init, all_sum, the DDP wrap with
     SyncBatchNorm, one step."""
-    from whaleid import distributed
+    from whaleid.model import distributed
 
     backend = "nccl" if ctx.cuda else "gloo"
     env = {"RANK": "0", "LOCAL_RANK": "0", "WORLD_SIZE": "1", "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": "29571"}
@@ -403,7 +403,7 @@ def check_ddp(ctx: Check) -> None:
 
 
 def check_local(ctx: Check) -> None:
-    from whaleid.local import DETECTORS
+    from whaleid.retrieval.local import DETECTORS
 
     learned = sorted(set(DETECTORS) - {"sift", "orb"})
     if not learned:

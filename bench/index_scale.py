@@ -22,7 +22,7 @@ import numpy as np
 
 from bench.common import note, report
 from whaleid.config import KnnConfig
-from whaleid.retrieval import build_index
+from whaleid.retrieval.search import build_index
 
 DIM, N_QUERIES, K = 512, 1000, 50
 
@@ -32,8 +32,9 @@ def clustered(n: int, n_queries: int, rng: np.random.Generator) -> tuple[np.ndar
     n_ids = max(5, n // 3)
     centres = rng.standard_normal((n_ids + n_ids // 5 + 1, DIM), dtype=np.float32)
     g_ids = rng.integers(0, n_ids, n)
-    q_ids = np.where(rng.random(n_queries) < 0.16, rng.integers(n_ids, len(centres), n_queries),
-                     rng.integers(0, n_ids, n_queries))  # fmt: skip
+    q_ids = np.where(
+        rng.random(n_queries) < 0.16, rng.integers(n_ids, len(centres), n_queries), rng.integers(0, n_ids, n_queries)
+    )
     gallery = centres[g_ids] + 0.9 * rng.standard_normal((n, DIM), dtype=np.float32)
     queries = centres[q_ids] + 0.9 * rng.standard_normal((n_queries, DIM), dtype=np.float32)
     for x in (gallery, queries):
@@ -55,8 +56,13 @@ def search(index: faiss.Index, queries: np.ndarray) -> tuple[float, np.ndarray]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--sizes", type=int, nargs="+", default=[2400, 51033],
-                        help="gallery sizes (add 1000000 for a million-photo gallery: minutes of build on 2 cores)")
+    parser.add_argument(
+        "--sizes",
+        type=int,
+        nargs="+",
+        default=[2400, 51033],
+        help="gallery sizes (add 1000000 for a million-photo gallery: minutes of build on 2 cores)",
+    )
     parser.add_argument("--indexes", nargs="+", default=["flat", "hnsw", "ivf", "ivfpq"])
     parser.add_argument("--hnsw-max", type=int, default=100_000)
     parser.add_argument("--nprobe", type=int, nargs="+", default=[32], help="IVF lists searched (each measured)")
@@ -67,10 +73,12 @@ def main() -> None:
     for n in args.sizes:
         gallery, queries = clustered(n, N_QUERIES, rng)
         nlist = int(min(4 * np.sqrt(n), 4096))
-        configs = {"flat": KnnConfig(k=K, index="flat"),
-                   "hnsw": KnnConfig(k=K, index="hnsw"),
-                   "ivf": KnnConfig(k=K, index="ivf", ivf_nlist=nlist, ivf_nprobe=32),
-                   "ivfpq": KnnConfig(k=K, index="ivfpq", ivf_nlist=nlist, ivf_nprobe=32, pq_m=64)}  # fmt: skip
+        configs = {
+            "flat": KnnConfig(k=K, index="flat"),
+            "hnsw": KnnConfig(k=K, index="hnsw"),
+            "ivf": KnnConfig(k=K, index="ivf", ivf_nlist=nlist, ivf_nprobe=32),
+            "ivfpq": KnnConfig(k=K, index="ivfpq", ivf_nlist=nlist, ivf_nprobe=32, pq_m=64),
+        }
         _, exact = search(build_index(gallery, configs["flat"], use_gpu=False), queries)
         for name in args.indexes:
             if name == "hnsw" and n > args.hnsw_max:
@@ -78,8 +86,11 @@ def main() -> None:
                 continue
             build, index = measure(gallery, configs[name])
             size = len(faiss.serialize_index(index))
-            knobs = {"hnsw": ("efSearch", args.ef_search), "ivf": ("nprobe", args.nprobe),
-                     "ivfpq": ("nprobe", args.nprobe)}.get(name, ("", [None]))  # fmt: skip
+            knobs = {
+                "hnsw": ("efSearch", args.ef_search),
+                "ivf": ("nprobe", args.nprobe),
+                "ivfpq": ("nprobe", args.nprobe),
+            }.get(name, ("", [None]))
             for value in knobs[1]:
                 if name == "hnsw":
                     index.hnsw.efSearch = value
@@ -89,8 +100,11 @@ def main() -> None:
                 hits = sum(len(set(a[:5]) & set(e[:5])) for a, e in zip(idx, exact, strict=True))
                 recall = hits / (5 * len(queries))
                 label = f"{name}_{n}" + (f"_{knobs[0]}{value}" if value is not None else "")
-                print(f"index_{label}: build {build:.1f} s, {per_query * 1000:.0f} ms per 1k queries, recall@5 "
-                      f"{recall:.4f}, memory {size / 2**20:.0f} MiB", flush=True)  # fmt: skip
+                print(
+                    f"index_{label}: build {build:.1f} s, {per_query * 1000:.0f} ms per 1k queries, recall@5 "
+                    f"{recall:.4f}, memory {size / 2**20:.0f} MiB",
+                    flush=True,
+                )
                 if name == "flat":
                     report(f"index_flat_ms_per_query_{n}", per_query, "report", True, "{:.2f}")
                 else:

@@ -15,7 +15,7 @@ import numpy as np
 
 from bench.common import note, report
 from whaleid.config import KnnConfig
-from whaleid.retrieval import search
+from whaleid.retrieval.search import search
 
 Q, N_GALLERY, DIM, N_IDS = 27956, 51033, 512, 15587
 
@@ -45,8 +45,10 @@ def main() -> None:
     hnsw_s = time.perf_counter() - start
     hits = sum(len(set(a[:5]) & set(e[:5])) for a, e in zip(approx, exact, strict=True))
     recall = hits / (5 * Q)
-    note(f"{Q} x {DIM} queries vs {N_GALLERY} gallery, top-50, {faiss.omp_get_max_threads()} threads: "
-         f"flat {flat_s:.1f} s, HNSW (M={args.m}, efSearch={args.ef_search}, build included) {hnsw_s:.1f} s")  # fmt: skip
+    note(
+        f"{Q} x {DIM} queries vs {N_GALLERY} gallery, top-50, {faiss.omp_get_max_threads()} threads: "
+        f"flat {flat_s:.1f} s, HNSW (M={args.m}, efSearch={args.ef_search}, build included) {hnsw_s:.1f} s"
+    )
     report("knn_flat_seconds", flat_s, "report", True, "{:.1f}")
     report("knn_hnsw_seconds", hnsw_s, "report", True, "{:.1f}")
     # PASS: the default follows the rule (exact unless HNSW reaches 0.999 recall@5).

@@ -22,7 +22,7 @@ import numpy as np
 
 from bench.common import note, report
 from whaleid.config import LocalConfig
-from whaleid.local import detect_all, pair_inliers
+from whaleid.retrieval.local import detect_all, pair_inliers
 
 IMAGES, QUERIES = 79_000, 27_956 + 10_200  # competition: train + test photos; test + one validation fold queries
 TARGET_MIN = 60.0  # the whole competition's matching within an hour on this machine
@@ -65,9 +65,11 @@ def main() -> None:
     per_query = (time.perf_counter() - start) / len(queries)
     bytes_per_image = (kp.points.nbytes + kp.descriptors.nbytes) / len(paths)
     total_min = (IMAGES * detect_s + QUERIES * per_query) / 60
-    note(f"{args.method} @ {args.max_side} px, {len(kp.points) / len(paths):.0f} keypoints per image, "
-         f"{os.cpu_count()} cores: keypoints {1000 * detect_s:.1f} ms/image (decode of 1600x1000 JPEG included), "
-         f"matching {per_query:.3f} s/query ({cfg.top_pairs} pairs)")  # fmt: skip
+    note(
+        f"{args.method} @ {args.max_side} px, {len(kp.points) / len(paths):.0f} keypoints per image, "
+        f"{os.cpu_count()} cores: keypoints {1000 * detect_s:.1f} ms/image (decode of 1600x1000 JPEG included), "
+        f"matching {per_query:.3f} s/query ({cfg.top_pairs} pairs)"
+    )
     report("local_match_seconds_per_1k_queries", 1000 * per_query, "report", True, "{:.0f}")
     report("local_keypoint_cache_mib_competition", IMAGES * bytes_per_image / 2**20, "report", True, "{:.0f}")
     report("local_competition_minutes", total_min, f"< {TARGET_MIN:.0f}", total_min < TARGET_MIN, "{:.0f}")

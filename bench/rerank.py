@@ -1,5 +1,5 @@
 """Benchmark: k-reciprocal re-ranking memory. Ours (sparse encodings, Faiss neighbours, Jaccard only for the
-kNN candidates) against the literal full-matrix definition (whaleid.rerank.dense_reference) side by side at
+kNN candidates) against the literal full-matrix definition (whaleid.retrieval.rerank.dense_reference) side by side at
 1k queries x 1k gallery, then ours alone at 10k x 10k (the full matrix there would be 20k^2 float64 = 3.2 GB per
 copy). Peak memory by tracemalloc (numpy and scipy allocations), 128-d clustered vectors, top-50 candidates."""
 
@@ -12,7 +12,7 @@ import tracemalloc
 import numpy as np
 
 from bench.common import note, report
-from whaleid.rerank import dense_reference, k_reciprocal
+from whaleid.retrieval.rerank import dense_reference, k_reciprocal
 
 
 def data(n_query: int, n_gallery: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
@@ -50,7 +50,7 @@ def main() -> None:
     report(f"rerank_memory_full_over_ours_{args.small}", dense_mb / ours_mb, "report", True, "{:.1f}")
     q, g = data(args.large, args.large, rng)
     from whaleid.config import KnnConfig
-    from whaleid.retrieval import search
+    from whaleid.retrieval.search import search
 
     _, cand = search(g, q, KnnConfig(k=50))
     ours_mb, ours_s = peak(lambda: k_reciprocal(q, g, cand))

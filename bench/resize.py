@@ -17,11 +17,11 @@ import numpy as np
 import torch
 
 from bench.common import default_dataset, interleaved, note, report, timed
-from whaleid.data import ImageDataset, load_dataset, read_image
-from whaleid.device import make_loader
-from whaleid.prepare import resize_split, resized_name
-from whaleid.train import EpochSampler
-from whaleid.transforms import AsUint8
+from whaleid.core.device import make_loader
+from whaleid.data.layout import ImageDataset, load_dataset, read_image
+from whaleid.data.resize import resize_split, resized_name
+from whaleid.model.train import EpochSampler
+from whaleid.model.transforms import AsUint8
 
 TARGET = 5.0
 WIDTH, HEIGHT = 2000, 1300
@@ -65,15 +65,19 @@ def main() -> None:
         (tmp / "small").mkdir()
         seconds, _ = timed(lambda: resize_split(full, tmp / "small", tmp / "cache", args.img_size, progress=False))
         small = [tmp / "small" / resized_name(p.name) for p in full]
-        rates = interleaved({
-            "full": lambda: loader_rate(full, args.img_size, args.num_workers),
-            "resized": lambda: loader_rate(small, args.img_size, args.num_workers),
-        })  # fmt: skip
+        rates = interleaved(
+            {
+                "full": lambda: loader_rate(full, args.img_size, args.num_workers),
+                "resized": lambda: loader_rate(small, args.img_size, args.num_workers),
+            }
+        )
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-    note(f"{len(full)} JPEGs {WIDTH}x{HEIGHT} ({mb:.2f} MB each) -> {args.img_size}px BMPs; one-off resize "
-         f"{seconds:.1f} s ({len(full) / seconds:.0f} img/s); loader: full-size {rates['full']:.0f} img/s, "
-         f"resized {rates['resized']:.0f} img/s")  # fmt: skip
+    note(
+        f"{len(full)} JPEGs {WIDTH}x{HEIGHT} ({mb:.2f} MB each) -> {args.img_size}px BMPs; one-off resize "
+        f"{seconds:.1f} s ({len(full) / seconds:.0f} img/s); loader: full-size {rates['full']:.0f} img/s, "
+        f"resized {rates['resized']:.0f} img/s"
+    )
     ratio = rates["resized"] / rates["full"]
     report("resize_loader_speedup", ratio, f">= {TARGET:.0f}x", ratio >= TARGET, "{:.1f}x")
 

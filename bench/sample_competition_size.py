@@ -13,7 +13,7 @@ import tempfile
 import time
 
 from whaleid.config import SampleConfig
-from whaleid.sample import write_dataset
+from whaleid.data.sample import write_dataset
 
 TARGET_S = 600.0
 

@@ -12,8 +12,8 @@ import time
 import numpy as np
 
 from bench.common import ROOT, note, report
-from whaleid.metrics import precision_at_5
-from whaleid.predict import most_frequent, sweep_scores, top_candidates
+from whaleid.rule.metrics import precision_at_5
+from whaleid.rule.predict import most_frequent, sweep_scores, top_candidates
 
 sys.path.insert(0, str(ROOT / "tests"))
 from references import naive_predictions  # noqa: E402 - the tests' reference implementation (tests/references.py)
@@ -52,8 +52,10 @@ def main() -> None:
         naive[:, j] = [precision_at_5(p, t) for p, t in zip(preds, truth[:n], strict=True)]
     naive_s = (time.perf_counter() - start) * Q / n
     np.testing.assert_allclose(fast[:n], naive)
-    note(f"{Q} x {K} x {len(thresholds)}: vectorised {fast_s:.2f} s, naive {naive_s:.1f} s"
-         f"{'' if n == Q else f' (timed on {n} queries, scaled)'}; results identical")  # fmt: skip
+    note(
+        f"{Q} x {K} x {len(thresholds)}: vectorised {fast_s:.2f} s, naive {naive_s:.1f} s"
+        f"{'' if n == Q else f' (timed on {n} queries, scaled)'}; results identical"
+    )
     report("sweep_speedup", naive_s / fast_s, ">= 100x", naive_s / fast_s >= 100, "{:.0f}x")
     report("sweep_seconds", fast_s, "< 2 s", fast_s < 2.0, "{:.2f}")
 

@@ -15,10 +15,10 @@ import torch
 
 from bench.common import default_dataset, ours_vs_bare, resized_default
 from whaleid.config import ArcFaceConfig, AugmentConfig, ModelConfig, TrainConfig
-from whaleid.data import load_dataset
-from whaleid.device import resolve_workers
-from whaleid.model import WhaleNet
-from whaleid.train import train_model
+from whaleid.core.device import resolve_workers
+from whaleid.data.layout import load_dataset
+from whaleid.model.network import WhaleNet
+from whaleid.model.train import train_model
 
 TARGET = 0.85
 

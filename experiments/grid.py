@@ -85,8 +85,11 @@ def run_shared(work: Path, name: str, seed: int, pairs: list[tuple[str, str]]) -
         subprocess.run(["git", "-C", str(ROOT), "worktree", "prune"], check=True)
         subprocess.run(["git", "-C", str(ROOT), "worktree", "add", "-q", "--detach", str(run), "HEAD"], check=True)
     # The worktree's own commit (HEAD of this checkout may have moved on since it was made).
-    params = yaml.safe_load(subprocess.run(["git", "-C", str(run), "show", "HEAD:params.yaml"], check=True,
-                                           capture_output=True, text=True).stdout)  # fmt: skip
+    params = yaml.safe_load(
+        subprocess.run(
+            ["git", "-C", str(run), "show", "HEAD:params.yaml"], check=True, capture_output=True, text=True
+        ).stdout
+    )
     for key, value in [*pairs, ("train.seed", str(seed))]:
         set_key(params, key, value)
     (run / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))

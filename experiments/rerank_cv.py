@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import argparse
 
-from whaleid.artifacts import validation_split
 from whaleid.config import load_params, replace
-from whaleid.io import load_npz
-from whaleid.paths import embed_dir
-from whaleid.predict import Neighbours, fit_rule
-from whaleid.rerank import rerank_neighbours
-from whaleid.retrieval import search
+from whaleid.core.atomic import load_npz
+from whaleid.pipeline.artifacts import validation_split
+from whaleid.pipeline.paths import embed_dir
+from whaleid.retrieval.rerank import rerank_neighbours
+from whaleid.retrieval.search import search
+from whaleid.rule.predict import Neighbours, fit_rule
 
 
 def main() -> None:
@@ -30,11 +30,14 @@ def main() -> None:
     cfg = replace(params.knn, rerank="k_reciprocal", rerank_k1=args.k1, rerank_k2=args.k2, rerank_lambda=args.lam)
     reranked = rerank_neighbours(query["embeddings"], gallery["embeddings"], sims, rows, cfg)
     for name, (s, r) in (("kNN", (sims, rows)), ("kNN + k-reciprocal", reranked)):
-        fit = fit_rule([Neighbours(s, r, gallery["labels"], query["labels"])], params.threshold, params.cv.new_ratio,
-                       warn=False)  # fmt: skip
+        fit = fit_rule(
+            [Neighbours(s, r, gallery["labels"], query["labels"])], params.threshold, params.cv.new_ratio, warn=False
+        )
         m = fit.metrics
-        print(f"{name}: CV MAP@5 {m['map5']:.4f} (known {m['map5_known']:.4f}, new {m['map5_new']}) at threshold "
-              f"{m['threshold']:.3f}")  # fmt: skip
+        print(
+            f"{name}: CV MAP@5 {m['map5']:.4f} (known {m['map5_known']:.4f}, new {m['map5_new']}) at threshold "
+            f"{m['threshold']:.3f}"
+        )
 
 
 if __name__ == "__main__":

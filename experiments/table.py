@@ -58,9 +58,13 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path("experiments/RESULTS.md"))
     parser.add_argument("--json", type=Path, help="read this `dvc exp show --json -A` output instead of running it")
     args = parser.parse_args()
-    text = args.json.read_text() if args.json else subprocess.run(
-        [sys.executable, "-m", "dvc", "exp", "show", "--json", "-A"], capture_output=True, text=True, check=True
-    ).stdout  # fmt: skip
+    text = (
+        args.json.read_text()
+        if args.json
+        else subprocess.run(
+            [sys.executable, "-m", "dvc", "exp", "show", "--json", "-A"], capture_output=True, text=True, check=True
+        ).stdout
+    )
     found = collect(json.loads(text))
 
     def mean(tech: str, i: int) -> float | None:

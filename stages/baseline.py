@@ -3,17 +3,17 @@ rule, fitted on the `fold` validation fold) -> metrics/baseline.json."""
 
 import logging
 
-from whaleid.artifacts import class_species, folds_with_labels, held_out
-from whaleid.baseline import constant_predictions, pixel_features
 from whaleid.config import Params
-from whaleid.data import load_dataset
-from whaleid.folds import training_rows
-from whaleid.io import write_json
-from whaleid.paths import BASELINE_METRICS
-from whaleid.predict import Neighbours, apply_rule, fit_rule, oracle_map5
-from whaleid.retrieval import search
-from whaleid.stage import run_stage
-from whaleid.submission import build_submission, labels_to_strings, score_submission, solution_labels
+from whaleid.core.atomic import write_json
+from whaleid.data.folds import training_rows
+from whaleid.data.layout import load_dataset
+from whaleid.pipeline.artifacts import class_species, folds_with_labels, held_out
+from whaleid.pipeline.paths import BASELINE_METRICS
+from whaleid.pipeline.stage import run_stage
+from whaleid.retrieval.search import search
+from whaleid.rule.baseline import constant_predictions, pixel_features
+from whaleid.rule.predict import Neighbours, apply_rule, fit_rule, oracle_map5
+from whaleid.rule.submission import build_submission, labels_to_strings, score_submission, solution_labels
 
 log = logging.getLogger("whaleid.baseline")
 
@@ -27,8 +27,9 @@ def main(params: Params) -> None:
     gallery = training_rows(folds["fold"].to_numpy(), held_out(folds), params.fold)
     labels = folds["label"].to_numpy()
     sims, nbrs = search(feats[gallery], feats[valid], params.knn)
-    fit = fit_rule([Neighbours(sims, nbrs, labels[gallery], labels[valid])], params.threshold, params.cv.new_ratio,
-                   species)  # fmt: skip
+    fit = fit_rule(
+        [Neighbours(sims, nbrs, labels[gallery], labels[valid])], params.threshold, params.cv.new_ratio, species
+    )
     metrics = {"pixel_knn_cv_map5": fit.metrics["map5"], "pixel_knn_threshold": fit.rule.threshold}
     if ds.solution is not None:
         const = constant_predictions(folds["individual_id"], len(ds.test_images))

@@ -2,7 +2,7 @@
 and metrics/detect.json.
 
 With boxes for the train photos only (``crop.boxes``, as annotations come), a detector is trained on them and draws
-the test photos' boxes (:mod:`whaleid.detect`; ``detect.use``); its IoU on held-back train photos (and on the test
+the test photos' boxes (:mod:`whaleid.model.boxnet`; ``detect.use``); its IoU on held-back train photos (and on the test
 photos, where a ``solution_boxes.csv`` answer key exists) goes to metrics/detect.json. Boxes that cover the test
 photos too are passed on as they are; without boxes the photos are used whole (no boxes.csv).
 """
@@ -14,13 +14,13 @@ from pathlib import Path
 import pandas as pd
 
 from whaleid.config import Params, to_dict
-from whaleid.data import SOLUTION_BOXES, load_dataset
-from whaleid.detect import DETECT_CACHE, decide, run_detector, save_detector
-from whaleid.device import select_device
-from whaleid.io import atomic_dir, write_csv, write_json
-from whaleid.paths import DETECT_DIR, DETECT_METRICS
-from whaleid.prepare import BOX_COLUMNS, boxes_path, check_boxes_dataset, read_boxes
-from whaleid.stage import run_stage
+from whaleid.core.atomic import atomic_dir, write_csv, write_json
+from whaleid.core.device import select_device
+from whaleid.data.layout import SOLUTION_BOXES, load_dataset
+from whaleid.data.resize import BOX_COLUMNS, boxes_path, check_boxes_dataset, read_boxes
+from whaleid.model.boxnet import DETECT_CACHE, decide, run_detector, save_detector
+from whaleid.pipeline.paths import DETECT_DIR, DETECT_METRICS
+from whaleid.pipeline.stage import run_stage
 
 log = logging.getLogger("whaleid.detect")
 
@@ -39,17 +39,34 @@ def main(params: Params) -> None:
             answers = Path(params.data.dir, SOLUTION_BOXES)
             test = set(ds.test_images)  # once: tested per box below (80k boxes at competition scale)
             truth = {n: b for n, b in (boxes or {}).items() if n in test} or (
-                read_boxes(answers) if answers.is_file() else None)  # fmt: skip
-            got = run_detector(ds.train_paths(), ds.test_paths(), boxes or {}, truth, params.detect,
-                               select_device(params.runtime.device), params.data.max_megapixels, params.runtime.n_jobs)  # fmt: skip
+                read_boxes(answers) if answers.is_file() else None
+            )
+            got = run_detector(
+                ds.train_paths(),
+                ds.test_paths(),
+                boxes or {},
+                truth,
+                params.detect,
+                select_device(params.runtime.device),
+                params.data.max_megapixels,
+                params.runtime.n_jobs,
+            )
             save_detector(tmp / "model.pt", got.model, params.detect)
             boxes, metrics = got.boxes, got.metrics
             log.info("detector: %s", metrics)
         if boxes:
             rows = [(name, *box) for name, box in sorted(boxes.items())]
             write_csv(tmp / "boxes.csv", pd.DataFrame(rows, columns=list(BOX_COLUMNS)))
-        write_json(tmp / "info.json", {"source": str(path) if path else None, "why": why, "detector": use,
-                                       "detect": to_dict(params.detect), "metrics": metrics})  # fmt: skip
+        write_json(
+            tmp / "info.json",
+            {
+                "source": str(path) if path else None,
+                "why": why,
+                "detector": use,
+                "detect": to_dict(params.detect),
+                "metrics": metrics,
+            },
+        )
     write_json(DETECT_METRICS, metrics)
     shutil.rmtree(DETECT_CACHE, ignore_errors=True)  # decoded photos, kept only to resume an interrupted run
 

@@ -8,12 +8,12 @@ trains or embeds anything itself.
 
 import logging
 
-from whaleid.artifacts import submission_models
 from whaleid.config import Params
-from whaleid.io import atomic_dir, load_npz, save_npz
-from whaleid.paths import FINAL_DIR, embed_dir
-from whaleid.retrieval import combine
-from whaleid.stage import run_stage
+from whaleid.core.atomic import atomic_dir, load_npz, save_npz
+from whaleid.pipeline.artifacts import submission_models
+from whaleid.pipeline.paths import FINAL_DIR, embed_dir
+from whaleid.pipeline.stage import run_stage
+from whaleid.retrieval.search import combine
 
 log = logging.getLogger("whaleid.ensemble")
 
@@ -23,8 +23,12 @@ def main(params: Params) -> None:
     with atomic_dir(FINAL_DIR) as tmp:
         for split, out in (("train", "gallery"), ("test", "test")):
             parts = [load_npz(embed_dir(n) / f"{split}.npz") for n in names]
-            save_npz(tmp / f"{out}.npz", embeddings=combine([p["embeddings"] for p in parts]),
-                     images=parts[0]["images"], labels=parts[0]["labels"])  # fmt: skip
+            save_npz(
+                tmp / f"{out}.npz",
+                embeddings=combine([p["embeddings"] for p in parts]),
+                images=parts[0]["images"],
+                labels=parts[0]["labels"],
+            )
     log.info("submission embeddings from %s -> %s", " + ".join(names), FINAL_DIR)
 
 

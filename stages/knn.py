@@ -6,7 +6,7 @@
 
 Each file holds ``sims`` (Q, k), ``neighbors`` (Q, k), ``query_images``, ``query_labels``, ``gallery_labels``,
 ``gallery_images``. With ``blend.knn_weight < 1`` the similarities are blended with the models' ArcFace class
-cosines (:mod:`whaleid.blend`; validation: that fold model's own head; test: the mean over the submission models)
+cosines (:mod:`whaleid.retrieval.blend`; validation: that fold model's own head; test: the mean over the submission models)
 and each row gains ``blend.extra_classes`` candidates (k + extra columns).
 """
 
@@ -14,12 +14,12 @@ import logging
 
 import numpy as np
 
-from whaleid.artifacts import cv_models, submission_models, validation_split
-from whaleid.blend import Centres, search_blended
 from whaleid.config import Params
-from whaleid.io import atomic_dir, load_npz, save_npz
-from whaleid.paths import FINAL_DIR, NEIGHBOR_DIR, embed_dir
-from whaleid.stage import run_stage
+from whaleid.core.atomic import atomic_dir, load_npz, save_npz
+from whaleid.pipeline.artifacts import cv_models, submission_models, validation_split
+from whaleid.pipeline.paths import FINAL_DIR, NEIGHBOR_DIR, embed_dir
+from whaleid.pipeline.stage import run_stage
+from whaleid.retrieval.blend import Centres, search_blended
 
 log = logging.getLogger("whaleid.knn")
 
@@ -32,9 +32,15 @@ def _search(out, query: dict, gallery: dict, params: Params, parts: list[tuple[n
     nn = search_blended(query, gallery, params.knn, params.blend, parts)
     save_npz(out, **nn)
     sims, cfg = nn["sims"], params.blend
-    log.info("%s: %d queries x top-%d over %d gallery images (%s index%s)", out.name, len(sims), sims.shape[1],
-             len(gallery["labels"]), params.knn.index,
-             f", blended with class cosines, knn_weight {cfg.knn_weight}" if cfg.knn_weight < 1.0 else "")  # fmt: skip
+    log.info(
+        "%s: %d queries x top-%d over %d gallery images (%s index%s)",
+        out.name,
+        len(sims),
+        sims.shape[1],
+        len(gallery["labels"]),
+        params.knn.index,
+        f", blended with class cosines, knn_weight {cfg.knn_weight}" if cfg.knn_weight < 1.0 else "",
+    )
 
 
 def main(params: Params) -> None:
@@ -46,8 +52,9 @@ def main(params: Params) -> None:
             _search(tmp / f"{name}.npz", query, gallery, params, parts)
     names = submission_models(params)
     parts = [(load_npz(embed_dir(n) / "test.npz")["embeddings"], _centres(n)) for n in names] if blend else []
-    _search(NEIGHBOR_DIR / "test.npz", load_npz(FINAL_DIR / "test.npz"), load_npz(FINAL_DIR / "gallery.npz"), params,
-            parts)  # fmt: skip
+    _search(
+        NEIGHBOR_DIR / "test.npz", load_npz(FINAL_DIR / "test.npz"), load_npz(FINAL_DIR / "gallery.npz"), params, parts
+    )
 
 
 if __name__ == "__main__":

@@ -1,5 +1,5 @@
 """DVC stage `local`: fuse local-feature matches with the embedding's similarities (``local.*``, see
-:mod:`whaleid.local`) -> data/fused/valid/<fold model>.npz, data/fused/test.npz (the kNN files with ``sims``
+:mod:`whaleid.retrieval.local`) -> data/fused/valid/<fold model>.npz, data/fused/test.npz (the kNN files with ``sims``
 replaced by the calibrated probability and rows re-sorted) and data/fused/calibration.json. With
 ``local.method: none`` the kNN results pass through unchanged.
 """
@@ -8,10 +8,10 @@ import logging
 from dataclasses import asdict
 
 from whaleid.config import Params
-from whaleid.io import atomic_dir, load_npz, save_npz, write_json
-from whaleid.local import KeypointSet, fuse_neighbours
-from whaleid.paths import FUSED_DIR, KEYPOINT_DIR, NEIGHBOR_DIR
-from whaleid.stage import run_stage
+from whaleid.core.atomic import atomic_dir, load_npz, save_npz, write_json
+from whaleid.pipeline.paths import FUSED_DIR, KEYPOINT_DIR, NEIGHBOR_DIR
+from whaleid.pipeline.stage import run_stage
+from whaleid.retrieval.local import KeypointSet, fuse_neighbours
 
 log = logging.getLogger("whaleid.local")
 
@@ -25,8 +25,13 @@ def main(params: Params) -> None:
         train_kp, test_kp = (KeypointSet(**load_npz(KEYPOINT_DIR / f"{s}.npz")) for s in ("train", "test"))
         valid, test, calibration, stats = fuse_neighbours(valid, test, train_kp, test_kp, cfg, params.runtime.n_jobs)
         info |= {"calibration": asdict(calibration), **stats}
-        log.info("fused %d pairs: %s; mean inliers %s (same individual) vs %s (other)", stats["pairs"],
-                 calibration, stats["inliers_same_mean"], stats["inliers_other_mean"])  # fmt: skip
+        log.info(
+            "fused %d pairs: %s; mean inliers %s (same individual) vs %s (other)",
+            stats["pairs"],
+            calibration,
+            stats["inliers_same_mean"],
+            stats["inliers_other_mean"],
+        )
     with atomic_dir(FUSED_DIR) as tmp:
         (tmp / "valid").mkdir()
         for name, nn in valid.items():

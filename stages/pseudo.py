@@ -1,4 +1,4 @@
-"""DVC stage `pseudo`: pseudo-label rounds (``pseudo.*``, see :mod:`whaleid.pseudo`) -> data/rounds/ and
+"""DVC stage `pseudo`: pseudo-label rounds (``pseudo.*``, see :mod:`whaleid.pipeline.pseudo`) -> data/rounds/ and
 metrics/pseudo.json.
 
 With ``pseudo.rounds: 0`` (the default) it passes data/fused through to data/rounds unchanged. Otherwise round
@@ -13,9 +13,9 @@ interrupted run resumes at the round it was in.
 import shutil
 
 from whaleid.config import Params
-from whaleid.io import atomic_dir, save_npz, write_json
-from whaleid.paths import FUSED_DIR, PSEUDO_METRICS, ROUNDS_DIR
-from whaleid.stage import run_stage
+from whaleid.core.atomic import atomic_dir, save_npz, write_json
+from whaleid.pipeline.paths import FUSED_DIR, PSEUDO_METRICS, ROUNDS_DIR
+from whaleid.pipeline.stage import run_stage
 
 
 def main(params: Params) -> None:
@@ -27,7 +27,7 @@ def main(params: Params) -> None:
             shutil.copyfile(FUSED_DIR / "test.npz", tmp / "test.npz")
         write_json(PSEUDO_METRICS, {"rounds": 0})
         return
-    from whaleid.pseudo import run_rounds  # torch and timm: imported only when there are rounds to train
+    from whaleid.pipeline.pseudo import run_rounds  # torch and timm: imported only when there are rounds to train
 
     with atomic_dir(ROUNDS_DIR) as tmp:
         last, history = run_rounds(params, tmp)

@@ -1,9 +1,9 @@
 """DVC stage `sample`: generate the default dataset in the Kaggle layout (data/sample)."""
 
 from whaleid.config import Params
-from whaleid.paths import SAMPLE_DIR
-from whaleid.sample import write_dataset
-from whaleid.stage import run_stage
+from whaleid.data.sample import write_dataset
+from whaleid.pipeline.paths import SAMPLE_DIR
+from whaleid.pipeline.stage import run_stage
 
 
 def main(params: Params) -> None:

@@ -6,11 +6,11 @@ import logging
 import pandas as pd
 
 from whaleid.config import Params
-from whaleid.data import load_dataset
-from whaleid.io import read_json, write_json
-from whaleid.paths import CV_METRICS, LABELS, LB_METRICS, SUBMISSION
-from whaleid.stage import run_stage
-from whaleid.submission import run_summary, score_submission, validate_submission
+from whaleid.core.atomic import read_json, write_json
+from whaleid.data.layout import load_dataset
+from whaleid.pipeline.paths import CV_METRICS, LABELS, LB_METRICS, SUBMISSION
+from whaleid.pipeline.stage import run_stage
+from whaleid.rule.submission import run_summary, score_submission, validate_submission
 
 log = logging.getLogger("whaleid.score")
 

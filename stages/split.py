@@ -3,11 +3,11 @@
 import logging
 
 from whaleid.config import Params
-from whaleid.data import load_dataset
-from whaleid.folds import encode_held, hold_out_new, make_folds, new_shares
-from whaleid.io import write_csv
-from whaleid.paths import FOLDS
-from whaleid.stage import run_stage
+from whaleid.core.atomic import write_csv
+from whaleid.data.folds import encode_held, hold_out_new, make_folds, new_shares
+from whaleid.data.layout import load_dataset
+from whaleid.pipeline.paths import FOLDS
+from whaleid.pipeline.stage import run_stage
 
 log = logging.getLogger("whaleid.split")
 
@@ -20,10 +20,16 @@ def main(params: Params) -> None:
     write_csv(FOLDS, train.assign(fold=folds, holdout=encode_held(held)))
     for row in new_shares(train, folds, held, cv.n_folds).itertuples():
         added = row.total - row.natural
-        log.info("fold %d: %d validation images, %.1f%% of them new individuals (%.1f%% natural%s)", row.fold,
-                 row.valid_images, 100 * row.total, 100 * row.natural,
-                 f" + {100 * added:.1f}% from {row.held_out_individuals} individuals held out of training"
-                 if row.held_out_individuals else "")  # fmt: skip
+        log.info(
+            "fold %d: %d validation images, %.1f%% of them new individuals (%.1f%% natural%s)",
+            row.fold,
+            row.valid_images,
+            100 * row.total,
+            100 * row.natural,
+            f" + {100 * added:.1f}% from {row.held_out_individuals} individuals held out of training"
+            if row.held_out_individuals
+            else "",
+        )
 
 
 if __name__ == "__main__":

@@ -5,14 +5,14 @@ known ids or new_individual) before it is written atomically.
 
 import logging
 
-from whaleid.artifacts import class_species, folds_with_labels
 from whaleid.config import Params
-from whaleid.data import DataError, load_dataset
-from whaleid.io import load_npz, read_json, write_csv
-from whaleid.paths import ROUNDS_DIR, RULE, SUBMISSION
-from whaleid.predict import NEW, Neighbours, Rule, apply_rule
-from whaleid.stage import run_stage
-from whaleid.submission import build_submission, labels_to_strings, validate_submission
+from whaleid.core.atomic import load_npz, read_json, write_csv
+from whaleid.data.layout import DataError, load_dataset
+from whaleid.pipeline.artifacts import class_species, folds_with_labels
+from whaleid.pipeline.paths import ROUNDS_DIR, RULE, SUBMISSION
+from whaleid.pipeline.stage import run_stage
+from whaleid.rule.predict import NEW, Neighbours, Rule, apply_rule
+from whaleid.rule.submission import build_submission, labels_to_strings, validate_submission
 
 log = logging.getLogger("whaleid.submit")
 
@@ -28,9 +28,15 @@ def main(params: Params) -> None:
     frame = build_submission(ds.test_images, labels_to_strings(pred, classes))
     validate_submission(frame, ds.test_images, classes)
     write_csv(SUBMISSION, frame)
-    log.info("wrote %s: %d rows, rule %s threshold %.3f%s, new_individual first for %.1f%%", SUBMISSION, len(frame),
-             rule.method, rule.threshold, " (+ per species)" if rule.species_thresholds else "",
-             100 * float((pred[:, 0] == NEW).mean()))  # fmt: skip
+    log.info(
+        "wrote %s: %d rows, rule %s threshold %.3f%s, new_individual first for %.1f%%",
+        SUBMISSION,
+        len(frame),
+        rule.method,
+        rule.threshold,
+        " (+ per species)" if rule.species_thresholds else "",
+        100 * float((pred[:, 0] == NEW).mean()),
+    )
 
 
 if __name__ == "__main__":

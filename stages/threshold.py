@@ -1,21 +1,21 @@
-"""DVC stage `threshold`: fit the prediction rule (``threshold.*``, see :mod:`whaleid.predict`) on validation.
+"""DVC stage `threshold`: fit the prediction rule (``threshold.*``, see :mod:`whaleid.rule.predict`) on validation.
 
 With one fold model, CV is its validation fold's MAP@5; with several (``ensemble.members`` naming folds), the
 rule is fitted out of fold on all their validation folds pooled, and the per-fold MAP@5 with mean and std are
 reported too, and image-retrieval metrics of the known validation queries (recall@1, recall@5, mAP, mINP over
-the ranking the rule sees; see :func:`whaleid.metrics.retrieval_metrics`). Writes models/rule.json (the rule the submit stage applies as saved), metrics/cv.json and
+the ranking the rule sees; see :func:`whaleid.rule.metrics.retrieval_metrics`). Writes models/rule.json (the rule the submit stage applies as saved), metrics/cv.json and
 plots/threshold.csv (MAP@5 against the threshold).
 """
 
 import logging
 
-from whaleid.artifacts import class_species, folds_with_labels
 from whaleid.config import Params
-from whaleid.io import load_npz, write_csv, write_json
-from whaleid.metrics import pooled_retrieval_metrics
-from whaleid.paths import CV_METRICS, ROUNDS_DIR, RULE, THRESHOLD_PLOT
-from whaleid.predict import Neighbours, fit_rule
-from whaleid.stage import run_stage
+from whaleid.core.atomic import load_npz, write_csv, write_json
+from whaleid.pipeline.artifacts import class_species, folds_with_labels
+from whaleid.pipeline.paths import CV_METRICS, ROUNDS_DIR, RULE, THRESHOLD_PLOT
+from whaleid.pipeline.stage import run_stage
+from whaleid.rule.metrics import pooled_retrieval_metrics
+from whaleid.rule.predict import Neighbours, fit_rule
 
 log = logging.getLogger("whaleid.threshold")
 
@@ -25,17 +25,26 @@ def main(params: Params) -> None:
     files = sorted((ROUNDS_DIR / "valid").glob("*.npz"))
     parts = [load_npz(f) for f in files]
     nns = [Neighbours.saved(p) for p in parts]
-    fit = fit_rule(nns, params.threshold, params.cv.new_ratio, class_species(folds, len(classes)),
-                   [f.stem for f in files])  # fmt: skip
+    fit = fit_rule(
+        nns, params.threshold, params.cv.new_ratio, class_species(folds, len(classes)), [f.stem for f in files]
+    )
     m = {**fit.metrics, "fold": params.fold, "retrieval": pooled_retrieval_metrics(parts)}
     write_json(RULE, fit.rule.to_dict())
     write_json(CV_METRICS, m)
     write_csv(THRESHOLD_PLOT, fit.table.round(6))
-    log.info("CV MAP@5 %.4f at threshold %.3f (%s; known %.4f, new %s; %.1f%% of validation is new)%s%s",
-             m["map5"], m["threshold"], m["method"], m["map5_known"], m["map5_new"], 100 * m["valid_new_share"],
-             f"; out of fold over {', '.join(m['folds'])}: per fold {m['folds_mean']:.4f} ± {m['folds_std']:.4f}"
-             if len(files) > 1 else "",
-             f"; per species: {m['species_thresholds']}" if m["species_thresholds"] else "")  # fmt: skip
+    log.info(
+        "CV MAP@5 %.4f at threshold %.3f (%s; known %.4f, new %s; %.1f%% of validation is new)%s%s",
+        m["map5"],
+        m["threshold"],
+        m["method"],
+        m["map5_known"],
+        m["map5_new"],
+        100 * m["valid_new_share"],
+        f"; out of fold over {', '.join(m['folds'])}: per fold {m['folds_mean']:.4f} ± {m['folds_std']:.4f}"
+        if len(files) > 1
+        else "",
+        f"; per species: {m['species_thresholds']}" if m["species_thresholds"] else "",
+    )
 
 
 if __name__ == "__main__":

@@ -5,14 +5,14 @@ model.pt, with its training curves in models/<name>/live/.
     python -m stages.train full     # trained on every image
 
 Resumes from .whaleid_cache/checkpoints/<name>/ after an interruption when params, data and code are unchanged
-(see :mod:`whaleid.fit`). With ``runtime.nproc`` > 1 it starts itself again under torchrun, one process per GPU
-(or CPU share), and waits (see :mod:`whaleid.distributed`).
+(see :mod:`whaleid.pipeline.members`). With ``runtime.nproc`` > 1 it starts itself again under torchrun, one process per GPU
+(or CPU share), and waits (see :mod:`whaleid.model.distributed`).
 """
 
-from whaleid import distributed
 from whaleid.config import Params
-from whaleid.fit import train_member
-from whaleid.stage import run_stage
+from whaleid.model import distributed
+from whaleid.pipeline.members import train_member
+from whaleid.pipeline.stage import run_stage
 
 
 def main(params: Params, name: str) -> None:

@@ -10,10 +10,10 @@ out the same, DVC keeps every trained model.
 import logging
 
 from whaleid.config import Params
-from whaleid.io import write_json
-from whaleid.paths import WEIGHTS_ID
-from whaleid.stage import run_stage
-from whaleid.weights import identity
+from whaleid.core.atomic import write_json
+from whaleid.model.weights import identity
+from whaleid.pipeline.paths import WEIGHTS_ID
+from whaleid.pipeline.stage import run_stage
 
 log = logging.getLogger("whaleid.weights")
 
@@ -21,16 +21,21 @@ log = logging.getLogger("whaleid.weights")
 def main(params: Params) -> None:
     cfg = params.model
     if cfg.pretrained or cfg.weights:
-        from whaleid.model import create_backbone, load_backbone_weights  # timm: imported only when needed
+        from whaleid.model.network import create_backbone, load_backbone_weights  # timm: imported only when needed
     if cfg.pretrained:
         create_backbone(cfg.backbone, pretrained=True)
     elif cfg.weights:
         load_backbone_weights(create_backbone(cfg.backbone), cfg.weights)
     found = identity(cfg)
     write_json(WEIGHTS_ID, found)
-    log.info("%s: backbone %s starts from %s", WEIGHTS_ID, cfg.backbone,
-             "random weights" if found["source"] is None else f"{found['source']} ({found['file']}, sha256 "
-             f"{found['sha256'][:12]})")  # fmt: skip
+    log.info(
+        "%s: backbone %s starts from %s",
+        WEIGHTS_ID,
+        cfg.backbone,
+        "random weights"
+        if found["source"] is None
+        else f"{found['source']} ({found['file']}, sha256 {found['sha256'][:12]})",
+    )
 
 
 if __name__ == "__main__":

@@ -8,7 +8,7 @@ import pytest
 from tinyrepo import DVC, make_repo, run
 
 from whaleid.config import SampleConfig, replace
-from whaleid.sample import write_dataset
+from whaleid.data.sample import write_dataset
 
 TINY = SampleConfig(n_train=160, n_test=60, n_species=3, img_size=32, seed=7)
 

@@ -3,7 +3,7 @@ per-image loops, written for clarity, not speed."""
 
 from __future__ import annotations
 
-from whaleid.predict import NEW
+from whaleid.rule.predict import NEW
 
 
 def naive_predictions(sims, neighbors, gallery_labels, fill, threshold):

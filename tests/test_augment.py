@@ -1,4 +1,4 @@
-"""Batched augmentation (whaleid.augment) against OpenCV, albumentations' formulas and hand-made cases."""
+"""Batched augmentation (whaleid.model.augment) against OpenCV, albumentations' formulas and hand-made cases."""
 
 from __future__ import annotations
 
@@ -8,7 +8,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from whaleid.augment import (
+from whaleid.config import AugmentConfig
+from whaleid.model.augment import (
     BatchAugment,
     affine_grid,
     affine_theta,
@@ -18,7 +19,6 @@ from whaleid.augment import (
     normalize,
     to_float,
 )
-from whaleid.config import AugmentConfig
 
 OFF = dict(hflip=0.0, affine=0.0, color=0.0, blur=0.0, dropout=0.0)
 
@@ -35,9 +35,16 @@ def _run(cfg: AugmentConfig, images: torch.Tensor, seed: int = 0) -> torch.Tenso
     return BatchAugment(cfg)(to_float(images), batch_generator(seed, 0, 0))
 
 
-@pytest.mark.parametrize(("angle", "sx", "sy", "dx", "dy"), [
-    (0, 1, 1, 0, 0), (12, 1, 1, 0, 0), (-25, 1.15, 1.15, 3, -2), (40, 0.85, 0.85, -4, 5), (-10, 0.9, 1.12, 2, 1),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    ("angle", "sx", "sy", "dx", "dy"),
+    [
+        (0, 1, 1, 0, 0),
+        (12, 1, 1, 0, 0),
+        (-25, 1.15, 1.15, 3, -2),
+        (40, 0.85, 0.85, -4, 5),
+        (-10, 0.9, 1.12, 2, 1),
+    ],
+)
 def test_affine_matches_opencv_warp(angle: float, sx: float, sy: float, dx: float, dy: float) -> None:
     img = _images(1, 30, 40)[0].numpy().astype(np.float32)
     h, w = img.shape[:2]
@@ -51,8 +58,13 @@ def test_affine_matches_opencv_warp(angle: float, sx: float, sy: float, dx: floa
         ref = cv2.getRotationMatrix2D(tuple(centre), angle, sx)
         np.testing.assert_allclose(m, ref + [[0, 0, dx], [0, 0, dy]], atol=1e-9)
     want = cv2.warpAffine(img, m, (w, h), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT)
-    theta = affine_theta(torch.tensor([angle], dtype=torch.float32), torch.tensor([[sx, sy]], dtype=torch.float32),
-                         torch.tensor([[dx, dy]], dtype=torch.float32), h, w)  # fmt: skip
+    theta = affine_theta(
+        torch.tensor([angle], dtype=torch.float32),
+        torch.tensor([[sx, sy]], dtype=torch.float32),
+        torch.tensor([[dx, dy]], dtype=torch.float32),
+        h,
+        w,
+    )
     x = torch.from_numpy(img).permute(2, 0, 1)[None]
     got = F.grid_sample(
         x,
@@ -73,7 +85,7 @@ def test_affine_grid_is_torch_affine_grid_bit_for_bit() -> None:
 
 
 def test_blur_matches_opencv_per_image() -> None:
-    from whaleid.augment import gaussian_kernels
+    from whaleid.model.augment import gaussian_kernels
 
     imgs = _images(3, 20, 28, seed=3).numpy().astype(np.float32)
     sizes, sigmas = torch.tensor([3, 5, 5]), torch.tensor([0.5, 1.3, 3.0])
@@ -86,7 +98,7 @@ def test_blur_matches_opencv_per_image() -> None:
 def test_normalize_matches_albumentations() -> None:
     import albumentations as A
 
-    from whaleid.augment import MEAN, STD
+    from whaleid.model.augment import MEAN, STD
 
     img = _images(1)[0]
     want = A.Normalize(MEAN, STD)(image=img.numpy())["image"].transpose(2, 0, 1)
@@ -148,7 +160,7 @@ def test_same_seed_same_batch_other_seed_other_batch() -> None:
 
 def test_augmented_batch_resembles_albumentations() -> None:
     """Both backends, same params, same images: per-pixel mean and spread of the outputs agree within a few %."""
-    from whaleid.transforms import train_transform
+    from whaleid.model.transforms import train_transform
 
     cfg = AugmentConfig(backend="albumentations")
     images = _images(256, 32, 32, seed=9)

@@ -8,7 +8,7 @@ import re
 
 import pytest
 
-from whaleid.code import ROOT
+from whaleid.pipeline.codedeps import ROOT
 
 HELPERS = {"__init__", "common", "folders_to_kaggle"}  # not benchmarks: shared code and a dataset converter
 GPU = {"gpu_check"}  # `make gpu-check`: the GPU paths, run on a lent GPU machine
@@ -40,7 +40,7 @@ def test_gpu_check_falls_back_on_cpu_naming_what_it_skips(tmp_path, capsys) -> N
         pytest.skip("the CPU fallback is for machines without CUDA")
     results = gpu_check.main(["--only", "ddp", "faiss", "local", "cuda_tests", "--out", str(tmp_path / "g.json")])
     by_name = {r["name"]: r for r in results}
-    assert by_name["ddp_gloo_one_process"]["ok"] is True  # a real gloo group of one, through whaleid.distributed
+    assert by_name["ddp_gloo_one_process"]["ok"] is True  # a real gloo group of one, through whaleid.model.distributed
     for name in ("ddp_nccl_one_process", "faiss_gpu_topk_identical", "cuda_tests", "train_peak_memory_gib"):
         assert by_name[name]["skipped"], name
     out = capsys.readouterr().out

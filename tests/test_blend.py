@@ -1,14 +1,14 @@
-"""kNN + classifier blend (whaleid.blend) against naive per-query loops and the ArcFace head itself."""
+"""kNN + classifier blend (whaleid.retrieval.blend) against naive per-query loops and the ArcFace head itself."""
 
 import numpy as np
 import pytest
 import torch
 
-from whaleid.blend import Centres, blend_neighbours, mean_cosines
 from whaleid.config import KnnConfig
-from whaleid.heads import ArcFace
-from whaleid.predict import top_candidates
-from whaleid.retrieval import search
+from whaleid.model.heads import ArcFace
+from whaleid.retrieval.blend import Centres, blend_neighbours, mean_cosines
+from whaleid.retrieval.search import search
+from whaleid.rule.predict import top_candidates
 
 
 def unit(rng, n, d):
@@ -23,8 +23,11 @@ def naive_blend(sims, neighbors, gallery_labels, cos, w, extra):
         scored = []
         shown = set()
         valid_sims = [float(s) for s, n in zip(sims[q], neighbors[q], strict=True) if n >= 0]
-        gaps = [float(cos[q, gallery_labels[n]]) - float(s) for s, n in zip(sims[q], neighbors[q], strict=True)
-                if n >= 0 and not np.isnan(cos[q, gallery_labels[n]])]  # fmt: skip
+        gaps = [
+            float(cos[q, gallery_labels[n]]) - float(s)
+            for s, n in zip(sims[q], neighbors[q], strict=True)
+            if n >= 0 and not np.isnan(cos[q, gallery_labels[n]])
+        ]
         offset = sum(gaps) / len(gaps) if gaps else 0.0
         for s, n in zip(sims[q], neighbors[q], strict=True):
             if n < 0:
@@ -34,8 +37,11 @@ def naive_blend(sims, neighbors, gallery_labels, cos, w, extra):
             centre = float(s) + offset if np.isnan(cos[q, c]) else float(cos[q, c])
             scored.append((w * float(s) + (1 - w) * centre, int(n)))
         floor = min(valid_sims) if valid_sims else 0.0
-        classes = [c for c in range(cos.shape[1]) if not np.isnan(cos[q, c]) and c not in shown
-                   and c in set(gallery_labels.tolist())]  # fmt: skip
+        classes = [
+            c
+            for c in range(cos.shape[1])
+            if not np.isnan(cos[q, c]) and c not in shown and c in set(gallery_labels.tolist())
+        ]
         classes.sort(key=lambda c: -cos[q, c])
         for c in classes[:extra]:
             first = int(np.flatnonzero(gallery_labels == c)[0])
@@ -58,8 +64,9 @@ def test_blend_matches_naive_loop(w, subcenters):
     neighbors[0, -1] = -1  # a "no neighbour" slot, as Faiss returns for short galleries
     sims[0, -1] = -3.4e38
     cos = centres.cosines(queries)
-    got_s, got_r = blend_neighbours(sims, neighbors, gallery_labels, mean_cosines([(queries, centres)]), w, extra=4,
-                                    chunk=4)  # fmt: skip
+    got_s, got_r = blend_neighbours(
+        sims, neighbors, gallery_labels, mean_cosines([(queries, centres)]), w, extra=4, chunk=4
+    )
     want = naive_blend(sims, neighbors, gallery_labels, cos, w, extra=4)
     assert got_s.shape == (9, 10)
     for q, ref in enumerate(want):

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import yaml
 
-from whaleid.cli import main
+from whaleid.cli.main import main
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -42,8 +42,14 @@ def test_installed_command_runs_from_another_folder(tmp_path: Path) -> None:
     env = {"PATH": str(Path(sys.executable).parent), "HOME": str(tmp_path)}
     proc = subprocess.run([str(script), "--help"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0 and "check" in proc.stdout and "models" in proc.stdout, proc.stderr
-    proc = subprocess.run([sys.executable, "-c", "import whaleid, whaleid.predict; print(whaleid.__file__)"],
-                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60)  # fmt: skip
+    proc = subprocess.run(
+        [sys.executable, "-c", "import whaleid, whaleid.rule.predict; print(whaleid.__file__)"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert proc.returncode == 0 and Path(proc.stdout.strip()).parent == ROOT / "whaleid", proc.stderr
 
 

@@ -43,10 +43,17 @@ def test_wrong_type_named() -> None:
         params_from_dict({"model": {"gem_learnable": "yes"}})
 
 
-@pytest.mark.parametrize(("block", "key", "value"), [
-    ("train", "lr", 0.0), ("train", "lr", -1e-3), ("train", "epochs", 0), ("train", "batch_size", -4),
-    ("embed", "batch_size", 0), ("knn", "k", 0),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    ("block", "key", "value"),
+    [
+        ("train", "lr", 0.0),
+        ("train", "lr", -1e-3),
+        ("train", "epochs", 0),
+        ("train", "batch_size", -4),
+        ("embed", "batch_size", 0),
+        ("knn", "k", 0),
+    ],
+)
 def test_non_positive_rejected(block: str, key: str, value: float) -> None:
     with pytest.raises(ConfigError, match=rf"{block}\.{key} must be > 0"):
         params_from_dict({block: {key: value}})
@@ -67,10 +74,15 @@ def test_unknown_index_type() -> None:
         params_from_dict({"knn": {"index": "hnws"}})
 
 
-@pytest.mark.parametrize(("block", "key", "value", "hint"), [
-    ("augment", "backend", "albumentation", "'albumentations'"), ("augment", "backend", "kornia", r"\."),
-    ("resize", "format", "bpm", "'bmp'"), ("resize", "format", "webp", r"\."),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    ("block", "key", "value", "hint"),
+    [
+        ("augment", "backend", "albumentation", "'albumentations'"),
+        ("augment", "backend", "kornia", r"\."),
+        ("resize", "format", "bpm", "'bmp'"),
+        ("resize", "format", "webp", r"\."),
+    ],
+)
 def test_unknown_choice_names_the_options(block: str, key: str, value: str, hint: str) -> None:
     with pytest.raises(ConfigError, match=rf"{block}\.{key} must be one of .*got '{value}'.*{hint}"):
         params_from_dict({block: {key: value}})
@@ -100,10 +112,15 @@ def test_threshold_grid_inclusive() -> None:
     assert yaml.safe_dump(ThresholdConfig().grid())  # plain floats
 
 
-@pytest.mark.parametrize("block,key,new", [
-    ("knn", "scoring", "threshold.scoring"), ("knn", "vote_power", "threshold.vote_power"),
-    ("ensemble", "folds", "ensemble.members"), ("ensemble", "full_fit", "ensemble.members: [full]"),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    "block,key,new",
+    [
+        ("knn", "scoring", "threshold.scoring"),
+        ("knn", "vote_power", "threshold.vote_power"),
+        ("ensemble", "folds", "ensemble.members"),
+        ("ensemble", "full_fit", "ensemble.members: [full]"),
+    ],
+)
 def test_moved_keys_name_their_new_place(block: str, key: str, new: str) -> None:
     with pytest.raises(ConfigError, match=rf"{block}\.{key} has moved: use {re.escape(new)}"):
         params_from_dict({block: {key: 1}})
@@ -170,7 +187,7 @@ def test_non_finite_numbers_are_refused(value: float) -> None:
 
 @pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="this machine has a GPU")
 def test_cuda_without_a_gpu_is_one_clear_error() -> None:
-    from whaleid.device import select_device
+    from whaleid.core.device import select_device
 
     with pytest.raises(
         ConfigError, match=r"runtime.device is 'cuda' but no CUDA device is available; use auto or cpu"

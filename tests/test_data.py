@@ -12,8 +12,8 @@ import pytest
 import torch
 from PIL import Image
 
-from whaleid.data import DataError, ImageDataset, decode_image, load_dataset, read_image, safe_name
-from whaleid.transforms import AsUint8, train_transform
+from whaleid.data.layout import DataError, ImageDataset, decode_image, load_dataset, read_image, safe_name
+from whaleid.model.transforms import AsUint8, train_transform
 
 
 def _rewrite(path: Path, text: str) -> None:
@@ -245,7 +245,7 @@ def test_pixel_cap_is_a_param_and_its_message_names_it(tmp_path: Path) -> None:
 @pytest.mark.parametrize("height", [37, -37])  # bottom-up and top-down rows
 def test_bmp_header_size_matches_pillow(height: int) -> None:
     """The resized BMPs' header is parsed directly (training reads one per image); it must agree with Pillow."""
-    from whaleid.data import image_size
+    from whaleid.data.layout import image_size
 
     data = bytearray(cv2.imencode(".bmp", np.zeros((37, 53, 3), np.uint8))[1].tobytes())
     data[22:26] = height.to_bytes(4, "little", signed=True)
@@ -278,7 +278,7 @@ def test_dataset_yields_uint8_images_or_normalised_tensors(tiny_dataset: Path) -
 
 
 def test_check_command(dataset_copy: Path, tmp_path: Path) -> None:
-    from whaleid.check import main
+    from whaleid.pipeline.check import main
 
     params = tmp_path / "params.yaml"
     params.write_text(f"train:\n  epochs: 3\ncrop:\n  boxes: {dataset_copy / 'boxes.csv'}\n", encoding="utf-8")
@@ -291,13 +291,16 @@ def test_check_command(dataset_copy: Path, tmp_path: Path) -> None:
     assert main([str(dataset_copy), "--params", str(params)]) == 2
 
 
-@pytest.mark.parametrize("col,bad,message", [
-    ("individual_id", "whale 350009c5283e", "contains whitespace.*'whale_350009c5283e'"),
-    ("individual_id", "350009c5283e ", "contains whitespace"),
-    ("species", "\\tbeluga", "contains whitespace"),
-    ("individual_id", "new_individual", "reserved"),
-    ("individual_id", "New_Individual", "reserved"),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    "col,bad,message",
+    [
+        ("individual_id", "whale 350009c5283e", "contains whitespace.*'whale_350009c5283e'"),
+        ("individual_id", "350009c5283e ", "contains whitespace"),
+        ("species", "\\tbeluga", "contains whitespace"),
+        ("individual_id", "new_individual", "reserved"),
+        ("individual_id", "New_Individual", "reserved"),
+    ],
+)
 def test_ids_that_would_break_the_submission_are_refused_naming_the_line(
     dataset_copy: Path, col: str, bad: str, message: str
 ) -> None:
@@ -335,7 +338,7 @@ def test_symlink_out_of_the_dataset_is_refused_and_one_inside_is_fine(dataset_co
 
 
 def test_check_flags_a_test_photo_that_is_a_training_photo(dataset_copy: Path, tmp_path: Path, capfd) -> None:
-    from whaleid.check import main
+    from whaleid.pipeline.check import main
 
     train = pd.read_csv(dataset_copy / "train.csv", dtype=str)
     test_name = pd.read_csv(dataset_copy / "sample_submission.csv", dtype=str)["image"][2]
@@ -346,15 +349,17 @@ def test_check_flags_a_test_photo_that_is_a_training_photo(dataset_copy: Path, t
     params.write_text("crop:\n  boxes: null\n", encoding="utf-8")
     assert main([str(dataset_copy), "--params", str(params)]) == 0  # a warning: the data may be right
     out = capfd.readouterr()
-    assert (f"1 test photo(s) are byte for byte the same file as a training photo, e.g. test_images/{test_name} = "
-            f"train_images/{train['image'][4]} (individual {train['individual_id'][4]})") in out.err + out.out  # fmt: skip
+    assert (
+        f"1 test photo(s) are byte for byte the same file as a training photo, e.g. test_images/{test_name} = "
+        f"train_images/{train['image'][4]} (individual {train['individual_id'][4]})"
+    ) in out.err + out.out
 
 
 def test_csv_without_final_line_break_warns_naming_its_last_row(dataset_copy: Path, caplog) -> None:
     csv = dataset_copy / "train.csv"
     text = csv.read_text(encoding="utf-8").rstrip("\n")
     csv.write_text(text, encoding="utf-8")
-    with caplog.at_level("WARNING", logger="whaleid.data"):
+    with caplog.at_level("WARNING", logger="whaleid.data.layout"):
         load_dataset(dataset_copy)
     assert "does not end with a line break" in caplog.text and text.splitlines()[-1] in caplog.text
 
@@ -373,7 +378,7 @@ def test_training_photos_train_csv_does_not_list_are_named_in_a_warning(dataset_
     csv = dataset_copy / "train.csv"
     lines = csv.read_text(encoding="utf-8").splitlines(keepends=True)
     csv.write_text("".join(lines[:-3]), encoding="utf-8")  # cut at a line break: a valid, shorter file
-    with caplog.at_level("WARNING", logger="whaleid.data"):
+    with caplog.at_level("WARNING", logger="whaleid.data.layout"):
         ds = load_dataset(dataset_copy)
     assert len(ds.train) == len(lines) - 4
     dropped = sorted(line.split(",")[0] for line in lines[-3:])

@@ -1,4 +1,4 @@
-"""The box detector (whaleid.detect, stage `detect`) against references: IoU by counting pixels, boxes that must
+"""The box detector (whaleid.model.boxnet, stage `detect`) against references: IoU by counting pixels, boxes that must
 follow their photo through augmentation, a detector that must beat the mean box on photos it never saw, and the
 stage's choice between the CSV's boxes, a detector and whole photos."""
 
@@ -15,7 +15,9 @@ import torch
 import yaml
 
 from whaleid.config import DetectConfig
-from whaleid.detect import (
+from whaleid.core.errors import ConfigError
+from whaleid.data.resize import read_boxes
+from whaleid.model.boxnet import (
     _augment,
     box_iou,
     decide,
@@ -28,8 +30,6 @@ from whaleid.detect import (
     to_pixels,
     train_detector,
 )
-from whaleid.errors import ConfigError
-from whaleid.prepare import read_boxes
 
 
 def _pixel_iou(a: tuple[int, ...], b: tuple[int, ...]) -> float:
@@ -143,7 +143,7 @@ def stage_dir(tiny_dataset: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatc
 def _run(stage_dir: Path, params: dict) -> dict:
     from stages.detect import main
     from whaleid.config import params_from_dict
-    from whaleid.io import read_json
+    from whaleid.core.atomic import read_json
 
     (stage_dir / "params.yaml").write_text(yaml.safe_dump(params))
     main(params_from_dict(params))
@@ -198,7 +198,7 @@ def test_unknown_backbone_stops_the_stage_before_any_photo_is_decoded(stage_dir:
 def test_decoded_photos_are_cached_so_a_rerun_does_not_decode_again(tiny_dataset: Path, tmp_path: Path) -> None:
     import os
 
-    from whaleid.detect import load_photos
+    from whaleid.model.boxnet import load_photos
 
     photos = tmp_path / "photos"
     shutil.copytree(tiny_dataset / "train_images", photos)

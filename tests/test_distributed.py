@@ -1,4 +1,4 @@
-"""Data-parallel training (whaleid.distributed): the global batches, augmentation, BatchNorm statistics and sharded
+"""Data-parallel training (whaleid.model.distributed): the global batches, augmentation, BatchNorm statistics and sharded
 embeddings of N processes equal one process's, checked piece by piece against references, then end to end: the
 train stage under torchrun with 2 gloo processes against 1 process, and resumed after SIGTERM."""
 
@@ -19,12 +19,12 @@ import torch
 import torch.multiprocessing as mp
 import yaml
 
-from whaleid.augment import BatchAugment, batch_generator
 from whaleid.config import ArcFaceConfig, AugmentConfig, ConfigError, ModelConfig
-from whaleid.distributed import GlobalBatches, World, current, launcher_command, synced_batch_norm
-from whaleid.embed import extract_embeddings
-from whaleid.model import WhaleNet
-from whaleid.train import EpochSampler
+from whaleid.model.augment import BatchAugment, batch_generator
+from whaleid.model.distributed import GlobalBatches, World, current, launcher_command, synced_batch_norm
+from whaleid.model.embed import extract_embeddings
+from whaleid.model.network import WhaleNet
+from whaleid.model.train import EpochSampler
 
 sys.path.insert(0, str(Path(__file__).parent))
 from tinyrepo import DVC, checkpoint_epoch, make_repo, run  # noqa: E402
@@ -131,8 +131,15 @@ def test_embedding_sharded_over_two_ranks_equals_one_process(tmp_path: Path) -> 
 
 def test_launcher_command_takes_extra_torchrun_arguments(monkeypatch: pytest.MonkeyPatch) -> None:
     cmd = launcher_command(2, "stages.train", ["fold0"])
-    assert cmd[1:] == ["-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "stages.train",
-                       "fold0"]  # fmt: skip
+    assert cmd[1:] == [
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node=2",
+        "-m",
+        "stages.train",
+        "fold0",
+    ]
     monkeypatch.setenv("WHALEID_TORCHRUN_ARGS", "--nnodes=2 --node_rank=1 --rdzv_endpoint=head:29500")
     cmd = launcher_command(4, "stages.train", ["full"])
     assert cmd[3:7] == ["--nnodes=2", "--node_rank=1", "--rdzv_endpoint=head:29500", "--nproc_per_node=4"]

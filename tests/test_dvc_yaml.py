@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from whaleid.code import ROOT, code_files
-from whaleid.fit import training_code
+from whaleid.pipeline.codedeps import ROOT, code_files
+from whaleid.pipeline.members import training_code
 
 STAGES = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
 
@@ -28,15 +28,18 @@ def test_code_deps_are_the_import_closure(name: str) -> None:
     stage = _definition(name)
     module = stage["cmd"].split()[2]  # python -m stages.X [MODEL]
     want = [str(p) for p in code_files(module)]
-    assert _code_deps(stage) == want, f"dvc.yaml deps of {name} are stale: run `python -m whaleid.code`"
+    assert _code_deps(stage) == want, f"dvc.yaml deps of {name} are stale: run `python -m whaleid.pipeline.codedeps`"
 
 
 def test_resume_fingerprint_hashes_the_train_stage_code_deps() -> None:
     assert [str(p.relative_to(ROOT)) for p in training_code()] == _code_deps(STAGES["train"])
-    assert {"whaleid/train.py", "whaleid/fit.py", "whaleid/augment.py", "whaleid/model.py"} <= set(
-        _code_deps(STAGES["train"])
-    )
-    assert "whaleid/submission.py" not in _code_deps(STAGES["train"])  # editing the rule never retrains
+    assert {
+        "whaleid/model/train.py",
+        "whaleid/pipeline/members.py",
+        "whaleid/model/augment.py",
+        "whaleid/model/network.py",
+    } <= set(_code_deps(STAGES["train"]))
+    assert "whaleid/rule/submission.py" not in _code_deps(STAGES["train"])  # editing the rule never retrains
 
 
 def test_closure_follows_function_level_imports(tmp_path: Path) -> None:
@@ -70,7 +73,7 @@ def test_stage_scripts_are_thin() -> None:
 
 
 def test_sync_rewrites_only_stale_code_deps(tmp_path: Path) -> None:
-    from whaleid.code import sync_dvc_yaml
+    from whaleid.pipeline.codedeps import sync_dvc_yaml
 
     (tmp_path / "whaleid").mkdir()
     (tmp_path / "stages").mkdir()

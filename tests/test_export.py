@@ -11,13 +11,13 @@ import pytest
 import torch
 
 from whaleid.config import ArcFaceConfig, ModelConfig
-from whaleid.data import read_image
-from whaleid.embed import extract_embeddings
-from whaleid.errors import ConfigError
-from whaleid.export import ExportedEmbedder, export_model
-from whaleid.io import save_torch
-from whaleid.model import WhaleNet, model_payload
-from whaleid.prepare import encode_image, prepare_image
+from whaleid.core.atomic import save_torch
+from whaleid.core.errors import ConfigError
+from whaleid.data.layout import read_image
+from whaleid.data.resize import encode_image, prepare_image
+from whaleid.model.embed import extract_embeddings
+from whaleid.model.export import ExportedEmbedder, export_model
+from whaleid.model.network import WhaleNet, model_payload
 
 SIZE = 32
 
@@ -44,9 +44,10 @@ def model_and_photos(tiny_dataset: Path, tmp_path_factory: pytest.TempPathFactor
 
 @pytest.mark.parametrize("fmt", ["onnx", "torchscript"])
 @pytest.mark.parametrize("flip", [False, True])
-def test_exported_embeddings_match_pytorch_at_any_batch_size(model_and_photos, tmp_path: Path, fmt: str,
-                                                              flip: bool) -> None:  # fmt: skip
-    from whaleid.model import load_model
+def test_exported_embeddings_match_pytorch_at_any_batch_size(
+    model_and_photos, tmp_path: Path, fmt: str, flip: bool
+) -> None:
+    from whaleid.model.network import load_model
 
     model_path, photos = model_and_photos
     out = tmp_path / f"m.{'onnx' if fmt == 'onnx' else 'ts'}"

@@ -6,8 +6,8 @@ import json
 import statistics
 from pathlib import Path
 
-from whaleid.cli import main
-from whaleid.exps import collect, differing, fold_summary, render
+from whaleid.cli.main import main
+from whaleid.pipeline.exps import collect, differing, fold_summary, render
 
 
 def _data(fold: int, seed: int, lr: float, cv: float | None, lb: float | None = None) -> dict:
@@ -16,22 +16,34 @@ def _data(fold: int, seed: int, lr: float, cv: float | None, lb: float | None = 
         metrics["metrics/cv.json"] = {"data": {"map5": cv, "map5_known": cv + 0.1, "map5_new": cv - 0.1}}
     if lb is not None:
         metrics["metrics/lb.json"] = {"data": {"map5": lb}}
-    params = {"fold": fold, "train": {"seed": seed, "lr": lr, "epochs": 25}, "runtime": {"num_workers": fold},
-              "ensemble": {"members": []}}  # fmt: skip
+    params = {
+        "fold": fold,
+        "train": {"seed": seed, "lr": lr, "epochs": 25},
+        "runtime": {"num_workers": fold},
+        "ensemble": {"members": []},
+    }
     return {"params": {"params.yaml": {"data": params}}, "metrics": metrics}
 
 
 TREE = [
     {"rev": "workspace", "name": None, "data": _data(0, 42, 0.003, 0.80, 0.60), "experiments": []},
-    {"rev": "abcdef1234", "name": "main", "data": _data(0, 42, 0.003, 0.80, 0.60), "experiments": [
-        {"name": "f1", "revs": [{"rev": "1", "name": "f1", "data": _data(1, 42, 0.003, 0.70)}]},
-        {"name": "f2", "revs": [{"rev": "2", "name": "f2", "data": _data(2, 42, 0.003, 0.75)}]},
-        {"name": "lr", "revs": [{"rev": "3", "name": "lr", "data": _data(0, 42, 0.001, 0.65, 0.5)}]},
-        {"name": "s43", "revs": [{"rev": "4", "name": "s43", "data": _data(0, 43, 0.003, 0.78)}]},
-        {"name": "queued", "revs": [{"rev": "5", "name": "queued", "data": {}}]},
-        {"name": "bad", "revs": [{"rev": "6", "name": "bad", "error": {"msg": "x"}, "data": _data(3, 42, 0.003, 0.1)}]},
-    ]},
-]  # fmt: skip
+    {
+        "rev": "abcdef1234",
+        "name": "main",
+        "data": _data(0, 42, 0.003, 0.80, 0.60),
+        "experiments": [
+            {"name": "f1", "revs": [{"rev": "1", "name": "f1", "data": _data(1, 42, 0.003, 0.70)}]},
+            {"name": "f2", "revs": [{"rev": "2", "name": "f2", "data": _data(2, 42, 0.003, 0.75)}]},
+            {"name": "lr", "revs": [{"rev": "3", "name": "lr", "data": _data(0, 42, 0.001, 0.65, 0.5)}]},
+            {"name": "s43", "revs": [{"rev": "4", "name": "s43", "data": _data(0, 43, 0.003, 0.78)}]},
+            {"name": "queued", "revs": [{"rev": "5", "name": "queued", "data": {}}]},
+            {
+                "name": "bad",
+                "revs": [{"rev": "6", "name": "bad", "error": {"msg": "x"}, "data": _data(3, 42, 0.003, 0.1)}],
+            },
+        ],
+    },
+]
 
 
 def test_rows_and_differing_params() -> None:

@@ -6,8 +6,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from whaleid.errors import DataError
-from whaleid.folds import encode_labels, make_folds
+from whaleid.core.errors import DataError
+from whaleid.data.folds import encode_labels, make_folds
 
 
 def frame(counts: dict[str, int]) -> pd.DataFrame:
@@ -46,8 +46,8 @@ def test_folds_and_labels_disagreeing_is_a_clear_error(tmp_path, monkeypatch) ->
 
     import pytest
 
-    from whaleid.artifacts import folds_with_labels
-    from whaleid.data import DataError
+    from whaleid.data.layout import DataError
+    from whaleid.pipeline.artifacts import folds_with_labels
 
     monkeypatch.chdir(tmp_path)
     (tmp_path / "data/prepared").mkdir(parents=True)
@@ -69,7 +69,7 @@ def _brute_new_share(train: pd.DataFrame, folds: np.ndarray, holdout: np.ndarray
 
 
 def test_no_rare_individuals_get_new_individuals_held_out_in_every_fold() -> None:
-    from whaleid.folds import decode_held, encode_held, hold_out_new, new_shares, training_rows
+    from whaleid.data.folds import decode_held, encode_held, hold_out_new, new_shares, training_rows
 
     rng = np.random.default_rng(0)
     counts = {f"i{k}": int(c) for k, c in enumerate(rng.integers(6, 30, size=60))}  # nobody rarer than the folds
@@ -101,7 +101,7 @@ def test_no_rare_individuals_get_new_individuals_held_out_in_every_fold() -> Non
 
 
 def test_natural_new_individuals_are_not_held_out_again() -> None:
-    from whaleid.folds import hold_out_new
+    from whaleid.data.folds import hold_out_new
 
     train = frame({f"r{i}": 1 for i in range(40)} | {f"f{i}": 8 for i in range(10)})  # 50% rare
     folds = make_folds(train, 4, seed=0)

@@ -1,7 +1,7 @@
 """Fuzzing harness (Hypothesis): random corruptions of train.csv, of image files and of params values.
 
 The property, for every example: the input is accepted and read back *exactly* (never silently changed), or it
-is refused with a one-line :class:`whaleid.errors.WhaleidError` naming the file / key; never a raw exception.
+is refused with a one-line :class:`whaleid.core.errors.WhaleidError` naming the file / key; never a raw exception.
 `make test` runs a bounded number of examples per property (profile ``ci``); `make fuzz` runs many more
 (``HYPOTHESIS_PROFILE=fuzz``). Found on the first runs: see the README's Reliability section.
 """
@@ -23,11 +23,12 @@ from hypothesis import strategies as st
 from PIL import Image
 
 from whaleid.config import Params, params_from_dict, to_dict
-from whaleid.data import decode_image, load_dataset
-from whaleid.errors import WhaleidError
+from whaleid.core.errors import WhaleidError
+from whaleid.data.layout import decode_image, load_dataset
 
-settings.register_profile("ci", max_examples=40, deadline=None, derandomize=True,
-                          suppress_health_check=[HealthCheck.too_slow])  # fmt: skip
+settings.register_profile(
+    "ci", max_examples=40, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow]
+)
 settings.register_profile("fuzz", max_examples=1500, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
@@ -64,9 +65,13 @@ def make_dataset(root: Path, images: Path, train_text: bytes) -> None:
 
 
 def clean_frame() -> pd.DataFrame:
-    return pd.DataFrame({"image": [f"img{i}.png" for i in range(10)],
-                         "species": [SPECIES[i % 3] for i in range(10)],
-                         "individual_id": [IDS[i % 6] for i in range(10)]})  # fmt: skip
+    return pd.DataFrame(
+        {
+            "image": [f"img{i}.png" for i in range(10)],
+            "species": [SPECIES[i % 3] for i in range(10)],
+            "individual_id": [IDS[i % 6] for i in range(10)],
+        }
+    )
 
 
 def frame_text(frame: pd.DataFrame, sep: str = ",", quote_all: bool = False, crlf: bool = False) -> str:
@@ -100,8 +105,9 @@ def corrupted_train_csv(draw: st.DrawFn) -> tuple[bytes, pd.DataFrame, str]:
         elif kind == "unicode" and col != "image":
             frame.loc[row, col] = value + draw(st.sampled_from(["é", "鲸", "\u200b"]))
         done.append(f"{kind}:{col}:{row}")
-    text = frame_text(frame, sep=draw(st.sampled_from([",", ",", ";", "\t"])), quote_all=draw(st.booleans()),
-                      crlf=draw(st.booleans()))  # fmt: skip
+    text = frame_text(
+        frame, sep=draw(st.sampled_from([",", ",", ";", "\t"])), quote_all=draw(st.booleans()), crlf=draw(st.booleans())
+    )
     encoding = draw(st.sampled_from(["utf-8", "utf-8", "utf-8-sig", "utf-16", "latin-1"]))
     try:
         data = text.encode(encoding)
@@ -117,8 +123,9 @@ def corrupted_train_csv(draw: st.DrawFn) -> tuple[bytes, pd.DataFrame, str]:
     if draw(st.integers(0, 4)) == 0:
         at = draw(st.integers(0, len(data)))
         # Bytes that break the structure or the encoding (a printable one would just make another valid id).
-        junk = draw(st.lists(st.sampled_from([b"\x00", b"\xff", b"\xc3", b"\n", b"\r", b",", b"\x1b"]), min_size=1,
-                             max_size=4))  # fmt: skip
+        junk = draw(
+            st.lists(st.sampled_from([b"\x00", b"\xff", b"\xc3", b"\n", b"\r", b",", b"\x1b"]), min_size=1, max_size=4)
+        )
         data = data[:at] + b"".join(junk) + data[at:]
         done.append("insert_bytes")
     return data, meant, " ".join(done)
@@ -159,8 +166,7 @@ def png_header(width: int, height: int) -> bytes:
 @st.composite
 def corrupted_image(draw: st.DrawFn) -> bytes:
     rng = np.random.default_rng(draw(st.integers(0, 1000)))
-    img = Image.fromarray(rng.integers(0, 255, (draw(st.integers(1, 24)), draw(st.integers(1, 24)), 3),
-                                       dtype=np.uint8))  # fmt: skip
+    img = Image.fromarray(rng.integers(0, 255, (draw(st.integers(1, 24)), draw(st.integers(1, 24)), 3), dtype=np.uint8))
     buf = io.BytesIO()
     img.save(buf, format=draw(st.sampled_from(["JPEG", "PNG", "BMP", "WEBP", "TIFF", "GIF"])))
     data = buf.getvalue()
@@ -195,15 +201,25 @@ def test_corrupted_image_decodes_to_rgb_or_is_refused_in_one_line(data: bytes) -
     assert img.dtype == np.uint8 and img.ndim == 3 and img.shape[2] == 3 and min(img.shape[:2]) >= 1
 
 
-VALUES = st.one_of(st.none(), st.booleans(), st.integers(-10**9, 10**9), st.floats(allow_nan=True),
-                   st.text(max_size=12), st.lists(st.text(max_size=5), max_size=3), st.just("3e-3"),
-                   st.dictionaries(st.text(max_size=4), st.integers(), max_size=2))  # fmt: skip
+VALUES = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(-(10**9), 10**9),
+    st.floats(allow_nan=True),
+    st.text(max_size=12),
+    st.lists(st.text(max_size=5), max_size=3),
+    st.just("3e-3"),
+    st.dictionaries(st.text(max_size=4), st.integers(), max_size=2),
+)
 DEFAULTS = to_dict(Params())
 KEYS = [(block, key) for block, values in DEFAULTS.items() if isinstance(values, dict) for key in values]
 
 
-@given(changes=st.lists(st.tuples(st.sampled_from(KEYS + [("train", "epochz"), ("nosuch", "x")]), VALUES),
-                        min_size=1, max_size=4))  # fmt: skip
+@given(
+    changes=st.lists(
+        st.tuples(st.sampled_from(KEYS + [("train", "epochz"), ("nosuch", "x")]), VALUES), min_size=1, max_size=4
+    )
+)
 def test_random_params_values_are_accepted_or_refused_in_one_line(changes: list) -> None:
     raw: dict = {}
     for (block, key), value in changes:

@@ -26,8 +26,14 @@ def repo(reproduced: tuple[Path, str], tmp_path_factory: pytest.TempPathFactory)
 
 
 def whaleid(args: list[str], repo: Path, env: dict[str, str]) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "whaleid.cli", *args], cwd=repo, env=env, capture_output=True,
-                          text=True, timeout=600)  # fmt: skip
+    return subprocess.run(
+        [sys.executable, "-m", "whaleid.cli.main", *args],
+        cwd=repo,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
 
 
 def test_identify_gives_the_submission_and_skips_unreadable_photos(repo: tuple[Path, dict[str, str]]) -> None:
@@ -48,8 +54,9 @@ def test_identify_gives_the_submission_and_skips_unreadable_photos(repo: tuple[P
     assert proc.returncode == 0, proc.stderr
     onnx_rows = pd.read_csv(__import__("io").StringIO(proc.stdout), dtype=str).set_index("image")["predictions"]
     assert (onnx_rows[want.index] == want).all(), (onnx_rows[want.index] != want).sum()
-    proc = whaleid(["export", "models/fold0/model.pt", "--format", "onnx", "--out", "flip.onnx", "--flip-tta"], root,
-                   env)  # fmt: skip
+    proc = whaleid(
+        ["export", "models/fold0/model.pt", "--format", "onnx", "--out", "flip.onnx", "--flip-tta"], root, env
+    )
     proc = whaleid(["identify", "data/sample/test_images", "--exported", "flip.onnx"], root, env)
     assert proc.returncode == 2 and "exported with flip_tta True" in proc.stderr
 
@@ -73,8 +80,8 @@ def ranking(gallery: object, queries: list[Path]) -> tuple[list[list[str]], np.n
     """Individuals in rank order (the rule's candidates) and their scores for each query."""
     import tempfile
 
-    from whaleid.identify import embed_photos
-    from whaleid.predict import candidates
+    from whaleid.gallery.identify import embed_photos
+    from whaleid.rule.predict import candidates
 
     with tempfile.TemporaryDirectory() as tmp:
         parts, kp = embed_photos(gallery, queries, None, Path(tmp), "cpu", progress=False, n_jobs=1)
@@ -85,10 +92,10 @@ def ranking(gallery: object, queries: list[Path]) -> tuple[list[list[str]], np.n
 
 
 def test_added_photos_rank_as_in_a_gallery_built_from_scratch(repo: tuple[Path, dict[str, str]], monkeypatch) -> None:
-    from whaleid.errors import DataError
-    from whaleid.gallery import Gallery, remove_photos
-    from whaleid.identify import add_photos
-    from whaleid.prepare import read_boxes
+    from whaleid.core.errors import DataError
+    from whaleid.data.resize import read_boxes
+    from whaleid.gallery.folder import Gallery, remove_photos
+    from whaleid.gallery.identify import add_photos
 
     root, _ = repo
     monkeypatch.chdir(root)
@@ -100,8 +107,14 @@ def test_added_photos_rank_as_in_a_gallery_built_from_scratch(repo: tuple[Path, 
     assert set(trimmed.photos["individual_id"]).isdisjoint(gone) and trimmed.index.ntotal == len(trimmed.photos)
     rows = full.photos[full.photos["individual_id"].isin(gone)]
     boxes = read_boxes("data/sample/boxes.csv")  # the pipeline cropped the gallery's photos to them
-    back = add_photos(trimmed, [root / "data/sample/train_images" / n for n in rows["image"]],
-                      list(rows["individual_id"]), boxes=boxes, progress=False, n_jobs=1)  # fmt: skip
+    back = add_photos(
+        trimmed,
+        [root / "data/sample/train_images" / n for n in rows["image"]],
+        list(rows["individual_id"]),
+        boxes=boxes,
+        progress=False,
+        n_jobs=1,
+    )
     back.save(root / "grown")
     grown = Gallery.load(root / "grown")
     assert len(grown.photos) == len(full.photos) and grown.index.ntotal == len(full.photos)
@@ -133,13 +146,28 @@ def test_new_individual_is_found_and_a_changed_model_is_refused(repo: tuple[Path
     newbies.mkdir()
     for n in names:
         shutil.copy(root / "data/sample/train_images" / n, newbies / n)
-    proc = whaleid(["gallery", "add", str(newbies), "--id", "newbie_1", "--gallery", "mine", "--boxes",
-                    "data/sample/boxes.csv"], root, env)  # fmt: skip
+    proc = whaleid(
+        ["gallery", "add", str(newbies), "--id", "newbie_1", "--gallery", "mine", "--boxes", "data/sample/boxes.csv"],
+        root,
+        env,
+    )
     assert proc.returncode == 0, proc.stderr
     info = whaleid(["gallery", "info", "--gallery", "mine"], root, env).stdout
     assert f"{len(full)} photos" in info and "(1 added after training)" in info
-    proc = whaleid(["identify", str(newbies / names[0]), "--gallery", "mine", "--format", "csv", "--boxes",
-                    "data/sample/boxes.csv"], root, env)  # fmt: skip
+    proc = whaleid(
+        [
+            "identify",
+            str(newbies / names[0]),
+            "--gallery",
+            "mine",
+            "--format",
+            "csv",
+            "--boxes",
+            "data/sample/boxes.csv",
+        ],
+        root,
+        env,
+    )
     assert proc.returncode == 0, proc.stderr
     ranked = pd.read_csv(__import__("io").StringIO(proc.stdout), dtype=str)["candidates"].iloc[0].split()
     (top, top_score), (_, second_score) = (c.split(":") for c in ranked[:2])

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 import torch
 
-from whaleid.heads import ArcFace, dynamic_margins
-from whaleid.model import GeM
+from whaleid.model.heads import ArcFace, dynamic_margins
+from whaleid.model.network import GeM
 
 
 def direct_arcface(emb, weight, labels, s, m, easy):

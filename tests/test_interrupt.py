@@ -61,8 +61,15 @@ def test_killed_training_resumes_to_the_same_result(
     repo, env, ref = reference
     ckpt = repo / CHECKPOINT
     _forget_training(repo)
-    proc = subprocess.Popen([*DVC, "repro"], cwd=repo, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)  # fmt: skip
+    proc = subprocess.Popen(
+        [*DVC, "repro"],
+        cwd=repo,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
     deadline = time.monotonic() + 300
     while checkpoint_epoch(ckpt) < 2 and proc.poll() is None and time.monotonic() < deadline:
         time.sleep(0.05)

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from whaleid.io import atomic_dir, save_npz, write_text
+from whaleid.core.atomic import atomic_dir, save_npz, write_text
 
 
 def mode(path: Path) -> int:
@@ -40,8 +40,11 @@ def dead_pid() -> int:
 
 def test_leftovers_of_a_killed_writer_are_removed_at_the_next_write(tmp_path: Path) -> None:
     gone, alive = dead_pid(), os.getppid()
-    leftovers = [tmp_path / f".model.pt.{gone}.abc123.tmp", tmp_path / f".resized.{gone}.xyz.tmp",
-                 tmp_path / f".resized.old.{gone}"]  # fmt: skip
+    leftovers = [
+        tmp_path / f".model.pt.{gone}.abc123.tmp",
+        tmp_path / f".resized.{gone}.xyz.tmp",
+        tmp_path / f".resized.old.{gone}",
+    ]
     leftovers[0].write_bytes(b"half a model")
     leftovers[1].mkdir()
     (leftovers[1] / "img.bmp").write_bytes(b"x")
@@ -61,7 +64,7 @@ def test_leftovers_of_a_killed_writer_are_removed_at_the_next_write(tmp_path: Pa
 def test_writing_many_files_into_one_folder_lists_it_once(tmp_path: Path, monkeypatch) -> None:
     # A per-file scan of the folder for stale temporaries made writing n files O(n^2) (the resize stage at
     # competition scale); the folder is listed once per process however many files are written into it.
-    import whaleid.io as wio
+    import whaleid.core.atomic as wio
 
     listed: list[str] = []
     real = os.scandir
@@ -84,7 +87,7 @@ def test_writing_many_files_into_one_folder_lists_it_once(tmp_path: Path, monkey
 def test_a_swap_cut_between_its_renames_is_put_back_not_deleted(tmp_path: Path) -> None:
     # The folder swap renames the old folder to .NAME.old.PID, then the new one into place; a writer killed
     # between the two leaves no NAME: the next writer restores the backup instead of deleting it.
-    from whaleid.io import clean_stale
+    from whaleid.core.atomic import clean_stale
 
     gone = dead_pid()
     backup = tmp_path / f".gallery.old.{gone}"

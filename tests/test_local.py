@@ -14,9 +14,9 @@ import pytest
 import yaml
 
 from whaleid.config import LocalConfig
-from whaleid.io import load_npz, save_npz
-from whaleid.local import Calibration, KeypointSet, detect, detect_all, fuse, match_pair, pair_inliers
-from whaleid.predict import Neighbours
+from whaleid.core.atomic import load_npz, save_npz
+from whaleid.retrieval.local import Calibration, KeypointSet, detect, detect_all, fuse, match_pair, pair_inliers
+from whaleid.rule.predict import Neighbours
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -54,9 +54,12 @@ def test_a_rotated_scaled_copy_matches_and_another_pattern_does_not(method: str)
 def test_pair_inliers_equals_a_plain_loop() -> None:
     cfg = LocalConfig(method="sift", top_pairs=3)
     feats = [detect(warp(texture(i % 3), 10 * i, 1.0), "sift", 128) for i in range(6)]
-    kp = KeypointSet(np.array([f"{i}.png" for i in range(6)]), np.concatenate([p for p, _ in feats]),
-                     np.concatenate([d for _, d in feats]),
-                     np.concatenate([[0], np.cumsum([len(p) for p, _ in feats])]))  # fmt: skip
+    kp = KeypointSet(
+        np.array([f"{i}.png" for i in range(6)]),
+        np.concatenate([p for p, _ in feats]),
+        np.concatenate([d for _, d in feats]),
+        np.concatenate([[0], np.cumsum([len(p) for p, _ in feats])]),
+    )
     queries = np.array([0, 1, -1])
     neighbors = np.array([[3, 4, 5, 1], [2, -1, 4, 0], [1, 2, 3, 4]])
     got = pair_inliers(kp, kp, queries, neighbors, cfg, n_jobs=2)
@@ -99,15 +102,21 @@ def test_keypoints_of_images_round_trip_through_npz(tiny_dataset: Path, tmp_path
 
 def test_local_stage_passes_neighbours_through_when_off(tmp_path: Path) -> None:
     rng = np.random.default_rng(1)
-    arrays = {"sims": rng.random((4, 3)).astype(np.float32), "neighbors": rng.integers(0, 5, (4, 3)),
-              "query_images": np.array(list("abcd")), "query_labels": np.arange(4), "gallery_labels": np.arange(5),
-              "gallery_images": np.array(list("vwxyz"))}  # fmt: skip
+    arrays = {
+        "sims": rng.random((4, 3)).astype(np.float32),
+        "neighbors": rng.integers(0, 5, (4, 3)),
+        "query_images": np.array(list("abcd")),
+        "query_labels": np.arange(4),
+        "gallery_labels": np.arange(5),
+        "gallery_images": np.array(list("vwxyz")),
+    }
     save_npz(tmp_path / "data/neighbors/valid/fold0.npz", **arrays)
     save_npz(tmp_path / "data/neighbors/test.npz", **arrays)
     (tmp_path / "params.yaml").write_text(yaml.safe_dump({"local": {"method": "none"}}))
     env = {"PYTHONPATH": str(ROOT), "PATH": str(Path(sys.executable).parent)}
-    proc = subprocess.run([sys.executable, "-m", "stages.local"], cwd=tmp_path, env=env, capture_output=True,
-                          text=True, timeout=120)  # fmt: skip
+    proc = subprocess.run(
+        [sys.executable, "-m", "stages.local"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120
+    )
     assert proc.returncode == 0, proc.stderr
     for name in ("valid/fold0.npz", "test.npz"):
         got = load_npz(tmp_path / "data/fused" / name)

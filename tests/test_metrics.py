@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from whaleid.config import ConfigError
-from whaleid.metrics import map_at_5, precision_at_5
+from whaleid.rule.metrics import map_at_5, precision_at_5
 
 
 def test_hand_computed_cases() -> None:
@@ -45,7 +45,7 @@ def _subset_reference(gallery: list[int], query: list[int], max_images: int, see
 
 @pytest.mark.parametrize(("max_images", "seed"), [(0, 0), (10, 1), (25, 2), (40, 3), (1000, 4)])
 def test_eval_subset_keeps_whole_individuals_within_the_budget(max_images: int, seed: int) -> None:
-    from whaleid.evaluate import eval_subset
+    from whaleid.rule.evaluate import eval_subset
 
     rng = np.random.default_rng(seed)
     gallery = rng.integers(0, 12, 40).tolist()

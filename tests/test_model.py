@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from whaleid.config import ArcFaceConfig, ConfigError, ModelConfig, replace
-from whaleid.model import WhaleNet, create_backbone, load_model, model_payload
+from whaleid.model.network import WhaleNet, create_backbone, load_model, model_payload
 
 TINY = ModelConfig(backbone="test_efficientnet", img_size=32, embedding_dim=16)
 
@@ -82,7 +82,7 @@ def test_model_round_trip(tmp_path: Path) -> None:
 
 
 def test_saved_model_bytes_are_reproducible(tmp_path: Path) -> None:
-    from whaleid.io import save_torch
+    from whaleid.core.atomic import save_torch
 
     torch.manual_seed(0)
     net = WhaleNet(TINY, ArcFaceConfig(), n_classes=5)

@@ -62,12 +62,29 @@ def test_repro_then_experiment(reproduced: tuple[Path, str], tmp_path: Path) -> 
         run([*dvc, "exp", "run", "--queue", "-S", f"fold={fold}", "--name", f"q-fold{fold}"], repo, env)
     run([*dvc, "queue", "start", "-j", "2"], repo, env)
     status = wait_for_queue(repo, env)
-    assert all(f"q-fold{fold}" in line and "Success" in line for fold in (1, 2) for line in status.splitlines()
-               if f"q-fold{fold}" in line), status  # fmt: skip
+    assert all(
+        f"q-fold{fold}" in line and "Success" in line
+        for fold in (1, 2)
+        for line in status.splitlines()
+        if f"q-fold{fold}" in line
+    ), status
     for fold in (1, 2):
         reran = stages_run(run([*dvc, "queue", "logs", f"q-fold{fold}"], repo, env))
-        assert reran == {"weights", "train", "embed", "ensemble", "knn", "local", "pseudo", "threshold", "submit",
-                         "score", "baseline", "report", "gallery"}, reran  # fmt: skip
+        assert reran == {
+            "weights",
+            "train",
+            "embed",
+            "ensemble",
+            "knn",
+            "local",
+            "pseudo",
+            "threshold",
+            "submit",
+            "score",
+            "baseline",
+            "report",
+            "gallery",
+        }, reran
     queued = json.loads(run([*dvc, "exp", "show", "--json"], repo, env))
     assert len(metric_values(queued, "metrics/cv.json")) >= 3, queued  # the workspace's, and each queued fold's
 
@@ -76,8 +93,11 @@ def test_repro_then_experiment(reproduced: tuple[Path, str], tmp_path: Path) -> 
     # The baseline is scored with the same rule; submit and score rerun only if the fitted rule changed (DVC skips a
     # stage whose inputs hash the same). The pseudo stage reads the threshold params too (it passes data through).
     # The match report and the gallery carry the rule, so they follow it.
-    assert {"pseudo", "threshold", "baseline"} <= reran <= {"pseudo", "threshold", "baseline", "submit", "score",
-                                                            "report", "gallery"}, reran  # fmt: skip
+    assert (
+        {"pseudo", "threshold", "baseline"}
+        <= reran
+        <= {"pseudo", "threshold", "baseline", "submit", "score", "report", "gallery"}
+    ), reran
 
     # One pseudo-label round on the blended scores (back on fold 0, whose model DVC restores from its run cache):
     # no stage before knn reruns, and CV stays on fold 0.
@@ -143,8 +163,21 @@ def test_members_train_in_their_own_stages_once(reproduced: tuple[Path, str], tm
 
     # -S fold=2: the fold-2 model and what depends on it; the members are not touched.
     out = run([*DVC, "exp", "run", "-S", "fold=2"], repo, env)
-    assert stages_run(out) == {"weights", "train", "embed", "ensemble", "knn", "local", "pseudo", "threshold",
-                               "submit", "score", "baseline", "report", "gallery"}, out  # fmt: skip
+    assert stages_run(out) == {
+        "weights",
+        "train",
+        "embed",
+        "ensemble",
+        "knn",
+        "local",
+        "pseudo",
+        "threshold",
+        "submit",
+        "score",
+        "baseline",
+        "report",
+        "gallery",
+    }, out
     assert set(json.loads((repo / "metrics/cv.json").read_text())["folds"]) == {"fold1", "fold2", "fold3"}
 
     # fold 1 becomes the `fold` model: the model member@fold1 trained is restored from DVC's run cache.

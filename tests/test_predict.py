@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 from references import naive_predictions
 
-from whaleid.metrics import precision_at_5
-from whaleid.predict import (
+from whaleid.rule.metrics import precision_at_5
+from whaleid.rule.predict import (
     NEW,
     best_threshold,
     fit_rule,
@@ -163,8 +163,12 @@ def test_per_species_thresholds_match_brute_force() -> None:
         mask = species == sp
         means = []
         for t in grid:
-            per = np.array([precision_at_5(p, tr) for p, tr in
-                            zip(naive_predictions(sims[mask], nbrs[mask], gl, fill, t), truth[mask], strict=True)])  # fmt: skip
+            per = np.array(
+                [
+                    precision_at_5(p, tr)
+                    for p, tr in zip(naive_predictions(sims[mask], nbrs[mask], gl, fill, t), truth[mask], strict=True)
+                ]
+            )
             new = truth[mask] == NEW
             means.append(0.2 * per[new].mean() + 0.8 * per[~new].mean())
         assert thr == grid[int(np.argmax(means))]
@@ -179,7 +183,7 @@ def test_per_species_thresholds_match_brute_force() -> None:
 
 
 def _part(rng: np.random.Generator, q: int = 60, g: int = 90, k: int = 12, n_ids: int = 25):
-    from whaleid.predict import Neighbours
+    from whaleid.rule.predict import Neighbours
 
     gallery_labels = rng.integers(0, n_ids, size=g)
     sims = -np.sort(-rng.uniform(0.0, 1.0, size=(q, k)).astype(np.float32), axis=1)
@@ -190,7 +194,7 @@ def _part(rng: np.random.Generator, q: int = 60, g: int = 90, k: int = 12, n_ids
 
 def _naive_map5(part, threshold: float, scoring: str = "max") -> np.ndarray:
     """Per-query precision@5 by the naive per-image reference (max scoring)."""
-    from whaleid.predict import most_frequent, query_truth
+    from whaleid.rule.predict import most_frequent, query_truth
 
     fill = most_frequent(part.gallery_labels)
     preds = naive_predictions(part.sims, part.neighbors, part.gallery_labels, fill, threshold)
@@ -200,7 +204,7 @@ def _naive_map5(part, threshold: float, scoring: str = "max") -> np.ndarray:
 
 def test_fit_rule_pools_folds_out_of_fold_and_reports_each() -> None:
     from whaleid.config import ThresholdConfig
-    from whaleid.predict import query_truth
+    from whaleid.rule.predict import query_truth
 
     rng = np.random.default_rng(5)
     parts = [_part(rng), _part(rng, q=40)]
@@ -232,7 +236,7 @@ def test_rule_is_applied_as_saved() -> None:
     import json
 
     from whaleid.config import ThresholdConfig
-    from whaleid.predict import Rule, apply_rule, candidates
+    from whaleid.rule.predict import Rule, apply_rule, candidates
 
     rng = np.random.default_rng(6)
     valid, test = _part(rng), _part(rng, q=30)
@@ -252,7 +256,7 @@ def test_rule_is_applied_as_saved() -> None:
 
 
 def test_per_species_rule_maps_by_species_name() -> None:
-    from whaleid.predict import Rule, apply_rule, candidates
+    from whaleid.rule.predict import Rule, apply_rule, candidates
 
     rng = np.random.default_rng(7)
     test = _part(rng)
@@ -267,7 +271,7 @@ def test_per_species_rule_maps_by_species_name() -> None:
 
 def test_validation_without_new_individuals_falls_back_to_the_share_rule_with_a_warning(caplog) -> None:
     from whaleid.config import ThresholdConfig
-    from whaleid.predict import Neighbours, candidates
+    from whaleid.rule.predict import Neighbours, candidates
 
     rng = np.random.default_rng(8)
     part = _part(rng)
@@ -283,7 +287,7 @@ def test_validation_without_new_individuals_falls_back_to_the_share_rule_with_a_
 
 
 def test_oracle_map5_is_the_best_test_score_over_the_grid() -> None:
-    from whaleid.predict import oracle_map5, query_truth
+    from whaleid.rule.predict import oracle_map5, query_truth
 
     rng = np.random.default_rng(9)
     part = _part(rng)
@@ -295,7 +299,7 @@ def test_oracle_map5_is_the_best_test_score_over_the_grid() -> None:
 
 
 def test_per_epoch_validation_without_new_individuals_scores_the_fallback_rule() -> None:
-    from whaleid.evaluate import cv_score
+    from whaleid.rule.evaluate import cv_score
 
     rng = np.random.default_rng(10)
     gallery = rng.standard_normal((60, 8)).astype(np.float32)

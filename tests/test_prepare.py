@@ -9,9 +9,17 @@ import cv2
 import numpy as np
 import pytest
 
-import whaleid.prepare as prepare
-from whaleid.data import DataError, read_image
-from whaleid.prepare import check_box, crop_coords, folder_digest, prepare_image, read_boxes, resize_split, resized_name
+import whaleid.data.resize as prepare
+from whaleid.data.layout import DataError, read_image
+from whaleid.data.resize import (
+    check_box,
+    crop_coords,
+    folder_digest,
+    prepare_image,
+    read_boxes,
+    resize_split,
+    resized_name,
+)
 
 
 def test_crop_coords_hand_computed() -> None:

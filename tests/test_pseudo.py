@@ -1,21 +1,30 @@
-"""Pseudo-label selection (whaleid.pseudo): a hand-computed case, and the leakage guard: no pseudo-label may come
+"""Pseudo-label selection (whaleid.pipeline.pseudo): a hand-computed case, and the leakage guard: no pseudo-label may come
 from the validation fold a round's CV is computed on."""
 
 import numpy as np
 import pandas as pd
 
-from whaleid.blend import Centres
 from whaleid.config import params_from_dict
-from whaleid.predict import NEW
-from whaleid.pseudo import evaluate_model, pseudo_labels, select_confident
+from whaleid.pipeline.pseudo import evaluate_model, pseudo_labels, select_confident
+from whaleid.retrieval.blend import Centres
+from whaleid.rule.predict import NEW
 
 
 def test_select_confident_hand_computed():
     first = np.array([3, NEW, 1, 7, 2, 4])
-    labels = np.array([[3, 1, 2, 4, 5], [0, 1, 2, 3, 4], [1, 0, 2, 3, 4], [7, 2, 1, 0, 3], [2, 9, 8, 7, 6],
-                       [4, 3, 2, 1, 0]])  # fmt: skip
-    scores = np.array([[0.9, 0.5, 0, 0, 0], [0.99, 0.1, 0, 0, 0], [0.8, 0.79, 0, 0, 0], [0.95, 0.2, 0, 0, 0],
-                       [0.7, -np.inf, -np.inf, -np.inf, -np.inf], [0.6, 0.1, 0, 0, 0]])  # fmt: skip
+    labels = np.array(
+        [[3, 1, 2, 4, 5], [0, 1, 2, 3, 4], [1, 0, 2, 3, 4], [7, 2, 1, 0, 3], [2, 9, 8, 7, 6], [4, 3, 2, 1, 0]]
+    )
+    scores = np.array(
+        [
+            [0.9, 0.5, 0, 0, 0],
+            [0.99, 0.1, 0, 0, 0],
+            [0.8, 0.79, 0, 0, 0],
+            [0.95, 0.2, 0, 0, 0],
+            [0.7, -np.inf, -np.inf, -np.inf, -np.inf],
+            [0.6, 0.1, 0, 0, 0],
+        ]
+    )
     # Row 1 is new_individual first: never chosen, however high its score. The rest by top-1 score: 3, 0, 2, 4, 5.
     np.testing.assert_array_equal(select_confident(first, labels, scores, max_share=1.0), [3, 0, 2, 4, 5])
     np.testing.assert_array_equal(select_confident(first, labels, scores, max_share=0.5), [3, 0, 2])  # floor(3.0)
@@ -42,11 +51,21 @@ def test_no_pseudo_label_comes_from_the_validation_fold():
     photo9 = np.flatnonzero(labels == 9)[0]
     photo_known = np.flatnonzero((folds == 1) & (labels == 4))[0]
     test_emb = unit(np.stack([emb[photo9], emb[photo_known]]))
-    train = {"embeddings": emb, "images": np.array([f"t{i}.jpg" for i in range(n)]), "labels": labels,
-             "folds": folds, "held": np.zeros((n, 3), dtype=bool)}  # fmt: skip
+    train = {
+        "embeddings": emb,
+        "images": np.array([f"t{i}.jpg" for i in range(n)]),
+        "labels": labels,
+        "folds": folds,
+        "held": np.zeros((n, 3), dtype=bool),
+    }
     test = {"embeddings": test_emb, "images": np.array(["q9.jpg", "q4.jpg"]), "labels": np.full(2, -1)}
-    params = params_from_dict({"local": {"method": "none"}, "pseudo": {"rounds": 1, "max_share": 1.0},
-                               "threshold": {"start": -1.0, "stop": 1.0, "step": 0.1}})  # fmt: skip
+    params = params_from_dict(
+        {
+            "local": {"method": "none"},
+            "pseudo": {"rounds": 1, "max_share": 1.0},
+            "threshold": {"start": -1.0, "stop": 1.0, "step": 0.1},
+        }
+    )
     trained = np.bincount(labels[folds != 0], minlength=n_classes) > 0
     classes = [f"id{c}" for c in range(n_classes)]
     species = np.array(["s"] * n_classes, dtype=object)

@@ -17,16 +17,27 @@ import yaml
 from hubcache import build_hub_cache
 from tinyrepo import DVC, checkpoint_epoch, make_repo, run
 
-from whaleid.cli import main as cli_main
+from whaleid.cli.main import main as cli_main
 from whaleid.config import ConfigError, apply_overrides, flat_overrides, override_args, params_from_dict
-from whaleid.weights import hub_repo
+from whaleid.model.weights import hub_repo
 
 ROOT = Path(__file__).resolve().parents[1]
 RECIPE = ROOT / "params/competition.yaml"
 # Toy scale on top of the recipe: the generated dataset, 32 px, 2 short epochs, small batches, one round.
-TOY = {"data.dir": "data/sample", "crop.boxes": "data/sample/boxes.csv", "resize.format": "bmp", "model.img_size": 32,
-       "model.embedding_dim": 64, "train.epochs": 2, "pseudo.rounds": 1, "train.batch_size": 16, "train.eval_every": 1, "knn.k": 20,
-       "embed.batch_size": 64, "cv.n_folds": 3}  # fmt: skip
+TOY = {
+    "data.dir": "data/sample",
+    "crop.boxes": "data/sample/boxes.csv",
+    "resize.format": "bmp",
+    "model.img_size": 32,
+    "model.embedding_dim": 64,
+    "train.epochs": 2,
+    "pseudo.rounds": 1,
+    "train.batch_size": 16,
+    "train.eval_every": 1,
+    "knn.k": 20,
+    "embed.batch_size": 64,
+    "cv.n_folds": 3,
+}
 CHECKPOINT = Path(".whaleid_cache/checkpoints/fold0/last.pt")
 
 
@@ -69,8 +80,15 @@ def test_recipe_starts_resumes_and_runs_its_rounds_at_toy_scale(tmp_path: Path) 
     env = {k: v for k, v in env.items() if not k.startswith("HF_")}
     env.update(HF_HOME=str(tmp_path / "hf"), HF_HUB_OFFLINE="1")
 
-    proc = subprocess.Popen([*DVC, "repro"], cwd=repo, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                            text=True, start_new_session=True)  # fmt: skip
+    proc = subprocess.Popen(
+        [*DVC, "repro"],
+        cwd=repo,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
     deadline = time.monotonic() + 600
     while checkpoint_epoch(repo / CHECKPOINT) < 1 and proc.poll() is None and time.monotonic() < deadline:
         time.sleep(0.05)

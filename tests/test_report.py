@@ -7,8 +7,8 @@ from html.parser import HTMLParser
 
 import numpy as np
 
-from whaleid.predict import Rule
-from whaleid.report import BLUE, GREEN, RED, contact_sheet, match_report, match_sections, precision_at_5
+from whaleid.rule.predict import Rule
+from whaleid.rule.report import BLUE, GREEN, RED, contact_sheet, match_report, match_sections, precision_at_5
 
 
 class Page(HTMLParser):
@@ -70,10 +70,28 @@ def test_report_marks_what_a_hand_check_says() -> None:
     photos = {
         n: np.full((20, 30, 3), 20 * i, np.uint8) for i, n in enumerate([*nn["query_images"], *nn["gallery_images"]])
     }
-    page = match_report(nn, Rule(threshold=0.5), ["a", "b", "c", "d", "e", "f", "g", "h", "i", "j"], None,
-                        photos.__getitem__, photos.__getitem__, n_sample=4, n_worst=2, seed=0)  # fmt: skip
-    _, sections = match_sections(nn, Rule(threshold=0.5), list("abcdefghij"), None, photos.__getitem__,
-                                 photos.__getitem__, n_sample=4, n_worst=2, seed=0)  # fmt: skip
+    page = match_report(
+        nn,
+        Rule(threshold=0.5),
+        ["a", "b", "c", "d", "e", "f", "g", "h", "i", "j"],
+        None,
+        photos.__getitem__,
+        photos.__getitem__,
+        n_sample=4,
+        n_worst=2,
+        seed=0,
+    )
+    _, sections = match_sections(
+        nn,
+        Rule(threshold=0.5),
+        list("abcdefghij"),
+        None,
+        photos.__getitem__,
+        photos.__getitem__,
+        n_sample=4,
+        n_worst=2,
+        seed=0,
+    )
     sheet = contact_sheet(sections, size=32)
     tile_w, tile_h = 32 + 8, 32 + 8 + 14
     assert sheet.shape == (2 * 22 + 5 * tile_h, 6 * tile_w, 3)  # two headings, 4 sampled rows + 1 worst row

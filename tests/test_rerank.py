@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 
 from whaleid.config import ConfigError, KnnConfig
-from whaleid.rerank import _reciprocal, dense_reference, k_reciprocal, rerank_neighbours
-from whaleid.retrieval import search
+from whaleid.retrieval.rerank import _reciprocal, dense_reference, k_reciprocal, rerank_neighbours
+from whaleid.retrieval.search import search
 
 
 def unit(x: np.ndarray) -> np.ndarray:
@@ -66,8 +66,9 @@ def test_rerank_none_or_lambda_one_keeps_the_cosine() -> None:
     query, gallery, sims, rows = _pipeline_case()
     same = rerank_neighbours(query, gallery, sims, rows, KnnConfig(k=8))
     assert same[0] is sims and same[1] is rows
-    plain_sims, plain_rows = rerank_neighbours(query, gallery, sims, rows,
-                                               KnnConfig(k=8, rerank="k_reciprocal", rerank_lambda=1.0))  # fmt: skip
+    plain_sims, plain_rows = rerank_neighbours(
+        query, gallery, sims, rows, KnnConfig(k=8, rerank="k_reciprocal", rerank_lambda=1.0)
+    )
     np.testing.assert_array_equal(plain_rows, rows)
     np.testing.assert_allclose(plain_sims, sims, atol=1e-5)  # 1 - 2 * (1 - cos) / 2 = cos
 

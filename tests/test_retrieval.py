@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from whaleid.config import ConfigError, KnnConfig
-from whaleid.retrieval import build_index, search
+from whaleid.retrieval.search import build_index, search
 
 
 def unit(rng, n, d):
@@ -67,7 +67,7 @@ def test_unknown_index_type_rejected() -> None:
 def test_auto_workers() -> None:
     import torch
 
-    from whaleid.device import resolve_workers
+    from whaleid.core.device import resolve_workers
 
     assert resolve_workers(3, torch.device("cpu")) == 3  # explicit values are kept
     cores = len(os.sched_getaffinity(0))

@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 
 from whaleid.config import KnnConfig
-from whaleid.metrics import retrieval_metrics
-from whaleid.retrieval import search
+from whaleid.retrieval.search import search
+from whaleid.rule.metrics import retrieval_metrics
 
 
 def brute_force(gallery, queries, gallery_labels, query_labels):
@@ -20,8 +20,13 @@ def brute_force(gallery, queries, gallery_labels, query_labels):
         r5.append(correct[0] <= 5)
         aps.append(np.mean([(i + 1) / r for i, r in enumerate(correct)]))
         inps.append(len(correct) / correct[-1])
-    return {"recall_at_1": np.mean(r1), "recall_at_5": np.mean(r5), "map": np.mean(aps), "minp": np.mean(inps),
-            "queries": len(r1)}  # fmt: skip
+    return {
+        "recall_at_1": np.mean(r1),
+        "recall_at_5": np.mean(r5),
+        "map": np.mean(aps),
+        "minp": np.mean(inps),
+        "queries": len(r1),
+    }
 
 
 def test_hand_computed_case():
@@ -60,11 +65,19 @@ def test_equals_brute_force_when_k_covers_the_gallery(seed):
 
 
 def test_pooled_weights_parts_by_their_known_queries():
-    from whaleid.metrics import pooled_retrieval_metrics
+    from whaleid.rule.metrics import pooled_retrieval_metrics
 
-    a = {"sims": np.array([[0.9, 0.1]]), "neighbors": np.array([[0, 1]]), "gallery_labels": np.array([1, 2]),
-         "query_labels": np.array([1])}  # fmt: skip
-    b = {"sims": np.array([[0.9, 0.1], [0.8, 0.2]]), "neighbors": np.array([[0, 1], [0, 1]]),
-         "gallery_labels": np.array([1, 2]), "query_labels": np.array([2, 2])}  # fmt: skip
+    a = {
+        "sims": np.array([[0.9, 0.1]]),
+        "neighbors": np.array([[0, 1]]),
+        "gallery_labels": np.array([1, 2]),
+        "query_labels": np.array([1]),
+    }
+    b = {
+        "sims": np.array([[0.9, 0.1], [0.8, 0.2]]),
+        "neighbors": np.array([[0, 1], [0, 1]]),
+        "gallery_labels": np.array([1, 2]),
+        "query_labels": np.array([2, 2]),
+    }
     got = pooled_retrieval_metrics([a, b])
     assert got["queries"] == 3 and got["recall_at_1"] == pytest.approx(1 / 3)

@@ -12,8 +12,8 @@ from scipy.special import zeta
 
 from tests.conftest import TINY, tiny_config
 from whaleid.config import SampleConfig
-from whaleid.data import load_dataset, read_image
-from whaleid.sample import NEW_INDIVIDUAL, plan_dataset, write_dataset
+from whaleid.data.layout import load_dataset, read_image
+from whaleid.data.sample import NEW_INDIVIDUAL, plan_dataset, write_dataset
 
 
 def _digest(root: Path) -> dict[str, str]:
@@ -107,7 +107,7 @@ def test_photos_of_one_individual_differ(tiny_dataset: Path) -> None:
 def test_species_alone_cannot_identify() -> None:
     """Species-oracle upper bound on the default set: knowing each test image's true species and predicting
     new_individual + that species' four most frequent individuals is still far from MAP@5 1.0."""
-    from whaleid.metrics import map_at_5
+    from whaleid.rule.metrics import map_at_5
 
     plan = plan_dataset(SampleConfig())
     top = plan.train.groupby("species")["individual_id"].agg(lambda s: s.value_counts().index[:4].tolist())
@@ -118,7 +118,7 @@ def test_species_alone_cannot_identify() -> None:
 
 
 def _fin_boxes(cfg: SampleConfig, n: int = 150) -> np.ndarray:
-    from whaleid.sample import Scene, render_photo
+    from whaleid.data.sample import Scene, render_photo
 
     plan = plan_dataset(cfg)
     out = []
@@ -133,8 +133,17 @@ def test_wild_scene_draws_small_fins_anywhere() -> None:
     """The default scene (the fin small, anywhere, among clutter) against the easy one it replaced (the fin large
     and central): fin sizes and places, measured on the rendered boxes."""
     wild = _fin_boxes(SampleConfig(img_size=96))
-    easy = _fin_boxes(SampleConfig(img_size=96, subject_min=0.55, subject_max=0.85, off_centre=0.0, clutter=0,
-                                   occlusion=0.0, mark_contrast_min=1.0))  # fmt: skip
+    easy = _fin_boxes(
+        SampleConfig(
+            img_size=96,
+            subject_min=0.55,
+            subject_max=0.85,
+            off_centre=0.0,
+            clutter=0,
+            occlusion=0.0,
+            mark_contrast_min=1.0,
+        )
+    )
     width = lambda b: b[:, 2] - b[:, 0]  # noqa: E731 - the base plus the fin's sweep: a little over the base
     centre_x = lambda b: (b[:, 0] + b[:, 2]) / 2  # noqa: E731
     assert np.median(width(wild)) < 0.6 * np.median(width(easy))
@@ -147,7 +156,7 @@ def test_wild_scene_draws_small_fins_anywhere() -> None:
 def test_scene_knobs_change_only_their_own_draws() -> None:
     """Clutter, occlusion and faint markings draw from their own random stream: the fin's pose and box stay the
     same photo for photo, and the photo changes."""
-    from whaleid.sample import Scene, render_photo
+    from whaleid.data.sample import Scene, render_photo
 
     cfg = SampleConfig(img_size=64)
     ind = plan_dataset(cfg).individuals[0]
@@ -164,9 +173,21 @@ def test_scene_knobs_change_only_their_own_draws() -> None:
 
 def test_easy_scene_draws_the_old_default_byte_for_byte(tmp_path: Path) -> None:
     """The scene params set to the old easy values give the dataset the generator drew before it had them. The
-    digest was computed by the previous whaleid/sample.py (commit a0c0137) on this config."""
-    cfg = SampleConfig(n_train=40, n_test=12, n_species=3, img_size=32, seed=7, subject_min=0.55, subject_max=0.85,
-                       off_centre=0.0, clutter=0, occlusion=0.0, mark_contrast_min=1.0, test_boxes=True)  # fmt: skip
+    digest was computed by the previous whaleid/data/sample.py (commit a0c0137) on this config."""
+    cfg = SampleConfig(
+        n_train=40,
+        n_test=12,
+        n_species=3,
+        img_size=32,
+        seed=7,
+        subject_min=0.55,
+        subject_max=0.85,
+        off_centre=0.0,
+        clutter=0,
+        occlusion=0.0,
+        mark_contrast_min=1.0,
+        test_boxes=True,
+    )
     write_dataset(cfg, tmp_path / "easy", n_jobs=1, progress=False)
     h = hashlib.sha256()
     for p in sorted((tmp_path / "easy").rglob("*")):

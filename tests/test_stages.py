@@ -17,8 +17,8 @@ import torch
 import yaml
 
 from whaleid.config import params_from_dict
-from whaleid.data import DataError
-from whaleid.embed import extract_embeddings
+from whaleid.data.layout import DataError
+from whaleid.model.embed import extract_embeddings
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = {
@@ -42,8 +42,9 @@ def workdir(tiny_dataset: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch)
 
 def run_module(stage: str, cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
     env = {"PYTHONPATH": str(ROOT), "PATH": str(Path(sys.executable).parent), "NO_COLOR": "1"}
-    return subprocess.run([sys.executable, "-m", f"stages.{stage}", *args], cwd=cwd, env=env, capture_output=True,
-                          text=True, timeout=300)  # fmt: skip
+    return subprocess.run(
+        [sys.executable, "-m", f"stages.{stage}", *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=300
+    )
 
 
 def run_ok(cwd: Path, *stages: str) -> None:
@@ -54,7 +55,7 @@ def run_ok(cwd: Path, *stages: str) -> None:
 
 
 def test_single_image_species_and_individuals_train(workdir: Path) -> None:
-    from whaleid.fit import train_member
+    from whaleid.pipeline.members import train_member
 
     csv = workdir / "data/in/train.csv"
     frame = pd.read_csv(csv, dtype=str)
@@ -132,7 +133,7 @@ def test_boxes_of_another_dataset_or_outside_their_image_stop_detect_or_resize(w
 
 
 def test_train_refuses_resized_images_of_another_size(workdir: Path) -> None:
-    from whaleid.fit import train_member
+    from whaleid.pipeline.members import train_member
 
     run_ok(workdir, "encode", "split", "resize")
     bigger = params_from_dict({**TINY, "model": {"img_size": 48}})
@@ -145,7 +146,7 @@ def test_train_refuses_resized_images_of_another_size(workdir: Path) -> None:
 
 
 def test_resize_writes_the_format_it_records_and_stages_find_it(workdir: Path) -> None:
-    from whaleid.artifacts import resized_paths
+    from whaleid.pipeline.artifacts import resized_paths
 
     (workdir / "params.yaml").write_text(yaml.safe_dump({**TINY, "resize": {"format": "png"}}))
     run_ok(workdir, "encode", "split", "resize")
@@ -157,11 +158,11 @@ def test_resize_writes_the_format_it_records_and_stages_find_it(workdir: Path) -
 
 
 def test_flip_tta_is_mean_of_normalised_embeddings(tiny_dataset: Path) -> None:
-    from whaleid.augment import model_input
     from whaleid.config import ArcFaceConfig, ModelConfig
-    from whaleid.data import ImageDataset
-    from whaleid.model import WhaleNet
-    from whaleid.transforms import AsUint8
+    from whaleid.data.layout import ImageDataset
+    from whaleid.model.augment import model_input
+    from whaleid.model.network import WhaleNet
+    from whaleid.model.transforms import AsUint8
 
     torch.manual_seed(0)
     net = WhaleNet(ModelConfig(img_size=32, embedding_dim=8), ArcFaceConfig(), 4).eval()
@@ -180,7 +181,7 @@ def test_flip_tta_is_mean_of_normalised_embeddings(tiny_dataset: Path) -> None:
 
 
 def test_combined_embeddings_cosine_is_mean_of_members() -> None:
-    from whaleid.retrieval import combine
+    from whaleid.retrieval.search import combine
 
     rng = np.random.default_rng(0)
     a, b = (rng.standard_normal((5, 8)) for _ in range(2))
@@ -194,23 +195,27 @@ def test_combined_embeddings_cosine_is_mean_of_members() -> None:
 
 def _fake_embeddings(workdir: Path, name: str, seed: int, n_train: int = 12, n_test: int = 5, d: int = 4) -> dict:
     """Unit-length embeddings of model ``name`` where the embed stage writes them."""
-    from whaleid.io import save_npz
+    from whaleid.core.atomic import save_npz
 
     rng = np.random.default_rng(seed)
     out = {}
     for split, n in (("train", n_train), ("test", n_test)):
         e = rng.standard_normal((n, d)).astype(np.float32)
         e /= np.linalg.norm(e, axis=1, keepdims=True)
-        arrays = {"embeddings": e, "images": np.asarray([f"{split}{i}.jpg" for i in range(n)]),
-                  "labels": np.arange(n) % 3 if split == "train" else np.full(n, -1), "folds": np.arange(n) % 3}  # fmt: skip
+        arrays = {
+            "embeddings": e,
+            "images": np.asarray([f"{split}{i}.jpg" for i in range(n)]),
+            "labels": np.arange(n) % 3 if split == "train" else np.full(n, -1),
+            "folds": np.arange(n) % 3,
+        }
         save_npz(workdir / f"data/embeddings/{name}/{split}.npz", **arrays)
         out[split] = arrays
     return out
 
 
 def test_ensemble_stage_only_combines_member_embeddings(workdir: Path) -> None:
-    from whaleid.io import load_npz
-    from whaleid.retrieval import combine
+    from whaleid.core.atomic import load_npz
+    from whaleid.retrieval.search import combine
 
     emb = {n: _fake_embeddings(workdir, n, seed) for seed, n in enumerate(["fold0", "fold2", "full"])}
     (workdir / "params.yaml").write_text(yaml.safe_dump({**TINY, "ensemble": {"members": ["fold2", "full"]}}))
@@ -273,10 +278,11 @@ def test_read_only_output_folder_is_one_line_exit_2(workdir: Path) -> None:
     assert "Traceback" not in proc.stderr and "cannot write" in proc.stderr and "Permission denied" in proc.stderr
 
 
-@pytest.mark.parametrize("code,hint", [(errno.ENOSPC, "Free disk space"), (errno.EROFS, "read-only"),
-                                       (errno.EACCES, "writable")])  # fmt: skip
+@pytest.mark.parametrize(
+    "code,hint", [(errno.ENOSPC, "Free disk space"), (errno.EROFS, "read-only"), (errno.EACCES, "writable")]
+)
 def test_disk_errors_are_one_line_exit_2(code: int, hint: str, capfd: pytest.CaptureFixture) -> None:
-    from whaleid.stage import run_stage
+    from whaleid.pipeline.stage import run_stage
 
     def body(params: object) -> None:
         raise OSError(code, os.strerror(code), "data/resized/train_images/x.bmp")
@@ -290,7 +296,7 @@ def test_disk_errors_are_one_line_exit_2(code: int, hint: str, capfd: pytest.Cap
 
 
 def test_other_os_errors_are_not_disguised() -> None:
-    from whaleid.stage import run_stage
+    from whaleid.pipeline.stage import run_stage
 
     def body(params: object) -> None:
         raise OSError(errno.EIO, "Input/output error")

@@ -6,8 +6,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from whaleid.predict import NEW
-from whaleid.submission import (
+from whaleid.rule.predict import NEW
+from whaleid.rule.submission import (
     SubmissionError,
     build_submission,
     labels_to_strings,
@@ -30,15 +30,21 @@ def test_labels_to_strings() -> None:
     validate_submission(frame, IMAGES, CLASSES)
 
 
-@pytest.mark.parametrize(("mutate", "message"), [
-    (lambda f: f.rename(columns={"predictions": "pred"}), "header must be image,predictions"),
-    (lambda f: f.iloc[:1], "1 rows for 2 test images"),
-    (lambda f: f.assign(image=["1.jpg", "1.jpg"]), "row 3: image '1.jpg' appears twice"),
-    (lambda f: f.iloc[::-1].reset_index(drop=True), "row 2: image '2.jpg' where sample_submission has '1.jpg'"),
-    (lambda f: f.assign(predictions=["aaa bbb ccc ddd", f.predictions[1]]), "row 2 .*4 predictions"),
-    (lambda f: f.assign(predictions=["aaa aaa ccc ddd eee", f.predictions[1]]), "row 2 .*duplicate predictions"),
-    (lambda f: f.assign(predictions=[f.predictions[0], "zzz bbb ccc ddd eee"]), "row 3 .*unknown individual_id 'zzz'"),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    ("mutate", "message"),
+    [
+        (lambda f: f.rename(columns={"predictions": "pred"}), "header must be image,predictions"),
+        (lambda f: f.iloc[:1], "1 rows for 2 test images"),
+        (lambda f: f.assign(image=["1.jpg", "1.jpg"]), "row 3: image '1.jpg' appears twice"),
+        (lambda f: f.iloc[::-1].reset_index(drop=True), "row 2: image '2.jpg' where sample_submission has '1.jpg'"),
+        (lambda f: f.assign(predictions=["aaa bbb ccc ddd", f.predictions[1]]), "row 2 .*4 predictions"),
+        (lambda f: f.assign(predictions=["aaa aaa ccc ddd eee", f.predictions[1]]), "row 2 .*duplicate predictions"),
+        (
+            lambda f: f.assign(predictions=[f.predictions[0], "zzz bbb ccc ddd eee"]),
+            "row 3 .*unknown individual_id 'zzz'",
+        ),
+    ],
+)
 def test_validation_errors(mutate, message: str) -> None:
     with pytest.raises(SubmissionError, match=message):
         validate_submission(mutate(good()), IMAGES, CLASSES)

@@ -11,9 +11,9 @@ import pytest
 import torch
 
 from whaleid.config import AugmentConfig, Params, params_from_dict
-from whaleid.fit import fingerprint
-from whaleid.model import WhaleNet
-from whaleid.train import EpochSampler, TrainingDiverged, lr_lambda, train_model
+from whaleid.model.network import WhaleNet
+from whaleid.model.train import EpochSampler, TrainingDiverged, lr_lambda, train_model
+from whaleid.pipeline.members import fingerprint
 
 
 def test_lr_schedule_warmup_then_cosine() -> None:
@@ -58,7 +58,7 @@ def test_fingerprint_tracks_params_data_and_code_not_mtimes(tmp_path: Path) -> N
 
 def _setup(tiny_dataset: Path, **train: object):
     from whaleid.config import ArcFaceConfig, ModelConfig, TrainConfig
-    from whaleid.data import load_dataset
+    from whaleid.data.layout import load_dataset
 
     ds = load_dataset(tiny_dataset)
     labels = ds.train["individual_id"].astype("category").cat.codes.to_numpy().astype(np.int64)
@@ -74,12 +74,25 @@ def _setup(tiny_dataset: Path, **train: object):
     return ds.train_paths(), labels, species, cfg, make
 
 
-def _train(make_net, paths, labels, cfg, checkpoint=None, fp="fp", on_epoch=None, aug=None, workers=0,
-           device="cpu", **kw):  # fmt: skip
+def _train(
+    make_net, paths, labels, cfg, checkpoint=None, fp="fp", on_epoch=None, aug=None, workers=0, device="cpu", **kw
+):
     net = make_net(kw.pop("arc", None))
-    history = train_model(net, paths, labels, cfg=cfg, aug=aug or AugmentConfig(), img_size=32,
-                          device=torch.device(device), num_workers=workers, checkpoint=checkpoint, fingerprint=fp,
-                          on_epoch=on_epoch, progress=False, **kw)  # fmt: skip
+    history = train_model(
+        net,
+        paths,
+        labels,
+        cfg=cfg,
+        aug=aug or AugmentConfig(),
+        img_size=32,
+        device=torch.device(device),
+        num_workers=workers,
+        checkpoint=checkpoint,
+        fingerprint=fp,
+        on_epoch=on_epoch,
+        progress=False,
+        **kw,
+    )
     return net, history
 
 
@@ -117,7 +130,7 @@ def test_worker_count_does_not_change_the_result(tiny_dataset: Path) -> None:
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 def test_cuda_training_with_amp_learns(tiny_dataset: Path) -> None:
-    from whaleid.embed import extract_embeddings
+    from whaleid.model.embed import extract_embeddings
 
     paths, labels, _, cfg, make = _setup(tiny_dataset, epochs=4)
     net, hist = _train(make, paths, labels, cfg, device="cuda")
@@ -182,9 +195,18 @@ def test_margin_warmup_and_species_head_train(tiny_dataset: Path) -> None:
 
     net.head.forward = spy
     before = net.species_head.weight.detach().clone()
-    train_model(net, paths, labels, cfg=cfg, aug=AugmentConfig(), img_size=32, device=torch.device("cpu"),
-                progress=False, species=species,
-                arc=arc)  # fmt: skip
+    train_model(
+        net,
+        paths,
+        labels,
+        cfg=cfg,
+        aug=AugmentConfig(),
+        img_size=32,
+        device=torch.device("cpu"),
+        progress=False,
+        species=species,
+        arc=arc,
+    )
     steps = len(seen) // 2
     np.testing.assert_allclose(seen[:steps], [(i + 1) / steps for i in range(steps)])  # linear over epoch 1
     assert seen[steps:] == [1.0] * (len(seen) - steps) and net.head.margin_factor == 1.0

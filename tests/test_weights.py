@@ -17,10 +17,10 @@ import torch
 from hubcache import build_hub_cache
 from safetensors.torch import load_file, save_file
 
-from whaleid.augment import MEAN, STD, normalize
 from whaleid.config import ArcFaceConfig, ConfigError, ModelConfig
-from whaleid.model import WhaleNet, load_model, model_payload
-from whaleid.weights import convert_efficientnet_pytorch, identity
+from whaleid.model.augment import MEAN, STD, normalize
+from whaleid.model.network import WhaleNet, load_model, model_payload
+from whaleid.model.weights import convert_efficientnet_pytorch, identity
 
 ROOT = Path(__file__).resolve().parents[1]
 REPO = "timm/test_resnet.r160_in1k"  # the hub repo timm loads test_resnet's pretrained weights from
@@ -44,8 +44,8 @@ def test_pretrained_loads_exactly_the_cached_hub_weights_offline(tmp_path: Path)
     proc = run_python(
         "from safetensors.torch import save_file\n"
         "from whaleid.config import ModelConfig\n"
-        "from whaleid.model import create_backbone\n"
-        "from whaleid.weights import identity\n"
+        "from whaleid.model.network import create_backbone\n"
+        "from whaleid.model.weights import identity\n"
         "import json\n"
         "b = create_backbone('test_resnet', pretrained=True)\n"
         f"save_file(b.state_dict(), {str(out)!r})\n"
@@ -58,8 +58,11 @@ def test_pretrained_loads_exactly_the_cached_hub_weights_offline(tmp_path: Path)
     for key, tensor in loaded.items():
         assert torch.equal(tensor, expected[key]), key
     found = json.loads(proc.stdout.strip().splitlines()[-1])
-    assert found == {"source": f"hf-hub:{REPO}", "file": "model.safetensors",
-                     "sha256": hashlib.sha256(weights.read_bytes()).hexdigest()}  # fmt: skip
+    assert found == {
+        "source": f"hf-hub:{REPO}",
+        "file": "model.safetensors",
+        "sha256": hashlib.sha256(weights.read_bytes()).hexdigest(),
+    }
 
 
 def test_empty_cache_offline_is_one_line_naming_the_download_command(tmp_path: Path) -> None:
@@ -69,7 +72,7 @@ def test_empty_cache_offline_is_one_line_naming_the_download_command(tmp_path: P
         (ROOT / "params.yaml").read_text().replace("  weights: null", "  pretrained: true\n  weights: null")
     )
     proc = run_python(
-        f"import sys; from whaleid.cli import main; sys.exit(main(['check', '--no-decode', '--params', {str(params)!r}, "
+        f"import sys; from whaleid.cli.main import main; sys.exit(main(['check', '--no-decode', '--params', {str(params)!r}, "
         f"{str(ROOT / 'tests')!r}]))",
         tmp_path / "hf",
     )
@@ -89,7 +92,10 @@ def test_identity_of_a_local_file_is_its_sha256(tmp_path: Path) -> None:
     path = tmp_path / "w.safetensors"
     save_file({"x": torch.arange(5.0)}, str(path))
     assert identity(ModelConfig(weights=str(path))) == {
-        "source": "file", "file": str(path), "sha256": hashlib.sha256(path.read_bytes()).hexdigest()}  # fmt: skip
+        "source": "file",
+        "file": str(path),
+        "sha256": hashlib.sha256(path.read_bytes()).hexdigest(),
+    }
     assert identity(ModelConfig()) == {"source": None}
     with pytest.raises(ConfigError, match="not found"):
         identity(ModelConfig(weights=str(tmp_path / "missing.pt")))
@@ -141,8 +147,11 @@ def test_converter_maps_the_real_lite0_checkpoint_by_name() -> None:
 
 def test_converter_names_the_first_tensor_that_does_not_fit() -> None:
     state = lite0_state()
-    with pytest.raises(ConfigError, match=r"_blocks\.3\._depthwise_conv\.weight -> blocks\.1\.2\.conv_dw\.weight: "
-                       r"shape \(144, 1, 5, 5\).*\(144, 1, 3, 3\)"):  # fmt: skip
+    with pytest.raises(
+        ConfigError,
+        match=r"_blocks\.3\._depthwise_conv\.weight -> blocks\.1\.2\.conv_dw\.weight: "
+        r"shape \(144, 1, 5, 5\).*\(144, 1, 3, 3\)",
+    ):
         convert_efficientnet_pytorch(state, "tf_efficientnet_lite1")
     with pytest.raises(ConfigError, match="_extra.weight: not an efficientnet_pytorch tensor name"):
         convert_efficientnet_pytorch({**state, "_extra.weight": torch.zeros(1)}, "tf_efficientnet_lite0")
@@ -152,7 +161,7 @@ def test_converter_names_the_first_tensor_that_does_not_fit() -> None:
 
 
 def test_convert_weights_command_writes_loadable_safetensors(tmp_path: Path) -> None:
-    from whaleid.cli import main
+    from whaleid.cli.main import main
 
     src = lite0_path()
     out = tmp_path / "lite0.safetensors"
@@ -162,6 +171,16 @@ def test_convert_weights_command_writes_loadable_safetensors(tmp_path: Path) -> 
     saved = load_file(str(out))
     for key, tensor in net.backbone.state_dict().items():
         assert torch.equal(tensor, saved[key]), key
-    assert main(["convert-weights", str(tmp_path / "none.pth"), str(tmp_path / "x.safetensors"),
-                 "--backbone", "tf_efficientnet_lite0"]) == 2  # fmt: skip
+    assert (
+        main(
+            [
+                "convert-weights",
+                str(tmp_path / "none.pth"),
+                str(tmp_path / "x.safetensors"),
+                "--backbone",
+                "tf_efficientnet_lite0",
+            ]
+        )
+        == 2
+    )
     assert not (tmp_path / "x.safetensors").exists()

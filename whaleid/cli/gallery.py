@@ -1,0 +1,213 @@
+"""``whaleid identify``, ``whaleid export`` and ``whaleid gallery add|remove|info``: the command-line side of
+:mod:`whaleid.gallery.folder` and :mod:`whaleid.model.export`."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+
+import pandas as pd
+
+from whaleid.core.errors import WhaleidError
+from whaleid.core.log import setup_logging
+from whaleid.data.layout import DataError
+from whaleid.pipeline.paths import GALLERY_DIR
+
+log = logging.getLogger("whaleid.gallery")
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"}
+
+
+def photo_paths(items: list[str]) -> list[Path]:
+    """The photos named by ``items``: files as given, folders by their image files (sorted, not recursive)."""
+    out = []
+    for item in items:
+        p = Path(item)
+        if p.is_dir():
+            out += sorted(f for f in p.iterdir() if f.suffix.lower() in IMAGE_SUFFIXES and not f.name.startswith("."))
+        elif p.is_file():
+            out.append(p)
+        else:
+            raise DataError(f"{p}: no such photo or folder.")
+    if not out:
+        raise DataError(f"no photos in {', '.join(items)} (looked for {', '.join(sorted(IMAGE_SUFFIXES))}).")
+    return out
+
+
+def add_parsers(sub: argparse._SubParsersAction) -> None:
+    ident = sub.add_parser("identify", help="the known individuals most like each photo, by the gallery's rule")
+    ident.add_argument("photos", nargs="+", help="photo files or folders of photos")
+    ident.add_argument("--gallery", default=str(GALLERY_DIR), help="gallery folder (default: gallery/, stage gallery)")
+    ident.add_argument(
+        "--boxes",
+        help="CSV image,x1,y1,x2,y2 to crop the photos to (pixels of the photo); photos "
+        "it leaves out are boxed by the gallery's detector when stage detect trained one",
+    )
+    ident.add_argument("--top-k", type=int, default=5, help="known individuals listed per photo (default 5)")
+    ident.add_argument("--format", choices=["table", "csv", "json"], default="table", help="output format")
+    ident.add_argument("--out", help="write the result to this file instead of printing it")
+    ident.add_argument("--device", default="auto", help="auto, cpu or cuda")
+    ident.add_argument(
+        "--exported",
+        nargs="+",
+        help="embed with these `whaleid export` files (one per gallery model, in order) instead of the PyTorch models",
+    )
+    exp = sub.add_parser("export", help="write a model's embedding network as ONNX or TorchScript")
+    exp.add_argument("model", nargs="?", default="models/fold0/model.pt", help="model.pt (default models/fold0)")
+    exp.add_argument("--format", choices=["onnx", "torchscript"], default="onnx", help="file format")
+    exp.add_argument("--out", help="output file (default: next to the model, model.onnx or model.ts)")
+    exp.add_argument(
+        "--flip-tta",
+        action="store_true",
+        help="embed each photo and its mirror image (set it as embed.flip_tta was set for the gallery)",
+    )
+    gal = sub.add_parser("gallery", help="grow or trim a gallery without retraining: add, remove, info")
+    gsub = gal.add_subparsers(dest="gallery_command", required=True, metavar="ACTION")
+    add = gsub.add_parser("add", help="add photos of one individual (--id) or of many (--csv)")
+    add.add_argument("photos", nargs="*", help="photo files or folders (with --id)")
+    add.add_argument("--id", help="the individual_id of every photo given")
+    add.add_argument("--species", default="", help="species of a new individual (for per-species thresholds)")
+    add.add_argument("--csv", help="CSV image,individual_id[,species]; images are looked up in --images")
+    add.add_argument("--images", help="folder of the --csv photos")
+    add.add_argument(
+        "--boxes", help="CSV image,x1,y1,x2,y2 to crop the photos to (else the gallery's detector, if any)"
+    )
+    add.add_argument("--device", default="auto", help="auto, cpu or cuda")
+    rm = gsub.add_parser("remove", help="remove photos (--image) or every photo of individuals (--id)")
+    rm.add_argument("--image", action="append", default=[], help="photo file name (repeatable)")
+    rm.add_argument("--id", action="append", default=[], help="individual_id (repeatable)")
+    info = gsub.add_parser("info", help="what the gallery holds and was built with")
+    for p in (add, rm, info):
+        p.add_argument("--gallery", default=str(GALLERY_DIR), help="gallery folder (default: gallery/)")
+    for p in (add, rm):
+        p.add_argument("--out", help="write the changed gallery here instead of replacing --gallery")
+
+
+def _device(name: str) -> object:
+    from whaleid.core.device import select_device
+
+    return select_device(name)
+
+
+def _boxes(path: str | None) -> dict | None:
+    from whaleid.data.resize import read_boxes
+
+    return read_boxes(path) if path else None
+
+
+def _identify(args: argparse.Namespace) -> None:
+    from whaleid.gallery.folder import Gallery
+    from whaleid.gallery.identify import identify, readable
+
+    if args.top_k < 1:
+        raise DataError(f"--top-k must be at least 1, got {args.top_k}.")
+    gallery = Gallery.load(args.gallery)
+    good, errors = readable(photo_paths(args.photos), progress=sys.stderr.isatty())
+    for e in errors:
+        log.error("skipped: %s", e)
+    if not good:
+        raise DataError("no readable photo to identify.")
+    exported = [Path(p) for p in args.exported] if args.exported else None
+    result = identify(
+        gallery, good, _boxes(args.boxes), _device(args.device), args.top_k, sys.stderr.isatty(), exported=exported
+    )
+    if args.format == "csv":
+        text = result.to_csv(index=False, lineterminator="\n")
+    elif args.format == "json":
+        text = json.dumps(result.to_dict(orient="records"), indent=2) + "\n"
+    else:
+        text = "".join(f"{r.image}: {r.predictions}\n    candidates {r.candidates}\n" for r in result.itertuples())
+    if args.out:
+        from whaleid.core.atomic import write_text
+
+        write_text(args.out, text)
+        log.info("wrote %s (%d photos)", args.out, len(result))
+    else:
+        sys.stdout.write(text)
+
+
+def _add(args: argparse.Namespace) -> None:
+    from whaleid.gallery.folder import Gallery
+    from whaleid.gallery.identify import add_photos
+
+    if args.csv:
+        if args.id or args.photos or not args.images:
+            raise DataError("give either --csv FILE --images DIR, or photos with --id NAME.")
+        frame = pd.read_csv(args.csv, dtype=str, keep_default_na=False)
+        missing = {"image", "individual_id"} - set(frame.columns)
+        if missing:
+            raise DataError(f"{args.csv}: missing column(s) {', '.join(sorted(missing))}.")
+        paths = [Path(args.images) / n for n in frame["image"]]
+        absent = [p for p in paths if not p.is_file()]
+        if absent:
+            raise DataError(f"{absent[0]}: listed in {args.csv} but not found ({len(absent)} missing).")
+        ids, species = list(frame["individual_id"]), list(frame.get("species", [""] * len(frame)))
+    else:
+        if not args.id or not args.photos:
+            raise DataError("give photos with --id NAME (or --csv FILE --images DIR for many individuals).")
+        paths = photo_paths(args.photos)
+        ids, species = [args.id] * len(paths), [args.species] * len(paths)
+    gallery = Gallery.load(args.gallery)
+    out = add_photos(gallery, paths, ids, species, _boxes(args.boxes), _device(args.device), sys.stderr.isatty())
+    out.save(args.out or args.gallery)
+    log.info(
+        "%s: added %d photo(s) of %d individual(s); now %d photos of %d individuals",
+        args.out or args.gallery,
+        len(paths),
+        len(set(ids)),
+        len(out.photos),
+        out.photos["individual_id"].nunique(),
+    )
+
+
+def _remove(args: argparse.Namespace) -> None:
+    from whaleid.gallery.folder import Gallery, remove_photos
+
+    if not args.image and not args.id:
+        raise DataError("name what to remove: --image NAME or --id INDIVIDUAL (repeatable).")
+    gallery = Gallery.load(args.gallery)
+    out = remove_photos(gallery, args.image, args.id)
+    out.save(args.out or args.gallery)
+    log.info(
+        "%s: removed %d photo(s); now %d photos of %d individuals",
+        args.out or args.gallery,
+        len(gallery.photos) - len(out.photos),
+        len(out.photos),
+        out.photos["individual_id"].nunique(),
+    )
+
+
+def _info(args: argparse.Namespace) -> None:
+    from whaleid.gallery.folder import Gallery
+
+    g = Gallery.load(args.gallery)
+    m = g.manifest
+    added = int((~g.individuals["trained"].astype(bool)).sum())
+    print(
+        f"{args.gallery}: {len(g.photos)} photos of {g.photos['individual_id'].nunique()} individuals "
+        f"({added} added after training); models {', '.join(x['path'] for x in m['models'])}; "
+        f"{m['img_size']} px, knn.index {m['knn']['index']}, blend.knn_weight {m['blend']['knn_weight']}, "
+        f"local.method {m['local']['method']}, rule threshold {m['rule']['threshold']}"
+    )
+
+
+def _export(args: argparse.Namespace) -> None:
+    from whaleid.model.export import export_model
+
+    out = args.out or str(Path(args.model).with_suffix(".onnx" if args.format == "onnx" else ".ts"))
+    export_model(args.model, out, args.format, args.flip_tta)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run ``identify``, ``export`` or ``gallery ...``; 2 with one line on bad input."""
+    setup_logging()
+    action = {"add": _add, "remove": _remove, "info": _info}.get(getattr(args, "gallery_command", None), _identify)
+    action = _export if args.command == "export" else action
+    try:
+        action(args)
+    except (WhaleidError, OSError) as exc:
+        log.error("%s", exc)
+        return 2
+    return 0

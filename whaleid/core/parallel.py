@@ -1,0 +1,35 @@
+"""Chunked parallel map over many files with one progress bar (joblib processes, results in input order)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any, TypeVar
+
+from joblib import Parallel, delayed
+from tqdm.auto import tqdm
+
+from whaleid.core.log import bar_options
+
+T = TypeVar("T")
+
+
+def map_chunks(
+    fn: Callable[..., list[T]],
+    items: Sequence[Any],
+    *args: Any,
+    chunk_size: int = 64,
+    n_jobs: int = -1,
+    desc: str = "",
+    unit: str = "img",
+    progress: bool = True,
+) -> list[T]:
+    """``fn(chunk, *args)`` for consecutive chunks of ``items`` on ``n_jobs`` processes; the lists it returns are
+    joined in input order. The bar advances by each chunk's length as its result arrives."""
+    chunks = [items[i : i + chunk_size] for i in range(0, len(items), chunk_size)]
+    out: list[T] = []
+    results = Parallel(n_jobs=n_jobs, return_as="generator")(delayed(fn)(c, *args) for c in chunks)
+    with tqdm(total=len(items), desc=desc, unit=unit, disable=not progress, **bar_options()) as bar:
+        for chunk, result in zip(chunks, results, strict=True):
+            out.extend(result)
+            bar.update(len(chunk))
+    return out

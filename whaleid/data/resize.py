@@ -1,0 +1,243 @@
+"""The `resize` stage's work: decode every image once, crop it to its box, resize it to the model's input size.
+
+The competition's photos are 1-4 megapixel JPEGs; decoding one costs far more than a training step of a small
+model on it. Resizing once, in parallel, to exactly what ``model.img_size`` needs (a square ``img_size`` image,
+the same ``INTER_AREA`` resize the transforms would do first) makes every epoch read small files instead: BMP by
+default (lossless and almost free to decode), or PNG or JPEG to save disk (``resize.format``).
+
+Crops: an optional boxes CSV (``image,x1,y1,x2,y2`` in pixels of the original image, as the public detector
+crops of the competition are shared) is applied before resizing; each box grows by ``margin`` times its width
+and height on every side and is clipped to the image. Images without a box are used whole.
+
+Resumable: each resized image is first written to ``.whaleid_cache/resize/`` under a name keyed by its source
+file (size, mtime), the size and the crop, so an interrupted run redoes only the images it had not reached.
+Every file is decoded, so a corrupt or truncated JPEG is reported here, before any training starts.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import shutil
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pandas as pd
+
+from whaleid.core.atomic import write_bytes
+from whaleid.core.parallel import map_chunks
+from whaleid.data.layout import DEFAULT_MAX_MEGAPIXELS, DataError, read_image, safe_name
+
+log = logging.getLogger(__name__)
+
+BOX_COLUMNS = ("image", "x1", "y1", "x2", "y2")
+Box = tuple[float, float, float, float]
+
+
+def read_boxes(path: str | Path) -> dict[str, Box]:
+    """Read a boxes CSV into ``{image: (x1, y1, x2, y2)}``; errors name the file and line."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"{path}: boxes file not found (crop.boxes). Give a CSV image,x1,y1,x2,y2 or null.")
+    try:
+        frame = pd.read_csv(path, dtype={"image": str}, keep_default_na=False)
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
+        raise DataError(f"{path}: not a valid CSV file: {exc}") from None
+    missing = [c for c in BOX_COLUMNS if c not in frame.columns]
+    if missing:
+        raise DataError(f"{path}: missing column(s) {', '.join(missing)}; expected header {','.join(BOX_COLUMNS)}.")
+    coords = frame[list(BOX_COLUMNS[1:])].apply(pd.to_numeric, errors="coerce")
+    bad = coords.isna().any(axis=1).to_numpy() | ~np.isfinite(coords.to_numpy(dtype=float)).all(axis=1)
+    bad |= (coords["x2"] <= coords["x1"]).to_numpy() | (coords["y2"] <= coords["y1"]).to_numpy()
+    if bad.any():
+        i = int(np.flatnonzero(bad)[0])
+        raise DataError(
+            f"{path}:{i + 2}: box {frame.iloc[i][list(BOX_COLUMNS[1:])].tolist()} for {frame['image'].iloc[i]!r} is "
+            f"not numbers with x1 < x2 and y1 < y2 ({int(bad.sum())} bad row(s) in all)."
+        )
+    dup = frame["image"].duplicated()
+    if dup.any():
+        i = int(np.flatnonzero(dup.to_numpy())[0])
+        raise DataError(f"{path}:{i + 2}: second box for {frame['image'].iloc[i]!r}; give one box per image.")
+    values = coords.to_numpy(dtype=float)
+    if len(values) and values.max() <= 1.0:
+        raise DataError(
+            f"{path}: every coordinate is between 0 and 1: normalised (YOLO-style) boxes? crop.boxes "
+            "needs pixels of the original image (x1 = (x_centre - width / 2) * image width, ...)."
+        )
+    return {name: tuple(v) for name, v in zip(frame["image"], values, strict=True)}
+
+
+AUTO_BOXES = "boxes.csv"  # crop.boxes auto: this file in data.dir, when there is one
+
+
+def boxes_path(boxes: str | None, data_dir: str | Path) -> Path | None:
+    """The boxes CSV that ``crop.boxes`` names: ``auto`` is ``<data_dir>/boxes.csv`` if it exists, else none."""
+    if boxes is None:
+        return None
+    if boxes == "auto":
+        path = Path(data_dir, AUTO_BOXES)
+        return path if path.is_file() else None
+    return Path(boxes)
+
+
+def stage_boxes() -> dict[str, Box] | None:
+    """The boxes the pipeline crops to, as stage ``detect`` settled them (the CSV's, the detector's, or none)."""
+    from whaleid.pipeline.paths import DETECT_DIR
+
+    path = DETECT_DIR / "boxes.csv"
+    return read_boxes(path) if path.is_file() else None
+
+
+def check_boxes_dataset(boxes: dict[str, Box], images: set[str], boxes_path: str | Path, data_dir: str | Path) -> None:
+    """Refuse a boxes CSV that names none of ``images`` (the dataset's train and test images)."""
+    if not set(boxes) & images:
+        raise DataError(
+            f"crop.boxes {boxes_path} has boxes for {len(boxes)} images, none of them in {data_dir}: "
+            "boxes for another dataset? Set crop.boxes to this dataset's CSV or null."
+        )
+
+
+MIN_BOX_INSIDE = 0.5  # share of a box's area that must lie inside its image
+
+
+def check_box(box: Box, width: int, height: int, name: str) -> None:
+    """Refuse a box that lies mostly outside its image (wrong units, another image size, another dataset)."""
+    x1, y1, x2, y2 = box
+    inside = max(0.0, min(x2, width) - max(x1, 0.0)) * max(0.0, min(y2, height) - max(y1, 0.0))
+    if inside < MIN_BOX_INSIDE * (x2 - x1) * (y2 - y1):
+        raise DataError(
+            f"{name}: box ({x1:g}, {y1:g}, {x2:g}, {y2:g}) lies {'mostly ' if inside else ''}outside "
+            f"the {width} x {height} image; crop.boxes for another image size or dataset?"
+        )
+
+
+def crop_coords(width: int, height: int, box: Box, margin: float) -> tuple[int, int, int, int]:
+    """Integer crop ``(x1, y1, x2, y2)`` (x2, y2 exclusive): ``box`` grown by ``margin`` of its size on every
+    side, clipped to the image, at least one pixel wide and high."""
+    x1, y1, x2, y2 = box
+    dx, dy = margin * (x2 - x1), margin * (y2 - y1)
+    left = int(np.clip(np.floor(x1 - dx), 0, width - 1))
+    top = int(np.clip(np.floor(y1 - dy), 0, height - 1))
+    right = int(np.clip(np.ceil(x2 + dx), left + 1, width))
+    bottom = int(np.clip(np.ceil(y2 + dy), top + 1, height))
+    return left, top, right, bottom
+
+
+def prepare_image(image: np.ndarray, size: int, box: Box | None = None, margin: float = 0.0) -> np.ndarray:
+    """Crop ``image`` (RGB) to ``box`` (+ margin) and resize it to ``size`` x ``size`` with area interpolation."""
+    if box is not None:
+        x1, y1, x2, y2 = crop_coords(image.shape[1], image.shape[0], box, margin)
+        image = image[y1:y2, x1:x2]
+    if image.shape[0] == size and image.shape[1] == size:
+        return np.ascontiguousarray(image)
+    return cv2.resize(image, (size, size), interpolation=cv2.INTER_AREA)
+
+
+@dataclass(frozen=True)
+class Job:
+    src: Path
+    cached: Path
+    box: Box | None
+
+
+def _cache_key(src: Path, size: int, box: Box | None, margin: float, encoding: tuple[str, int]) -> str:
+    st = src.stat()
+    raw = f"{src.name}|{st.st_size}|{st.st_mtime_ns}|{size}|{box}|{margin if box is not None else 0}|{encoding}"
+    return hashlib.sha1(raw.encode("utf-8")).hexdigest()[:12]
+
+
+def encode_image(image: np.ndarray, fmt: str = "bmp", jpeg_quality: int = 95) -> bytes:
+    """RGB uint8 image -> file bytes in ``fmt`` (bmp, png or jpg)."""
+    flags = {"bmp": [], "png": [cv2.IMWRITE_PNG_COMPRESSION, 1], "jpg": [cv2.IMWRITE_JPEG_QUALITY, jpeg_quality]}
+    ok, data = cv2.imencode(f".{fmt}", cv2.cvtColor(image, cv2.COLOR_RGB2BGR), flags[fmt])
+    if not ok:  # pragma: no cover - encoding a valid uint8 array does not fail
+        raise DataError(f"could not encode an image of shape {image.shape} as {fmt}")
+    return data.tobytes()
+
+
+def _run_chunk(
+    jobs: list[Job], size: int, margin: float, encoding: tuple[str, int], max_megapixels: float
+) -> list[str]:
+    errors = []
+    for job in jobs:
+        if job.cached.exists():
+            continue
+        try:
+            image = read_image(job.src, max_megapixels)
+            if job.box is not None:
+                check_box(job.box, image.shape[1], image.shape[0], str(job.src))
+            data = encode_image(prepare_image(image, size, job.box, margin), *encoding)
+        except DataError as exc:
+            errors.append(str(exc))
+            continue
+        write_bytes(job.cached, data)
+    return errors
+
+
+def folder_digest(folder: Path) -> str:
+    """SHA-256 over the names and contents of every file below ``folder`` (sorted): a content fingerprint
+    that, unlike modification times, survives DVC checkouts and regeneration of identical files."""
+    h = hashlib.sha256()
+    for p in sorted(folder.rglob("*")):
+        if p.is_file():
+            h.update(f"{p.relative_to(folder).as_posix()}\0".encode())
+            h.update(hashlib.sha1(p.read_bytes()).digest())
+    return h.hexdigest()
+
+
+def resized_name(name: str, fmt: str = "bmp") -> str:
+    """File name of the resized copy of image ``name`` in format ``fmt``."""
+    return f"{name}.{fmt}"
+
+
+def resize_split(
+    sources: Sequence[Path],
+    out_dir: Path,
+    cache_dir: Path,
+    size: int,
+    boxes: dict[str, Box] | None = None,
+    margin: float = 0.0,
+    fmt: str = "bmp",
+    jpeg_quality: int = 95,
+    n_jobs: int = -1,
+    desc: str = "resize",
+    progress: bool = True,
+    max_megapixels: float = DEFAULT_MAX_MEGAPIXELS,
+) -> int:
+    """Resize ``sources`` into ``out_dir`` (which must exist) as ``fmt`` files; return how many boxes were applied.
+
+    Raises :class:`DataError` listing every unreadable image (up to ten by name) after all were tried.
+    """
+    boxes = boxes or {}
+    encoding = (fmt, jpeg_quality if fmt == "jpg" else 0)
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    jobs = []
+    for src in sources:
+        box = boxes.get(src.name)
+        jobs.append(Job(src, cache_dir / f"{src.name}.{_cache_key(src, size, box, margin, encoding)}.{fmt}", box))
+    todo = [j for j in jobs if not j.cached.exists()]
+    if len(todo) < len(jobs):
+        log.info(
+            "%s: %d of %d images already resized in %s (resuming)", desc, len(jobs) - len(todo), len(jobs), cache_dir
+        )
+    errors = map_chunks(
+        _run_chunk, todo, size, margin, encoding, max_megapixels, n_jobs=n_jobs, desc=desc, progress=progress
+    )
+    if errors:
+        shown = "\n  ".join(errors[:10])
+        more = f"\n  ... and {len(errors) - 10} more" if len(errors) > 10 else ""
+        raise DataError(
+            f"{len(errors)} image(s) cannot be read or cropped; fix or remove them (and their CSV rows):\n  {shown}{more}"
+        )
+    for job in jobs:
+        dst = out_dir / resized_name(safe_name(job.src.name, str(job.src)), fmt)
+        try:
+            os.link(job.cached, dst)
+        except OSError:
+            shutil.copyfile(job.cached, dst)
+    return sum(j.box is not None for j in jobs)

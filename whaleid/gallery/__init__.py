@@ -1,0 +1,1 @@
+"""Layer 5: the gallery folder `whaleid identify` searches and `whaleid gallery add` grows."""

@@ -1,0 +1,275 @@
+"""Embedding new photos against a gallery (:mod:`whaleid.gallery.folder`): ``identify`` (the known individuals most like
+each photo, by the gallery's rule) and ``add_photos`` (grow a gallery without retraining). Photos go through exactly
+the submission's chain: decode, crop (the boxes given, else the gallery's detector's, else none), resize, embed with every model (or with files `whaleid
+export` wrote), combine, kNN, blend, local-feature fusion with the saved calibration, the rule."""
+
+from __future__ import annotations
+
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from whaleid.data.layout import DEFAULT_MAX_MEGAPIXELS, NEW_INDIVIDUAL, DataError, check_images
+from whaleid.data.resize import Box, resize_split, resized_name
+from whaleid.gallery.folder import Gallery, concat_keypoints, pad_centres
+from whaleid.retrieval.local import KeypointSet, detect_all
+from whaleid.retrieval.search import combine
+from whaleid.rule.predict import NEW, Neighbours, apply_rule, candidates
+
+
+def _exported_parts(
+    gallery: Gallery, exported: Sequence[Path], resized: Sequence[Path], batch_size: int
+) -> list[np.ndarray]:
+    """Embeddings by files `whaleid export` wrote, one per gallery model (same order), checked against the
+    manifest: the same source model (SHA-256), input size and flip TTA."""
+    from whaleid.data.layout import read_image
+    from whaleid.model.export import ExportedEmbedder
+
+    models = gallery.manifest["models"]
+    if len(exported) != len(models):
+        raise DataError(
+            f"--exported: {len(exported)} file(s) for a gallery of {len(models)} model(s) "
+            f"({', '.join(m['path'] for m in models)}); give one per model, in that order."
+        )
+    parts = []
+    for path, m in zip(exported, models, strict=True):
+        run = ExportedEmbedder(path)
+        want = {
+            "model_sha256": m["sha256"],
+            "img_size": gallery.manifest["img_size"],
+            "flip_tta": gallery.manifest["flip_tta"],
+        }
+        got = {k: run.meta.get(k) for k in want}
+        if got != want:
+            bad = next(k for k in want if got[k] != want[k])
+            raise DataError(
+                f"{path} was exported with {bad} {got[bad]!r}, but the gallery's {m['path']} needs "
+                f"{want[bad]!r}: `whaleid export {m['path']} ...` again."
+            )
+        rows = [
+            run(np.stack([read_image(p) for p in resized[i : i + batch_size]]))
+            for i in range(0, len(resized), batch_size)
+        ]
+        parts.append(np.concatenate(rows).astype(np.float32))
+    return parts
+
+
+def detected_boxes(
+    path: Path, paths: Sequence[Path], device: object, n_jobs: int = -1, progress: bool = True
+) -> dict[str, Box]:
+    """Boxes for ``paths`` by the gallery's detector (stage detect's model), as the pipeline drew the test photos'."""
+    import torch
+
+    from whaleid.model.boxnet import detect_boxes, load_detector
+
+    model, size = load_detector(path, torch.device(device))
+    return detect_boxes(model, size, paths, torch.device(device), DEFAULT_MAX_MEGAPIXELS, n_jobs, progress)
+
+
+def embed_photos(
+    gallery: Gallery,
+    paths: Sequence[Path],
+    boxes: dict[str, Box] | None,
+    workdir: Path,
+    device: object,
+    batch_size: int = 64,
+    progress: bool = True,
+    n_jobs: int = -1,
+    exported: Sequence[Path] | None = None,
+) -> tuple[list[np.ndarray], KeypointSet | None]:
+    """Each model's embeddings of ``paths`` (cropped, resized and embedded exactly as the pipeline does; by the
+    ``exported`` files instead of the PyTorch models when given), and their keypoints when the gallery uses
+    local features."""
+    m = gallery.manifest
+    fmt = m["resize_format"]
+    missing = [p for p in paths if p.name not in (boxes or {})]
+    if missing and (detector := gallery.check_detector()) is not None:  # given boxes win; the detector boxes the rest
+        boxes = {**detected_boxes(detector, missing, device, n_jobs, progress), **(boxes or {})}
+    resize_split(
+        paths,
+        workdir,
+        workdir / ".cache",
+        m["img_size"],
+        boxes,
+        m["crop_margin"],
+        fmt,
+        n_jobs=n_jobs,
+        desc="resize",
+        progress=progress,
+    )
+    resized = [workdir / resized_name(p.name, fmt) for p in paths]
+    if exported:
+        parts = _exported_parts(gallery, exported, resized, batch_size)
+    else:
+        import torch
+
+        from whaleid.model.embed import extract_embeddings
+        from whaleid.model.network import load_model
+
+        device = torch.device(device)
+        parts = []
+        for path in gallery.check_models():
+            model, _ = load_model(path, device)
+            parts.append(
+                extract_embeddings(
+                    model,
+                    resized,
+                    m["img_size"],
+                    batch_size,
+                    device,
+                    desc=f"embed {path.parent.name}",
+                    progress=progress,
+                    flip_tta=m["flip_tta"],
+                )
+            )
+    kp = None
+    if gallery.keypoints is not None:
+        kp = detect_all(paths, boxes, m["crop_margin"], gallery.local, n_jobs, "keypoints")
+    return parts, kp
+
+
+def readable(paths: Sequence[Path], n_jobs: int = -1, progress: bool = True) -> tuple[list[Path], list[str]]:
+    """The photos that decode, and one message per photo that does not (named)."""
+    errors, digests = check_images(paths, n_jobs=n_jobs, progress=progress)
+    return [p for p, d in zip(paths, digests, strict=True) if d], errors  # no digest: it did not decode
+
+
+def unique_names(paths: Sequence[Path]) -> None:
+    seen: dict[str, Path] = {}
+    for p in paths:
+        if p.name in seen:
+            raise DataError(
+                f"{p} and {seen[p.name]} share the file name {p.name!r}; photos are named by file name "
+                "in the gallery, so rename one."
+            )
+        seen[p.name] = p
+
+
+def identify(
+    gallery: Gallery,
+    paths: Sequence[Path],
+    boxes: dict[str, Box] | None = None,
+    device: object = "cpu",
+    top_k: int = 5,
+    progress: bool = True,
+    n_jobs: int = -1,
+    exported: Sequence[Path] | None = None,
+) -> pd.DataFrame:
+    """Per photo: its five predictions by the gallery's rule (``predictions``, as in submission.csv) and its
+    ``top_k`` known individuals with their scores (``candidates``: ``id:score`` separated by spaces, best first)."""
+    unique_names(paths)
+    with tempfile.TemporaryDirectory(prefix="whaleid-identify-") as tmp:
+        parts, kp = embed_photos(
+            gallery, paths, boxes, Path(tmp), device, progress=progress, n_jobs=n_jobs, exported=exported
+        )
+    nn = gallery.rank(gallery.search(parts, [p.name for p in paths]), kp, n_jobs)
+    rule = gallery.rule
+    species = gallery.individuals["species"].to_numpy(dtype=object)
+    pred = apply_rule(rule, Neighbours.saved(nn), species)
+    labels, scores = candidates(nn["sims"], nn["neighbors"], nn["gallery_labels"], rule.scoring, rule.vote_power)
+    names = np.asarray([*gallery.individuals["individual_id"], NEW_INDIVIDUAL], dtype=object)
+    rows = []
+    for i, p in enumerate(paths):
+        shown = [
+            f"{names[c]}:{s:.4f}" for c, s in zip(labels[i, :top_k], scores[i, :top_k], strict=True) if np.isfinite(s)
+        ]
+        pr = names[np.where(pred[i] == NEW, len(names) - 1, pred[i])]
+        rows.append(
+            {
+                "image": p.name,
+                "path": str(p),
+                "predictions": " ".join(pr),
+                "new_individual_first": bool(pred[i, 0] == NEW),
+                "candidates": " ".join(shown),
+            }
+        )
+    return pd.DataFrame(rows)
+
+
+def add_photos(
+    gallery: Gallery,
+    paths: Sequence[Path],
+    ids: Sequence[str],
+    species: Sequence[str] | None = None,
+    boxes: dict[str, Box] | None = None,
+    device: object = "cpu",
+    progress: bool = True,
+    n_jobs: int = -1,
+) -> Gallery:
+    """``gallery`` with ``paths`` added as photos of individuals ``ids`` (new individuals get ``species``, "" when
+    unknown). Refuses an unreadable photo and one already in the gallery (same file name or same bytes) before
+    embedding anything."""
+    from whaleid.data.layout import check_labels
+
+    unique_names(paths)
+    frame = pd.DataFrame(
+        {
+            "image": [p.name for p in paths],
+            "individual_id": list(ids),
+            "species": list(species) if species is not None else [""] * len(paths),
+        }
+    )
+    check_labels(frame.assign(species=frame["species"].replace("", "unknown")), "the photos to add")
+    known_ids = {i.lower(): i for i in gallery.individuals["individual_id"]}
+    for i in frame["individual_id"].unique():
+        if i not in set(known_ids.values()) and i.lower() in known_ids:
+            raise DataError(
+                f"individual_id {i!r} differs from the gallery's {known_ids[i.lower()]!r} only in letter "
+                "case; one animal or two? Use the gallery's spelling for the same animal."
+            )
+    taken = set(gallery.photos["image"])
+    clash = [n for n in frame["image"] if n in taken]
+    if clash:
+        raise DataError(
+            f"{clash[0]}: a gallery photo already has this name ({len(clash)} clash(es)); rename the "
+            "file or remove the old photo with `whaleid gallery remove --image`."
+        )
+    errors, digests = check_images(paths, n_jobs=n_jobs, progress=progress)  # decoded, and hashed on the way
+    if errors:
+        raise DataError(f"{len(errors)} photo(s) cannot be read, nothing added: {errors[0]}")
+    known = dict(zip(gallery.photos["sha1"], gallery.photos["image"], strict=True))
+    dup = [(p, known[d]) for p, d in zip(paths, digests, strict=True) if d in known]
+    if dup:
+        raise DataError(f"{dup[0][0]} is already in the gallery as {dup[0][1]} (same bytes; {len(dup)} duplicate(s)).")
+    with tempfile.TemporaryDirectory(prefix="whaleid-gallery-") as tmp:
+        parts, kp = embed_photos(gallery, paths, boxes, Path(tmp), device, progress=progress, n_jobs=n_jobs)
+    vectors = combine(parts)
+    individuals = gallery.individuals
+    new = frame.drop_duplicates("individual_id")
+    new = new[~new["individual_id"].isin(individuals["individual_id"])]
+    if len(new):
+        individuals = pd.concat(
+            [
+                individuals,
+                pd.DataFrame({"individual_id": new["individual_id"], "species": new["species"], "trained": False}),
+            ],
+            ignore_index=True,
+        )
+    centres = {n: pad_centres(c, len(individuals)) for n, c in gallery.centres.items()}
+    start = int(gallery.photos["id"].max()) + 1 if len(gallery.photos) else 0
+    new_ids = np.arange(start, start + len(paths), dtype=np.int64)
+    gallery.index.add_with_ids(np.ascontiguousarray(vectors, dtype=np.float32), new_ids)
+    photos = pd.concat(
+        [
+            gallery.photos,
+            pd.DataFrame(
+                {"id": new_ids, "image": frame["image"], "individual_id": frame["individual_id"], "sha1": digests}
+            ),
+        ],
+        ignore_index=True,
+    )
+    keypoints = gallery.keypoints
+    if keypoints is not None and kp is not None:
+        keypoints = concat_keypoints(keypoints, kp)
+    return Gallery(
+        gallery.manifest,
+        photos,
+        individuals,
+        np.concatenate([gallery.embeddings, vectors]),
+        centres,
+        keypoints,
+        gallery.index,
+    )

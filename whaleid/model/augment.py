@@ -1,0 +1,202 @@
+"""Batched training augmentation in torch, run on the training device after the DataLoader.
+
+Per-image augmentation in the DataLoader (albumentations, ``augment.backend: albumentations``) costs more CPU per
+image than a small model's training step, and on a machine with few cores it cannot hide behind the model.
+With ``augment.backend: torch`` (the default) the loader only decodes; a batch of uint8 images goes to the
+device and :class:`BatchAugment` applies, each image with its own random parameters, in this order:
+
+* horizontal flip (``hflip``);
+* affine (``affine``): rotation in ±``rotate`` degrees, scale in [``scale_min``, ``scale_max``] drawn for x and y
+  separately (so the aspect ratio jitters too), shift in ±``translate`` of the size, about the centre, bilinear,
+  reflected border;
+* brightness/contrast (``color``): ``x * (1 + c) + 255 * b``, ``c`` in ±``contrast``, ``b`` in ±``brightness``,
+  clipped to [0, 255];
+* Gaussian blur (``blur``): a 3 or 5 pixel kernel with sigma in [0.5, 3], reflected border;
+* coarse dropout (``dropout``): 1-4 black rectangles, each 5-20% of the height and width.
+
+Then :func:`normalize` (ImageNet mean and std). The random parameters of a batch are drawn on the CPU from a
+generator seeded by (seed, epoch, step) (:func:`batch_generator`): the same for any device, worker count or
+resume point. The parameter ranges are those of the albumentations pipeline (``whaleid.model.transforms``), so the two
+backends apply the same augmentation up to rounding and border details.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from whaleid.config import AugmentConfig
+
+MEAN = (0.485, 0.456, 0.406)
+STD = (0.229, 0.224, 0.225)
+MAX_HOLES = 4  # coarse dropout: 1 to MAX_HOLES rectangles
+HOLE_SIZE = (0.05, 0.2)  # each rectangle's height and width, as a share of the image's
+
+
+def batch_generator(seed: int, epoch: int, step: int) -> torch.Generator:
+    """A CPU generator that depends only on (seed, epoch, step)."""
+    state = np.random.SeedSequence([seed, epoch, step]).generate_state(1, np.uint64)[0]
+    return torch.Generator().manual_seed(int(state) & (2**63 - 1))
+
+
+def to_float(images: torch.Tensor) -> torch.Tensor:
+    """uint8 (B, H, W, 3) -> float32 (B, 3, H, W) with values in [0, 255], on the same device."""
+    return images.permute(0, 3, 1, 2).to(torch.float32, memory_format=torch.contiguous_format)
+
+
+def normalize(x: torch.Tensor, inplace: bool = False) -> torch.Tensor:
+    """(B, 3, H, W) float in [0, 255] -> ImageNet-normalised, as albumentations' ``Normalize`` does; ``inplace``
+    overwrites ``x`` instead of allocating another batch-sized tensor."""
+    mean = torch.tensor(MEAN, device=x.device, dtype=x.dtype).view(1, 3, 1, 1) * 255.0
+    inv_std = 1.0 / (torch.tensor(STD, device=x.device, dtype=x.dtype).view(1, 3, 1, 1) * 255.0)
+    return x.sub_(mean).mul_(inv_std) if inplace else (x - mean) * inv_std
+
+
+def model_input(
+    images: torch.Tensor, device: torch.device, augment: Callable[[torch.Tensor], torch.Tensor] | None = None
+) -> torch.Tensor:
+    """A batch from the loader -> the model's input on ``device``: uint8 (B, H, W, 3) is moved, converted,
+    passed through ``augment`` (float (B, 3, H, W) in [0, 255] -> the same) when given, and normalised there; a
+    float batch (already augmented and normalised by albumentations) is only moved."""
+    images = images.to(device, non_blocking=True)
+    if images.dtype == torch.uint8:
+        images = to_float(images)
+        if augment is not None:
+            images = augment(images)
+        images = normalize(images, inplace=True)
+    if device.type == "cuda":
+        images = images.contiguous(memory_format=torch.channels_last)
+    return images
+
+
+@functools.lru_cache(maxsize=8)
+def _base_grid(height: int, width: int, device: torch.device) -> torch.Tensor:
+    """(1, height * width, 3) rows (x, y, 1) of ``F.affine_grid``'s identity grid."""
+    xy = F.affine_grid(torch.eye(2, 3, device=device)[None], [1, 1, height, width], align_corners=False)
+    return torch.cat([xy, torch.ones_like(xy[..., :1])], dim=-1).view(1, height * width, 3)
+
+
+def affine_grid(theta: torch.Tensor, height: int, width: int) -> torch.Tensor:
+    """``F.affine_grid(theta, (B, C, height, width), align_corners=False)``, bit for bit, with its base grid built
+    once per size instead of on every call (2.3x faster for 51 x 64 x 64 on CPU)."""
+    base = _base_grid(height, width, theta.device).to(theta.dtype)
+    return base.expand(len(theta), -1, -1).bmm(theta.transpose(1, 2)).view(len(theta), height, width, 2)
+
+
+def affine_theta(
+    angle: torch.Tensor, scale: torch.Tensor, shift: torch.Tensor, height: int, width: int
+) -> torch.Tensor:
+    """(B, 2, 3) matrices for ``F.affine_grid`` (output -> input, normalised coordinates) of the forward map
+    ``p_out = R(angle) S (p_in - centre) + centre + shift``, in pixels: ``angle`` (B,) in degrees
+    (counter-clockwise on screen, as OpenCV), ``S = diag(scale)`` with ``scale`` (B, 2) for x and y, ``shift``
+    (B, 2) in pixels (x, y)."""
+    rad = torch.deg2rad(angle.double())
+    cos, sin = torch.cos(rad), torch.sin(rad)
+    # Pixel-space inverse S^-1 R^-1, where R = [[cos, sin], [-sin, cos]] rotates counter-clockwise with y down.
+    inv = torch.stack([torch.stack([cos, -sin], -1), torch.stack([sin, cos], -1)], -2) / scale.double()[:, :, None]
+    to_norm = torch.tensor([2.0 / width, 2.0 / height], dtype=torch.float64)
+    linear = inv * to_norm[None, :, None] / to_norm[None, None, :]
+    offset = -(linear @ (shift.double() * to_norm)[:, :, None])
+    return torch.cat([linear, offset], dim=2).float()
+
+
+BLUR_SIGMA = (0.5, 3.0)  # albumentations' GaussianBlur default
+BLUR_SIZES = (3, 5)
+
+
+def gaussian_kernels(sigma: torch.Tensor, size: torch.Tensor, taps: int = max(BLUR_SIZES)) -> torch.Tensor:
+    """(B, taps) normalised 1-D Gaussians, each ``size[i]`` taps wide (odd, <= ``taps``) with ``sigma[i]``,
+    centred and zero-padded to ``taps``: ``cv2.getGaussianKernel(size, sigma)`` in the middle."""
+    x = torch.arange(taps, dtype=torch.float64) - (taps - 1) / 2
+    k = torch.exp(-(x[None] ** 2) / (2 * sigma.double()[:, None] ** 2))
+    k = k * (x[None].abs() <= (size[:, None] - 1) / 2)
+    return (k / k.sum(1, keepdim=True)).float()
+
+
+def gaussian_blur(x: torch.Tensor, kernels: torch.Tensor) -> torch.Tensor:
+    """Separable blur of each image of (B, C, H, W) with its own 1-D kernel (B, taps) in both directions, and a
+    reflected border (OpenCV's default ``BORDER_REFLECT_101``)."""
+    taps = kernels.shape[1]
+    pad = taps // 2
+    h, w = x.shape[-2:]
+    k = kernels.to(x.device, x.dtype)[:, :, None, None, None]  # (B, taps, 1, 1, 1)
+    x = F.pad(x, (pad, pad, pad, pad), mode="reflect")
+    rows = sum(k[:, i] * x[..., i : i + h, :] for i in range(taps))
+    return sum(k[:, i] * rows[..., i : i + w] for i in range(taps))
+
+
+class BatchAugment:
+    """The ``augment`` params applied to a float (B, 3, H, W) batch with values in [0, 255]; see the module doc.
+
+    Every call draws the same number of random values from ``generator`` whatever the probabilities, so a batch's
+    augmentation is a pure function of the generator's seed.
+    """
+
+    def __init__(self, cfg: AugmentConfig) -> None:
+        self.cfg = cfg
+
+    def __call__(
+        self, x: torch.Tensor, generator: torch.Generator, rows: slice | None = None, total: int | None = None
+    ) -> torch.Tensor:
+        """Augment ``x`` (modified in place where possible; use the returned tensor). With ``rows`` and ``total``,
+        ``x`` is those rows of a batch of ``total`` images (one rank's share under DDP): parameters are drawn for
+        the whole batch and ``x`` gets the rows' own, as in one process."""
+        cfg = self.cfg
+        b, _, h, w = x.shape
+        n, rows = (b, slice(None)) if rows is None else (total, rows)
+
+        def uniform(low: float, high: float, *shape: int) -> torch.Tensor:
+            return (low + (high - low) * torch.rand(n, *shape, generator=generator))[rows]
+
+        # Draw every parameter up front, in a fixed order.
+        flip = uniform(0, 1) < cfg.hflip
+        do_affine = uniform(0, 1) < cfg.affine
+        angle = uniform(-cfg.rotate, cfg.rotate)
+        scale = uniform(cfg.scale_min, cfg.scale_max, 2)
+        shift = uniform(-cfg.translate, cfg.translate, 2) * torch.tensor([w, h], dtype=torch.float32)
+        do_color = uniform(0, 1) < cfg.color
+        contrast = uniform(-cfg.contrast, cfg.contrast)
+        brightness = uniform(-cfg.brightness, cfg.brightness)
+        do_blur = uniform(0, 1) < cfg.blur
+        blur_size = torch.tensor(BLUR_SIZES)[torch.randint(len(BLUR_SIZES), (n,), generator=generator)[rows]]
+        blur_sigma = uniform(*BLUR_SIGMA)
+        do_drop = uniform(0, 1) < cfg.dropout
+        holes = torch.randint(1, MAX_HOLES + 1, (n,), generator=generator)[rows]
+        hole_size = uniform(*HOLE_SIZE, MAX_HOLES, 2) * torch.tensor([h, w], dtype=torch.float32)
+        hole_pos = uniform(0, 1, MAX_HOLES, 2)
+
+        dev = x.device
+        if flip.any():
+            x = torch.where(flip.to(dev).view(b, 1, 1, 1), x.flip(-1), x)
+        if do_affine.any():
+            idx = do_affine.nonzero().squeeze(1)
+            theta = affine_theta(angle[idx], scale[idx], shift[idx], h, w).to(dev)
+            grid = affine_grid(theta, h, w)
+            warped = F.grid_sample(
+                x[idx.to(dev)], grid, mode="bilinear", padding_mode="reflection", align_corners=False
+            )
+            x.index_copy_(0, idx.to(dev), warped)
+        if do_color.any():
+            alpha = torch.where(do_color, 1.0 + contrast, torch.ones(b)).to(dev).view(b, 1, 1, 1)
+            beta = torch.where(do_color, 255.0 * brightness, torch.zeros(b)).to(dev).view(b, 1, 1, 1)
+            x.mul_(alpha).add_(beta).clamp_(0.0, 255.0)
+        if do_blur.any() and min(h, w) > max(BLUR_SIZES) // 2:
+            idx = do_blur.nonzero().squeeze(1)
+            kernels = gaussian_kernels(blur_sigma[idx], blur_size[idx])
+            x.index_copy_(0, idx.to(dev), gaussian_blur(x[idx.to(dev)], kernels))
+        if do_drop.any():
+            top = (hole_pos[..., 0] * (h - hole_size[..., 0])).floor()
+            left = (hole_pos[..., 1] * (w - hole_size[..., 1])).floor()
+            bottom, right = top + hole_size[..., 0].ceil(), left + hole_size[..., 1].ceil()
+            active = do_drop[:, None] & (torch.arange(MAX_HOLES)[None, :] < holes[:, None])
+            rows = torch.arange(h, dtype=torch.float32).view(1, 1, h, 1)
+            cols = torch.arange(w, dtype=torch.float32).view(1, 1, 1, w)
+            inside = (rows >= top[..., None, None]) & (rows < bottom[..., None, None])
+            inside = inside & (cols >= left[..., None, None]) & (cols < right[..., None, None])
+            mask = (inside & active[..., None, None]).any(1)  # (B, H, W)
+            x.masked_fill_(mask.to(dev)[:, None], 0.0)
+        return x

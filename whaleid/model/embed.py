@@ -1,0 +1,93 @@
+"""Embedding extraction: images -> L2-normalised float32 (N, d) with a model's ``embed``."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from whaleid.config import Params
+from whaleid.core.device import autocast_dtype, make_loader
+from whaleid.core.log import bar_options
+from whaleid.data.layout import ImageDataset
+from whaleid.model.augment import model_input
+from whaleid.model.distributed import World, gather_rows
+from whaleid.model.transforms import AsUint8
+from whaleid.pipeline.artifacts import resized_paths
+
+
+@torch.no_grad()
+def extract_embeddings(
+    model: nn.Module,
+    paths: Sequence[str | Path],
+    img_size: int,
+    batch_size: int,
+    device: torch.device,
+    num_workers: int = 0,
+    desc: str = "embed",
+    progress: bool = True,
+    flip_tta: bool = False,
+    world: World | None = None,
+) -> np.ndarray:
+    """Embed every image in ``paths`` (resized to ``img_size`` if needed, normalised on the device, no
+    augmentation); rows are L2-normalised.
+
+    With ``flip_tta`` a row is the normalised sum of the normalised embeddings of the image and its mirror image.
+    With a ``world`` of several processes (torchrun), each rank embeds a contiguous share of ``paths`` and every
+    rank returns all rows, in ``paths`` order.
+    """
+    world = world or World()
+    if world.size > 1:
+        bounds = np.linspace(0, len(paths), world.size + 1).round().astype(int)
+        share = list(paths)[bounds[world.rank] : bounds[world.rank + 1]]
+        mine = extract_embeddings(
+            model, share, img_size, batch_size, device, num_workers, desc, progress and world.main, flip_tta
+        )
+        return gather_rows(mine)
+    was_training = model.training
+    model.eval()
+    loader = make_loader(ImageDataset(paths, AsUint8(img_size)), batch_size, num_workers, device)
+    dtype = autocast_dtype(device)
+    out = []
+    for images, _ in tqdm(loader, desc=desc, unit="batch", disable=not progress, leave=False, **bar_options()):
+        images = model_input(images, device)
+        with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
+            emb = torch.nn.functional.normalize(model.embed(images).float(), dim=1)
+            if flip_tta:
+                flipped = torch.nn.functional.normalize(model.embed(images.flip(-1)).float(), dim=1)
+                emb = torch.nn.functional.normalize(emb + flipped, dim=1)
+        out.append(emb.cpu())
+    model.train(was_training)
+    if not out:
+        return np.zeros((0, 0), dtype=np.float32)
+    return torch.cat(out).numpy().astype(np.float32)
+
+
+def embed_dataset(
+    model: nn.Module,
+    params: Params,
+    train_images: Sequence[str],
+    test_images: Sequence[str],
+    device: torch.device,
+    name: str,
+    img_size: int,
+    world: World | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Embeddings of the resized copies of ``train_images`` and ``test_images`` (``embed.*`` params), with a
+    progress bar named after model ``name``; sharded over the ranks of ``world``."""
+    kw = dict(
+        img_size=img_size,
+        batch_size=params.embed.batch_size,
+        device=device,
+        num_workers=params.runtime.num_workers,
+        flip_tta=params.embed.flip_tta,
+        world=world,
+    )
+    fmt = params.resize.format
+    train = extract_embeddings(model, resized_paths("train_images", train_images, fmt), desc=f"{name} train", **kw)
+    test = extract_embeddings(model, resized_paths("test_images", test_images, fmt), desc=f"{name} test", **kw)
+    return train, test

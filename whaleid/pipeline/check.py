@@ -1,0 +1,125 @@
+"""`whaleid check [DATA_DIR] [--params params.yaml]` (or `python -m whaleid.pipeline.check`): validate params and a dataset without training.
+
+Checks the params file (keys, types, ranges, the backbone name, the pretrained weights (hub cache or local file) and the crop boxes CSV),
+the Kaggle layout and CSVs, and decodes every image in parallel. Exit status 0 when all is well, 2 with one line per problem otherwise.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+from whaleid.config import ConfigError, load_params
+from whaleid.core.log import setup_logging
+from whaleid.data.folds import make_folds
+from whaleid.data.layout import DEFAULT_MAX_MEGAPIXELS, DataError, check_images, load_dataset, same_photos
+from whaleid.data.resize import boxes_path, check_boxes_dataset, read_boxes
+
+log = logging.getLogger("whaleid.check")
+
+
+def run_checks(data_dir: str | None, params_path: str = "params.yaml", decode: bool = True) -> int:
+    """Check the params file and the dataset (``data_dir`` or ``data.dir``); log every problem; 0 if none, else 2."""
+    setup_logging()
+    problems: list[str] = []
+    boxes = params = None
+    try:
+        params = load_params(params_path)
+        data_dir = data_dir or params.data.dir
+        from whaleid.model.network import create_backbone
+
+        create_backbone(params.model.backbone, params.model.pretrained)
+        if params.model.weights:
+            from whaleid.model.network import load_backbone_weights
+
+            load_backbone_weights(create_backbone(params.model.backbone), params.model.weights)
+        home = Path(params.data.dir).resolve()
+        boxes_file = boxes_path(params.crop.boxes, data_dir)
+        if (
+            boxes_file
+            and params.crop.boxes != "auto"
+            and Path(data_dir).resolve() != home
+            and boxes_file.resolve().is_relative_to(home)
+        ):
+            log.warning(
+                "crop.boxes (%s) not checked: it belongs to data.dir %s, not %s. To run on %s, set crop.boxes "
+                "to its boxes CSV, auto or null.",
+                params.crop.boxes,
+                params.data.dir,
+                data_dir,
+                data_dir,
+            )
+        elif boxes_file:
+            boxes = read_boxes(boxes_file)
+        log.info("%s: OK", params_path)
+    except (ConfigError, DataError) as exc:
+        problems.append(str(exc))
+    max_mp = params.data.max_megapixels if params is not None else DEFAULT_MAX_MEGAPIXELS
+    if data_dir is None:
+        problems.append("no dataset folder given and the params file could not be read")
+    else:
+        try:
+            ds = load_dataset(data_dir)
+            if boxes is not None:
+                try:
+                    check_boxes_dataset(boxes, {*ds.train["image"], *ds.test_images}, boxes_file, data_dir)
+                except DataError as exc:  # reported with the rest: the images are still checked
+                    problems.append(str(exc))
+            log.info(
+                "%s: layout OK (%d train, %d test images, %d individuals)",
+                data_dir,
+                len(ds.train),
+                len(ds.test_images),
+                ds.train["individual_id"].nunique(),
+            )
+            if params is not None:
+                try:
+                    make_folds(ds.train, params.cv.n_folds, params.cv.seed)
+                except DataError as exc:
+                    problems.append(str(exc))
+                try:  # what stage detect will do with the boxes (a detector trained or not, and why)
+                    from whaleid.model.boxnet import decide
+
+                    use, why = decide(params.detect.use, boxes, list(ds.train["image"]), list(ds.test_images))
+                    log.info("boxes: %s", f"a detector will be trained ({why})" if use else why)
+                except ConfigError as exc:
+                    problems.append(str(exc))
+            if decode:
+                errors, digests = check_images(ds.train_paths() + ds.test_paths(), max_megapixels=max_mp)
+                problems += errors
+                n = len(ds.train)
+                pairs = same_photos(list(ds.train["image"]), digests[:n], ds.test_images, digests[n:])
+                if pairs:
+                    ids = dict(zip(ds.train["image"], ds.train["individual_id"], strict=True))
+                    test, train = pairs[0]
+                    log.warning(
+                        "%d test photo(s) are byte for byte the same file as a training photo, e.g. "
+                        "test_images/%s = train_images/%s (individual %s): their answer is known, and they "
+                        "make LB look better than it is",
+                        len(pairs),
+                        test,
+                        train,
+                        ids[train],
+                    )
+        except DataError as exc:
+            problems.append(str(exc))
+    for p in problems:
+        log.error("%s", p)
+    if not problems:
+        log.info("all checks passed")
+    return 2 if problems else 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m whaleid.pipeline.check", description=__doc__.splitlines()[0])
+    parser.add_argument("data_dir", nargs="?", help="dataset folder (default: data.dir from the params file)")
+    parser.add_argument("--params", default="params.yaml", help="params file to validate")
+    parser.add_argument("--no-decode", action="store_true", help="skip decoding every image")
+    args = parser.parse_args(argv)
+    return run_checks(args.data_dir, args.params, decode=not args.no_decode)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,82 @@
+"""MAP@5 as Kaggle scores it: each image's score is 1/rank of its true label in its five predictions (0 if
+absent; only the first occurrence counts), averaged over images."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+
+def precision_at_5(predictions: Sequence[str], truth: str) -> float:
+    """Score of one image: ``1 / (rank + 1)`` of ``truth`` among the first five predictions, else 0."""
+    for rank, label in enumerate(list(predictions)[:5]):
+        if label == truth:
+            return 1.0 / (rank + 1)
+    return 0.0
+
+
+def map_at_5(predictions: Sequence[Sequence[str]], truths: Sequence[str]) -> float:
+    """Mean of :func:`precision_at_5` over images."""
+    if len(predictions) != len(truths):
+        raise ValueError(f"{len(predictions)} predictions for {len(truths)} truths")
+    if not truths:
+        raise ValueError("no images to score")
+    return float(np.mean([precision_at_5(p, t) for p, t in zip(predictions, truths, strict=True)]))
+
+
+def retrieval_metrics(
+    sims: np.ndarray, neighbors: np.ndarray, gallery_labels: np.ndarray, query_labels: np.ndarray
+) -> dict[str, float | int | None]:
+    """Image-retrieval metrics of a kNN result over the queries whose individual the gallery shows (known ones).
+
+    Rows are ranked by descending score (``neighbors`` -1 = empty slot). For a query with ``G`` gallery photos of
+    its individual and correct photos at ranks ``r_1 < r_2 < ...`` (1-based) within the top-k:
+
+    * ``recall_at_1`` / ``recall_at_5``: a correct photo is ranked first / among the first five (CMC);
+    * ``map``: average precision ``sum_i (i / r_i) / G`` (a correct photo beyond the top-k counts as missed);
+    * ``minp``: mean inverse negative penalty ``G / r_G`` (Ye et al. 2021), 0 when some correct photo lies beyond
+      the top-k.
+
+    Exact when ``k`` covers the gallery; with ``k`` smaller they are lower bounds (of recall, mAP and mINP alike).
+    """
+    sims = np.asarray(sims, dtype=np.float64)
+    neighbors = np.asarray(neighbors)
+    gallery_labels = np.asarray(gallery_labels)
+    query_labels = np.asarray(query_labels)
+    order = np.argsort(-sims, axis=1, kind="stable")
+    neighbors = np.take_along_axis(neighbors, order, 1)
+    counts = dict(zip(*np.unique(gallery_labels, return_counts=True), strict=True))
+    n_rel = np.array([counts.get(q, 0) for q in query_labels.tolist()])
+    known = n_rel > 0
+    if not known.any():
+        return {"recall_at_1": None, "recall_at_5": None, "map": None, "minp": None, "queries": 0}
+    hit = (neighbors >= 0) & (gallery_labels[np.clip(neighbors, 0, None)] == query_labels[:, None])
+    hit, n_rel = hit[known], n_rel[known]
+    ranks = np.arange(1, hit.shape[1] + 1)
+    found = np.cumsum(hit, axis=1)
+    ap = (hit * found / ranks).sum(axis=1) / n_rel
+    last = np.where(hit, ranks, 0).max(axis=1)
+    inp = np.where(found[:, -1] == n_rel, n_rel / np.maximum(last, 1), 0.0)
+    return {
+        "recall_at_1": round(float(hit[:, :1].any(axis=1).mean()), 6),
+        "recall_at_5": round(float(hit[:, :5].any(axis=1).mean()), 6),
+        "map": round(float(ap.mean()), 6),
+        "minp": round(float(inp.mean()), 6),
+        "queries": int(known.sum()),
+    }
+
+
+def pooled_retrieval_metrics(parts: Sequence[dict[str, np.ndarray]]) -> dict[str, float | int | None]:
+    """:func:`retrieval_metrics` over several kNN results (arrays ``sims``, ``neighbors``, ``gallery_labels``,
+    ``query_labels``; e.g. one per fold model), averaged with each part weighted by its known queries."""
+    results = [retrieval_metrics(p["sims"], p["neighbors"], p["gallery_labels"], p["query_labels"]) for p in parts]
+    n = sum(r["queries"] for r in results)
+    if n == 0:
+        return (
+            results[0] if results else retrieval_metrics(np.zeros((0, 1)), np.zeros((0, 1)), np.zeros(0), np.zeros(0))
+        )
+    out: dict[str, float | int | None] = {"queries": n}
+    for key in ("recall_at_1", "recall_at_5", "map", "minp"):
+        out[key] = round(sum(r[key] * r["queries"] for r in results if r["queries"]) / n, 6)
+    return out

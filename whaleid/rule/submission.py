@@ -1,0 +1,89 @@
+"""Kaggle submission: ``image,predictions`` with five distinct space-separated ids per test image.
+
+``validate_submission`` checks, before anything is written: the header, every expected image exactly once in the
+expected order, exactly five distinct tokens per row, and that each token is a known individual_id or
+new_individual.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+
+import numpy as np
+import pandas as pd
+
+from whaleid.core.errors import SubmissionError
+from whaleid.data.layout import NEW_INDIVIDUAL
+from whaleid.rule.metrics import map_at_5
+from whaleid.rule.predict import NEW
+
+__all__ = ["SubmissionError", "labels_to_strings", "build_submission", "validate_submission", "score_submission"]
+
+
+def labels_to_strings(pred: np.ndarray, classes: Sequence[str]) -> list[str]:
+    """Turn (Q, 5) class numbers (:data:`NEW` for new_individual) into space-separated strings."""
+    names = np.asarray([*classes, NEW_INDIVIDUAL], dtype=object)
+    idx = np.where(pred == NEW, len(classes), pred)
+    return [" ".join(row) for row in names[idx]]
+
+
+def build_submission(images: Sequence[str], predictions: Sequence[str]) -> pd.DataFrame:
+    return pd.DataFrame({"image": list(images), "predictions": list(predictions)})
+
+
+def validate_submission(frame: pd.DataFrame, expected_images: Sequence[str], known_ids: Iterable[str]) -> None:
+    """Raise :class:`SubmissionError` describing the first problem found."""
+    if list(frame.columns) != ["image", "predictions"]:
+        raise SubmissionError(f"header must be image,predictions; got {','.join(map(str, frame.columns))}")
+    images = frame["image"].tolist()
+    if len(images) != len(expected_images):
+        raise SubmissionError(f"{len(images)} rows for {len(expected_images)} test images")
+    dup = frame["image"].duplicated()
+    if dup.any():
+        row = int(np.flatnonzero(dup.to_numpy())[0])
+        raise SubmissionError(f"row {row + 2}: image {images[row]!r} appears twice")
+    for row, (got, want) in enumerate(zip(images, expected_images, strict=True)):
+        if got != want:
+            raise SubmissionError(f"row {row + 2}: image {got!r} where sample_submission has {want!r}")
+    allowed = set(known_ids) | {NEW_INDIVIDUAL}
+    for row, text in enumerate(frame["predictions"].tolist()):
+        tokens = str(text).split(" ")
+        if len(tokens) != 5:
+            raise SubmissionError(f"row {row + 2} ({images[row]}): {len(tokens)} predictions, need exactly 5: {text!r}")
+        if len(set(tokens)) != 5:
+            raise SubmissionError(f"row {row + 2} ({images[row]}): duplicate predictions in {text!r}")
+        unknown = [t for t in tokens if t not in allowed]
+        if unknown:
+            raise SubmissionError(f"row {row + 2} ({images[row]}): unknown individual_id {unknown[0]!r}")
+
+
+def score_submission(frame: pd.DataFrame, solution: pd.DataFrame) -> float:
+    """MAP@5 of a submission against an answer key (image,individual_id)."""
+    truth = dict(zip(solution["image"], solution["individual_id"], strict=True))
+    missing = [i for i in frame["image"] if i not in truth]
+    if missing:
+        raise SubmissionError(f"no answer for image {missing[0]!r} ({len(missing)} in all)")
+    return map_at_5([p.split(" ") for p in frame["predictions"]], [truth[i] for i in frame["image"]])
+
+
+def solution_labels(solution: pd.DataFrame, images: Sequence[str], classes: Sequence[str]) -> np.ndarray:
+    """(Q,) class number of the answer for each of ``images`` (:data:`NEW` for new_individual or an id absent
+    from ``classes``)."""
+    index = {c: i for i, c in enumerate(classes)}
+    truth = dict(zip(solution["image"], solution["individual_id"], strict=True))
+    return np.array([index.get(truth[i], NEW) for i in images], dtype=np.int64)
+
+
+def run_summary(cv: dict, lb: float | None) -> str:
+    """The run in one line: ``cv`` is metrics/cv.json, ``lb`` the LB MAP@5 or None (no solution.csv)."""
+
+    def num(key: str) -> str:
+        return "n/a" if cv.get(key) is None else f"{cv[key]:.4f}"
+
+    folds = ", ".join(cv.get("folds", {})) or "?"
+    line = (
+        f"summary: CV MAP@5 {num('map5')} (known {num('map5_known')}, new {num('map5_new')}; "
+        f"validation {folds}, threshold {cv.get('threshold')})"
+    )
+    line += f" | LB MAP@5 {lb:.4f}" if lb is not None else " | no local LB (no solution.csv)"
+    return line + " | submissions/submission.csv | compare experiments: whaleid exps"
