@@ -60,8 +60,9 @@ def resized_default(split: str = "train_images", fmt: str = "bmp") -> list[Path]
     boxes and resized to the default size by the `resize` stage's code, in dataset order (cached under
     .whaleid_cache/bench/resized)."""
     from whaleid.config import CropConfig, ModelConfig
+    from whaleid.data.boxes import read_boxes
     from whaleid.data.layout import load_dataset
-    from whaleid.data.resize import read_boxes, resize_split, resized_name
+    from whaleid.data.resize import resize_split, resized_name
 
     ds = load_dataset(default_dataset())
     sources = ds.train_paths() if split == "train_images" else ds.test_paths()

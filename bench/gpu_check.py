@@ -305,7 +305,7 @@ def check_onnx(ctx: Check, paths: list[Path]) -> None:
         return
     from whaleid.config import ArcFaceConfig, ModelConfig
     from whaleid.core.atomic import save_torch
-    from whaleid.data.layout import read_image
+    from whaleid.data.images import read_image
     from whaleid.model.export import EmbeddingNet, export_model
     from whaleid.model.network import model_payload
 
@@ -403,7 +403,7 @@ def check_ddp(ctx: Check) -> None:
 
 
 def check_local(ctx: Check) -> None:
-    from whaleid.retrieval.local import DETECTORS
+    from whaleid.retrieval.keypoints import DETECTORS
 
     learned = sorted(set(DETECTORS) - {"sift", "orb"})
     if not learned:

@@ -22,7 +22,8 @@ import numpy as np
 
 from bench.common import note, report
 from whaleid.config import LocalConfig
-from whaleid.retrieval.local import detect_all, pair_inliers
+from whaleid.retrieval.keypoints import detect_all
+from whaleid.retrieval.matching import pair_inliers
 
 IMAGES, QUERIES = 79_000, 27_956 + 10_200  # competition: train + test photos; test + one validation fold queries
 TARGET_MIN = 60.0  # the whole competition's matching within an hour on this machine

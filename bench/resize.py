@@ -18,7 +18,8 @@ import torch
 
 from bench.common import default_dataset, interleaved, note, report, timed
 from whaleid.core.device import make_loader
-from whaleid.data.layout import ImageDataset, load_dataset, read_image
+from whaleid.data.images import ImageDataset, read_image
+from whaleid.data.layout import load_dataset
 from whaleid.data.resize import resize_split, resized_name
 from whaleid.model.train import EpochSampler
 from whaleid.model.transforms import AsUint8

@@ -12,8 +12,9 @@ import time
 import numpy as np
 
 from bench.common import ROOT, note, report
+from whaleid.rule.candidates import most_frequent, top_candidates
 from whaleid.rule.metrics import precision_at_5
-from whaleid.rule.predict import most_frequent, sweep_scores, top_candidates
+from whaleid.rule.predict import sweep_scores
 
 sys.path.insert(0, str(ROOT / "tests"))
 from references import naive_predictions  # noqa: E402 - the tests' reference implementation (tests/references.py)

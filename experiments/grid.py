@@ -29,7 +29,8 @@ from pathlib import Path
 import pandas as pd
 import yaml
 
-from whaleid.config import ConfigError, apply_overrides
+from whaleid.config import apply_overrides
+from whaleid.core.errors import ConfigError
 
 ROOT = Path(__file__).resolve().parents[1]
 

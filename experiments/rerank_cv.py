@@ -11,11 +11,12 @@ import argparse
 
 from whaleid.config import load_params, replace
 from whaleid.core.atomic import load_npz
-from whaleid.pipeline.artifacts import validation_split
 from whaleid.pipeline.paths import embed_dir
+from whaleid.pipeline.scoring import validation_photos
+from whaleid.retrieval.neighbours import Neighbours
 from whaleid.retrieval.rerank import rerank_neighbours
 from whaleid.retrieval.search import search
-from whaleid.rule.predict import Neighbours, fit_rule
+from whaleid.rule.predict import fit_rule
 
 
 def main() -> None:
@@ -25,13 +26,13 @@ def main() -> None:
     parser.add_argument("--lam", type=float, default=0.3)
     args = parser.parse_args()
     params = load_params("params.yaml")
-    query, gallery = validation_split(load_npz(embed_dir(f"fold{params.fold}") / "train.npz"), params.fold)
-    sims, rows = search(gallery["embeddings"], query["embeddings"], params.knn)
+    query, gallery = validation_photos(load_npz(embed_dir(f"fold{params.fold}") / "train.npz"), params.fold)
+    sims, rows = search(gallery.embeddings, query.embeddings, params.knn)
     cfg = replace(params.knn, rerank="k_reciprocal", rerank_k1=args.k1, rerank_k2=args.k2, rerank_lambda=args.lam)
-    reranked = rerank_neighbours(query["embeddings"], gallery["embeddings"], sims, rows, cfg)
+    reranked = rerank_neighbours(query.embeddings, gallery.embeddings, sims, rows, cfg)
     for name, (s, r) in (("kNN", (sims, rows)), ("kNN + k-reciprocal", reranked)):
         fit = fit_rule(
-            [Neighbours(s, r, gallery["labels"], query["labels"])], params.threshold, params.cv.new_ratio, warn=False
+            [Neighbours(s, r, gallery.labels, query.labels)], params.threshold, params.cv.new_ratio, warn=False
         )
         m = fit.metrics
         print(

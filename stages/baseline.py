@@ -10,9 +10,10 @@ from whaleid.data.layout import load_dataset
 from whaleid.pipeline.artifacts import class_species, folds_with_labels, held_out
 from whaleid.pipeline.paths import BASELINE_METRICS
 from whaleid.pipeline.stage import run_stage
+from whaleid.retrieval.neighbours import Neighbours
 from whaleid.retrieval.search import search
 from whaleid.rule.baseline import constant_predictions, pixel_features
-from whaleid.rule.predict import Neighbours, apply_rule, fit_rule, oracle_map5
+from whaleid.rule.predict import apply_rule, fit_rule, oracle_map5
 from whaleid.rule.submission import build_submission, labels_to_strings, score_submission, solution_labels
 
 log = logging.getLogger("whaleid.baseline")
@@ -26,20 +27,20 @@ def main(params: Params) -> None:
     valid = (folds["fold"] == params.fold).to_numpy()
     gallery = training_rows(folds["fold"].to_numpy(), held_out(folds), params.fold)
     labels = folds["label"].to_numpy()
-    sims, nbrs = search(feats[gallery], feats[valid], params.knn)
+    sims, rows = search(feats[gallery], feats[valid], params.knn)
     fit = fit_rule(
-        [Neighbours(sims, nbrs, labels[gallery], labels[valid])], params.threshold, params.cv.new_ratio, species
+        [Neighbours(sims, rows, labels[gallery], labels[valid])], params.threshold, params.cv.new_ratio, species
     )
     metrics = {"pixel_knn_cv_map5": fit.metrics["map5"], "pixel_knn_threshold": fit.rule.threshold}
     if ds.solution is not None:
         const = constant_predictions(folds["individual_id"], len(ds.test_images))
         metrics["constant_map5"] = round(score_submission(build_submission(ds.test_images, const), ds.solution), 6)
         test = pixel_features(ds.test_paths(), params.baseline.pixel_size, params.runtime.n_jobs)
-        sims, nbrs = search(feats, test, params.knn)
-        preds = labels_to_strings(apply_rule(fit.rule, Neighbours(sims, nbrs, labels), species), classes)
+        sims, rows = search(feats, test, params.knn)
+        preds = labels_to_strings(apply_rule(fit.rule, Neighbours(sims, rows, labels), species), classes)
         metrics["pixel_knn_map5"] = round(score_submission(build_submission(ds.test_images, preds), ds.solution), 6)
         truth = solution_labels(ds.solution, ds.test_images, classes)
-        best, thr = oracle_map5(Neighbours(sims, nbrs, labels), truth, params.threshold.scoring)
+        best, thr = oracle_map5(Neighbours(sims, rows, labels), truth, params.threshold.scoring)
         metrics |= {"pixel_knn_oracle_map5": round(best, 6), "pixel_knn_oracle_threshold": thr}
     write_json(BASELINE_METRICS, metrics)
     log.info("baselines: %s", ", ".join(f"{k} {v:.4f}" for k, v in metrics.items()))

@@ -1,76 +1,21 @@
-"""DVC stage `gallery`: the submission's catalogue of known individuals -> gallery/ (see :mod:`whaleid.gallery.folder`),
-for `whaleid identify` and `whaleid gallery add/remove`. Built from the pipeline's own artifacts (nothing is
-embedded again): every training photo's combined embedding, the models' class centres, the photos' keypoints, the
-fitted rule and the local-feature calibration. Pseudo-label round models are not part of it."""
+"""DVC stage `gallery`: the submission's catalogue of known individuals -> gallery/ (see
+:mod:`whaleid.pipeline.catalogue`), for `whaleid identify` and `whaleid gallery add/remove`. Built from the
+pipeline's own artifacts: nothing is embedded again."""
 
 import logging
 
-import numpy as np
-import pandas as pd
-
-from whaleid.config import Params, to_dict
-from whaleid.core.atomic import load_npz, read_json
-from whaleid.data.layout import load_dataset
-from whaleid.gallery.folder import FORMAT, Gallery, file_digests, new_index
-from whaleid.model.weights import sha256_file
-from whaleid.pipeline.artifacts import class_species, folds_with_labels, submission_models
-from whaleid.pipeline.paths import (
-    DETECT_DIR,
-    FINAL_DIR,
-    FUSED_DIR,
-    GALLERY_DIR,
-    KEYPOINT_DIR,
-    RULE,
-    embed_dir,
-    model_path,
-)
+from whaleid.config import Params
+from whaleid.pipeline.catalogue import build_gallery
+from whaleid.pipeline.paths import GALLERY_DIR
 from whaleid.pipeline.stage import run_stage
-from whaleid.retrieval.blend import Centres
-from whaleid.retrieval.local import KeypointSet
 
 log = logging.getLogger("whaleid.gallery")
-DETECTOR = DETECT_DIR / "model.pt"  # photos given to `whaleid identify` without boxes are cropped by it
 
 
 def main(params: Params) -> None:
-    names = submission_models(params)
-    final = load_npz(FINAL_DIR / "gallery.npz")
-    folds, classes = folds_with_labels()
-    images = final["images"].astype(str)
-    ids = np.arange(len(images), dtype=np.int64)
-    photos = pd.DataFrame(
-        {
-            "id": ids,
-            "image": images,
-            "individual_id": np.asarray(classes, dtype=object)[final["labels"]],
-            "sha1": file_digests(load_dataset(params.data.dir).train_paths(list(images))),
-        }
-    )
-    individuals = pd.DataFrame(
-        {"individual_id": classes, "species": class_species(folds, len(classes)), "trained": True}
-    )
-    calibration = read_json(FUSED_DIR / "calibration.json").get("calibration")
-    kp = KeypointSet(**load_npz(KEYPOINT_DIR / "train.npz")) if params.local.method != "none" else None
-    manifest = {
-        "format": FORMAT,
-        "models": [{"name": n, "path": str(model_path(n)), "sha256": sha256_file(model_path(n))} for n in names],
-        "img_size": params.model.img_size,
-        "flip_tta": params.embed.flip_tta,
-        "crop_margin": params.crop.margin,
-        "resize_format": params.resize.format,
-        "knn": to_dict(params.knn),
-        "blend": to_dict(params.blend),
-        "local": to_dict(params.local),
-        "rule": read_json(RULE),
-        "calibration": calibration,
-        "detector": {"path": str(DETECTOR), "sha256": sha256_file(DETECTOR)} if DETECTOR.is_file() else None,
-    }
-    centres = {n: Centres.from_arrays(load_npz(embed_dir(n) / "centres.npz")) for n in names}
-    vectors = final["embeddings"]
-    Gallery(
-        manifest, photos, individuals, vectors, centres, kp, new_index(vectors.shape[1], params.knn, vectors, ids)
-    ).save(GALLERY_DIR)
-    log.info("%s: %d photos of %d individuals, models %s", GALLERY_DIR, len(photos), len(classes), " + ".join(names))
+    g = build_gallery(params)
+    models = " + ".join(m["name"] for m in g.manifest["models"])
+    log.info("%s: %d photos of %d individuals, models %s", GALLERY_DIR, len(g.photos), len(g.individuals), models)
 
 
 if __name__ == "__main__":

@@ -13,7 +13,7 @@ interrupted run resumes at the round it was in.
 import shutil
 
 from whaleid.config import Params
-from whaleid.core.atomic import atomic_dir, save_npz, write_json
+from whaleid.core.atomic import atomic_dir, write_json
 from whaleid.pipeline.paths import FUSED_DIR, PSEUDO_METRICS, ROUNDS_DIR
 from whaleid.pipeline.stage import run_stage
 
@@ -32,8 +32,8 @@ def main(params: Params) -> None:
     with atomic_dir(ROUNDS_DIR) as tmp:
         last, history = run_rounds(params, tmp)
         (tmp / "valid").mkdir()
-        save_npz(tmp / "valid" / f"fold{params.fold}.npz", **last.valid)
-        save_npz(tmp / "test.npz", **last.test)
+        last.valid.save(tmp / "valid" / f"fold{params.fold}.npz")
+        last.test.save(tmp / "test.npz")
     gain = round(history[-1]["cv_map5"] - history[0]["cv_map5"], 6)
     write_json(PSEUDO_METRICS, {"rounds": params.pseudo.rounds, "history": history, "cv_gain": gain})
 

@@ -7,12 +7,13 @@ import logging
 import cv2
 
 from whaleid.config import Params
-from whaleid.core.atomic import load_npz, read_json, write_bytes, write_text
-from whaleid.data.layout import read_image
+from whaleid.core.atomic import read_json, write_bytes, write_text
+from whaleid.data.images import read_image
 from whaleid.data.resize import resized_name
 from whaleid.pipeline.artifacts import class_species, folds_with_labels
 from whaleid.pipeline.paths import MATCH_REPORT, RESIZED_DIR, ROUNDS_DIR, RULE
 from whaleid.pipeline.stage import run_stage
+from whaleid.retrieval.neighbours import Neighbours
 from whaleid.rule.predict import Rule
 from whaleid.rule.report import contact_sheet, match_sections, render
 
@@ -22,7 +23,7 @@ MATCH_SHEET = MATCH_REPORT.with_suffix(".jpg")  # the same rows as one image, fo
 
 def main(params: Params) -> None:
     folds, classes = folds_with_labels()
-    nn = load_npz(ROUNDS_DIR / "valid" / f"fold{params.fold}.npz")
+    nn = Neighbours.load(ROUNDS_DIR / "valid" / f"fold{params.fold}.npz")
     fmt = params.resize.format
 
     def load(name: str):  # noqa: ANN202 - validation queries and their gallery are both training photos

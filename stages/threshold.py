@@ -10,24 +10,21 @@ plots/threshold.csv (MAP@5 against the threshold).
 import logging
 
 from whaleid.config import Params
-from whaleid.core.atomic import load_npz, write_csv, write_json
-from whaleid.pipeline.artifacts import class_species, folds_with_labels
+from whaleid.core.atomic import write_csv, write_json
+from whaleid.pipeline.artifacts import class_species, folds_with_labels, load_valid
 from whaleid.pipeline.paths import CV_METRICS, ROUNDS_DIR, RULE, THRESHOLD_PLOT
 from whaleid.pipeline.stage import run_stage
 from whaleid.rule.metrics import pooled_retrieval_metrics
-from whaleid.rule.predict import Neighbours, fit_rule
+from whaleid.rule.predict import fit_rule
 
 log = logging.getLogger("whaleid.threshold")
 
 
 def main(params: Params) -> None:
     folds, classes = folds_with_labels()
-    files = sorted((ROUNDS_DIR / "valid").glob("*.npz"))
-    parts = [load_npz(f) for f in files]
-    nns = [Neighbours.saved(p) for p in parts]
-    fit = fit_rule(
-        nns, params.threshold, params.cv.new_ratio, class_species(folds, len(classes)), [f.stem for f in files]
-    )
+    valid = load_valid(ROUNDS_DIR)
+    parts = list(valid.values())
+    fit = fit_rule(parts, params.threshold, params.cv.new_ratio, class_species(folds, len(classes)), list(valid))
     m = {**fit.metrics, "fold": params.fold, "retrieval": pooled_retrieval_metrics(parts)}
     write_json(RULE, fit.rule.to_dict())
     write_json(CV_METRICS, m)
@@ -41,7 +38,7 @@ def main(params: Params) -> None:
         m["map5_new"],
         100 * m["valid_new_share"],
         f"; out of fold over {', '.join(m['folds'])}: per fold {m['folds_mean']:.4f} ± {m['folds_std']:.4f}"
-        if len(files) > 1
+        if len(valid) > 1
         else "",
         f"; per species: {m['species_thresholds']}" if m["species_thresholds"] else "",
     )

@@ -8,7 +8,7 @@ from whaleid.config import KnnConfig
 from whaleid.model.heads import ArcFace
 from whaleid.retrieval.blend import Centres, blend_neighbours, mean_cosines
 from whaleid.retrieval.search import search
-from whaleid.rule.predict import top_candidates
+from whaleid.rule.candidates import top_candidates
 
 
 def unit(rng, n, d):

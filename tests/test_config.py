@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from whaleid.config import ConfigError, Params, ThresholdConfig, load_params, params_from_dict
+from whaleid.config import Params, ThresholdConfig, load_params, params_from_dict
+from whaleid.core.errors import ConfigError
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -12,7 +12,9 @@ import pytest
 import torch
 from PIL import Image
 
-from whaleid.data.layout import DataError, ImageDataset, decode_image, load_dataset, read_image, safe_name
+from whaleid.core.errors import DataError
+from whaleid.data.images import ImageDataset, decode_image, read_image
+from whaleid.data.layout import load_dataset, safe_name
 from whaleid.model.transforms import AsUint8, train_transform
 
 
@@ -245,7 +247,7 @@ def test_pixel_cap_is_a_param_and_its_message_names_it(tmp_path: Path) -> None:
 @pytest.mark.parametrize("height", [37, -37])  # bottom-up and top-down rows
 def test_bmp_header_size_matches_pillow(height: int) -> None:
     """The resized BMPs' header is parsed directly (training reads one per image); it must agree with Pillow."""
-    from whaleid.data.layout import image_size
+    from whaleid.data.images import image_size
 
     data = bytearray(cv2.imencode(".bmp", np.zeros((37, 53, 3), np.uint8))[1].tobytes())
     data[22:26] = height.to_bytes(4, "little", signed=True)

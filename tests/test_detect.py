@@ -16,20 +16,9 @@ import yaml
 
 from whaleid.config import DetectConfig
 from whaleid.core.errors import ConfigError
-from whaleid.data.resize import read_boxes
-from whaleid.model.boxnet import (
-    _augment,
-    box_iou,
-    decide,
-    holdout_split,
-    iou_summary,
-    load_detector,
-    normalise,
-    predict,
-    save_detector,
-    to_pixels,
-    train_detector,
-)
+from whaleid.data.boxes import box_iou, iou_summary, normalise, read_boxes, to_pixels
+from whaleid.model.boxnet import _augment, holdout_split, load_detector, predict, save_detector, train_detector
+from whaleid.pipeline.detect import decide
 
 
 def _pixel_iou(a: tuple[int, ...], b: tuple[int, ...]) -> float:

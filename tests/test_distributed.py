@@ -19,7 +19,8 @@ import torch
 import torch.multiprocessing as mp
 import yaml
 
-from whaleid.config import ArcFaceConfig, AugmentConfig, ConfigError, ModelConfig
+from whaleid.config import ArcFaceConfig, AugmentConfig, ModelConfig
+from whaleid.core.errors import ConfigError
 from whaleid.model.augment import BatchAugment, batch_generator
 from whaleid.model.distributed import GlobalBatches, World, current, launcher_command, synced_batch_norm
 from whaleid.model.embed import extract_embeddings

@@ -13,7 +13,7 @@ import torch
 from whaleid.config import ArcFaceConfig, ModelConfig
 from whaleid.core.atomic import save_torch
 from whaleid.core.errors import ConfigError
-from whaleid.data.layout import read_image
+from whaleid.data.images import read_image
 from whaleid.data.resize import encode_image, prepare_image
 from whaleid.model.embed import extract_embeddings
 from whaleid.model.export import ExportedEmbedder, export_model

@@ -46,7 +46,7 @@ def test_folds_and_labels_disagreeing_is_a_clear_error(tmp_path, monkeypatch) ->
 
     import pytest
 
-    from whaleid.data.layout import DataError
+    from whaleid.core.errors import DataError
     from whaleid.pipeline.artifacts import folds_with_labels
 
     monkeypatch.chdir(tmp_path)

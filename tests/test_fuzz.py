@@ -24,7 +24,8 @@ from PIL import Image
 
 from whaleid.config import Params, params_from_dict, to_dict
 from whaleid.core.errors import WhaleidError
-from whaleid.data.layout import decode_image, load_dataset
+from whaleid.data.images import decode_image
+from whaleid.data.layout import load_dataset
 
 settings.register_profile(
     "ci", max_examples=40, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow]

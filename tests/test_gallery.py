@@ -81,19 +81,19 @@ def ranking(gallery: object, queries: list[Path]) -> tuple[list[list[str]], np.n
     import tempfile
 
     from whaleid.gallery.identify import embed_photos
-    from whaleid.rule.predict import candidates
+    from whaleid.rule.candidates import candidates
 
     with tempfile.TemporaryDirectory() as tmp:
         parts, kp = embed_photos(gallery, queries, None, Path(tmp), "cpu", progress=False, n_jobs=1)
-    nn = gallery.rank(gallery.search(parts, [q.name for q in queries]), kp, n_jobs=1)
-    labels, scores = candidates(nn["sims"], nn["neighbors"], nn["gallery_labels"])
+    nn = gallery.score(parts, [q.name for q in queries], kp, n_jobs=1)
+    labels, scores = candidates(nn.sims, nn.rows, nn.gallery_labels)
     names = np.asarray(gallery.individuals["individual_id"], dtype=object)
     return [list(names[row]) for row in labels], scores
 
 
 def test_added_photos_rank_as_in_a_gallery_built_from_scratch(repo: tuple[Path, dict[str, str]], monkeypatch) -> None:
     from whaleid.core.errors import DataError
-    from whaleid.data.resize import read_boxes
+    from whaleid.data.boxes import read_boxes
     from whaleid.gallery.folder import Gallery, remove_photos
     from whaleid.gallery.identify import add_photos
 

@@ -15,8 +15,10 @@ import yaml
 
 from whaleid.config import LocalConfig
 from whaleid.core.atomic import load_npz, save_npz
-from whaleid.retrieval.local import Calibration, KeypointSet, detect, detect_all, fuse, match_pair, pair_inliers
-from whaleid.rule.predict import Neighbours
+from whaleid.retrieval.fusion import Calibration
+from whaleid.retrieval.keypoints import KeypointSet, detect, detect_all
+from whaleid.retrieval.matching import match_pair, pair_inliers
+from whaleid.retrieval.neighbours import Neighbours
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -61,13 +63,13 @@ def test_pair_inliers_equals_a_plain_loop() -> None:
         np.concatenate([[0], np.cumsum([len(p) for p, _ in feats])]),
     )
     queries = np.array([0, 1, -1])
-    neighbors = np.array([[3, 4, 5, 1], [2, -1, 4, 0], [1, 2, 3, 4]])
-    got = pair_inliers(kp, kp, queries, neighbors, cfg, n_jobs=2)
+    rows = np.array([[3, 4, 5, 1], [2, -1, 4, 0], [1, 2, 3, 4]])
+    got = pair_inliers(kp, kp, queries, rows, cfg, n_jobs=2)
     want = np.zeros_like(got)
     for q in range(3):
         for j in range(3):  # top_pairs: the fourth column stays 0
-            if queries[q] >= 0 and neighbors[q, j] >= 0:
-                want[q, j] = match_pair(feats[queries[q]], feats[neighbors[q, j]], False, cfg.ratio, cfg.ransac_px)
+            if queries[q] >= 0 and rows[q, j] >= 0:
+                want[q, j] = match_pair(feats[queries[q]], feats[rows[q, j]], False, cfg.ratio, cfg.ransac_px)
     np.testing.assert_array_equal(got, want)
     assert got[0, 0] > 10  # image 3 is image 0's pattern, rotated
 
@@ -77,16 +79,23 @@ def test_calibration_rises_with_both_scores_and_fusion_reranks() -> None:
     same = rng.random(400) < 0.3
     sims = np.where(same, 0.7, 0.5) + rng.normal(0, 0.1, 400)
     inliers = np.where(same, rng.poisson(12, 400), rng.poisson(2, 400))
-    cal = Calibration.fit(sims, inliers, same)
-    assert cal.w_cos > 0 and cal.w_inliers > 0
-    p = cal(np.array([0.6, 0.6, 0.8]), np.array([0, 20, 0]))
+    cal = Calibration.fit({"cosine": sims, "inliers": inliers}, same)
+    assert cal.names == ("cosine", "inliers") and min(cal.weights) > 0
+    p = cal({"cosine": np.array([0.6, 0.6, 0.8]), "inliers": np.array([0, 20, 0])})
     assert p[1] > p[0] and p[2] > p[0] and ((p > 0) & (p < 1)).all()
+    # by hand: the logistic of bias + w_cos * cosine + w_inliers * log(1 + inliers)
+    z = cal.bias + cal.weights[0] * 0.6 + cal.weights[1] * np.log1p(20)
+    assert p[1] == pytest.approx(1 / (1 + np.exp(-z)), rel=1e-6)
     with pytest.raises(ValueError, match="both kinds"):
-        Calibration.fit(sims, inliers, np.ones(400, bool))
+        Calibration.fit({"cosine": sims, "inliers": inliers}, np.ones(400, bool))
+    assert Calibration.from_dict(cal.to_dict()) == cal
+    old = Calibration.from_dict({"bias": cal.bias, "w_cos": cal.weights[0], "w_inliers": cal.weights[1]})
+    assert old == cal  # a gallery written before the N-score form still loads
     nn = Neighbours(np.array([[0.9, 0.8, 0.7, 0.0]], np.float32), np.array([[5, 6, 7, -1]]), np.arange(10))
-    fused = fuse(nn, np.array([[0, 30, 0, 0]]), cal)
-    assert fused.neighbors[0].tolist() == [6, 5, 7, -1]  # the geometric match moves up; the missing slot stays last
-    np.testing.assert_allclose(fused.sims[0, :3], cal(np.array([0.8, 0.9, 0.7]), np.array([30, 0, 0])), rtol=1e-6)
+    fused = nn.rescored(cal({"cosine": nn.sims, "inliers": np.array([[0, 30, 0, 0]])}))
+    assert fused.rows[0].tolist() == [6, 5, 7, -1]  # the geometric match moves up; the missing slot stays last
+    want = cal({"cosine": np.array([0.8, 0.9, 0.7]), "inliers": np.array([30, 0, 0])})
+    np.testing.assert_allclose(fused.sims[0, :3], want, rtol=1e-6)
     assert np.isneginf(fused.sims[0, 3])
 
 
@@ -104,14 +113,14 @@ def test_local_stage_passes_neighbours_through_when_off(tmp_path: Path) -> None:
     rng = np.random.default_rng(1)
     arrays = {
         "sims": rng.random((4, 3)).astype(np.float32),
-        "neighbors": rng.integers(0, 5, (4, 3)),
+        "rows": rng.integers(0, 5, (4, 3)),
         "query_images": np.array(list("abcd")),
         "query_labels": np.arange(4),
         "gallery_labels": np.arange(5),
         "gallery_images": np.array(list("vwxyz")),
     }
-    save_npz(tmp_path / "data/neighbors/valid/fold0.npz", **arrays)
-    save_npz(tmp_path / "data/neighbors/test.npz", **arrays)
+    Neighbours(**arrays).save(tmp_path / "data/neighbours/valid/fold0.npz")
+    Neighbours(**arrays).save(tmp_path / "data/neighbours/test.npz")
     (tmp_path / "params.yaml").write_text(yaml.safe_dump({"local": {"method": "none"}}))
     env = {"PYTHONPATH": str(ROOT), "PATH": str(Path(sys.executable).parent)}
     proc = subprocess.run(

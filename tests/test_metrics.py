@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from whaleid.config import ConfigError
+from whaleid.core.errors import ConfigError
 from whaleid.rule.metrics import map_at_5, precision_at_5
 
 

@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from whaleid.config import ArcFaceConfig, ConfigError, ModelConfig, replace
+from whaleid.config import ArcFaceConfig, ModelConfig, replace
+from whaleid.core.errors import ConfigError
 from whaleid.model.network import WhaleNet, create_backbone, load_model, model_payload
 
 TINY = ModelConfig(backbone="test_efficientnet", img_size=32, embedding_dim=16)

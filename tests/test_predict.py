@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 from references import naive_predictions
 
+from whaleid.rule.candidates import top_candidates, vote_candidates
 from whaleid.rule.metrics import precision_at_5
 from whaleid.rule.predict import (
     NEW,
@@ -17,8 +18,6 @@ from whaleid.rule.predict import (
     species_thresholds,
     sweep,
     sweep_scores,
-    top_candidates,
-    vote_candidates,
 )
 
 
@@ -183,7 +182,7 @@ def test_per_species_thresholds_match_brute_force() -> None:
 
 
 def _part(rng: np.random.Generator, q: int = 60, g: int = 90, k: int = 12, n_ids: int = 25):
-    from whaleid.rule.predict import Neighbours
+    from whaleid.retrieval.neighbours import Neighbours
 
     gallery_labels = rng.integers(0, n_ids, size=g)
     sims = -np.sort(-rng.uniform(0.0, 1.0, size=(q, k)).astype(np.float32), axis=1)
@@ -194,10 +193,11 @@ def _part(rng: np.random.Generator, q: int = 60, g: int = 90, k: int = 12, n_ids
 
 def _naive_map5(part, threshold: float, scoring: str = "max") -> np.ndarray:
     """Per-query precision@5 by the naive per-image reference (max scoring)."""
-    from whaleid.rule.predict import most_frequent, query_truth
+    from whaleid.rule.candidates import most_frequent
+    from whaleid.rule.predict import query_truth
 
     fill = most_frequent(part.gallery_labels)
-    preds = naive_predictions(part.sims, part.neighbors, part.gallery_labels, fill, threshold)
+    preds = naive_predictions(part.sims, part.rows, part.gallery_labels, fill, threshold)
     truth = query_truth(part.query_labels, part.gallery_labels)
     return np.array([precision_at_5([str(x) for x in p], str(t)) for p, t in zip(preds, truth, strict=True)])
 
@@ -243,11 +243,11 @@ def test_rule_is_applied_as_saved() -> None:
     fit = fit_rule([valid], ThresholdConfig(scoring="vote", vote_power=2.0), new_ratio=0.16)
     saved = Rule.from_dict(json.loads(json.dumps(fit.rule.to_dict())))
     assert saved == fit.rule and saved.scoring == "vote" and saved.vote_power == 2.0
-    labels, scores = candidates(test.sims, test.neighbors, test.gallery_labels, "vote", 2.0)
+    labels, scores = candidates(test.sims, test.rows, test.gallery_labels, "vote", 2.0)
     np.testing.assert_array_equal(apply_rule(saved, test), predict(labels, scores, saved.threshold))
     # share: the threshold is taken on the queries the rule is applied to.
     share = Rule(method="share", new_ratio=0.3, threshold=0.99)
-    labels, scores = candidates(test.sims, test.neighbors, test.gallery_labels)
+    labels, scores = candidates(test.sims, test.rows, test.gallery_labels)
     got = apply_rule(share, test)
     np.testing.assert_array_equal(got, predict(labels, scores, share_threshold(scores, 0.3)))
     assert abs((got[:, 0] == NEW).mean() - 0.3) < 0.05
@@ -262,7 +262,7 @@ def test_per_species_rule_maps_by_species_name() -> None:
     test = _part(rng)
     class_species = np.array(["orca" if c % 2 else "beluga" for c in range(40)], dtype=object)
     rule = Rule(threshold=0.5, species_thresholds={"orca": 0.9})
-    labels, scores = candidates(test.sims, test.neighbors, test.gallery_labels)
+    labels, scores = candidates(test.sims, test.rows, test.gallery_labels)
     want = predict(labels, scores, np.where(labels[:, 0] % 2 == 1, 0.9, 0.5))
     np.testing.assert_array_equal(apply_rule(rule, test, class_species), want)
     with pytest.raises(ValueError, match="class_species"):
@@ -271,14 +271,15 @@ def test_per_species_rule_maps_by_species_name() -> None:
 
 def test_validation_without_new_individuals_falls_back_to_the_share_rule_with_a_warning(caplog) -> None:
     from whaleid.config import ThresholdConfig
-    from whaleid.rule.predict import Neighbours, candidates
+    from whaleid.retrieval.neighbours import Neighbours
+    from whaleid.rule.candidates import candidates
 
     rng = np.random.default_rng(8)
     part = _part(rng)
-    known_only = Neighbours(part.sims, part.neighbors, part.gallery_labels, part.gallery_labels[:60])
+    known_only = Neighbours(part.sims, part.rows, part.gallery_labels, part.gallery_labels[:60])
     fit = fit_rule([known_only], ThresholdConfig(), new_ratio=0.25)
     assert fit.rule.method == "share" and fit.metrics["method"] == "share" and fit.metrics["map5_new"] is None
-    _, scores = candidates(part.sims, part.neighbors, part.gallery_labels)
+    _, scores = candidates(part.sims, part.rows, part.gallery_labels)
     assert fit.rule.threshold == share_threshold(scores, 0.25)
     assert "validation has no new individuals" in caplog.text and "cv.min_new_share" in caplog.text
     caplog.clear()

@@ -10,16 +10,10 @@ import numpy as np
 import pytest
 
 import whaleid.data.resize as prepare
-from whaleid.data.layout import DataError, read_image
-from whaleid.data.resize import (
-    check_box,
-    crop_coords,
-    folder_digest,
-    prepare_image,
-    read_boxes,
-    resize_split,
-    resized_name,
-)
+from whaleid.core.errors import DataError
+from whaleid.data.boxes import read_boxes
+from whaleid.data.images import read_image
+from whaleid.data.resize import check_box, crop_coords, folder_digest, prepare_image, resize_split, resized_name
 
 
 def test_crop_coords_hand_computed() -> None:

@@ -69,10 +69,13 @@ def test_no_pseudo_label_comes_from_the_validation_fold():
     trained = np.bincount(labels[folds != 0], minlength=n_classes) > 0
     classes = [f"id{c}" for c in range(n_classes)]
     species = np.array(["s"] * n_classes, dtype=object)
-    ev = evaluate_model(params, "fold0", 0, train, test, Centres(centre, 1, trained), None, species, classes, None)
+    centres = Centres(centre, 1, trained)
+    ev = evaluate_model(
+        params, "fold0", 0, train, test, centres, keypoints=None, class_species=species, classes=classes, solution=None
+    )
     own = set(train["images"][folds != 0])
-    assert set(ev.select["gallery_images"]) == own and set(ev.valid["gallery_images"]) == own
-    assert set(ev.test["gallery_images"]) == set(train["images"])  # the submission searches every training photo
+    assert set(ev.select.gallery_images) == own and set(ev.valid.gallery_images) == own
+    assert set(ev.test.gallery_images) == set(train["images"])  # the submission searches every training photo
     chosen = pseudo_labels(ev, params, species)
     assert 9 not in set(chosen["label"]), chosen
     assert pd.Series(chosen["label"].to_numpy(), index=chosen["image"]).get("q4.jpg") == 4, chosen

@@ -18,7 +18,8 @@ from hubcache import build_hub_cache
 from tinyrepo import DVC, checkpoint_epoch, make_repo, run
 
 from whaleid.cli.main import main as cli_main
-from whaleid.config import ConfigError, apply_overrides, flat_overrides, override_args, params_from_dict
+from whaleid.config import apply_overrides, flat_overrides, override_args, params_from_dict
+from whaleid.core.errors import ConfigError
 from whaleid.model.weights import hub_repo
 
 ROOT = Path(__file__).resolve().parents[1]

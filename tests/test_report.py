@@ -7,6 +7,7 @@ from html.parser import HTMLParser
 
 import numpy as np
 
+from whaleid.retrieval.neighbours import Neighbours
 from whaleid.rule.predict import Rule
 from whaleid.rule.report import BLUE, GREEN, RED, contact_sheet, match_report, match_sections, precision_at_5
 
@@ -51,8 +52,8 @@ class Page(HTMLParser):
 def test_report_marks_what_a_hand_check_says() -> None:
     # Gallery: 7 photos of individuals 0..4 (class names a..e). Threshold 0.5.
     g_labels = np.array([0, 0, 1, 2, 3, 3, 4])
-    nn = {
-        "sims": np.array(
+    nn = dict(
+        sims=np.array(
             [
                 [0.9, 0.8, 0.4, 0.3, 0.2, 0.1],  # q0: truth 1 ... ranks 0 first: wrong then new, 1 third
                 [0.95, 0.6, 0.55, 0.3, 0.2, 0.1],  # q1: truth 2, ranked first above threshold: correct
@@ -61,15 +62,14 @@ def test_report_marks_what_a_hand_check_says() -> None:
             ],  # q3: truth new, confident and wrong: the worst
             dtype=np.float32,
         ),
-        "neighbors": np.array([[0, 2, 1, 3, 4, 5], [3, 0, 2, 4, 5, 1], [4, 0, 2, 3, 1, 5], [2, 0, 3, 4, 6, 1]]),
-        "query_images": np.array(["q0.jpg", "q1.jpg", "q2.jpg", "q3.jpg"]),
-        "query_labels": np.array([1, 2, 9, 9]),
-        "gallery_labels": g_labels,
-        "gallery_images": np.array([f"g{i}.jpg" for i in range(7)]),
-    }
-    photos = {
-        n: np.full((20, 30, 3), 20 * i, np.uint8) for i, n in enumerate([*nn["query_images"], *nn["gallery_images"]])
-    }
+        rows=np.array([[0, 2, 1, 3, 4, 5], [3, 0, 2, 4, 5, 1], [4, 0, 2, 3, 1, 5], [2, 0, 3, 4, 6, 1]]),
+        query_images=np.array(["q0.jpg", "q1.jpg", "q2.jpg", "q3.jpg"]),
+        query_labels=np.array([1, 2, 9, 9]),
+        gallery_labels=g_labels,
+        gallery_images=np.array([f"g{i}.jpg" for i in range(7)]),
+    )
+    nn = Neighbours(**nn)
+    photos = {n: np.full((20, 30, 3), 20 * i, np.uint8) for i, n in enumerate([*nn.query_images, *nn.gallery_images])}
     page = match_report(
         nn,
         Rule(threshold=0.5),

@@ -6,7 +6,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from whaleid.config import ConfigError, KnnConfig
+from whaleid.config import KnnConfig
+from whaleid.core.errors import ConfigError
 from whaleid.retrieval.rerank import _reciprocal, dense_reference, k_reciprocal, rerank_neighbours
 from whaleid.retrieval.search import search
 

@@ -7,7 +7,8 @@ import os
 import numpy as np
 import pytest
 
-from whaleid.config import ConfigError, KnnConfig
+from whaleid.config import KnnConfig
+from whaleid.core.errors import ConfigError
 from whaleid.retrieval.search import build_index, search
 
 

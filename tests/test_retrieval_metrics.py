@@ -65,19 +65,10 @@ def test_equals_brute_force_when_k_covers_the_gallery(seed):
 
 
 def test_pooled_weights_parts_by_their_known_queries():
+    from whaleid.retrieval.neighbours import Neighbours
     from whaleid.rule.metrics import pooled_retrieval_metrics
 
-    a = {
-        "sims": np.array([[0.9, 0.1]]),
-        "neighbors": np.array([[0, 1]]),
-        "gallery_labels": np.array([1, 2]),
-        "query_labels": np.array([1]),
-    }
-    b = {
-        "sims": np.array([[0.9, 0.1], [0.8, 0.2]]),
-        "neighbors": np.array([[0, 1], [0, 1]]),
-        "gallery_labels": np.array([1, 2]),
-        "query_labels": np.array([2, 2]),
-    }
+    a = Neighbours(np.array([[0.9, 0.1]]), np.array([[0, 1]]), np.array([1, 2]), np.array([1]))
+    b = Neighbours(np.array([[0.9, 0.1], [0.8, 0.2]]), np.array([[0, 1], [0, 1]]), np.array([1, 2]), np.array([2, 2]))
     got = pooled_retrieval_metrics([a, b])
     assert got["queries"] == 3 and got["recall_at_1"] == pytest.approx(1 / 3)

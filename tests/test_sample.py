@@ -12,8 +12,9 @@ from scipy.special import zeta
 
 from tests.conftest import TINY, tiny_config
 from whaleid.config import SampleConfig
-from whaleid.data.layout import load_dataset, read_image
-from whaleid.data.sample import NEW_INDIVIDUAL, plan_dataset, write_dataset
+from whaleid.data.images import read_image
+from whaleid.data.layout import NEW_INDIVIDUAL, load_dataset
+from whaleid.data.sample import plan_dataset, write_dataset
 
 
 def _digest(root: Path) -> dict[str, str]:
@@ -118,7 +119,7 @@ def test_species_alone_cannot_identify() -> None:
 
 
 def _fin_boxes(cfg: SampleConfig, n: int = 150) -> np.ndarray:
-    from whaleid.data.sample import Scene, render_photo
+    from whaleid.data.scene import Scene, render_photo
 
     plan = plan_dataset(cfg)
     out = []
@@ -156,7 +157,7 @@ def test_wild_scene_draws_small_fins_anywhere() -> None:
 def test_scene_knobs_change_only_their_own_draws() -> None:
     """Clutter, occlusion and faint markings draw from their own random stream: the fin's pose and box stay the
     same photo for photo, and the photo changes."""
-    from whaleid.data.sample import Scene, render_photo
+    from whaleid.data.scene import Scene, render_photo
 
     cfg = SampleConfig(img_size=64)
     ind = plan_dataset(cfg).individuals[0]

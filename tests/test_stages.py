@@ -17,7 +17,7 @@ import torch
 import yaml
 
 from whaleid.config import params_from_dict
-from whaleid.data.layout import DataError
+from whaleid.core.errors import DataError
 from whaleid.model.embed import extract_embeddings
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -159,7 +159,7 @@ def test_resize_writes_the_format_it_records_and_stages_find_it(workdir: Path) -
 
 def test_flip_tta_is_mean_of_normalised_embeddings(tiny_dataset: Path) -> None:
     from whaleid.config import ArcFaceConfig, ModelConfig
-    from whaleid.data.layout import ImageDataset
+    from whaleid.data.images import ImageDataset
     from whaleid.model.augment import model_input
     from whaleid.model.network import WhaleNet
     from whaleid.model.transforms import AsUint8

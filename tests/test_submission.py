@@ -6,14 +6,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from whaleid.core.errors import SubmissionError
 from whaleid.rule.predict import NEW
-from whaleid.rule.submission import (
-    SubmissionError,
-    build_submission,
-    labels_to_strings,
-    score_submission,
-    validate_submission,
-)
+from whaleid.rule.submission import build_submission, labels_to_strings, score_submission, validate_submission
 
 CLASSES = ["aaa", "bbb", "ccc", "ddd", "eee", "fff"]
 IMAGES = ["1.jpg", "2.jpg"]

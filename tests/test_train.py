@@ -11,8 +11,9 @@ import pytest
 import torch
 
 from whaleid.config import AugmentConfig, Params, params_from_dict
+from whaleid.core.errors import TrainingDiverged
 from whaleid.model.network import WhaleNet
-from whaleid.model.train import EpochSampler, TrainingDiverged, lr_lambda, train_model
+from whaleid.model.train import EpochSampler, lr_lambda, train_model
 from whaleid.pipeline.members import fingerprint
 
 

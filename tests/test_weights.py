@@ -17,7 +17,8 @@ import torch
 from hubcache import build_hub_cache
 from safetensors.torch import load_file, save_file
 
-from whaleid.config import ArcFaceConfig, ConfigError, ModelConfig
+from whaleid.config import ArcFaceConfig, ModelConfig
+from whaleid.core.errors import ConfigError
 from whaleid.model.augment import MEAN, STD, normalize
 from whaleid.model.network import WhaleNet, load_model, model_payload
 from whaleid.model.weights import convert_efficientnet_pytorch, identity

@@ -1,5 +1,11 @@
-"""``whaleid identify``, ``whaleid export`` and ``whaleid gallery add|remove|info``: the command-line side of
-:mod:`whaleid.gallery.folder` and :mod:`whaleid.model.export`."""
+"""The gallery's sub-commands of ``whaleid``: ``identify``, ``export`` and ``gallery add|remove|info``, the
+command-line side of :mod:`whaleid.gallery` and :mod:`whaleid.model.export`.
+
+* ``whaleid identify PHOTO_OR_DIR ...``: the known individuals most like each photo, from the gallery (stage
+  ``gallery``); ``whaleid gallery add|remove|info`` grows or trims a gallery without retraining;
+* ``whaleid export [MODEL] --format onnx|torchscript``: the embedding network as one file (ONNX Runtime,
+  TorchScript).
+"""
 
 from __future__ import annotations
 
@@ -11,9 +17,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from whaleid.core.errors import WhaleidError
-from whaleid.core.log import setup_logging
-from whaleid.data.layout import DataError
+from whaleid.cli.commands import Command
+from whaleid.core.errors import DataError
 from whaleid.pipeline.paths import GALLERY_DIR
 
 log = logging.getLogger("whaleid.gallery")
@@ -36,8 +41,7 @@ def photo_paths(items: list[str]) -> list[Path]:
     return out
 
 
-def add_parsers(sub: argparse._SubParsersAction) -> None:
-    ident = sub.add_parser("identify", help="the known individuals most like each photo, by the gallery's rule")
+def _identify_arguments(ident: argparse.ArgumentParser) -> None:
     ident.add_argument("photos", nargs="+", help="photo files or folders of photos")
     ident.add_argument("--gallery", default=str(GALLERY_DIR), help="gallery folder (default: gallery/, stage gallery)")
     ident.add_argument(
@@ -54,7 +58,9 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
         nargs="+",
         help="embed with these `whaleid export` files (one per gallery model, in order) instead of the PyTorch models",
     )
-    exp = sub.add_parser("export", help="write a model's embedding network as ONNX or TorchScript")
+
+
+def _export_arguments(exp: argparse.ArgumentParser) -> None:
     exp.add_argument("model", nargs="?", default="models/fold0/model.pt", help="model.pt (default models/fold0)")
     exp.add_argument("--format", choices=["onnx", "torchscript"], default="onnx", help="file format")
     exp.add_argument("--out", help="output file (default: next to the model, model.onnx or model.ts)")
@@ -63,9 +69,9 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
         action="store_true",
         help="embed each photo and its mirror image (set it as embed.flip_tta was set for the gallery)",
     )
-    gal = sub.add_parser("gallery", help="grow or trim a gallery without retraining: add, remove, info")
-    gsub = gal.add_subparsers(dest="gallery_command", required=True, metavar="ACTION")
-    add = gsub.add_parser("add", help="add photos of one individual (--id) or of many (--csv)")
+
+
+def _add_arguments(add: argparse.ArgumentParser) -> None:
     add.add_argument("photos", nargs="*", help="photo files or folders (with --id)")
     add.add_argument("--id", help="the individual_id of every photo given")
     add.add_argument("--species", default="", help="species of a new individual (for per-species thresholds)")
@@ -75,14 +81,11 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
         "--boxes", help="CSV image,x1,y1,x2,y2 to crop the photos to (else the gallery's detector, if any)"
     )
     add.add_argument("--device", default="auto", help="auto, cpu or cuda")
-    rm = gsub.add_parser("remove", help="remove photos (--image) or every photo of individuals (--id)")
+
+
+def _remove_arguments(rm: argparse.ArgumentParser) -> None:
     rm.add_argument("--image", action="append", default=[], help="photo file name (repeatable)")
     rm.add_argument("--id", action="append", default=[], help="individual_id (repeatable)")
-    info = gsub.add_parser("info", help="what the gallery holds and was built with")
-    for p in (add, rm, info):
-        p.add_argument("--gallery", default=str(GALLERY_DIR), help="gallery folder (default: gallery/)")
-    for p in (add, rm):
-        p.add_argument("--out", help="write the changed gallery here instead of replacing --gallery")
 
 
 def _device(name: str) -> object:
@@ -92,12 +95,12 @@ def _device(name: str) -> object:
 
 
 def _boxes(path: str | None) -> dict | None:
-    from whaleid.data.resize import read_boxes
+    from whaleid.data.boxes import read_boxes
 
     return read_boxes(path) if path else None
 
 
-def _identify(args: argparse.Namespace) -> None:
+def _identify(args: argparse.Namespace) -> int:
     from whaleid.gallery.folder import Gallery
     from whaleid.gallery.identify import identify, readable
 
@@ -126,9 +129,10 @@ def _identify(args: argparse.Namespace) -> None:
         log.info("wrote %s (%d photos)", args.out, len(result))
     else:
         sys.stdout.write(text)
+    return 0
 
 
-def _add(args: argparse.Namespace) -> None:
+def _add(args: argparse.Namespace) -> int:
     from whaleid.gallery.folder import Gallery
     from whaleid.gallery.identify import add_photos
 
@@ -160,9 +164,10 @@ def _add(args: argparse.Namespace) -> None:
         len(out.photos),
         out.photos["individual_id"].nunique(),
     )
+    return 0
 
 
-def _remove(args: argparse.Namespace) -> None:
+def _remove(args: argparse.Namespace) -> int:
     from whaleid.gallery.folder import Gallery, remove_photos
 
     if not args.image and not args.id:
@@ -177,9 +182,10 @@ def _remove(args: argparse.Namespace) -> None:
         len(out.photos),
         out.photos["individual_id"].nunique(),
     )
+    return 0
 
 
-def _info(args: argparse.Namespace) -> None:
+def _info(args: argparse.Namespace) -> int:
     from whaleid.gallery.folder import Gallery
 
     g = Gallery.load(args.gallery)
@@ -191,23 +197,41 @@ def _info(args: argparse.Namespace) -> None:
         f"{m['img_size']} px, knn.index {m['knn']['index']}, blend.knn_weight {m['blend']['knn_weight']}, "
         f"local.method {m['local']['method']}, rule threshold {m['rule']['threshold']}"
     )
+    return 0
 
 
-def _export(args: argparse.Namespace) -> None:
+def _export(args: argparse.Namespace) -> int:
     from whaleid.model.export import export_model
 
     out = args.out or str(Path(args.model).with_suffix(".onnx" if args.format == "onnx" else ".ts"))
     export_model(args.model, out, args.format, args.flip_tta)
-
-
-def run(args: argparse.Namespace) -> int:
-    """Run ``identify``, ``export`` or ``gallery ...``; 2 with one line on bad input."""
-    setup_logging()
-    action = {"add": _add, "remove": _remove, "info": _info}.get(getattr(args, "gallery_command", None), _identify)
-    action = _export if args.command == "export" else action
-    try:
-        action(args)
-    except (WhaleidError, OSError) as exc:
-        log.error("%s", exc)
-        return 2
     return 0
+
+
+def _gallery_arguments(gal: argparse.ArgumentParser) -> None:
+    actions = gal.add_subparsers(dest="gallery_command", required=True, metavar="ACTION")
+    for name, action in GALLERY_ACTIONS.items():
+        p = actions.add_parser(name, help=action.help, description=action.help)
+        action.arguments(p)
+        p.add_argument("--gallery", default=str(GALLERY_DIR), help="gallery folder (default: gallery/)")
+        if name != "info":
+            p.add_argument("--out", help="write the changed gallery here instead of replacing --gallery")
+
+
+def _gallery(args: argparse.Namespace) -> int:
+    return GALLERY_ACTIONS[args.gallery_command].run(args)
+
+
+GALLERY_ACTIONS = {
+    "add": Command("add photos of one individual (--id) or of many (--csv)", _add_arguments, _add),
+    "remove": Command("remove photos (--image) or every photo of individuals (--id)", _remove_arguments, _remove),
+    "info": Command("what the gallery holds and was built with", lambda p: None, _info),
+}
+
+COMMANDS = {
+    "identify": Command(
+        "the known individuals most like each photo, by the gallery's rule", _identify_arguments, _identify
+    ),
+    "export": Command("write a model's embedding network as ONNX or TorchScript", _export_arguments, _export),
+    "gallery": Command("grow or trim a gallery without retraining: add, remove, info", _gallery_arguments, _gallery),
+}

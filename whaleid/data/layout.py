@@ -15,22 +15,17 @@ and EXIF orientation is applied.
 
 from __future__ import annotations
 
-import hashlib
-import io
 import logging
 import os
 import unicodedata
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
-import cv2
 import numpy as np
 import pandas as pd
 
 from whaleid.core.errors import DataError
-from whaleid.core.parallel import map_chunks
 
 log = logging.getLogger(__name__)
 
@@ -39,9 +34,6 @@ SUBMISSION_COLUMNS = ("image", "predictions")
 SOLUTION_COLUMNS = ("image", "individual_id")
 NEW_INDIVIDUAL = "new_individual"
 SOLUTION_BOXES = "solution_boxes.csv"  # optional answer key: the test photos' true boxes (scores stage detect only)
-
-
-__all__ = ["DataError", "KaggleDataset", "load_dataset", "read_image", "check_images", "ImageDataset"]
 
 
 def read_csv(path: Path, columns: Sequence[str]) -> pd.DataFrame:
@@ -265,166 +257,3 @@ def load_dataset(root: str | Path) -> KaggleDataset:
         if missing:
             raise DataError(f"{sol_csv}: no answer for {len(missing)} test image(s), e.g. {sorted(missing)[0]!r}.")
     return KaggleDataset(root, train, list(sub["image"]), solution)
-
-
-def _is_truncated_jpeg(data: bytes) -> bool:
-    """True for a JPEG whose image data stops before its end-of-image marker. The header segments are walked by
-    their lengths up to the first start-of-scan (an EXIF thumbnail inside APP1, with its own markers, is skipped);
-    after it, the FF D9 marker must follow somewhere (byte stuffing keeps it out of the scan data). Bytes after the
-    marker, which many phones and editors append, are fine."""
-    if not data.startswith(b"\xff\xd8"):
-        return False
-    i = 2
-    while i + 4 <= len(data):
-        if data[i] != 0xFF:
-            return False  # not a marker where one should be: the decoder judges
-        marker = data[i + 1]
-        if marker == 0xFF:  # fill byte
-            i += 1
-        elif marker == 0xDA:  # start of scan
-            return data.find(b"\xff\xd9", i) < 0
-        elif 0xD0 <= marker <= 0xD7 or marker == 0x01:  # markers without a length
-            i += 2
-        else:
-            i += 2 + int.from_bytes(data[i + 2 : i + 4], "big")
-    return True  # the file ends inside its header
-
-
-DEFAULT_MAX_MEGAPIXELS = 100.0  # data.max_megapixels; OpenCV itself refuses 2**30 pixels and more
-
-
-def image_size(data: bytes) -> tuple[int, int] | None:
-    """(width, height) from the image header, without decoding; None when Pillow cannot tell. BMP (what the
-    resize stage writes, read once per image per epoch) is parsed here directly, at a tenth of Pillow's cost."""
-    if data[:2] == b"BM" and len(data) >= 26 and int.from_bytes(data[14:18], "little") >= 40:
-        return int.from_bytes(data[18:22], "little", signed=True), abs(
-            int.from_bytes(data[22:26], "little", signed=True)
-        )
-    from PIL import Image
-
-    Image.MAX_IMAGE_PIXELS = None  # header only: Pillow's own bomb check would hide the size this function reports
-    try:
-        with Image.open(io.BytesIO(data)) as img:
-            return img.size
-    except Exception:  # noqa: BLE001 - unknown formats: the decoder judges
-        return None
-
-
-def decode_image(data: bytes, name: str = "<bytes>", max_megapixels: float = DEFAULT_MAX_MEGAPIXELS) -> np.ndarray:
-    """Decode image bytes to RGB uint8 (H, W, 3); raise :class:`DataError` naming ``name`` if impossible. A photo
-    whose header claims more than ``max_megapixels`` is refused before decoding, so decoding never takes more
-    than ``3 * max_megapixels`` MB (plus the file itself)."""
-    if not data:
-        raise DataError(f"{name}: the image file is empty.")
-    if _is_truncated_jpeg(data):
-        raise DataError(f"{name}: truncated JPEG (no end-of-image marker); re-download or remove this file.")
-    size = image_size(data)
-    if size is not None and size[0] * size[1] > max_megapixels * 1e6:
-        raise DataError(
-            f"{name}: {size[0]} x {size[1]} pixels, over data.max_megapixels ({max_megapixels:g} MP; "
-            f"{3 * size[0] * size[1] / 1e9:.1f} GB decoded per worker); downscale it (the model sees a "
-            "few hundred pixels) or raise data.max_megapixels."
-        )
-    buf = np.frombuffer(data, dtype=np.uint8)
-    try:
-        img = cv2.imdecode(buf, cv2.IMREAD_COLOR | cv2.IMREAD_ANYDEPTH)  # applies EXIF orientation, CMYK -> BGR
-    except cv2.error as exc:
-        raise DataError(f"{name}: OpenCV cannot decode the image ({str(exc).strip().splitlines()[-1]}).") from None
-    if img is None:
-        raise DataError(f"{name}: cannot decode the image (corrupt or unsupported format).")
-    if img.dtype == np.uint16:
-        img = (img.astype(np.float32) / 257.0).round().astype(np.uint8)
-    elif img.dtype != np.uint8:
-        img = np.clip(img.astype(np.float32) * (255.0 if img.max() <= 1.0 else 1.0), 0, 255).astype(np.uint8)
-    if img.ndim == 2:
-        img = cv2.cvtColor(img, cv2.COLOR_GRAY2RGB)
-    else:
-        img = cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
-    return img
-
-
-def read_image(path: str | Path, max_megapixels: float = DEFAULT_MAX_MEGAPIXELS) -> np.ndarray:
-    """Read an image file as RGB uint8 (see :func:`decode_image`); non-ASCII paths work."""
-    path = Path(path)
-    try:
-        data = path.read_bytes()
-    except OSError as exc:
-        raise DataError(f"{path}: cannot read the image file: {exc.strerror}.") from None
-    return decode_image(data, str(path), max_megapixels)
-
-
-def _check_chunk(paths: list[Path], max_megapixels: float) -> list[tuple[str, str]]:
-    out = []
-    for p in paths:
-        try:
-            data = p.read_bytes()
-        except OSError as exc:
-            out.append((f"{p}: cannot read the image file: {exc.strerror}.", ""))
-            continue
-        try:
-            decode_image(data, str(p), max_megapixels)
-            out.append(("", hashlib.sha1(data).hexdigest()))
-        except DataError as exc:
-            out.append((str(exc), ""))
-    return out
-
-
-def check_images(
-    paths: Sequence[Path], n_jobs: int = -1, progress: bool = True, max_megapixels: float = DEFAULT_MAX_MEGAPIXELS
-) -> tuple[list[str], list[str]]:
-    """Decode every image in parallel. Returns one message per unreadable file (empty when all are fine) and
-    the SHA-1 of every file's bytes ("" for unreadable ones), in the order of ``paths``."""
-    results = map_chunks(
-        _check_chunk, list(paths), max_megapixels, chunk_size=256, n_jobs=n_jobs, desc="check images", progress=progress
-    )
-    return [e for e, _ in results if e], [d for _, d in results]
-
-
-def same_photos(
-    train_names: Sequence[str], train_digests: Sequence[str], test_names: Sequence[str], test_digests: Sequence[str]
-) -> list[tuple[str, str]]:
-    """(test image, train image) pairs whose files are byte for byte the same photo."""
-    by_digest = {d: n for n, d in zip(train_names, train_digests, strict=True) if d}
-    return [(t, by_digest[d]) for t, d in zip(test_names, test_digests, strict=True) if d in by_digest]
-
-
-class ImageDataset:
-    """Images with optional integer labels, each decoded and passed through ``transform`` (image -> tensor; see
-    :mod:`whaleid.model.transforms`).
-
-    ``labels`` is (N,) or (N, k) integers (e.g. individual and species); a row comes back as a tensor. A plain
-    map-style dataset (torch.utils.data.DataLoader takes any object with ``__len__`` and ``__getitem__``), so that
-    the stages that only read CSVs do not import torch.
-    Items are indexed either by ``int`` or by ``(index, seed)``: with a seed the random transform is re-seeded
-    for that item, so augmentation depends only on (seed, index), not on worker count or resume point.
-    """
-
-    def __init__(
-        self,
-        paths: Sequence[str | Path],
-        transform: Callable,
-        labels: Sequence[int] | np.ndarray | None = None,
-    ) -> None:
-        self.paths = [Path(p) for p in paths]
-        self.labels = None if labels is None else np.asarray(labels, dtype=np.int64)
-        if self.labels is not None and len(self.labels) != len(self.paths):
-            raise ValueError("paths and labels differ in length")
-        self.transform = transform
-
-    def __len__(self) -> int:
-        return len(self.paths)
-
-    def __getitem__(self, item: int | tuple[int, int]) -> tuple[Any, Any]:
-        index, seed = item if isinstance(item, tuple) else (item, None)
-        img = read_image(self.paths[index])
-        if seed is not None and hasattr(self.transform, "set_random_seed"):
-            self.transform.set_random_seed(int(seed))
-        out = self.transform(img)
-        if self.labels is None:
-            return out, -1
-        label = self.labels[index]
-        if label.ndim == 0:
-            return out, int(label)
-        import torch
-
-        return out, torch.from_numpy(label.copy())

@@ -26,106 +26,15 @@ from pathlib import Path
 
 import cv2
 import numpy as np
-import pandas as pd
 
 from whaleid.core.atomic import write_bytes
+from whaleid.core.errors import DataError
 from whaleid.core.parallel import map_chunks
-from whaleid.data.layout import DEFAULT_MAX_MEGAPIXELS, DataError, read_image, safe_name
+from whaleid.data.boxes import Box, check_box, crop_coords
+from whaleid.data.images import DEFAULT_MAX_MEGAPIXELS, read_image
+from whaleid.data.layout import safe_name
 
 log = logging.getLogger(__name__)
-
-BOX_COLUMNS = ("image", "x1", "y1", "x2", "y2")
-Box = tuple[float, float, float, float]
-
-
-def read_boxes(path: str | Path) -> dict[str, Box]:
-    """Read a boxes CSV into ``{image: (x1, y1, x2, y2)}``; errors name the file and line."""
-    path = Path(path)
-    if not path.is_file():
-        raise DataError(f"{path}: boxes file not found (crop.boxes). Give a CSV image,x1,y1,x2,y2 or null.")
-    try:
-        frame = pd.read_csv(path, dtype={"image": str}, keep_default_na=False)
-    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
-        raise DataError(f"{path}: not a valid CSV file: {exc}") from None
-    missing = [c for c in BOX_COLUMNS if c not in frame.columns]
-    if missing:
-        raise DataError(f"{path}: missing column(s) {', '.join(missing)}; expected header {','.join(BOX_COLUMNS)}.")
-    coords = frame[list(BOX_COLUMNS[1:])].apply(pd.to_numeric, errors="coerce")
-    bad = coords.isna().any(axis=1).to_numpy() | ~np.isfinite(coords.to_numpy(dtype=float)).all(axis=1)
-    bad |= (coords["x2"] <= coords["x1"]).to_numpy() | (coords["y2"] <= coords["y1"]).to_numpy()
-    if bad.any():
-        i = int(np.flatnonzero(bad)[0])
-        raise DataError(
-            f"{path}:{i + 2}: box {frame.iloc[i][list(BOX_COLUMNS[1:])].tolist()} for {frame['image'].iloc[i]!r} is "
-            f"not numbers with x1 < x2 and y1 < y2 ({int(bad.sum())} bad row(s) in all)."
-        )
-    dup = frame["image"].duplicated()
-    if dup.any():
-        i = int(np.flatnonzero(dup.to_numpy())[0])
-        raise DataError(f"{path}:{i + 2}: second box for {frame['image'].iloc[i]!r}; give one box per image.")
-    values = coords.to_numpy(dtype=float)
-    if len(values) and values.max() <= 1.0:
-        raise DataError(
-            f"{path}: every coordinate is between 0 and 1: normalised (YOLO-style) boxes? crop.boxes "
-            "needs pixels of the original image (x1 = (x_centre - width / 2) * image width, ...)."
-        )
-    return {name: tuple(v) for name, v in zip(frame["image"], values, strict=True)}
-
-
-AUTO_BOXES = "boxes.csv"  # crop.boxes auto: this file in data.dir, when there is one
-
-
-def boxes_path(boxes: str | None, data_dir: str | Path) -> Path | None:
-    """The boxes CSV that ``crop.boxes`` names: ``auto`` is ``<data_dir>/boxes.csv`` if it exists, else none."""
-    if boxes is None:
-        return None
-    if boxes == "auto":
-        path = Path(data_dir, AUTO_BOXES)
-        return path if path.is_file() else None
-    return Path(boxes)
-
-
-def stage_boxes() -> dict[str, Box] | None:
-    """The boxes the pipeline crops to, as stage ``detect`` settled them (the CSV's, the detector's, or none)."""
-    from whaleid.pipeline.paths import DETECT_DIR
-
-    path = DETECT_DIR / "boxes.csv"
-    return read_boxes(path) if path.is_file() else None
-
-
-def check_boxes_dataset(boxes: dict[str, Box], images: set[str], boxes_path: str | Path, data_dir: str | Path) -> None:
-    """Refuse a boxes CSV that names none of ``images`` (the dataset's train and test images)."""
-    if not set(boxes) & images:
-        raise DataError(
-            f"crop.boxes {boxes_path} has boxes for {len(boxes)} images, none of them in {data_dir}: "
-            "boxes for another dataset? Set crop.boxes to this dataset's CSV or null."
-        )
-
-
-MIN_BOX_INSIDE = 0.5  # share of a box's area that must lie inside its image
-
-
-def check_box(box: Box, width: int, height: int, name: str) -> None:
-    """Refuse a box that lies mostly outside its image (wrong units, another image size, another dataset)."""
-    x1, y1, x2, y2 = box
-    inside = max(0.0, min(x2, width) - max(x1, 0.0)) * max(0.0, min(y2, height) - max(y1, 0.0))
-    if inside < MIN_BOX_INSIDE * (x2 - x1) * (y2 - y1):
-        raise DataError(
-            f"{name}: box ({x1:g}, {y1:g}, {x2:g}, {y2:g}) lies {'mostly ' if inside else ''}outside "
-            f"the {width} x {height} image; crop.boxes for another image size or dataset?"
-        )
-
-
-def crop_coords(width: int, height: int, box: Box, margin: float) -> tuple[int, int, int, int]:
-    """Integer crop ``(x1, y1, x2, y2)`` (x2, y2 exclusive): ``box`` grown by ``margin`` of its size on every
-    side, clipped to the image, at least one pixel wide and high."""
-    x1, y1, x2, y2 = box
-    dx, dy = margin * (x2 - x1), margin * (y2 - y1)
-    left = int(np.clip(np.floor(x1 - dx), 0, width - 1))
-    top = int(np.clip(np.floor(y1 - dy), 0, height - 1))
-    right = int(np.clip(np.ceil(x2 + dx), left + 1, width))
-    bottom = int(np.clip(np.ceil(y2 + dy), top + 1, height))
-    return left, top, right, bottom
 
 
 def prepare_image(image: np.ndarray, size: int, box: Box | None = None, margin: float = 0.0) -> np.ndarray:

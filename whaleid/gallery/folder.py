@@ -37,12 +37,14 @@ import pandas as pd
 
 from whaleid.config import BlendConfig, KnnConfig, LocalConfig
 from whaleid.core.atomic import atomic_dir, load_npz, read_json, save_npz, write_csv, write_json
+from whaleid.core.errors import DataError
 from whaleid.core.parallel import map_chunks
-from whaleid.data.layout import DataError
 from whaleid.model.weights import sha256_file
-from whaleid.retrieval.blend import Centres, blend_neighbours, mean_cosines
-from whaleid.retrieval.local import Calibration, KeypointSet, fuse_saved
-from whaleid.retrieval.rerank import rerank_neighbours
+from whaleid.retrieval.blend import Centres
+from whaleid.retrieval.chain import Photos, ScoringChain, Searcher
+from whaleid.retrieval.fusion import Calibration
+from whaleid.retrieval.keypoints import KeypointSet
+from whaleid.retrieval.neighbours import Neighbours
 from whaleid.retrieval.search import INDEXES, combine
 from whaleid.rule.predict import Rule
 
@@ -67,28 +69,6 @@ def new_index(dim: int, knn: KnnConfig, vectors: np.ndarray, ids: np.ndarray) ->
     if len(vectors):
         index.add_with_ids(np.ascontiguousarray(vectors, dtype=np.float32), np.asarray(ids, dtype=np.int64))
     return index
-
-
-def concat_keypoints(a: KeypointSet, b: KeypointSet) -> KeypointSet:
-    return KeypointSet(
-        np.concatenate([a.images, b.images]),
-        np.concatenate([a.points, b.points]),
-        np.concatenate([a.descriptors, b.descriptors]),
-        np.concatenate([a.offsets, a.offsets[-1] + b.offsets[1:]]),
-    )
-
-
-def keypoint_subset(kp: KeypointSet, keep: np.ndarray) -> KeypointSet:
-    rows = np.flatnonzero(keep)
-    spans = [np.arange(kp.offsets[i], kp.offsets[i + 1]) for i in rows]
-    take = np.concatenate(spans) if spans else np.zeros(0, np.int64)
-    counts = np.array([len(s) for s in spans], dtype=np.int64)
-    return KeypointSet(
-        kp.images[rows],
-        kp.points[take],
-        kp.descriptors[take],
-        np.concatenate([[0], np.cumsum(counts)]).astype(np.int64),
-    )
 
 
 def _checked_file(entry: dict[str, str]) -> Path:
@@ -196,37 +176,46 @@ class Gallery:
         entry = self.manifest.get("detector")
         return _checked_file(entry) if entry else None
 
-    def search(self, parts: Sequence[np.ndarray], images: Sequence[str]) -> dict[str, np.ndarray]:
-        """The submission's kNN + blend for query embeddings ``parts`` (one (Q, d) array per model, manifest order):
-        the arrays the knn stage saves (``neighbors`` are rows of :attr:`photos`)."""
-        query = combine(list(parts))
-        k = min(self.knn.k, len(self.photos))
-        if k == 0:
-            raise DataError("the gallery holds no photos; add some with `whaleid gallery add`.")
-        sims, ids = self.index.search(np.ascontiguousarray(query, dtype=np.float32), k)
-        row_of = pd.Series(np.arange(len(self.photos)), index=self.photos["id"].to_numpy())
-        rows = np.where(ids >= 0, row_of.reindex(ids.ravel()).fillna(-1).to_numpy(np.int64).reshape(ids.shape), -1)
-        sims, rows = rerank_neighbours(query, self.embeddings, sims, rows, self.knn)
-        labels = self.labels
-        if self.blend.knn_weight < 1.0:
-            centre_parts = [(p, self.centres[m["name"]]) for p, m in zip(parts, self.manifest["models"], strict=True)]
-            sims, rows = blend_neighbours(
-                sims, rows, labels, mean_cosines(centre_parts), self.blend.knn_weight, self.blend.extra_classes
-            )
-        return {
-            "sims": sims.astype(np.float32),
-            "neighbors": rows,
-            "query_images": np.asarray(images, dtype=str),
-            "gallery_labels": labels,
-            "gallery_images": self.photos["image"].to_numpy(dtype=str),
-        }
+    def photos_for_search(self) -> Photos:
+        """The gallery's photos as the scoring chain compares them (their combined embeddings and class numbers)."""
+        return Photos(self.embeddings, self.photos["image"].to_numpy(dtype=str), self.labels)
 
-    def rank(self, nn: dict[str, np.ndarray], query_kp: KeypointSet | None, n_jobs: int = -1) -> dict[str, np.ndarray]:
-        """Fuse local-feature matches (with the saved calibration) when the gallery has keypoints."""
+    def searcher(self) -> Searcher:
+        """Search through the saved index; its ids mapped back to rows of :attr:`photos`."""
+        row_of = pd.Series(np.arange(len(self.photos)), index=self.photos["id"].to_numpy())
+
+        def run(queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+            sims, ids = self.index.search(queries, k)
+            rows = row_of.reindex(ids.ravel()).fillna(-1).to_numpy(np.int64).reshape(ids.shape)
+            return sims, np.where(ids >= 0, rows, -1)
+
+        return run
+
+    def score(
+        self,
+        parts: Sequence[np.ndarray],
+        images: Sequence[str],
+        query_kp: KeypointSet | None = None,
+        n_jobs: int = -1,
+        progress: bool = True,
+    ) -> Neighbours:
+        """The submission's scoring chain for query embeddings ``parts`` (one (Q, d) array per model, manifest
+        order) of photos ``images``, with the saved calibration and the gallery's keypoints: ``rows`` of the result
+        are rows of :attr:`photos`."""
+        if len(self.photos) == 0:
+            raise DataError("the gallery holds no photos; add some with `whaleid gallery add`.")
+        query = Photos(combine(list(parts)), np.asarray(images, dtype=str), np.full(len(images), -1), tuple(parts))
+        chain = ScoringChain(self.knn, self.blend, self.local, n_jobs=n_jobs, progress=progress)
         cal = self.manifest.get("calibration")
-        if self.keypoints is None or query_kp is None or not cal:
-            return nn
-        return fuse_saved(nn, query_kp, self.keypoints, Calibration(**cal), self.local, n_jobs, "match")
+        return chain.score(
+            query,
+            self.photos_for_search(),
+            centres=[self.centres[m["name"]] for m in self.manifest["models"]],
+            searcher=self.searcher(),
+            calibration=Calibration.from_dict(cal, "gallery manifest.json calibration") if cal else None,
+            query_kp=query_kp,
+            gallery_kp=self.keypoints,
+        )
 
 
 def pad_centres(c: Centres, n_classes: int) -> Centres:
@@ -252,5 +241,5 @@ def remove_photos(gallery: Gallery, images: Sequence[str] = (), individuals: Seq
     photos = gallery.photos[keep].reset_index(drop=True)
     vectors = gallery.embeddings[keep]
     index = new_index(vectors.shape[1], gallery.knn, vectors, photos["id"].to_numpy())
-    kp = keypoint_subset(gallery.keypoints, keep) if gallery.keypoints is not None else None
+    kp = gallery.keypoints.subset(keep) if gallery.keypoints is not None else None
     return Gallery(gallery.manifest, photos, gallery.individuals, vectors, gallery.centres, kp, index)

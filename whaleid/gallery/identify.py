@@ -12,12 +12,16 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from whaleid.data.layout import DEFAULT_MAX_MEGAPIXELS, NEW_INDIVIDUAL, DataError, check_images
-from whaleid.data.resize import Box, resize_split, resized_name
-from whaleid.gallery.folder import Gallery, concat_keypoints, pad_centres
-from whaleid.retrieval.local import KeypointSet, detect_all
+from whaleid.core.errors import DataError
+from whaleid.data.boxes import Box
+from whaleid.data.images import DEFAULT_MAX_MEGAPIXELS, check_images
+from whaleid.data.layout import NEW_INDIVIDUAL
+from whaleid.data.resize import resize_split, resized_name
+from whaleid.gallery.folder import Gallery, pad_centres
+from whaleid.retrieval.keypoints import KeypointSet, detect_all
 from whaleid.retrieval.search import combine
-from whaleid.rule.predict import NEW, Neighbours, apply_rule, candidates
+from whaleid.rule.candidates import NEW, candidates
+from whaleid.rule.predict import apply_rule
 
 
 def _exported_parts(
@@ -25,7 +29,7 @@ def _exported_parts(
 ) -> list[np.ndarray]:
     """Embeddings by files `whaleid export` wrote, one per gallery model (same order), checked against the
     manifest: the same source model (SHA-256), input size and flip TTA."""
-    from whaleid.data.layout import read_image
+    from whaleid.data.images import read_image
     from whaleid.model.export import ExportedEmbedder
 
     models = gallery.manifest["models"]
@@ -127,7 +131,7 @@ def embed_photos(
             )
     kp = None
     if gallery.keypoints is not None:
-        kp = detect_all(paths, boxes, m["crop_margin"], gallery.local, n_jobs, "keypoints")
+        kp = detect_all(paths, boxes, m["crop_margin"], gallery.local, n_jobs=n_jobs, desc="keypoints")
     return parts, kp
 
 
@@ -165,11 +169,11 @@ def identify(
         parts, kp = embed_photos(
             gallery, paths, boxes, Path(tmp), device, progress=progress, n_jobs=n_jobs, exported=exported
         )
-    nn = gallery.rank(gallery.search(parts, [p.name for p in paths]), kp, n_jobs)
+    nn = gallery.score(parts, [p.name for p in paths], kp, n_jobs=n_jobs, progress=progress)
     rule = gallery.rule
     species = gallery.individuals["species"].to_numpy(dtype=object)
-    pred = apply_rule(rule, Neighbours.saved(nn), species)
-    labels, scores = candidates(nn["sims"], nn["neighbors"], nn["gallery_labels"], rule.scoring, rule.vote_power)
+    pred = apply_rule(rule, nn, species)
+    labels, scores = candidates(nn.sims, nn.rows, nn.gallery_labels, rule.scoring, rule.vote_power)
     names = np.asarray([*gallery.individuals["individual_id"], NEW_INDIVIDUAL], dtype=object)
     rows = []
     for i, p in enumerate(paths):
@@ -263,7 +267,7 @@ def add_photos(
     )
     keypoints = gallery.keypoints
     if keypoints is not None and kp is not None:
-        keypoints = concat_keypoints(keypoints, kp)
+        keypoints = keypoints.concat(kp)
     return Gallery(
         gallery.manifest,
         photos,

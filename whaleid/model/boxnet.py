@@ -20,15 +20,12 @@ interrupted stage does not decode the same photos again.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import math
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 
-import cv2
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -37,131 +34,19 @@ from torchvision.ops import generalized_box_iou_loss
 from tqdm.auto import tqdm
 
 from whaleid.config import DetectConfig
-from whaleid.core.atomic import load_npz, save_npz
 from whaleid.core.errors import ConfigError
 from whaleid.core.log import bar_options
-from whaleid.core.parallel import map_chunks
-from whaleid.data.layout import read_image
+from whaleid.data.boxes import pixel_boxes
+from whaleid.data.photos import load_photos
 from whaleid.data.resize import Box
+from whaleid.model.augment import MEAN, STD
 from whaleid.model.network import create_backbone
 
 log = logging.getLogger(__name__)
 
-DETECT_CACHE = Path(".whaleid_cache/detect")
-_MEAN = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1) * 255
-_STD = torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1) * 255
+_MEAN = torch.tensor(MEAN).view(1, 3, 1, 1) * 255
+_STD = torch.tensor(STD).view(1, 3, 1, 1) * 255
 _CHUNK = 64
-
-
-def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """IoU of corresponding rows of two ``(N, 4)`` arrays of ``x1, y1, x2, y2`` boxes."""
-    a, b = np.asarray(a, np.float64).reshape(-1, 4), np.asarray(b, np.float64).reshape(-1, 4)
-    w = np.clip(np.minimum(a[:, 2], b[:, 2]) - np.maximum(a[:, 0], b[:, 0]), 0, None)
-    h = np.clip(np.minimum(a[:, 3], b[:, 3]) - np.maximum(a[:, 1], b[:, 1]), 0, None)
-    inter = w * h
-    area = lambda x: np.clip(x[:, 2] - x[:, 0], 0, None) * np.clip(x[:, 3] - x[:, 1], 0, None)  # noqa: E731
-    union = area(a) + area(b) - inter
-    return np.where(union > 0, inter / np.where(union > 0, union, 1), 0.0)
-
-
-def iou_summary(pred: np.ndarray, true: np.ndarray) -> dict[str, float]:
-    """Mean IoU and the shares of boxes with IoU >= 0.5 and >= 0.75 (4 decimals)."""
-    iou = box_iou(pred, true)
-    return {
-        k: round(float(v), 4)
-        for k, v in (("iou", iou.mean()), ("iou50", (iou >= 0.5).mean()), ("iou75", (iou >= 0.75).mean()))
-    }
-
-
-# ---------------------------------------------------------------------------------------------------- photos
-
-
-def _load_chunk(paths: list[str], size: int, max_megapixels: float) -> list[tuple[np.ndarray, int, int]]:
-    cv2.setNumThreads(1)
-    out = []
-    for p in paths:
-        image = read_image(p, max_megapixels)
-        h, w = image.shape[:2]
-        out.append((cv2.resize(image, (size, size), interpolation=cv2.INTER_AREA), w, h))
-    return out
-
-
-def _cached_chunk(paths: list[str], size: int, max_megapixels: float, cache: str) -> list[tuple[np.ndarray, int, int]]:
-    """:func:`_load_chunk`, kept under ``cache`` by the chunk's names, sizes, mtimes and ``size``."""
-    stats = [(p, st.st_size, st.st_mtime_ns) for p in paths for st in [Path(p).stat()]]
-    key = hashlib.sha256(repr([*stats, size]).encode()).hexdigest()[:24]
-    file = Path(cache, f"{key}.npz")
-    if file.exists():
-        try:
-            z = load_npz(file)
-            return [(img, int(w), int(h)) for img, (w, h) in zip(z["images"], z["sizes"], strict=True)]
-        except Exception:  # noqa: BLE001 - a damaged cache file is decoded again
-            file.unlink(missing_ok=True)
-    out = _load_chunk(paths, size, max_megapixels)
-    save_npz(file, images=np.stack([o[0] for o in out]), sizes=np.array([(o[1], o[2]) for o in out], np.int64))
-    return out
-
-
-@dataclass
-class Photos:
-    """Photos resized to squares for the detector, with each original width and height."""
-
-    images: np.ndarray  # (N, size, size, 3) uint8
-    sizes: np.ndarray  # (N, 2) original width, height
-
-
-def load_photos(
-    paths: Sequence[Path],
-    size: int,
-    max_megapixels: float,
-    n_jobs: int = -1,
-    progress: bool = True,
-    cache: Path | None = DETECT_CACHE,
-    desc: str = "detect: decode",
-) -> Photos:
-    """Decode and resize ``paths`` (in parallel, with a progress bar; resumable through ``cache``)."""
-    items = [str(p) for p in paths]
-    if not items:
-        return Photos(np.zeros((0, size, size, 3), np.uint8), np.zeros((0, 2), np.int64))
-    if cache is not None:
-        cache.mkdir(parents=True, exist_ok=True)
-        rows = map_chunks(
-            _cached_chunk,
-            items,
-            size,
-            max_megapixels,
-            str(cache),
-            chunk_size=_CHUNK,
-            n_jobs=n_jobs,
-            desc=desc,
-            progress=progress,
-        )
-    else:
-        rows = map_chunks(
-            _load_chunk, items, size, max_megapixels, chunk_size=_CHUNK, n_jobs=n_jobs, desc=desc, progress=progress
-        )
-    return Photos(np.stack([r[0] for r in rows]), np.array([(r[1], r[2]) for r in rows], np.int64))
-
-
-def normalise(boxes: Sequence[Box], sizes: np.ndarray) -> np.ndarray:
-    """Pixel boxes -> ``[0, 1]`` coordinates of their photo (clipped)."""
-    b = np.asarray(boxes, np.float64).reshape(-1, 4)
-    wh = np.tile(np.asarray(sizes, np.float64).reshape(-1, 2), 2)
-    return np.clip(b / wh, 0.0, 1.0)
-
-
-def to_pixels(boxes: np.ndarray, sizes: np.ndarray) -> np.ndarray:
-    """``[0, 1]`` boxes -> pixels of their photo."""
-    return np.asarray(boxes, np.float64).reshape(-1, 4) * np.tile(np.asarray(sizes, np.float64).reshape(-1, 2), 2)
-
-
-def pixel_boxes(pred: np.ndarray, sizes: np.ndarray) -> list[Box]:
-    """The detector's boxes as the pipeline stores them: pixels rounded to 0.1 (boxes.csv and `whaleid identify`
-    must crop alike)."""
-    return [tuple(round(float(v), 1) for v in row) for row in to_pixels(pred, sizes)]
-
-
-# ---------------------------------------------------------------------------------------------------- model
 
 
 class BoxNet(nn.Module):
@@ -324,116 +209,3 @@ def detect_boxes(
     boxes = pixel_boxes(predict(model, photos.images, device), photos.sizes)
     log.debug("detector: %d photos in %.1f s", len(paths), time.perf_counter() - started)
     return {Path(p).name: box for p, box in zip(paths, boxes, strict=True)}
-
-
-# ---------------------------------------------------------------------------------------------------- the stage
-
-MIN_BOXED = 20  # fewer boxed train photos than this train no detector (detect.use auto)
-
-
-def decide(use: str, boxes: dict[str, Box] | None, train: Sequence[str], test: Sequence[str]) -> tuple[bool, str]:
-    """Whether stage ``detect`` trains a detector, and why (a sentence for the log and info.json)."""
-    boxed_train = sum(name in (boxes or {}) for name in train)
-    unboxed_test = sum(name not in (boxes or {}) for name in test)
-    if use == "never":
-        return False, "detect.use is never"
-    if use == "always":
-        if boxed_train < MIN_BOXED:
-            raise ConfigError(
-                f"detect.use is always, but the boxes (crop.boxes) cover {boxed_train} train photos; "
-                f"a detector needs at least {MIN_BOXED}."
-            )
-        return True, "detect.use is always"
-    if not boxes:
-        return False, "no boxes (crop.boxes): photos are used whole"
-    if not unboxed_test:
-        return False, "the boxes cover every test photo: used as they are"
-    if boxed_train < MIN_BOXED:
-        return False, (
-            f"only {boxed_train} train photos have a box (a detector needs {MIN_BOXED}): the "
-            f"{unboxed_test} test photos without one are used whole"
-        )
-    return True, f"{unboxed_test} of {len(test)} test photos have no box"
-
-
-@dataclass
-class Outcome:
-    boxes: dict[str, Box]
-    metrics: dict[str, object]
-    model: BoxNet
-
-
-def run_detector(
-    train_paths: Sequence[Path],
-    test_paths: Sequence[Path],
-    boxes: dict[str, Box],
-    test_truth: dict[str, Box] | None,
-    cfg: DetectConfig,
-    device: torch.device,
-    max_megapixels: float,
-    n_jobs: int = -1,
-    progress: bool = True,
-    cache: Path | None = DETECT_CACHE,
-) -> Outcome:
-    """Train on the boxed train photos (bar ``cfg.holdout``), measure IoU, and box every photo: train photos keep
-    their own box with ``train_crops: truth``; every other photo gets the detector's."""
-    from whaleid.data.resize import check_box
-
-    started = time.perf_counter()
-    model = new_detector(cfg)
-    paths = [*train_paths, *test_paths]
-    photos = load_photos(paths, cfg.img_size, max_megapixels, n_jobs, progress, cache)
-    names = [Path(p).name for p in paths]
-    boxed = [i for i, name in enumerate(names[: len(train_paths)]) if name in boxes]
-    for i in boxed:
-        check_box(boxes[names[i]], int(photos.sizes[i, 0]), int(photos.sizes[i, 1]), str(paths[i]))
-    truth = normalise([boxes[names[i]] for i in boxed], photos.sizes[boxed])
-    fit, held = holdout_split(len(boxed), cfg.holdout, cfg.seed)
-    log.info(
-        "detector: training %s at %d px on %d boxed train photos (%d held back)",
-        cfg.backbone,
-        cfg.img_size,
-        len(fit),
-        len(held),
-    )
-    model, losses = train_detector(photos.images[[boxed[i] for i in fit]], truth[fit], cfg, device, progress, model)
-    # Train and test photos in batches of their own, as `whaleid identify` on the test folder batches them: the
-    # same boxes to the last digit.
-    started_predict = time.perf_counter()
-    pred = np.concatenate(
-        [
-            predict(model, photos.images[: len(train_paths)], device),
-            predict(model, photos.images[len(train_paths) :], device),
-        ]
-    )
-    per_1k = (time.perf_counter() - started_predict) / max(1, len(paths)) * 1000
-    metrics: dict[str, object] = {
-        "detector": True,
-        "train_photos": len(fit),
-        "epochs": cfg.epochs,
-        "final_loss": round(losses[-1], 4),
-    }
-    if len(held):
-        got = pred[[boxed[i] for i in held]]
-        metrics["holdout"] = {
-            **iou_summary(got, truth[held]),
-            "photos": len(held),
-            "mean_box_iou": iou_summary(np.tile(truth[fit].mean(0), (len(held), 1)), truth[held])["iou"],
-        }
-    if test_truth:
-        known = [i for i, name in enumerate(names) if i >= len(train_paths) and name in test_truth]
-        if known:
-            true_test = normalise([test_truth[names[i]] for i in known], photos.sizes[known])
-            metrics["test"] = {**iou_summary(pred[known], true_test), "photos": len(known)}
-    drawn = pixel_boxes(pred, photos.sizes)
-    out: dict[str, Box] = {}
-    for i, name in enumerate(names):
-        own = i < len(train_paths) and name in boxes and cfg.train_crops == "truth"
-        out[name] = boxes[name] if own else drawn[i]
-    # Timings go to the log, not the metrics: metrics and outputs stay byte-identical from run to run.
-    log.info(
-        "detector: %.1f s in all (decode, train, box); boxing %.2f s per 1,000 decoded photos",
-        time.perf_counter() - started,
-        per_1k,
-    )
-    return Outcome(out, metrics, model)

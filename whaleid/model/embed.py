@@ -10,14 +10,12 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from whaleid.config import Params
 from whaleid.core.device import autocast_dtype, make_loader
 from whaleid.core.log import bar_options
-from whaleid.data.layout import ImageDataset
+from whaleid.data.images import ImageDataset
 from whaleid.model.augment import model_input
 from whaleid.model.distributed import World, gather_rows
 from whaleid.model.transforms import AsUint8
-from whaleid.pipeline.artifacts import resized_paths
 
 
 @torch.no_grad()
@@ -65,29 +63,3 @@ def extract_embeddings(
     if not out:
         return np.zeros((0, 0), dtype=np.float32)
     return torch.cat(out).numpy().astype(np.float32)
-
-
-def embed_dataset(
-    model: nn.Module,
-    params: Params,
-    train_images: Sequence[str],
-    test_images: Sequence[str],
-    device: torch.device,
-    name: str,
-    img_size: int,
-    world: World | None = None,
-) -> tuple[np.ndarray, np.ndarray]:
-    """Embeddings of the resized copies of ``train_images`` and ``test_images`` (``embed.*`` params), with a
-    progress bar named after model ``name``; sharded over the ranks of ``world``."""
-    kw = dict(
-        img_size=img_size,
-        batch_size=params.embed.batch_size,
-        device=device,
-        num_workers=params.runtime.num_workers,
-        flip_tta=params.embed.flip_tta,
-        world=world,
-    )
-    fmt = params.resize.format
-    train = extract_embeddings(model, resized_paths("train_images", train_images, fmt), desc=f"{name} train", **kw)
-    test = extract_embeddings(model, resized_paths("test_images", test_images, fmt), desc=f"{name} test", **kw)
-    return train, test

@@ -13,10 +13,10 @@ from pathlib import Path
 
 import timm
 import torch
-import torch.nn.functional as F
 from torch import nn
 
-from whaleid.config import ArcFaceConfig, ConfigError, ModelConfig, to_dict
+from whaleid.config import ArcFaceConfig, ModelConfig, to_dict
+from whaleid.core.errors import ConfigError
 from whaleid.model.augment import MEAN, STD
 from whaleid.model.heads import ArcFace
 from whaleid.model.weights import HUB_PREFIX, hub_repo, offline_hint, read_state_dict
@@ -125,10 +125,6 @@ class WhaleNet(nn.Module):
     def forward(self, images: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
         emb = self.embed(images)
         return emb if labels is None else self.head(emb, labels)
-
-
-def l2_normalize(x: torch.Tensor) -> torch.Tensor:
-    return F.normalize(x.float(), dim=1)
 
 
 MODEL_FORMAT = "whaleid-model-1"

@@ -35,7 +35,7 @@ from whaleid.core.atomic import save_torch
 from whaleid.core.device import autocast_dtype, make_loader
 from whaleid.core.errors import TrainingDiverged
 from whaleid.core.log import bar_options
-from whaleid.data.layout import ImageDataset
+from whaleid.data.images import ImageDataset
 from whaleid.model.augment import BatchAugment, batch_generator, model_input
 from whaleid.model.distributed import GlobalBatches, World, all_sum, barrier, current, synced_batch_norm, wrap
 from whaleid.model.transforms import AsUint8, train_transform

@@ -21,7 +21,8 @@ import re
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from whaleid.config import ConfigError, ModelConfig
+from whaleid.config import ModelConfig
+from whaleid.core.errors import ConfigError
 
 if TYPE_CHECKING:
     import torch

@@ -11,11 +11,13 @@ import logging
 import sys
 from pathlib import Path
 
-from whaleid.config import ConfigError, load_params
+from whaleid.config import load_params
+from whaleid.core.errors import ConfigError, DataError
 from whaleid.core.log import setup_logging
+from whaleid.data.boxes import boxes_path, check_boxes_dataset, read_boxes
 from whaleid.data.folds import make_folds
-from whaleid.data.layout import DEFAULT_MAX_MEGAPIXELS, DataError, check_images, load_dataset, same_photos
-from whaleid.data.resize import boxes_path, check_boxes_dataset, read_boxes
+from whaleid.data.images import DEFAULT_MAX_MEGAPIXELS, check_images, same_photos
+from whaleid.data.layout import load_dataset
 
 log = logging.getLogger("whaleid.check")
 
@@ -80,7 +82,7 @@ def run_checks(data_dir: str | None, params_path: str = "params.yaml", decode: b
                 except DataError as exc:
                     problems.append(str(exc))
                 try:  # what stage detect will do with the boxes (a detector trained or not, and why)
-                    from whaleid.model.boxnet import decide
+                    from whaleid.pipeline.detect import decide
 
                     use, why = decide(params.detect.use, boxes, list(ds.train["image"]), list(ds.test_images))
                     log.info("boxes: %s", f"a detector will be trained ({why})" if use else why)

@@ -33,14 +33,17 @@ from whaleid.core.atomic import load_npz, write_csv
 from whaleid.core.device import select_device
 from whaleid.data.folds import training_rows
 from whaleid.data.layout import load_dataset
-from whaleid.model.embed import embed_dataset
 from whaleid.model.network import load_model
 from whaleid.pipeline.artifacts import check_resized, class_species, folds_with_labels, held_out, resized_paths
+from whaleid.pipeline.embedding import embed_dataset
 from whaleid.pipeline.members import fingerprint, train_member, training_code
 from whaleid.pipeline.paths import FOLDS, KEYPOINT_DIR, LABELS, PSEUDO_CACHE, RESIZED_DIR, WEIGHTS_ID, embed_dir
-from whaleid.retrieval.blend import Centres, search_blended
-from whaleid.retrieval.local import KeypointSet, fuse_neighbours, fuse_saved
-from whaleid.rule.predict import NEW, Neighbours, RuleFit, apply_rule, candidates, fit_rule
+from whaleid.retrieval.blend import Centres
+from whaleid.retrieval.chain import Photos, ScoringChain
+from whaleid.retrieval.keypoints import KeypointSet
+from whaleid.retrieval.neighbours import Neighbours
+from whaleid.rule.candidates import NEW, candidates
+from whaleid.rule.predict import RuleFit, apply_rule, fit_rule
 from whaleid.rule.submission import build_submission, labels_to_strings, score_submission
 
 log = logging.getLogger(__name__)
@@ -67,15 +70,15 @@ def select_confident(
 
 @dataclass(frozen=True)
 class Evaluation:
-    """One model's results, scored like the submission: the fused validation and test neighbours (saved arrays),
-    the rule fitted on validation, the LB MAP@5 (None without solution.csv) and the selection search's
-    neighbours (test photos against the model's training gallery)."""
+    """One model's results, scored like the submission: the fused validation and test neighbours, the rule
+    fitted on validation, the LB MAP@5 (None without solution.csv) and the selection search's neighbours (test
+    photos against the model's training gallery)."""
 
-    valid: dict[str, np.ndarray]
-    test: dict[str, np.ndarray]
+    valid: Neighbours
+    test: Neighbours
     fit: RuleFit
     lb: float | None
-    select: dict[str, np.ndarray]
+    select: Neighbours
 
 
 def evaluate_model(
@@ -85,39 +88,34 @@ def evaluate_model(
     train: dict[str, np.ndarray],
     test: dict[str, np.ndarray],
     centres: Centres,
+    *,
     keypoints: tuple[KeypointSet, KeypointSet] | None,
     class_species: np.ndarray,
     classes: list[str],
     solution: pd.DataFrame | None,
 ) -> Evaluation:
-    """Search, blend, fuse, fit the rule and score one model's embeddings ``train`` (folds.csv order, arrays
-    ``embeddings``, ``images``, ``labels``, ``folds``, ``held``) and ``test``."""
-    keys = ("embeddings", "images", "labels")
-    is_valid = train["folds"] == fold
+    """Score one model's embeddings ``train`` (folds.csv order, arrays ``embeddings``, ``images``, ``labels``,
+    ``folds``, ``held``) and ``test`` through the scoring chain, fit the rule and score the submission it gives."""
     own = training_rows(train["folds"], train["held"], fold)
-    query = {k: train[k][is_valid] for k in keys}
-    own_gallery = {k: train[k][own] for k in keys}
-    full_gallery = {k: train[k] for k in keys}
-
-    def nn_of(q: dict, g: dict) -> dict:
-        return search_blended(q, g, params.knn, params.blend, [(q["embeddings"], centres)])
-
-    valid_nn, test_nn, select_nn = nn_of(query, own_gallery), nn_of(test, full_gallery), nn_of(test, own_gallery)
-    if keypoints is not None:
-        train_kp, test_kp = keypoints
-        fused_valid, test_nn, calibration, _ = fuse_neighbours(
-            {name: valid_nn}, test_nn, train_kp, test_kp, params.local, params.runtime.n_jobs
-        )
-        valid_nn = fused_valid[name]
-        select_nn = fuse_saved(
-            select_nn, test_kp, train_kp, calibration, params.local, params.runtime.n_jobs, "match test (own gallery)"
-        )
-    fit = fit_rule(
-        [Neighbours.saved(valid_nn)], params.threshold, params.cv.new_ratio, class_species, [name], warn=False
+    everyone = Photos.of(train, [train["embeddings"]])
+    query, own_gallery, tests = (
+        everyone.take(train["folds"] == fold),
+        everyone.take(own),
+        Photos.of(test, [test["embeddings"]]),
     )
+    chain = ScoringChain(params.knn, params.blend, params.local, n_jobs=params.runtime.n_jobs)
+    valid_nn = chain.neighbours(query, own_gallery, centres=[centres])
+    test_nn = chain.neighbours(tests, everyone, centres=[centres])
+    select_nn = chain.neighbours(tests, own_gallery, centres=[centres])
+    train_kp, test_kp = keypoints if keypoints is not None else (None, None)
+    fusion = chain.fit_fusion({name: valid_nn}, train_kp)
+    valid_nn = fusion.valid[name]
+    test_nn = chain.fuse(test_nn, fusion.calibration, test_kp, train_kp, "match test")
+    select_nn = chain.fuse(select_nn, fusion.calibration, test_kp, train_kp, "match test (own gallery)")
+    fit = fit_rule([valid_nn], params.threshold, params.cv.new_ratio, class_species, [name], warn=False)
     lb = None
     if solution is not None:
-        pred = apply_rule(fit.rule, Neighbours.saved(test_nn), class_species)
+        pred = apply_rule(fit.rule, test_nn, class_species)
         frame = build_submission(list(test["images"]), labels_to_strings(pred, classes))
         lb = round(score_submission(frame, solution), 6)
     return Evaluation(valid_nn, test_nn, fit, lb, select_nn)
@@ -126,14 +124,14 @@ def evaluate_model(
 def pseudo_labels(ev: Evaluation, params: Params, class_species: np.ndarray) -> pd.DataFrame:
     """The test photos :func:`select_confident` picks from ``ev``'s own-gallery search, with the predicted class
     and its score: columns ``image``, ``label``, ``score``."""
-    nn = Neighbours.saved(ev.select)
+    nn = ev.select
     rule = ev.fit.rule
-    labels, scores = candidates(nn.sims, nn.neighbors, nn.gallery_labels, rule.scoring, rule.vote_power)
+    labels, scores = candidates(nn.sims, nn.rows, nn.gallery_labels, rule.scoring, rule.vote_power)
     first = apply_rule(rule, nn, class_species)[:, 0]
     rows = select_confident(first, labels, scores, params.pseudo.max_share, params.pseudo.min_margin)
     return pd.DataFrame(
         {
-            "image": np.asarray(ev.select["query_images"])[rows].astype(str),
+            "image": np.asarray(ev.select.query_images)[rows].astype(str),
             "label": labels[rows, 0].astype(np.int64),
             "score": np.round(scores[rows, 0].astype(np.float64), 6),
         }
@@ -184,7 +182,18 @@ def run_rounds(params: Params, out: Path) -> tuple[Evaluation, list[dict]]:
     device = select_device(params.runtime.device)
 
     def run(train: dict, test: dict, centres: Centres):
-        return evaluate_model(params, name, fold, train, test, centres, keypoints, species, classes, ds.solution)
+        return evaluate_model(
+            params,
+            name,
+            fold,
+            train,
+            test,
+            centres,
+            keypoints=keypoints,
+            class_species=species,
+            classes=classes,
+            solution=ds.solution,
+        )
 
     ev = run(train, test, centres)
     history = [{"round": 0, "cv_map5": ev.fit.metrics["map5"], "lb_map5": ev.lb, "pseudo_labels": 0}]

@@ -23,10 +23,6 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from whaleid.config import BlendConfig, KnnConfig
-from whaleid.retrieval.rerank import rerank_neighbours
-from whaleid.retrieval.search import search
-
 
 @dataclass(frozen=True)
 class Centres:
@@ -88,7 +84,7 @@ def mean_cosines(parts: Sequence[tuple[np.ndarray, Centres]]) -> Callable[[slice
 
 def blend_neighbours(
     sims: np.ndarray,
-    neighbors: np.ndarray,
+    gallery_rows: np.ndarray,
     gallery_labels: np.ndarray,
     class_cosines: Callable[[slice], np.ndarray],
     knn_weight: float,
@@ -98,7 +94,7 @@ def blend_neighbours(
     """Blend kNN similarities with class cosines (see the module docstring).
 
     Args:
-        sims, neighbors: (Q, k) kNN results (neighbors -1 = none, as Faiss returns).
+        sims, gallery_rows: (Q, k) kNN results (gallery_rows -1 = none, as Faiss returns).
         gallery_labels: (N,) class number of every gallery row.
         class_cosines: rows slice -> (q, C) class cosines, NaN for untrained classes (:func:`mean_cosines`).
         knn_weight: ``w`` in ``w * sim + (1 - w) * cosine``.
@@ -109,7 +105,7 @@ def blend_neighbours(
         (Q, k + extra) blended scores and gallery rows, best first; unused slots score -inf with row -1.
     """
     sims = np.asarray(sims, dtype=np.float32)
-    neighbors = np.asarray(neighbors, dtype=np.int64)
+    gallery_rows = np.asarray(gallery_rows, dtype=np.int64)
     gallery_labels = np.asarray(gallery_labels, dtype=np.int64)
     q, k = sims.shape
     out_sims = np.full((q, k + extra), -np.inf, dtype=np.float32)
@@ -121,7 +117,7 @@ def blend_neighbours(
         if first_row is None:  # one gallery photo per class (its first row) for added candidates; -1: none
             first_row = np.full(cos.shape[1], -1, dtype=np.int64)
             first_row[gallery_labels[::-1]] = np.arange(len(gallery_labels) - 1, -1, -1)
-        s, nb = sims[sl], neighbors[sl]
+        s, nb = sims[sl], gallery_rows[sl]
         valid = nb >= 0
         labels = np.where(valid, gallery_labels[np.clip(nb, 0, None)], 0)
         lcos = np.take_along_axis(cos, labels, 1)
@@ -156,28 +152,3 @@ def blend_neighbours(
         out_sims[sl] = np.take_along_axis(both_s, order, 1)
         out_rows[sl] = np.take_along_axis(both_r, order, 1)
     return out_sims, out_rows
-
-
-def search_blended(
-    query: dict[str, np.ndarray],
-    gallery: dict[str, np.ndarray],
-    knn_cfg: KnnConfig,
-    blend_cfg: BlendConfig,
-    parts: Sequence[tuple[np.ndarray, Centres]],
-) -> dict[str, np.ndarray]:
-    """Faiss top-k of ``query`` (arrays ``embeddings``, ``images``, ``labels``) in ``gallery`` (same keys),
-    re-ranked as ``knn_cfg.rerank`` says, blended with the class cosines of ``parts`` when ``blend_cfg.knn_weight < 1``: the arrays the knn stage saves."""
-    sims, neighbors = search(gallery["embeddings"], query["embeddings"], knn_cfg)
-    sims, neighbors = rerank_neighbours(query["embeddings"], gallery["embeddings"], sims, neighbors, knn_cfg)
-    if blend_cfg.knn_weight < 1.0:
-        sims, neighbors = blend_neighbours(
-            sims, neighbors, gallery["labels"], mean_cosines(parts), blend_cfg.knn_weight, blend_cfg.extra_classes
-        )
-    return {
-        "sims": sims,
-        "neighbors": neighbors,
-        "query_images": query["images"],
-        "query_labels": query["labels"],
-        "gallery_labels": gallery["labels"],
-        "gallery_images": gallery["images"],
-    }

@@ -15,7 +15,8 @@ from collections.abc import Sequence
 import faiss
 import numpy as np
 
-from whaleid.config import ConfigError, KnnConfig
+from whaleid.config import KnnConfig
+from whaleid.core.errors import ConfigError
 
 log = logging.getLogger(__name__)
 

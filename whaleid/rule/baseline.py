@@ -13,8 +13,9 @@ import cv2
 import numpy as np
 from joblib import Parallel, delayed
 
-from whaleid.data.layout import NEW_INDIVIDUAL, read_image
-from whaleid.rule.predict import most_frequent
+from whaleid.data.images import read_image
+from whaleid.data.layout import NEW_INDIVIDUAL
+from whaleid.rule.candidates import most_frequent
 
 
 def _features(paths: Sequence[Path], size: int) -> np.ndarray:

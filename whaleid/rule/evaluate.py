@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import numpy as np
 
-from whaleid.config import ConfigError, KnnConfig, ThresholdConfig
+from whaleid.config import KnnConfig, ThresholdConfig
+from whaleid.core.errors import ConfigError
+from whaleid.retrieval.neighbours import Neighbours
 from whaleid.retrieval.search import search
-from whaleid.rule.predict import Neighbours, fit_rule
+from whaleid.rule.predict import fit_rule
 
 # Per-epoch validation: exact search and the default rule (max scoring, the default threshold grid).
 EVAL_KNN = KnnConfig()
@@ -24,8 +26,8 @@ def cv_score(
     rule: ThresholdConfig = EVAL_RULE,
 ) -> dict[str, float]:
     """Best weighted MAP@5 of the queries against the gallery under ``rule``, and its threshold."""
-    sims, neighbors = search(gallery_emb, query_emb, knn)
-    nn = Neighbours(sims, neighbors, np.asarray(gallery_labels), np.asarray(query_labels))
+    sims, rows = search(gallery_emb, query_emb, knn)
+    nn = Neighbours(sims, rows, np.asarray(gallery_labels), np.asarray(query_labels))
     fit = fit_rule([nn], rule, new_ratio, warn=False)
     on_grid = fit.table["threshold"] == fit.rule.threshold
     map5 = float(fit.table.loc[on_grid, "map5"].iloc[0]) if on_grid.any() else fit.metrics["map5"]

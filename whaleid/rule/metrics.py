@@ -7,6 +7,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from whaleid.retrieval.neighbours import Neighbours
+
 
 def precision_at_5(predictions: Sequence[str], truth: str) -> float:
     """Score of one image: ``1 / (rank + 1)`` of ``truth`` among the first five predictions, else 0."""
@@ -26,11 +28,11 @@ def map_at_5(predictions: Sequence[Sequence[str]], truths: Sequence[str]) -> flo
 
 
 def retrieval_metrics(
-    sims: np.ndarray, neighbors: np.ndarray, gallery_labels: np.ndarray, query_labels: np.ndarray
+    sims: np.ndarray, gallery_rows: np.ndarray, gallery_labels: np.ndarray, query_labels: np.ndarray
 ) -> dict[str, float | int | None]:
     """Image-retrieval metrics of a kNN result over the queries whose individual the gallery shows (known ones).
 
-    Rows are ranked by descending score (``neighbors`` -1 = empty slot). For a query with ``G`` gallery photos of
+    Rows are ranked by descending score (``gallery_rows`` -1 = empty slot). For a query with ``G`` gallery photos of
     its individual and correct photos at ranks ``r_1 < r_2 < ...`` (1-based) within the top-k:
 
     * ``recall_at_1`` / ``recall_at_5``: a correct photo is ranked first / among the first five (CMC);
@@ -41,17 +43,17 @@ def retrieval_metrics(
     Exact when ``k`` covers the gallery; with ``k`` smaller they are lower bounds (of recall, mAP and mINP alike).
     """
     sims = np.asarray(sims, dtype=np.float64)
-    neighbors = np.asarray(neighbors)
+    gallery_rows = np.asarray(gallery_rows)
     gallery_labels = np.asarray(gallery_labels)
     query_labels = np.asarray(query_labels)
     order = np.argsort(-sims, axis=1, kind="stable")
-    neighbors = np.take_along_axis(neighbors, order, 1)
+    gallery_rows = np.take_along_axis(gallery_rows, order, 1)
     counts = dict(zip(*np.unique(gallery_labels, return_counts=True), strict=True))
     n_rel = np.array([counts.get(q, 0) for q in query_labels.tolist()])
     known = n_rel > 0
     if not known.any():
         return {"recall_at_1": None, "recall_at_5": None, "map": None, "minp": None, "queries": 0}
-    hit = (neighbors >= 0) & (gallery_labels[np.clip(neighbors, 0, None)] == query_labels[:, None])
+    hit = (gallery_rows >= 0) & (gallery_labels[np.clip(gallery_rows, 0, None)] == query_labels[:, None])
     hit, n_rel = hit[known], n_rel[known]
     ranks = np.arange(1, hit.shape[1] + 1)
     found = np.cumsum(hit, axis=1)
@@ -67,10 +69,10 @@ def retrieval_metrics(
     }
 
 
-def pooled_retrieval_metrics(parts: Sequence[dict[str, np.ndarray]]) -> dict[str, float | int | None]:
-    """:func:`retrieval_metrics` over several kNN results (arrays ``sims``, ``neighbors``, ``gallery_labels``,
-    ``query_labels``; e.g. one per fold model), averaged with each part weighted by its known queries."""
-    results = [retrieval_metrics(p["sims"], p["neighbors"], p["gallery_labels"], p["query_labels"]) for p in parts]
+def pooled_retrieval_metrics(parts: Sequence[Neighbours]) -> dict[str, float | int | None]:
+    """:func:`retrieval_metrics` over several validation kNN results (e.g. one per fold model), averaged with each
+    part weighted by its known queries."""
+    results = [retrieval_metrics(p.sims, p.rows, p.gallery_labels, p.query_labels) for p in parts]
     n = sum(r["queries"] for r in results)
     if n == 0:
         return (

@@ -21,7 +21,7 @@ threshold at once from ``p`` without building a single list.
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
@@ -29,11 +29,11 @@ import pandas as pd
 
 from whaleid.config import ThresholdConfig
 from whaleid.core.errors import ConfigError
+from whaleid.retrieval.neighbours import Neighbours
+from whaleid.rule.candidates import NEW, candidates
 
 log = logging.getLogger(__name__)
 
-NEW = -1
-N_PRED = 5
 
 NO_NEW_WARNING = (
     "validation has no new individuals (every validation individual is also in training), so the threshold sweep "
@@ -41,125 +41,6 @@ NO_NEW_WARNING = (
     "cv.new_ratio = {ratio:.0%} of the test images. Raise cv.min_new_share (the split then holds whole individuals "
     "out of training) to calibrate the threshold, or set threshold.method: share to choose this rule yourself."
 )
-
-
-def most_frequent(labels: np.ndarray, n: int = 20) -> list:
-    """The ``n`` most frequent labels, ties broken by the smaller label (deterministic): the fill for short rows."""
-    values, counts = np.unique(np.asarray(labels), return_counts=True)
-    order = np.lexsort((values, -counts))
-    return values[order][:n].tolist()
-
-
-def _fill_short_rows(out_labels: np.ndarray, n_found: np.ndarray, fill: Sequence[int]) -> None:
-    """Complete rows with fewer than ``n`` candidates, in place, with ``fill`` labels they do not hold yet."""
-    n = out_labels.shape[1]
-    for row in np.flatnonzero(n_found < n):
-        present = set(out_labels[row, : n_found[row]].tolist())
-        extra = [c for c in fill if c not in present][: n - n_found[row]]
-        if len(extra) < n - n_found[row]:
-            raise ValueError(f"not enough fill labels to complete {n} distinct predictions")
-        out_labels[row, n_found[row] :] = extra
-
-
-def top_candidates(
-    sims: np.ndarray, neighbors: np.ndarray, gallery_labels: np.ndarray, fill: Sequence[int], n: int = N_PRED
-) -> tuple[np.ndarray, np.ndarray]:
-    """The first ``n`` distinct individuals per query, with their best similarity.
-
-    Args:
-        sims: (Q, k) similarities from the kNN search.
-        neighbors: (Q, k) gallery row numbers; -1 marks "no neighbour" (as Faiss returns).
-        gallery_labels: (N,) class number of every gallery row.
-        fill: class numbers to fill short rows with, best first (e.g. most frequent individuals).
-        n: candidates per query.
-
-    Returns:
-        labels (Q, n) int64 and scores (Q, n) float32; filled slots score ``-inf``.
-    """
-    sims = np.asarray(sims, dtype=np.float32)
-    neighbors = np.asarray(neighbors)
-    q = sims.shape[0]
-    if not (sims[:, :-1] >= sims[:, 1:]).all():  # Faiss returns rows best first; sort only when they are not
-        order = np.argsort(-sims, axis=1, kind="stable")
-        sims = np.take_along_axis(sims, order, 1)
-        neighbors = np.take_along_axis(neighbors, order, 1)
-    valid = neighbors >= 0
-    labels = np.asarray(gallery_labels)[np.clip(neighbors, 0, None)]
-    out_labels = np.full((q, n), NEW, dtype=np.int64)
-    out_scores = np.full((q, n), -np.inf, dtype=np.float32)
-    n_found = np.zeros(q, dtype=np.int64)
-    # n passes over the (Q, k) block: take each row's first still-available neighbour (the best, rows being
-    # sorted), then make every neighbour of that individual unavailable. Faster than sorting by label.
-    rows = np.arange(q)
-    avail = valid.copy()
-    for j in range(n):
-        first = avail.argmax(axis=1)
-        has = avail[rows, first]
-        if not has.any():
-            break
-        lab = labels[rows, first]
-        out_labels[has, j] = lab[has]
-        out_scores[has, j] = sims[rows[has], first[has]]
-        n_found += has
-        avail &= labels != lab[:, None]
-    _fill_short_rows(out_labels, n_found, fill)
-    return out_labels, out_scores
-
-
-def vote_candidates(
-    sims: np.ndarray,
-    neighbors: np.ndarray,
-    gallery_labels: np.ndarray,
-    fill: Sequence[int],
-    power: float = 4.0,
-    n: int = N_PRED,
-) -> tuple[np.ndarray, np.ndarray]:
-    """Like :func:`top_candidates`, but individuals are ranked by a weighted vote over all ``k`` neighbours:
-    ``vote(c) = sum of max(sim, 0) ** power`` over the neighbours showing ``c`` (ties: the better best
-    similarity, then the smaller label).
-
-    The score of the candidate at rank ``j`` (compared with the new_individual threshold) is the smallest best
-    similarity among the candidates at ranks ``0..j``, so scores never rise along a row and new_individual still
-    goes before the first candidate below the threshold.
-    """
-    sims = np.asarray(sims, dtype=np.float32)
-    neighbors = np.asarray(neighbors)
-    q, k = sims.shape
-    valid = neighbors >= 0
-    rows = np.repeat(np.arange(q), k).reshape(q, k)[valid]
-    labels = np.asarray(gallery_labels)[neighbors[valid]].astype(np.int64)
-    s = sims[valid]
-    # Group (row, label); a group's best similarity is its maximum.
-    groups, inverse = np.unique(np.stack([rows, labels], axis=1), axis=0, return_inverse=True)
-    inverse = inverse.ravel()
-    votes = np.bincount(inverse, weights=np.maximum(s, 0.0).astype(np.float64) ** power, minlength=len(groups))
-    best = np.full(len(groups), -np.inf, dtype=np.float32)
-    np.maximum.at(best, inverse, s)
-    g_rows, g_labels = groups[:, 0], groups[:, 1]
-    order = np.lexsort((g_labels, -best, -votes, g_rows))
-    g_rows, g_labels, best = g_rows[order], g_labels[order], best[order]
-    starts = np.searchsorted(g_rows, np.arange(q))
-    rank = np.arange(len(g_rows)) - starts[g_rows]
-    take = rank < n
-    out_labels = np.full((q, n), NEW, dtype=np.int64)
-    out_scores = np.full((q, n), -np.inf, dtype=np.float32)
-    out_labels[g_rows[take], rank[take]] = g_labels[take]
-    out_scores[g_rows[take], rank[take]] = best[take]
-    out_scores = np.minimum.accumulate(out_scores, axis=1)
-    n_found = np.bincount(g_rows[take], minlength=q)
-    _fill_short_rows(out_labels, n_found, fill)
-    return out_labels, out_scores
-
-
-def candidates(
-    sims: np.ndarray, neighbors: np.ndarray, gallery_labels: np.ndarray, scoring: str = "max", power: float = 4.0
-) -> tuple[np.ndarray, np.ndarray]:
-    """Five candidates and their scores per query by ``scoring`` (``max`` or ``vote``), short rows filled with
-    the gallery's most frequent individuals."""
-    fill = most_frequent(gallery_labels)
-    if scoring == "vote":
-        return vote_candidates(sims, neighbors, gallery_labels, fill, power)
-    return top_candidates(sims, neighbors, gallery_labels, fill)
 
 
 def new_positions(scores: np.ndarray, thresholds: np.ndarray) -> np.ndarray:
@@ -278,22 +159,6 @@ def query_truth(query_labels: np.ndarray, gallery_labels: np.ndarray) -> np.ndar
 
 
 @dataclass(frozen=True)
-class Neighbours:
-    """A kNN result: ``sims``/``neighbors`` (Q, k) best first, the gallery's labels and, for validation, the
-    queries' labels (class numbers)."""
-
-    sims: np.ndarray
-    neighbors: np.ndarray
-    gallery_labels: np.ndarray
-    query_labels: np.ndarray | None = None
-
-    @classmethod
-    def saved(cls, nn: Mapping[str, np.ndarray]) -> Neighbours:
-        """A saved kNN result (arrays ``sims``, ``neighbors``, ``gallery_labels``, ``query_labels`` if any)."""
-        return cls(nn["sims"], nn["neighbors"], nn["gallery_labels"], nn.get("query_labels"))
-
-
-@dataclass(frozen=True)
 class Rule:
     """A fitted new_individual rule, saved as JSON (:meth:`to_dict`) and applied as saved (:func:`apply_rule`).
 
@@ -333,7 +198,7 @@ def _thresholds_per_query(
 def apply_rule(rule: Rule, nn: Neighbours, class_species: np.ndarray | None = None) -> np.ndarray:
     """Five distinct predictions per query, (Q, 5) class numbers with :data:`NEW`, by ``rule``.
     ``class_species``: species name of every class (needed for per-species thresholds)."""
-    labels, scores = candidates(nn.sims, nn.neighbors, nn.gallery_labels, rule.scoring, rule.vote_power)
+    labels, scores = candidates(nn.sims, nn.rows, nn.gallery_labels, rule.scoring, rule.vote_power)
     return predict(labels, scores, _thresholds_per_query(rule, labels, scores, class_species))
 
 
@@ -378,7 +243,7 @@ def fit_rule(
     if not parts:
         raise ValueError("fit_rule needs at least one set of validation neighbours")
     names = list(names) if names is not None else [f"part{i}" for i in range(len(parts))]
-    cands = [candidates(p.sims, p.neighbors, p.gallery_labels, cfg.scoring, cfg.vote_power) for p in parts]
+    cands = [candidates(p.sims, p.rows, p.gallery_labels, cfg.scoring, cfg.vote_power) for p in parts]
     labels = np.concatenate([c[0] for c in cands])
     scores = np.concatenate([c[1] for c in cands])
     truth = np.concatenate([query_truth(p.query_labels, p.gallery_labels) for p in parts])
@@ -435,7 +300,7 @@ def oracle_map5(
     answers themselves (``truth``: class numbers, :data:`NEW` for new individuals), and that threshold: a ceiling
     for a method's rule, used to compare methods independently of threshold fitting."""
     grid = list(thresholds) if thresholds is not None else [round(0.01 * i, 2) for i in range(101)]
-    labels, scores = candidates(nn.sims, nn.neighbors, nn.gallery_labels, scoring, power)
+    labels, scores = candidates(nn.sims, nn.rows, nn.gallery_labels, scoring, power)
     per_query = sweep_scores(labels, scores, np.asarray(truth), grid).mean(axis=0)
     best = int(np.argmax(per_query))
     return float(per_query[best]), grid[best]

@@ -16,7 +16,9 @@ import cv2
 import numpy as np
 
 from whaleid.data.layout import NEW_INDIVIDUAL
-from whaleid.rule.predict import NEW, Neighbours, Rule, apply_rule, candidates, query_truth
+from whaleid.retrieval.neighbours import Neighbours
+from whaleid.rule.candidates import NEW, candidates
+from whaleid.rule.predict import Rule, apply_rule, query_truth
 
 
 def thumbnail(image: np.ndarray, size: int = 96) -> str:
@@ -29,10 +31,10 @@ def thumbnail(image: np.ndarray, size: int = 96) -> str:
     return "data:image/jpeg;base64," + base64.b64encode(data.tobytes()).decode("ascii")
 
 
-def best_photo(sims: np.ndarray, neighbors: np.ndarray, gallery_labels: np.ndarray, label: int) -> int:
+def best_photo(sims: np.ndarray, gallery_rows: np.ndarray, gallery_labels: np.ndarray, label: int) -> int:
     """The query's best-scoring neighbour row showing individual ``label``; -1 if none of its neighbours does."""
-    rows = np.flatnonzero((neighbors >= 0) & (gallery_labels[np.clip(neighbors, 0, None)] == label))
-    return int(neighbors[rows[np.argmax(sims[rows])]]) if len(rows) else -1
+    rows = np.flatnonzero((gallery_rows >= 0) & (gallery_labels[np.clip(gallery_rows, 0, None)] == label))
+    return int(gallery_rows[rows[np.argmax(sims[rows])]]) if len(rows) else -1
 
 
 def precision_at_5(pred: np.ndarray, truth: np.ndarray) -> np.ndarray:
@@ -89,7 +91,7 @@ def render(title: str, summary: str, sections: Sequence[tuple[str, list[dict]]])
 
 
 def match_sections(
-    nn: dict[str, np.ndarray],
+    nn: Neighbours,
     rule: Rule,
     classes: Sequence[str],
     class_species: np.ndarray | None,
@@ -99,13 +101,13 @@ def match_sections(
     n_worst: int = 12,
     seed: int = 0,
 ) -> tuple[str, list[tuple[str, list[dict]]]]:
-    """The report's summary line and sections (see :func:`render`) for saved validation neighbours ``nn`` (arrays
-    ``sims``, ``neighbors``, ``query_images``, ``query_labels``, ``gallery_labels``, ``gallery_images``),
-    predicted by ``rule``; ``load_*`` read a photo by name as RGB uint8."""
-    sims, nbrs, g_labels = nn["sims"], nn["neighbors"], np.asarray(nn["gallery_labels"])
-    pred = apply_rule(rule, Neighbours.saved(nn), class_species)
-    cand_labels, cand_scores = candidates(sims, nbrs, g_labels, rule.scoring, rule.vote_power)
-    truth = query_truth(nn["query_labels"], g_labels)
+    """The report's summary line and sections (see :func:`render`) for validation neighbours ``nn`` (with their
+    query and gallery images and the queries' labels), predicted by ``rule``; ``load_*`` read a photo by name as RGB
+    uint8."""
+    sims, rows, g_labels = nn.sims, nn.rows, np.asarray(nn.gallery_labels)
+    pred = apply_rule(rule, nn, class_species)
+    cand_labels, cand_scores = candidates(sims, rows, g_labels, rule.scoring, rule.vote_power)
+    truth = query_truth(nn.query_labels, g_labels)
     score = precision_at_5(pred, truth)
     names = [*classes]
     sample, worst = choose_queries(score, cand_scores[:, 0], n_sample, n_worst, seed)
@@ -117,8 +119,8 @@ def match_sections(
             if label == NEW:
                 cells.append({"name": NEW_INDIVIDUAL, "image": None, "score": None, "correct": bool(truth[q] == NEW)})
                 continue
-            photo = best_photo(sims[q], nbrs[q], g_labels, int(label))
-            image = load_gallery(str(nn["gallery_images"][photo])) if photo >= 0 else None
+            photo = best_photo(sims[q], rows[q], g_labels, int(label))
+            image = load_gallery(str(nn.gallery_images[photo])) if photo >= 0 else None
             s = score_of.get(int(label))
             cells.append(
                 {
@@ -129,8 +131,8 @@ def match_sections(
                 }
             )
         return {
-            "query": str(nn["query_images"][q]),
-            "query_image": load_query(str(nn["query_images"][q])),
+            "query": str(nn.query_images[q]),
+            "query_image": load_query(str(nn.query_images[q])),
             "truth": NEW_INDIVIDUAL if truth[q] == NEW else names[truth[q]],
             "score": float(score[q]),
             "cells": cells,
@@ -148,7 +150,7 @@ def match_sections(
 
 
 def match_report(
-    nn: dict[str, np.ndarray],
+    nn: Neighbours,
     rule: Rule,
     classes: Sequence[str],
     class_species: np.ndarray | None,

@@ -1,0 +1,150 @@
+"""The pipeline's sub-commands of ``whaleid`` (the gallery's: :mod:`whaleid.cli.gallery`):
+
+* ``whaleid check [DATA_DIR]``: validate the params file and a dataset (every image decoded) without training;
+* ``whaleid params``: the validated params, defaults filled in, as JSON;
+* ``whaleid models``: which models the params train, use for CV and combine for the submission;
+* ``whaleid summary``: the last run in one line (CV, LB MAP@5), from metrics/;
+* ``whaleid exps``: the experiments in the few columns people compare, with CV averaged over folds;
+* ``whaleid overrides FILE``: the ``-S key=value`` arguments that apply a params overrides file, e.g.
+  ``dvc exp run $(whaleid overrides params/competition.yaml)``;
+* ``whaleid convert-weights SRC DST --backbone NAME``: an ``efficientnet_pytorch`` checkpoint renamed to a timm
+  backbone's names, saved as ``.safetensors`` for ``model.weights``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from whaleid.config import Params, load_params, member_fold, to_dict
+
+log = logging.getLogger("whaleid")
+
+
+@dataclass(frozen=True)
+class Command:
+    """One ``whaleid`` sub-command: its help line, what adds its arguments, and what runs it (exit status)."""
+
+    help: str
+    arguments: Callable[[argparse.ArgumentParser], None]
+    run: Callable[[argparse.Namespace], int]
+
+
+def _params_file(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--params", default="params.yaml", help="params file")
+
+
+def _check_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("data_dir", nargs="?", help="dataset folder (default: data.dir from the params file)")
+    p.add_argument("--params", default="params.yaml", help="params file to validate")
+    p.add_argument("--no-decode", action="store_true", help="skip decoding every image")
+
+
+def _check(args: argparse.Namespace) -> int:
+    from whaleid.pipeline.check import run_checks
+
+    return run_checks(args.data_dir, args.params, decode=not args.no_decode)
+
+
+def _params(args: argparse.Namespace) -> int:
+    print(json.dumps(to_dict(load_params(args.params)), indent=2))
+    return 0
+
+
+def _models(args: argparse.Namespace) -> int:
+    from whaleid.pipeline.artifacts import cv_models, submission_models
+    from whaleid.pipeline.paths import model_path
+
+    params: Params = load_params(args.params)
+    trained = [f"fold{params.fold}", *params.ensemble.members]
+    models = {
+        "trained": {n: {"path": str(model_path(n)), "validation_fold": member_fold(n)} for n in trained},
+        "cv": list(cv_models(params)),
+        "submission": submission_models(params),
+    }
+    print(json.dumps(models, indent=2))
+    return 0
+
+
+def _summary(args: argparse.Namespace) -> int:
+    from whaleid.core.atomic import read_json
+    from whaleid.pipeline.paths import CV_METRICS, LB_METRICS
+    from whaleid.rule.submission import run_summary
+
+    print(run_summary(read_json(CV_METRICS), read_json(LB_METRICS).get("map5")))
+    return 0
+
+
+def _exps_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("-A", "--all-commits", action="store_true", help="experiments of every commit")
+    p.add_argument("--json-file", help="read a saved `dvc exp show --json` output instead of running DVC")
+
+
+def _exps(args: argparse.Namespace) -> int:
+    from whaleid.pipeline.exps import main as exps_main
+
+    return exps_main(["-A"] * args.all_commits + (["--json-file", args.json_file] if args.json_file else []))
+
+
+def _overrides_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("file", help="overrides in the layout of params.yaml, e.g. params/competition.yaml")
+    p.add_argument("--params", default="params.yaml", help="params file the overrides apply to")
+
+
+def _overrides(args: argparse.Namespace) -> int:
+    from whaleid.config import override_args
+
+    print(" ".join(override_args(args.file, args.params)))
+    return 0
+
+
+def _convert_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("src", help="efficientnet_pytorch state dict (.pth), e.g. efficientnet-lite0-57934424.pth")
+    p.add_argument("dst", help="output .safetensors file")
+    p.add_argument(
+        "--backbone",
+        required=True,
+        help="timm model of the same architecture, e.g. "
+        "tf_efficientnet_lite0 (efficientnet-lite0) or efficientnet_b0 (efficientnet-b0)",
+    )
+
+
+def _convert(args: argparse.Namespace) -> int:
+    from safetensors.torch import save_file
+
+    from whaleid.core.atomic import atomic_path
+    from whaleid.model.weights import convert_efficientnet_pytorch, read_state_dict
+
+    state = read_state_dict(args.src, "convert-weights", "Give the efficientnet_pytorch checkpoint (.pth).")
+    converted = convert_efficientnet_pytorch(state, args.backbone)
+    with atomic_path(args.dst) as tmp:
+        save_file({k: v.contiguous() for k, v in converted.items()}, str(tmp))
+    log.info("%s: %d tensors renamed for %s -> %s (use it as model.weights with model.backbone %s)", args.src,
+             len(converted), args.backbone, args.dst, args.backbone)  # fmt: skip
+    return 0
+
+
+COMMANDS = {
+    "check": Command("validate params and a dataset (every image decoded) without training", _check_arguments, _check),
+    "params": Command("print the validated params (defaults filled in) as JSON", _params_file, _params),
+    "models": Command("print which models the params train, use for CV and submit with", _params_file, _models),
+    "summary": Command("the last run in one line: CV and LB MAP@5 (from metrics/)", lambda p: None, _summary),
+    "exps": Command(
+        "experiments in a few columns (params that differ, CV/LB MAP@5) and CV averaged over fold experiments",
+        _exps_arguments,
+        _exps,
+    ),
+    "overrides": Command(
+        "print the `dvc exp run` -S arguments that apply a params overrides file (checked against params.yaml first)",
+        _overrides_arguments,
+        _overrides,
+    ),
+    "convert-weights": Command(
+        "rename an efficientnet_pytorch checkpoint to timm names (.safetensors, for model.weights)",
+        _convert_arguments,
+        _convert,
+    ),
+}

@@ -1,0 +1,90 @@
+"""The resize and keypoints stages' work: every train and test photo read once more, cropped to the box stage
+``detect`` settled, and turned into what training and matching read.
+
+* :func:`resize_dataset` (stage ``resize``): each photo resized to ``model.img_size`` (:mod:`whaleid.data.resize`)
+  -> data/resized/{train_images,test_images}/ and info.json (size, crop, format, a digest of every file, which
+  training's resume fingerprint uses). The resume cache is removed once the stage succeeds (DVC keeps the output),
+  so each image is stored once.
+* :func:`keypoints_dataset` (stage ``keypoints``): each photo's local features (:mod:`whaleid.retrieval.keypoints`)
+  -> data/keypoints/{train,test}.npz; nothing with ``local.method: none``.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+
+from whaleid.config import Params, to_dict
+from whaleid.core.atomic import atomic_dir, save_npz, write_json
+from whaleid.data.layout import load_dataset
+from whaleid.data.resize import folder_digest, resize_split
+from whaleid.pipeline.artifacts import stage_boxes
+from whaleid.pipeline.paths import KEYPOINT_DIR, RESIZE_CACHE, RESIZED_DIR
+from whaleid.retrieval.keypoints import detect_all
+
+log = logging.getLogger(__name__)
+
+
+def resize_dataset(params: Params) -> dict:
+    """Stage ``resize``; returns what info.json holds."""
+    ds = load_dataset(params.data.dir)
+    boxes = stage_boxes()  # settled by stage detect: the CSV's, the detector's or none
+    size = params.model.img_size
+    with atomic_dir(RESIZED_DIR) as tmp:
+        applied = 0
+        for split, paths in (("train_images", ds.train_paths()), ("test_images", ds.test_paths())):
+            (tmp / split).mkdir()
+            applied += resize_split(
+                paths,
+                tmp / split,
+                RESIZE_CACHE / split,
+                size,
+                boxes=boxes,
+                margin=params.crop.margin,
+                fmt=params.resize.format,
+                jpeg_quality=params.resize.jpeg_quality,
+                n_jobs=params.runtime.n_jobs,
+                desc=f"resize {split}",
+                max_megapixels=params.data.max_megapixels,
+            )
+        total = len(ds.train) + len(ds.test_images)
+        info = {
+            "img_size": size,
+            "crop": to_dict(params.crop),
+            "resize": to_dict(params.resize),
+            "images": total,
+            "boxes_applied": applied,
+            "digest": folder_digest(tmp),
+        }
+        write_json(tmp / "info.json", info)
+    # The resume cache has served its purpose: DVC now keeps data/resized (hardlinked to its cache where the file
+    # system allows), and its run cache restores earlier configs. Keeping ours too would store every image twice.
+    shutil.rmtree(RESIZE_CACHE, ignore_errors=True)
+    if boxes is not None and applied < total:
+        log.warning("no box for %d of %d images (crop.boxes, detect.use); those are used whole", total - applied, total)
+    return info
+
+
+def keypoints_dataset(params: Params) -> None:
+    """Stage ``keypoints``."""
+    cfg = params.local
+    ds = load_dataset(params.data.dir)
+    with atomic_dir(KEYPOINT_DIR) as tmp:
+        if cfg.method != "none":
+            boxes = stage_boxes()  # settled by stage detect
+            for split, paths in (("train", ds.train_paths()), ("test", ds.test_paths())):
+                kp = detect_all(
+                    paths,
+                    boxes,
+                    params.crop.margin,
+                    cfg,
+                    n_jobs=params.runtime.n_jobs,
+                    desc=f"keypoints {split}",
+                    max_megapixels=params.data.max_megapixels,
+                )
+                save_npz(tmp / f"{split}.npz", **kp.arrays())
+                per_image = len(kp.points) / max(1, len(kp.images))
+                log.info(
+                    "%s: %d keypoints for %d images (%.0f per image)", split, len(kp.points), len(kp.images), per_image
+                )
+        write_json(tmp / "info.json", {"local": to_dict(cfg)})

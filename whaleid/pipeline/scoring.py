@@ -1,0 +1,81 @@
+"""The knn and local stages' work: the scoring chain (:mod:`whaleid.retrieval.chain`) run over the pipeline's
+embeddings and keypoints.
+
+* :func:`search_all` (stage ``knn``): for every fold model CV is computed from, its validation fold's photos
+  against the photos it trained on (validation blended with that model's own class centres); and the test photos
+  against the submission gallery (every training photo; the mean over the submission models' centres).
+* :func:`fuse_all` (stage ``local``): the calibration fitted on the validation results, every result fused.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+
+from whaleid.config import Params
+from whaleid.core.atomic import load_npz
+from whaleid.data.folds import training_rows
+from whaleid.pipeline.artifacts import cv_models, submission_models
+from whaleid.pipeline.paths import FINAL_DIR, KEYPOINT_DIR, embed_dir
+from whaleid.retrieval.blend import Centres
+from whaleid.retrieval.chain import Fusion, Photos, ScoringChain
+from whaleid.retrieval.keypoints import KeypointSet
+from whaleid.retrieval.neighbours import Neighbours
+
+log = logging.getLogger(__name__)
+
+
+def chain_of(params: Params) -> ScoringChain:
+    return ScoringChain(params.knn, params.blend, params.local, n_jobs=params.runtime.n_jobs)
+
+
+def _centres(name: str) -> Centres:
+    return Centres.from_arrays(load_npz(embed_dir(name) / "centres.npz"))
+
+
+def validation_photos(arrays: dict[str, np.ndarray], fold: int) -> tuple[Photos, Photos]:
+    """A fold model's training-photo embeddings (an embed stage's ``train.npz``) split into the queries of its
+    validation fold ``fold`` and the gallery it trained on (each model's own embeddings as its blend part)."""
+    photos = Photos.of(arrays, [arrays["embeddings"]])
+    return photos.take(arrays["folds"] == fold), photos.take(training_rows(arrays["folds"], arrays["held"], fold))
+
+
+def search_all(params: Params) -> tuple[dict[str, Neighbours], Neighbours]:
+    """Stage ``knn``: the validation result of every CV fold model (by name) and the test result."""
+    chain, blend = chain_of(params), params.blend.knn_weight < 1.0
+    valid = {}
+    for name, fold in cv_models(params).items():
+        arrays = load_npz(embed_dir(name) / "train.npz")
+        photos = Photos.of(arrays, [arrays["embeddings"]])
+        queries, gallery = (
+            photos.take(arrays["folds"] == fold),
+            photos.take(training_rows(arrays["folds"], arrays["held"], fold)),
+        )
+        valid[name] = chain.neighbours(queries, gallery, centres=[_centres(name)] if blend else [])
+    names = submission_models(params)
+    parts = [load_npz(embed_dir(n) / "test.npz")["embeddings"] for n in names] if blend else []
+    test = Photos.of(load_npz(FINAL_DIR / "test.npz"), parts)
+    gallery = Photos.of(load_npz(FINAL_DIR / "gallery.npz"))
+    return valid, chain.neighbours(test, gallery, centres=[_centres(n) for n in names] if blend else [])
+
+
+def fuse_all(params: Params, valid: dict[str, Neighbours], test: Neighbours) -> tuple[dict, Neighbours, dict]:
+    """Stage ``local``: the validation and test results fused (unchanged with ``local.method: none``), and what
+    calibration.json records (the method, the calibration, statistics of the pairs)."""
+    chain = chain_of(params)
+    info: dict = {"method": params.local.method}
+    if not chain.fuses:
+        return valid, test, info
+    train_kp, test_kp = (KeypointSet(**load_npz(KEYPOINT_DIR / f"{s}.npz")) for s in ("train", "test"))
+    fusion: Fusion = chain.fit_fusion(valid, train_kp)
+    test = chain.fuse(test, fusion.calibration, test_kp, train_kp, "match test")
+    top = min(params.local.top_pairs, test.rows.shape[1])
+    stats = {**fusion.stats, "test_pairs": int(test.valid[:, :top].sum())}
+    log.info(
+        "fused with %s; mean inliers %s (same individual) vs %s (other)",
+        fusion.calibration,
+        stats["inliers_same_mean"],
+        stats["inliers_other_mean"],
+    )
+    return fusion.valid, test, info | {"calibration": fusion.calibration.to_dict(), **stats}

@@ -1,0 +1,95 @@
+"""Geometric matching of two photos' keypoints (stage ``local``): the score of a pair is its number of inliers.
+
+Nearest-neighbour descriptor matches are kept by Lowe's ratio test (``local.ratio``) and one-to-one, then a RANSAC
+similarity transform (``cv2.estimateAffinePartial2D``, ``local.ransac_px``) counts the matches it explains. Each
+query is matched against its ``local.top_pairs`` nearest gallery photos; pairs run in parallel (joblib) with a
+progress bar.
+"""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+
+from whaleid.config import LocalConfig
+from whaleid.core.parallel import map_chunks
+from whaleid.retrieval.keypoints import BINARY, KeypointSet
+from whaleid.retrieval.neighbours import Neighbours
+
+MIN_SCALE = 0.25  # a transform shrinking or growing the photo more than 4x is no match (degenerate RANSAC fits)
+
+
+def match_pair(
+    a: tuple[np.ndarray, np.ndarray],
+    b: tuple[np.ndarray, np.ndarray],
+    binary: bool,
+    ratio: float,
+    ransac_px: float,
+    min_matches: int = 4,
+) -> int:
+    """Geometric inliers between two images' keypoints: one-to-one ratio-test matches that a RANSAC similarity
+    transform (rotation, uniform scale within [1/4, 4], translation) explains within ``ransac_px`` pixels; 0 with
+    fewer than ``min_matches`` matches or a degenerate transform."""
+    (pa, da), (pb, db) = a, b
+    if len(da) < 2 or len(db) < 2:
+        return 0
+    if binary:
+        matcher = cv2.BFMatcher(cv2.NORM_HAMMING)
+        pairs = matcher.knnMatch(da, db, k=2)
+    else:
+        matcher = cv2.BFMatcher(cv2.NORM_L2)
+        pairs = matcher.knnMatch(da.astype(np.float32), db.astype(np.float32), k=2)
+    best: dict[int, cv2.DMatch] = {}  # one-to-one: each keypoint of b keeps its closest ratio-test match
+    for m, n in (p for p in pairs if len(p) == 2):
+        if m.distance < ratio * n.distance and (m.trainIdx not in best or m.distance < best[m.trainIdx].distance):
+            best[m.trainIdx] = m
+    if len(best) < min_matches:
+        return 0
+    good = sorted(best.values(), key=lambda m: m.queryIdx)
+    src = pa[[m.queryIdx for m in good]]
+    dst = pb[[m.trainIdx for m in good]]
+    transform, mask = cv2.estimateAffinePartial2D(
+        src, dst, method=cv2.RANSAC, ransacReprojThreshold=ransac_px, maxIters=500, confidence=0.99, refineIters=0
+    )
+    if transform is None or mask is None:
+        return 0
+    scale = float(np.sqrt(abs(np.linalg.det(transform[:, :2]))))
+    return int(mask.sum()) if MIN_SCALE <= scale <= 1 / MIN_SCALE else 0
+
+
+def _match_chunk(jobs: list[tuple[int, int]], query: KeypointSet, gallery: KeypointSet, cfg: LocalConfig) -> list[int]:
+    binary = cfg.method in BINARY
+    return [match_pair(query.of(q), gallery.of(g), binary, cfg.ratio, cfg.ransac_px) for q, g in jobs]
+
+
+def pair_inliers(
+    query: KeypointSet,
+    gallery: KeypointSet,
+    query_rows: np.ndarray,
+    neighbour_rows: np.ndarray,
+    cfg: LocalConfig,
+    *,
+    n_jobs: int = -1,
+    desc: str = "match",
+) -> np.ndarray:
+    """(Q, k) inliers between query ``query_rows[q]`` and gallery ``neighbour_rows[q, j]`` (rows of the keypoint
+    sets) for the first ``cfg.top_pairs`` neighbours of each query; 0 beyond them and where a row is -1."""
+    top = min(cfg.top_pairs, neighbour_rows.shape[1])
+    where = [
+        (q, j) for q in range(len(query_rows)) for j in range(top) if neighbour_rows[q, j] >= 0 and query_rows[q] >= 0
+    ]
+    jobs = [(int(query_rows[q]), int(neighbour_rows[q, j])) for q, j in where]
+    counts = map_chunks(_match_chunk, jobs, query, gallery, cfg, chunk_size=256, n_jobs=n_jobs, desc=desc, unit="pair")
+    out = np.zeros(neighbour_rows.shape, dtype=np.int32)
+    for (q, j), c in zip(where, counts, strict=True):
+        out[q, j] = c
+    return out
+
+
+def neighbour_inliers(
+    nn: Neighbours, query: KeypointSet, gallery: KeypointSet, cfg: LocalConfig, *, n_jobs: int = -1, desc: str = "match"
+) -> np.ndarray:
+    """:func:`pair_inliers` for a kNN result (its queries and gallery photos found in the keypoint sets by name)."""
+    g_rows = gallery.rows_of(nn.gallery_images)
+    rows = np.where(nn.valid, g_rows[np.clip(nn.rows, 0, None)], -1)
+    return pair_inliers(query, gallery, query.rows_of(nn.query_images), rows, cfg, n_jobs=n_jobs, desc=desc)
