@@ -50,7 +50,7 @@ bench: $(STAMP)
 gpu-check: $(STAMP)
 	python -m bench.gpu_check
 
-# Wheels for a bare GPU machine with no package registry (README, "Checking a GPU machine"): Python 3.12, x86-64.
+# Wheels for a bare GPU machine with no package registry (docs/benchmarks.md, "Checking a GPU machine"): Python 3.12, x86-64.
 WHEEL_PLATFORMS := $(foreach n,17 24 27 28 31 34 35,--platform manylinux_2_$(n)_x86_64) --platform manylinux2014_x86_64
 gpu-wheels: $(STAMP)
 	rm -rf .whl && mkdir -p .whl

@@ -7,6 +7,8 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from whaleid.core.runtime import Runtime
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -51,7 +53,7 @@ def default_dataset() -> Path:
 
     path = ROOT / ".whaleid_cache/bench/sample"
     if not (path / "train.csv").is_file():
-        write_dataset(SampleConfig(), path, n_jobs=-1, progress=False)
+        write_dataset(SampleConfig(), path, run=Runtime(n_jobs=-1, progress=False))
     return path
 
 
@@ -73,7 +75,14 @@ def resized_default(split: str = "train_images", fmt: str = "bmp") -> list[Path]
         crop = CropConfig()
         boxes = read_boxes(ds.root / "boxes.csv") if crop.boxes else None
         resize_split(
-            sources, out, out.parent / f"{split}.cache", ModelConfig().img_size, boxes, crop.margin, fmt, progress=False
+            sources,
+            out,
+            out.parent / f"{split}.cache",
+            size=ModelConfig().img_size,
+            boxes=boxes,
+            margin=crop.margin,
+            fmt=fmt,
+            run=Runtime(progress=False),
         )
     return paths
 

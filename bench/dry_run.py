@@ -26,6 +26,7 @@ import torch
 import yaml
 
 from bench.common import ROOT, note, report
+from whaleid.core.runtime import Runtime
 
 TARGET_S, TARGET_GIB = 60.0, 8.0
 
@@ -68,7 +69,9 @@ def main() -> None:
     data = args.data.resolve()
     if not (data / "train.csv").is_file():
         start = time.perf_counter()
-        write_dataset(SampleConfig(n_train=51033, n_test=27956, img_size=64), data, n_jobs=-1, progress=False)
+        write_dataset(
+            SampleConfig(n_train=51033, n_test=27956, img_size=64), data, run=Runtime(n_jobs=-1, progress=False)
+        )
         note(f"generated {data} in {time.perf_counter() - start:.0f} s")
     work = Path(tempfile.mkdtemp(prefix="whaleid-dryrun-"))
     params = yaml.safe_load((ROOT / "params.yaml").read_text())
@@ -88,7 +91,7 @@ def main() -> None:
     net = WhaleNet(mcfg, acfg, n_classes)
     save_torch(
         work / f"models/fold{params['fold']}/model.pt",
-        model_payload(net, mcfg, acfg, n_classes, {"fold": params["fold"]}),
+        model_payload(net, mcfg, acfg, n_classes=n_classes, extra={"fold": params["fold"]}),
     )
 
     model = {"embed": [f"fold{params['fold']}"]}  # the fold model alone

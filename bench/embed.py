@@ -36,7 +36,9 @@ def main() -> None:
 
     def ours() -> float:
         start = time.perf_counter()
-        extract_embeddings(net, paths, size, batch, device, args.num_workers, progress=False)
+        extract_embeddings(
+            net, paths, size, batch_size=batch, device=device, num_workers=args.num_workers, progress=False
+        )
         return len(paths) / (time.perf_counter() - start)
 
     def bare() -> float:

@@ -17,7 +17,7 @@ dataset: synthetic photos), in under 8 minutes on one GPU. One line per figure, 
 On a machine without CUDA it still runs: each CUDA-only figure prints SKIP with the reason, and the checks that
 have a CPU form (training and resume, embedding, export parity, a gloo group) run at a small size
 (``--cpu-backbone`` at ``--cpu-size``) to prove the script itself. ``make gpu-check`` runs it;
-``make gpu-wheels`` fetches what a bare GPU machine lacks (README, "Checking a GPU machine").
+``make gpu-wheels`` fetches what a bare GPU machine lacks (docs/benchmarks.md, "Checking a GPU machine").
 
     python -m bench.gpu_check [--out gpu_check.json] [--images 2048] [--budget-s 480]
 """
@@ -260,7 +260,9 @@ def check_embed(ctx: Check) -> None:
     def ours(items: list[Path]) -> float:
         _sync(ctx)
         start = time.perf_counter()
-        extract_embeddings(net, items, ctx.img_size, batch, ctx.device, num_workers=-1, progress=False)
+        extract_embeddings(
+            net, items, ctx.img_size, batch_size=batch, device=ctx.device, num_workers=-1, progress=False
+        )
         return time.perf_counter() - start
 
     dtype = autocast_dtype(ctx.device)
@@ -312,7 +314,7 @@ def check_onnx(ctx: Check, paths: list[Path]) -> None:
     mcfg = ModelConfig(backbone=ctx.backbone, img_size=ctx.img_size, embedding_dim=512)
     net = _net(ctx, 10)
     model_file = ctx.work / "export" / "model.pt"
-    save_torch(model_file, model_payload(net, mcfg, ArcFaceConfig(), 10, {}))
+    save_torch(model_file, model_payload(net, mcfg, ArcFaceConfig(), n_classes=10, extra={}))
     export_model(model_file, ctx.work / "export" / "model.onnx", "onnx")
     providers = [p for p in ("CUDAExecutionProvider", "CPUExecutionProvider") if p in ort.get_available_providers()]
     session = ort.InferenceSession(str(ctx.work / "export" / "model.onnx"), providers=providers)

@@ -22,6 +22,7 @@ import numpy as np
 
 from bench.common import note, report
 from whaleid.config import LocalConfig
+from whaleid.core.runtime import Runtime
 from whaleid.retrieval.keypoints import detect_all
 from whaleid.retrieval.matching import pair_inliers
 
@@ -56,13 +57,13 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         paths = photos(Path(tmp), args.images)
         start = time.perf_counter()
-        kp = detect_all(paths, None, 0.0, cfg, n_jobs=-1, desc="keypoints")
+        kp = detect_all(paths, None, 0.0, cfg, run=Runtime(n_jobs=-1), desc="keypoints")
         detect_s = (time.perf_counter() - start) / len(paths)
     rng = np.random.default_rng(1)
     queries = np.arange(40)
     neighbors = rng.integers(0, len(paths), (len(queries), cfg.top_pairs))
     start = time.perf_counter()
-    pair_inliers(kp, kp, queries, neighbors, cfg, n_jobs=-1, desc="match")
+    pair_inliers(kp, kp, queries, neighbors, cfg, run=Runtime(n_jobs=-1), desc="match")
     per_query = (time.perf_counter() - start) / len(queries)
     bytes_per_image = (kp.points.nbytes + kp.descriptors.nbytes) / len(paths)
     total_min = (IMAGES * detect_s + QUERIES * per_query) / 60

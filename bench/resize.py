@@ -18,6 +18,7 @@ import torch
 
 from bench.common import default_dataset, interleaved, note, report, timed
 from whaleid.core.device import make_loader
+from whaleid.core.runtime import Runtime
 from whaleid.data.images import ImageDataset, read_image
 from whaleid.data.layout import load_dataset
 from whaleid.data.resize import resize_split, resized_name
@@ -45,7 +46,7 @@ def loader_rate(paths: list[Path], img_size: int, num_workers: int) -> float:
     """Images/s of the default training loader (decode, and resize unless already ``img_size``)."""
     ds = ImageDataset(paths, AsUint8(img_size), np.zeros(len(paths), dtype=np.int64))
     sampler = EpochSampler(len(ds), 0)
-    loader = make_loader(ds, 32, num_workers, torch.device("cpu"), sampler=sampler)
+    loader = make_loader(ds, 32, num_workers=num_workers, device=torch.device("cpu"), sampler=sampler)
     start = time.perf_counter()
     n = sum(len(y) for _, y in loader)
     return n / (time.perf_counter() - start)
@@ -64,7 +65,9 @@ def main() -> None:
         full = write_large(ds.train_paths()[: args.images], tmp / "full")
         mb = sum(p.stat().st_size for p in full) / len(full) / 1e6
         (tmp / "small").mkdir()
-        seconds, _ = timed(lambda: resize_split(full, tmp / "small", tmp / "cache", args.img_size, progress=False))
+        seconds, _ = timed(
+            lambda: resize_split(full, tmp / "small", tmp / "cache", size=args.img_size, run=Runtime(progress=False))
+        )
         small = [tmp / "small" / resized_name(p.name) for p in full]
         rates = interleaved(
             {

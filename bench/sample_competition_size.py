@@ -13,6 +13,7 @@ import tempfile
 import time
 
 from whaleid.config import SampleConfig
+from whaleid.core.runtime import Runtime
 from whaleid.data.sample import write_dataset
 
 TARGET_S = 600.0
@@ -26,7 +27,9 @@ def main() -> None:
     out = args.keep or tempfile.mkdtemp(prefix="whaleid-bench-")
     try:
         start = time.perf_counter()
-        plan = write_dataset(cfg, os.path.join(out, "data") if not args.keep else out, n_jobs=-1, progress=False)
+        plan = write_dataset(
+            cfg, os.path.join(out, "data") if not args.keep else out, run=Runtime(n_jobs=-1, progress=False)
+        )
         seconds = time.perf_counter() - start
     finally:
         if not args.keep:

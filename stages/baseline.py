@@ -3,7 +3,7 @@ rule, fitted on the `fold` validation fold) -> metrics/baseline.json."""
 
 import logging
 
-from whaleid.config import Params
+from whaleid.config import Params, runtime_of
 from whaleid.core.atomic import write_json
 from whaleid.data.folds import training_rows
 from whaleid.data.layout import load_dataset
@@ -23,19 +23,22 @@ def main(params: Params) -> None:
     ds = load_dataset(params.data.dir)
     folds, classes = folds_with_labels()
     species = class_species(folds, len(classes))
-    feats = pixel_features(ds.train_paths(folds["image"]), params.baseline.pixel_size, params.runtime.n_jobs)
+    feats = pixel_features(ds.train_paths(folds["image"]), params.baseline.pixel_size, runtime_of(params))
     valid = (folds["fold"] == params.fold).to_numpy()
     gallery = training_rows(folds["fold"].to_numpy(), held_out(folds), params.fold)
     labels = folds["label"].to_numpy()
     sims, rows = search(feats[gallery], feats[valid], params.knn)
     fit = fit_rule(
-        [Neighbours(sims, rows, labels[gallery], labels[valid])], params.threshold, params.cv.new_ratio, species
+        [Neighbours(sims, rows, labels[gallery], labels[valid])],
+        params.threshold,
+        params.cv.new_ratio,
+        class_species=species,
     )
     metrics = {"pixel_knn_cv_map5": fit.metrics["map5"], "pixel_knn_threshold": fit.rule.threshold}
     if ds.solution is not None:
         const = constant_predictions(folds["individual_id"], len(ds.test_images))
         metrics["constant_map5"] = round(score_submission(build_submission(ds.test_images, const), ds.solution), 6)
-        test = pixel_features(ds.test_paths(), params.baseline.pixel_size, params.runtime.n_jobs)
+        test = pixel_features(ds.test_paths(), params.baseline.pixel_size, runtime_of(params))
         sims, rows = search(feats, test, params.knn)
         preds = labels_to_strings(apply_rule(fit.rule, Neighbours(sims, rows, labels), species), classes)
         metrics["pixel_knn_map5"] = round(score_submission(build_submission(ds.test_images, preds), ds.solution), 6)

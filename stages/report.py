@@ -33,9 +33,9 @@ def main(params: Params) -> None:
         nn,
         Rule.from_dict(read_json(RULE)),
         classes,
-        class_species(folds, len(classes)),
-        load,
-        load,
+        class_species=class_species(folds, len(classes)),
+        load_query=load,
+        load_gallery=load,
         seed=params.cv.seed,
     )
     page = render(f"whaleid matches: validation fold {params.fold}", summary, sections)

@@ -24,7 +24,13 @@ def main(params: Params) -> None:
     folds, classes = folds_with_labels()
     valid = load_valid(ROUNDS_DIR)
     parts = list(valid.values())
-    fit = fit_rule(parts, params.threshold, params.cv.new_ratio, class_species(folds, len(classes)), list(valid))
+    fit = fit_rule(
+        parts,
+        params.threshold,
+        params.cv.new_ratio,
+        class_species=class_species(folds, len(classes)),
+        names=list(valid),
+    )
     m = {**fit.metrics, "fold": params.fold, "retrieval": pooled_retrieval_metrics(parts)}
     write_json(RULE, fit.rule.to_dict())
     write_json(CV_METRICS, m)

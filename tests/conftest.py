@@ -8,6 +8,7 @@ import pytest
 from tinyrepo import DVC, make_repo, run
 
 from whaleid.config import SampleConfig, replace
+from whaleid.core.runtime import Runtime
 from whaleid.data.sample import write_dataset
 
 TINY = SampleConfig(n_train=160, n_test=60, n_species=3, img_size=32, seed=7)
@@ -16,7 +17,7 @@ TINY = SampleConfig(n_train=160, n_test=60, n_species=3, img_size=32, seed=7)
 @pytest.fixture(scope="session")
 def tiny_dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("tiny") / "data"
-    write_dataset(TINY, out, n_jobs=1, progress=False)
+    write_dataset(TINY, out, run=Runtime(n_jobs=1, progress=False))
     return out
 
 

@@ -65,7 +65,13 @@ def test_blend_matches_naive_loop(w, subcenters):
     sims[0, -1] = -3.4e38
     cos = centres.cosines(queries)
     got_s, got_r = blend_neighbours(
-        sims, neighbors, gallery_labels, mean_cosines([(queries, centres)]), w, extra=4, chunk=4
+        sims,
+        neighbors,
+        gallery_labels,
+        class_cosines=mean_cosines([(queries, centres)]),
+        knn_weight=w,
+        extra=4,
+        chunk=4,
     )
     want = naive_blend(sims, neighbors, gallery_labels, cos, w, extra=4)
     assert got_s.shape == (9, 10)
@@ -107,7 +113,9 @@ def test_classifier_only_ranks_individuals_by_centre_cosine():
     gallery, queries = unit(rng, 30, d), unit(rng, 8, d)
     centres = Centres(unit(rng, n_classes, d), 1, np.ones(n_classes, dtype=bool))
     sims, neighbors = search(gallery, queries, KnnConfig(k=4))
-    s, r = blend_neighbours(sims, neighbors, gallery_labels, mean_cosines([(queries, centres)]), 0.0, extra=5)
+    s, r = blend_neighbours(
+        sims, neighbors, gallery_labels, class_cosines=mean_cosines([(queries, centres)]), knn_weight=0.0, extra=5
+    )
     labels, scores = top_candidates(s, r, gallery_labels, fill=list(range(n_classes)))
     want = np.argsort(-(queries @ centres.centres.T), axis=1)[:, :5]
     np.testing.assert_array_equal(labels, want)
@@ -119,6 +127,8 @@ def test_knn_only_weight_keeps_the_knn_ranking():
     gallery, queries = unit(rng, 20, 4), unit(rng, 6, 4)
     centres = Centres(unit(rng, 5, 4), 1, np.ones(5, dtype=bool))
     sims, neighbors = search(gallery, queries, KnnConfig(k=8))
-    s, r = blend_neighbours(sims, neighbors, gallery_labels, mean_cosines([(queries, centres)]), 1.0, extra=0)
+    s, r = blend_neighbours(
+        sims, neighbors, gallery_labels, class_cosines=mean_cosines([(queries, centres)]), knn_weight=1.0, extra=0
+    )
     np.testing.assert_array_equal(r, neighbors)
     np.testing.assert_allclose(s, sims, atol=1e-7)

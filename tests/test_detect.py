@@ -16,6 +16,7 @@ import yaml
 
 from whaleid.config import DetectConfig
 from whaleid.core.errors import ConfigError
+from whaleid.core.runtime import Runtime
 from whaleid.data.boxes import box_iou, iou_summary, normalise, read_boxes, to_pixels
 from whaleid.model.boxnet import _augment, holdout_split, load_detector, predict, save_detector, train_detector
 from whaleid.pipeline.detect import decide
@@ -104,7 +105,7 @@ def test_decide() -> None:
 def test_detector_beats_the_mean_box_on_unseen_photos(tmp_path: Path) -> None:
     images, boxes = _squares(400, 64, seed=2)
     cfg = DetectConfig(img_size=64, epochs=6, batch_size=32, lr=0.003)
-    model, losses = train_detector(images[:320], boxes[:320], cfg, torch.device("cpu"), progress=False)
+    model, losses = train_detector(images[:320], boxes[:320], cfg, device=torch.device("cpu"), progress=False)
     assert losses[-1] < losses[0]
     got = box_iou(predict(model, images[320:], torch.device("cpu")), boxes[320:]).mean()
     mean_box = box_iou(np.tile(boxes[:320].mean(0), (80, 1)), boxes[320:]).mean()
@@ -192,11 +193,11 @@ def test_decoded_photos_are_cached_so_a_rerun_does_not_decode_again(tiny_dataset
     photos = tmp_path / "photos"
     shutil.copytree(tiny_dataset / "train_images", photos)
     paths = sorted(photos.iterdir())[:70]  # two chunks
-    first = load_photos(paths, 24, 100, n_jobs=1, progress=False, cache=tmp_path / "cache")
+    first = load_photos(paths, 24, run=Runtime(max_megapixels=100, n_jobs=1, progress=False), cache=tmp_path / "cache")
     for p in paths:  # unreadable now, with the same size and mtime: only the cache can give the photos back
         st = p.stat()
         p.write_bytes(b"\0" * st.st_size)
         os.utime(p, ns=(st.st_atime_ns, st.st_mtime_ns))
-    again = load_photos(paths, 24, 100, n_jobs=1, progress=False, cache=tmp_path / "cache")
+    again = load_photos(paths, 24, run=Runtime(max_megapixels=100, n_jobs=1, progress=False), cache=tmp_path / "cache")
     assert (again.images == first.images).all() and (again.sizes == first.sizes).all()
     assert first.images.shape == (70, 24, 24, 3) and (first.sizes == 32).all()

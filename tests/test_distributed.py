@@ -109,7 +109,9 @@ def _embed_worker(rank: int, port: int, paths: list, out: dict) -> None:
     torch.distributed.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=2)
     torch.manual_seed(0)
     net = WhaleNet(ModelConfig(backbone="test_resnet", img_size=32, embedding_dim=16), ArcFaceConfig(), 3)
-    out[rank] = extract_embeddings(net, paths, 32, 4, torch.device("cpu"), progress=False, world=current())
+    out[rank] = extract_embeddings(
+        net, paths, 32, batch_size=4, device=torch.device("cpu"), progress=False, world=current()
+    )
     torch.distributed.destroy_process_group()
 
 
@@ -121,7 +123,7 @@ def test_embedding_sharded_over_two_ranks_equals_one_process(tmp_path: Path) -> 
         cv2.imwrite(str(paths[-1]), rng.integers(0, 255, (32, 32, 3), dtype=np.uint8))
     torch.manual_seed(0)
     net = WhaleNet(ModelConfig(backbone="test_resnet", img_size=32, embedding_dim=16), ArcFaceConfig(), 3)
-    want = extract_embeddings(net, paths, 32, 4, torch.device("cpu"), progress=False)
+    want = extract_embeddings(net, paths, 32, batch_size=4, device=torch.device("cpu"), progress=False)
     with mp.Manager() as manager:
         out = manager.dict()
         mp.spawn(_embed_worker, args=(_free_port(), paths, out), nprocs=2)

@@ -33,7 +33,7 @@ def model_and_photos(tiny_dataset: Path, tmp_path_factory: pytest.TempPathFactor
         for _ in range(3):
             net(torch.randn(8, 3, SIZE, SIZE) + 0.5)
     net.eval()
-    save_torch(root / "model.pt", model_payload(net, cfg, ArcFaceConfig(), 5))
+    save_torch(root / "model.pt", model_payload(net, cfg, ArcFaceConfig(), n_classes=5))
     photos = []
     for p in sorted((tiny_dataset / "train_images").iterdir())[:7]:
         out = root / f"{p.name}.bmp"
@@ -54,7 +54,9 @@ def test_exported_embeddings_match_pytorch_at_any_batch_size(
     meta = export_model(model_path, out, fmt, flip_tta=flip)
     assert meta["img_size"] == SIZE and meta["dim"] == 24 and meta["flip_tta"] is flip
     model, _ = load_model(model_path)
-    want = extract_embeddings(model, photos, SIZE, 4, torch.device("cpu"), progress=False, flip_tta=flip)
+    want = extract_embeddings(
+        model, photos, SIZE, batch_size=4, device=torch.device("cpu"), progress=False, flip_tta=flip
+    )
     run = ExportedEmbedder(out)
     assert run.meta == meta
     images = np.stack([read_image(p) for p in photos])

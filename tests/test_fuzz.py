@@ -3,7 +3,7 @@
 The property, for every example: the input is accepted and read back *exactly* (never silently changed), or it
 is refused with a one-line :class:`whaleid.core.errors.WhaleidError` naming the file / key; never a raw exception.
 `make test` runs a bounded number of examples per property (profile ``ci``); `make fuzz` runs many more
-(``HYPOTHESIS_PROFILE=fuzz``). Found on the first runs: see the README's Reliability section.
+(``HYPOTHESIS_PROFILE=fuzz``). Found on the first runs: see docs/reliability.md.
 """
 
 from __future__ import annotations

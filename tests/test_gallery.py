@@ -16,6 +16,8 @@ import pandas as pd
 import pytest
 from tinyrepo import copy_repo
 
+from whaleid.core.runtime import Runtime
+
 pytestmark = pytest.mark.slow
 
 
@@ -84,8 +86,10 @@ def ranking(gallery: object, queries: list[Path]) -> tuple[list[list[str]], np.n
     from whaleid.rule.candidates import candidates
 
     with tempfile.TemporaryDirectory() as tmp:
-        parts, kp = embed_photos(gallery, queries, None, Path(tmp), "cpu", progress=False, n_jobs=1)
-    nn = gallery.score(parts, [q.name for q in queries], kp, n_jobs=1)
+        parts, kp = embed_photos(
+            gallery, queries, boxes=None, workdir=Path(tmp), run=Runtime(device="cpu", progress=False, n_jobs=1)
+        )
+    nn = gallery.score(parts, [q.name for q in queries], kp, run=Runtime(n_jobs=1))
     labels, scores = candidates(nn.sims, nn.rows, nn.gallery_labels)
     names = np.asarray(gallery.individuals["individual_id"], dtype=object)
     return [list(names[row]) for row in labels], scores
@@ -112,8 +116,7 @@ def test_added_photos_rank_as_in_a_gallery_built_from_scratch(repo: tuple[Path, 
         [root / "data/sample/train_images" / n for n in rows["image"]],
         list(rows["individual_id"]),
         boxes=boxes,
-        progress=False,
-        n_jobs=1,
+        run=Runtime(progress=False, n_jobs=1),
     )
     back.save(root / "grown")
     grown = Gallery.load(root / "grown")
@@ -126,11 +129,11 @@ def test_added_photos_rank_as_in_a_gallery_built_from_scratch(repo: tuple[Path, 
     # A photo already in the gallery is refused (by name, and by content under another name); nothing is written.
     first = root / "data/sample/train_images" / full.photos["image"].iloc[0]
     with pytest.raises(DataError, match="already has this name"):
-        add_photos(full, [first], ["someone"], progress=False, n_jobs=1)
+        add_photos(full, [first], ["someone"], run=Runtime(progress=False, n_jobs=1))
     renamed = root / "renamed.jpg"
     shutil.copy(first, renamed)
     with pytest.raises(DataError, match=rf"already in the gallery as {full.photos['image'].iloc[0]}"):
-        add_photos(full, [renamed], ["someone"], progress=False, n_jobs=1)
+        add_photos(full, [renamed], ["someone"], run=Runtime(progress=False, n_jobs=1))
     with pytest.raises(DataError, match="no gallery individual named 'nobody'"):
         remove_photos(full, individuals=["nobody"])
 

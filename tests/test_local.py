@@ -15,6 +15,7 @@ import yaml
 
 from whaleid.config import LocalConfig
 from whaleid.core.atomic import load_npz, save_npz
+from whaleid.core.runtime import Runtime
 from whaleid.retrieval.fusion import Calibration
 from whaleid.retrieval.keypoints import KeypointSet, detect, detect_all
 from whaleid.retrieval.matching import match_pair, pair_inliers
@@ -48,9 +49,11 @@ def test_a_rotated_scaled_copy_matches_and_another_pattern_does_not(method: str)
     same = detect(warp(texture(0), 20, 0.9), method, 256)
     other = detect(texture(1), method, 256)
     binary = method == "orb"
-    assert match_pair(a, same, binary, 0.8, 8.0) >= 20
-    assert match_pair(a, other, binary, 0.8, 8.0) < 8
-    assert match_pair(a, (np.zeros((0, 2), np.float32), a[1][:0]), binary, 0.8, 8.0) == 0  # no keypoints
+    assert match_pair(a, same, binary=binary, ratio=0.8, ransac_px=8.0) >= 20
+    assert match_pair(a, other, binary=binary, ratio=0.8, ransac_px=8.0) < 8
+    assert (
+        match_pair(a, (np.zeros((0, 2), np.float32), a[1][:0]), binary=binary, ratio=0.8, ransac_px=8.0) == 0
+    )  # no keypoints
 
 
 def test_pair_inliers_equals_a_plain_loop() -> None:
@@ -64,12 +67,14 @@ def test_pair_inliers_equals_a_plain_loop() -> None:
     )
     queries = np.array([0, 1, -1])
     rows = np.array([[3, 4, 5, 1], [2, -1, 4, 0], [1, 2, 3, 4]])
-    got = pair_inliers(kp, kp, queries, rows, cfg, n_jobs=2)
+    got = pair_inliers(kp, kp, queries, rows, cfg, run=Runtime(n_jobs=2))
     want = np.zeros_like(got)
     for q in range(3):
         for j in range(3):  # top_pairs: the fourth column stays 0
             if queries[q] >= 0 and rows[q, j] >= 0:
-                want[q, j] = match_pair(feats[queries[q]], feats[rows[q, j]], False, cfg.ratio, cfg.ransac_px)
+                want[q, j] = match_pair(
+                    feats[queries[q]], feats[rows[q, j]], binary=False, ratio=cfg.ratio, ransac_px=cfg.ransac_px
+                )
     np.testing.assert_array_equal(got, want)
     assert got[0, 0] > 10  # image 3 is image 0's pattern, rotated
 
@@ -101,7 +106,7 @@ def test_calibration_rises_with_both_scores_and_fusion_reranks() -> None:
 
 def test_keypoints_of_images_round_trip_through_npz(tiny_dataset: Path, tmp_path: Path) -> None:
     paths = sorted((tiny_dataset / "train_images").iterdir())[:5]
-    kp = detect_all(paths, None, 0.0, LocalConfig(method="sift", max_side=96, max_keypoints=40), n_jobs=1)
+    kp = detect_all(paths, None, 0.0, LocalConfig(method="sift", max_side=96, max_keypoints=40), run=Runtime(n_jobs=1))
     assert len(kp.offsets) == 6 and kp.offsets[-1] == len(kp.points) == len(kp.descriptors)
     assert (np.diff(kp.offsets) <= 40).all() and kp.descriptors.dtype == np.uint8
     save_npz(tmp_path / "kp.npz", **kp.arrays())

@@ -74,7 +74,7 @@ def test_malicious_checkpoint_refused(tmp_path: Path, capsys: pytest.CaptureFixt
 def test_model_round_trip(tmp_path: Path) -> None:
     net = WhaleNet(TINY, ArcFaceConfig(), n_classes=5).eval()
     path = tmp_path / "model.pt"
-    torch.save(model_payload(net, TINY, ArcFaceConfig(), 5, {"fold": 0}), path)
+    torch.save(model_payload(net, TINY, ArcFaceConfig(), n_classes=5, extra={"fold": 0}), path)
     loaded, payload = load_model(path)
     x = torch.randn(2, 3, 32, 32)
     with torch.no_grad():
@@ -87,7 +87,7 @@ def test_saved_model_bytes_are_reproducible(tmp_path: Path) -> None:
 
     torch.manual_seed(0)
     net = WhaleNet(TINY, ArcFaceConfig(), n_classes=5)
-    payload = model_payload(net, TINY, ArcFaceConfig(), 5)
+    payload = model_payload(net, TINY, ArcFaceConfig(), n_classes=5)
     save_torch(tmp_path / "a.pt", payload)
     save_torch(tmp_path / "b.pt", payload)
     assert (tmp_path / "a.pt").read_bytes() == (tmp_path / "b.pt").read_bytes()

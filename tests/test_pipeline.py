@@ -57,7 +57,7 @@ def test_repro_then_experiment(reproduced: tuple[Path, str], tmp_path: Path) -> 
         assert (clone / name).read_bytes() == (repo / name).read_bytes(), name
     assert stages_run(run([*dvc, "repro"], clone, env)) == {"weights"}
 
-    # Folds side by side, as the README does it: experiments queued, then run by two DVC queue workers at once.
+    # Folds side by side, as docs/scaling.md does it: experiments queued, then run by two DVC queue workers at once.
     for fold in (1, 2):
         run([*dvc, "exp", "run", "--queue", "-S", f"fold={fold}", "--name", f"q-fold{fold}"], repo, env)
     run([*dvc, "queue", "start", "-j", "2"], repo, env)

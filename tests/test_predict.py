@@ -156,7 +156,9 @@ def test_per_species_thresholds_match_brute_force() -> None:
     species = rng.integers(0, 3, len(truth))
     species[:5] = 9  # a rare species: too few queries, falls back to the global threshold
     grid = [0.0, 0.2, 0.4, 0.6, 0.8]
-    found = species_thresholds(labels, scores, truth, species, grid, 0.2, min_queries=30)
+    found = species_thresholds(
+        labels, scores, truth, query_species=species, thresholds=grid, new_ratio=0.2, min_queries=30
+    )
     assert set(found) == {0, 1, 2}
     for sp, thr in found.items():
         mask = species == sp

@@ -11,6 +11,7 @@ import pytest
 
 import whaleid.data.resize as prepare
 from whaleid.core.errors import DataError
+from whaleid.core.runtime import Runtime
 from whaleid.data.boxes import read_boxes
 from whaleid.data.images import read_image
 from whaleid.data.resize import check_box, crop_coords, folder_digest, prepare_image, resize_split, resized_name
@@ -74,7 +75,9 @@ def test_resize_split_resumes_and_names_corrupt_files(dataset_copy: Path, tmp_pa
     out, cache = tmp_path / "out", tmp_path / "cache"
     out.mkdir()
     boxes = {sources[0].name: (2.0, 3.0, 20.0, 25.0)}
-    assert resize_split(sources, out, cache, 16, boxes, 0.0, n_jobs=1, progress=False) == 1
+    assert (
+        resize_split(sources, out, cache, size=16, boxes=boxes, margin=0.0, run=Runtime(n_jobs=1, progress=False)) == 1
+    )
     first = read_image(out / f"{sources[0].name}.bmp")
     np.testing.assert_array_equal(first, prepare_image(read_image(sources[0]), 16, boxes[sources[0].name]))
     assert all(read_image(p).shape == (16, 16, 3) for p in out.iterdir())
@@ -84,7 +87,7 @@ def test_resize_split_resumes_and_names_corrupt_files(dataset_copy: Path, tmp_pa
     monkeypatch.setattr(prepare, "read_image", lambda p, *a: calls.append(p) or read_image(p, *a))
     out2 = tmp_path / "out2"
     out2.mkdir()
-    resize_split(sources, out2, cache, 16, boxes, 0.0, n_jobs=1, progress=False)
+    resize_split(sources, out2, cache, size=16, boxes=boxes, margin=0.0, run=Runtime(n_jobs=1, progress=False))
     assert calls == [] and folder_digest(out2) == folder_digest(out)
 
     # A replaced source file is redone; a truncated one is named.
@@ -93,7 +96,7 @@ def test_resize_split_resumes_and_names_corrupt_files(dataset_copy: Path, tmp_pa
     out3 = tmp_path / "out3"
     out3.mkdir()
     with pytest.raises(DataError, match=rf"(?s)1 image\(s\) cannot be read.*{sources[1].name}: truncated JPEG"):
-        resize_split(sources, out3, cache, 16, boxes, 0.0, n_jobs=1, progress=False)
+        resize_split(sources, out3, cache, size=16, boxes=boxes, margin=0.0, run=Runtime(n_jobs=1, progress=False))
 
 
 def test_folder_digest_tracks_content_not_mtime(tmp_path: Path) -> None:
@@ -111,7 +114,17 @@ def test_resize_formats_bmp_png_lossless_jpg_close(dataset_copy: Path, tmp_path:
     for fmt in ("bmp", "png", "jpg"):
         out = tmp_path / fmt
         out.mkdir()
-        resize_split(sources, out, tmp_path / "cache", 16, None, 0.0, fmt, 90, n_jobs=1, progress=False)
+        resize_split(
+            sources,
+            out,
+            tmp_path / "cache",
+            size=16,
+            boxes=None,
+            margin=0.0,
+            fmt=fmt,
+            jpeg_quality=90,
+            run=Runtime(n_jobs=1, progress=False),
+        )
         assert sorted(p.name for p in out.iterdir()) == sorted(resized_name(p.name, fmt) for p in sources)
         for src in sources:
             want = prepare_image(read_image(src), 16).astype(int)

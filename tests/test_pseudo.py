@@ -71,7 +71,16 @@ def test_no_pseudo_label_comes_from_the_validation_fold():
     species = np.array(["s"] * n_classes, dtype=object)
     centres = Centres(centre, 1, trained)
     ev = evaluate_model(
-        params, "fold0", 0, train, test, centres, keypoints=None, class_species=species, classes=classes, solution=None
+        params,
+        "fold0",
+        0,
+        train=train,
+        test=test,
+        centres=centres,
+        keypoints=None,
+        class_species=species,
+        classes=classes,
+        solution=None,
     )
     own = set(train["images"][folds != 0])
     assert set(ev.select.gallery_images) == own and set(ev.valid.gallery_images) == own

@@ -35,7 +35,7 @@ def test_sparse_equals_the_dense_definition(k1: int, k2: int, lam: float) -> Non
     want = dense_reference(query, gallery, k1, k2, lam)
     cand = np.argsort(-(query @ gallery.T), axis=1)[:, :10]
     cand[3, 7:] = -1  # slots without a candidate stay empty
-    got = k_reciprocal(query, gallery, cand, k1, k2, lam)
+    got = k_reciprocal(query, gallery, cand, k1=k1, k2=k2, lam=lam)
     expect = np.take_along_axis(want, np.clip(cand, 0, None), 1)
     expect[3, 7:] = np.inf
     np.testing.assert_allclose(got, expect, atol=1e-5)

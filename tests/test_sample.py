@@ -12,6 +12,7 @@ from scipy.special import zeta
 
 from tests.conftest import TINY, tiny_config
 from whaleid.config import SampleConfig
+from whaleid.core.runtime import Runtime
 from whaleid.data.images import read_image
 from whaleid.data.layout import NEW_INDIVIDUAL, load_dataset
 from whaleid.data.sample import plan_dataset, write_dataset
@@ -66,7 +67,7 @@ def test_layout_and_schema(tiny_dataset: Path) -> None:
 
 def test_same_params_give_identical_bytes(tiny_dataset: Path, tmp_path: Path) -> None:
     again = tmp_path / "again"
-    write_dataset(TINY, again, n_jobs=2, progress=False)  # another worker count too
+    write_dataset(TINY, again, run=Runtime(n_jobs=2, progress=False))  # another worker count too
     assert _digest(again) == _digest(tiny_dataset)
 
 
@@ -126,7 +127,9 @@ def _fin_boxes(cfg: SampleConfig, n: int = 150) -> np.ndarray:
     for i in range(n):
         ind = plan.individuals[i % len(plan.individuals)]
         rng, extra = np.random.default_rng([cfg.seed, 7, i]), np.random.default_rng([cfg.seed, 8, i])
-        out.append(render_photo(ind, cfg.img_size, rng, cfg.mirror_prob, Scene.of(cfg), extra)[1])
+        out.append(
+            render_photo(ind, cfg.img_size, rng, mirror_prob=cfg.mirror_prob, scene=Scene.of(cfg), extra=extra)[1]
+        )
     return np.array(out, dtype=float) / cfg.img_size
 
 
@@ -165,8 +168,12 @@ def test_scene_knobs_change_only_their_own_draws() -> None:
     busy = Scene(subject_min=0.3, subject_max=0.5, off_centre=1.0, clutter=8, occlusion=1.0, mark_contrast_min=0.2)
     changed = 0
     for i in range(20):
-        a = render_photo(ind, 64, np.random.default_rng(i), 0.15, plain, np.random.default_rng(100 + i))
-        b = render_photo(ind, 64, np.random.default_rng(i), 0.15, busy, np.random.default_rng(100 + i))
+        a = render_photo(
+            ind, 64, np.random.default_rng(i), mirror_prob=0.15, scene=plain, extra=np.random.default_rng(100 + i)
+        )
+        b = render_photo(
+            ind, 64, np.random.default_rng(i), mirror_prob=0.15, scene=busy, extra=np.random.default_rng(100 + i)
+        )
         assert a[1] == b[1]
         changed += int(np.abs(a[0].astype(int) - b[0].astype(int)).mean() > 1)
     assert changed >= 18
@@ -189,7 +196,7 @@ def test_easy_scene_draws_the_old_default_byte_for_byte(tmp_path: Path) -> None:
         mark_contrast_min=1.0,
         test_boxes=True,
     )
-    write_dataset(cfg, tmp_path / "easy", n_jobs=1, progress=False)
+    write_dataset(cfg, tmp_path / "easy", run=Runtime(n_jobs=1, progress=False))
     h = hashlib.sha256()
     for p in sorted((tmp_path / "easy").rglob("*")):
         if p.is_file():

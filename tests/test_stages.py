@@ -167,7 +167,7 @@ def test_flip_tta_is_mean_of_normalised_embeddings(tiny_dataset: Path) -> None:
     torch.manual_seed(0)
     net = WhaleNet(ModelConfig(img_size=32, embedding_dim=8), ArcFaceConfig(), 4).eval()
     paths = sorted((tiny_dataset / "train_images").iterdir())[:6]
-    got = extract_embeddings(net, paths, 32, 4, torch.device("cpu"), progress=False, flip_tta=True)
+    got = extract_embeddings(net, paths, 32, batch_size=4, device=torch.device("cpu"), progress=False, flip_tta=True)
     x = model_input(
         torch.stack([ImageDataset(paths, AsUint8(32))[i][0] for i in range(len(paths))]), torch.device("cpu")
     )
@@ -176,7 +176,7 @@ def test_flip_tta_is_mean_of_normalised_embeddings(tiny_dataset: Path) -> None:
         b = torch.nn.functional.normalize(net.embed(torch.flip(x, dims=[3])), dim=1)
     want = torch.nn.functional.normalize(a + b, dim=1).numpy()
     np.testing.assert_allclose(got, want, atol=1e-5)
-    plain = extract_embeddings(net, paths, 32, 4, torch.device("cpu"), progress=False)
+    plain = extract_embeddings(net, paths, 32, batch_size=4, device=torch.device("cpu"), progress=False)
     np.testing.assert_allclose(plain, a.numpy(), atol=1e-5)
 
 

@@ -137,8 +137,10 @@ def test_cuda_training_with_amp_learns(tiny_dataset: Path) -> None:
     net, hist = _train(make, paths, labels, cfg, device="cuda")
     assert all(np.isfinite(r["loss"]) for r in hist) and hist[-1]["loss"] < hist[0]["loss"]
     assert next(net.parameters()).device.type == "cuda"
-    gpu = extract_embeddings(net, paths[:40], 32, 16, torch.device("cuda"), progress=False)
-    cpu = extract_embeddings(net.cpu().float(), paths[:40], 32, 16, torch.device("cpu"), progress=False)
+    gpu = extract_embeddings(net, paths[:40], 32, batch_size=16, device=torch.device("cuda"), progress=False)
+    cpu = extract_embeddings(
+        net.cpu().float(), paths[:40], 32, batch_size=16, device=torch.device("cpu"), progress=False
+    )
     assert np.abs((gpu * cpu).sum(1) - 1).max() < 0.02  # bf16/fp16 autocast against fp32: cosine ~ 1
 
 

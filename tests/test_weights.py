@@ -115,7 +115,7 @@ def test_pretrained_backbone_sees_its_own_normalisation(tmp_path: Path) -> None:
         expected = net.neck(net.pool(features))
         got = net.embed(normalize(raw))
         torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-4)
-        torch.save(model_payload(net, cfg, ArcFaceConfig(), 3), tmp_path / "model.pt")
+        torch.save(model_payload(net, cfg, ArcFaceConfig(), n_classes=3), tmp_path / "model.pt")
         reloaded, _ = load_model(tmp_path / "model.pt")
         torch.testing.assert_close(reloaded.embed(normalize(raw)), got)
     assert WhaleNet(ModelConfig(img_size=32), ArcFaceConfig(), 3).input_stats is None  # from scratch: untouched

@@ -19,6 +19,7 @@ import pandas as pd
 
 from whaleid.cli.commands import Command
 from whaleid.core.errors import DataError
+from whaleid.core.runtime import Runtime
 from whaleid.pipeline.paths import GALLERY_DIR
 
 log = logging.getLogger("whaleid.gallery")
@@ -88,10 +89,11 @@ def _remove_arguments(rm: argparse.ArgumentParser) -> None:
     rm.add_argument("--id", action="append", default=[], help="individual_id (repeatable)")
 
 
-def _device(name: str) -> object:
-    from whaleid.core.device import select_device
-
-    return select_device(name)
+def _runtime(args: argparse.Namespace) -> Runtime:
+    """Progress bars on a terminal; the device checked now (``cuda`` without a GPU is refused before any work)."""
+    run = Runtime(progress=sys.stderr.isatty(), device=getattr(args, "device", "cpu"))
+    run.torch_device()
+    return run
 
 
 def _boxes(path: str | None) -> dict | None:
@@ -107,14 +109,20 @@ def _identify(args: argparse.Namespace) -> int:
     if args.top_k < 1:
         raise DataError(f"--top-k must be at least 1, got {args.top_k}.")
     gallery = Gallery.load(args.gallery)
-    good, errors = readable(photo_paths(args.photos), progress=sys.stderr.isatty())
+    run = _runtime(args)
+    good, errors = readable(photo_paths(args.photos), run)
     for e in errors:
         log.error("skipped: %s", e)
     if not good:
         raise DataError("no readable photo to identify.")
     exported = [Path(p) for p in args.exported] if args.exported else None
     result = identify(
-        gallery, good, _boxes(args.boxes), _device(args.device), args.top_k, sys.stderr.isatty(), exported=exported
+        gallery,
+        good,
+        boxes=_boxes(args.boxes),
+        top_k=args.top_k,
+        exported=exported,
+        run=run,
     )
     if args.format == "csv":
         text = result.to_csv(index=False, lineterminator="\n")
@@ -154,7 +162,14 @@ def _add(args: argparse.Namespace) -> int:
         paths = photo_paths(args.photos)
         ids, species = [args.id] * len(paths), [args.species] * len(paths)
     gallery = Gallery.load(args.gallery)
-    out = add_photos(gallery, paths, ids, species, _boxes(args.boxes), _device(args.device), sys.stderr.isatty())
+    out = add_photos(
+        gallery,
+        paths,
+        ids,
+        species=species,
+        boxes=_boxes(args.boxes),
+        run=_runtime(args),
+    )
     out.save(args.out or args.gallery)
     log.info(
         "%s: added %d photo(s) of %d individual(s); now %d photos of %d individuals",

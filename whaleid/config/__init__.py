@@ -16,7 +16,7 @@ from whaleid.config.base import Block
 from whaleid.config.data import CropConfig, CVConfig, DataConfig, DetectConfig, ResizeConfig, SampleConfig
 from whaleid.config.model import ArcFaceConfig, AugmentConfig, EmbedConfig, ModelConfig, RuntimeConfig, TrainConfig
 from whaleid.config.overrides import apply_overrides, flat_overrides, override_args
-from whaleid.config.params import Params, load_params, params_from_dict, replace, to_dict
+from whaleid.config.params import Params, load_params, params_from_dict, replace, runtime_of, to_dict
 from whaleid.config.scoring import (
     MAX_THRESHOLDS,
     MEMBER_PATTERN,
@@ -63,5 +63,6 @@ __all__ = [
     "override_args",
     "params_from_dict",
     "replace",
+    "runtime_of",
     "to_dict",
 ]

@@ -22,6 +22,7 @@ from whaleid.config.scoring import (
     member_fold,
 )
 from whaleid.core.errors import ConfigError
+from whaleid.core.runtime import Runtime
 
 
 class Params(Block):
@@ -133,3 +134,11 @@ def read_yaml(path: Path) -> Any:
         return yaml.safe_load(path.read_text(encoding="utf-8"))
     except yaml.YAMLError as exc:
         raise ConfigError(f"{path}: not valid YAML: {exc}") from None
+
+
+def runtime_of(params: Params) -> Runtime:
+    """How the pipeline's stages run their per-photo work: ``runtime.n_jobs``, ``runtime.device`` and
+    ``data.max_megapixels``."""
+    return Runtime(
+        n_jobs=params.runtime.n_jobs, max_megapixels=params.data.max_megapixels, device=params.runtime.device
+    )

@@ -47,6 +47,7 @@ def resolve_workers(num_workers: int, device: torch.device, training: bool = Fal
 def make_loader(
     dataset: torch.utils.data.Dataset,
     batch_size: int,
+    *,
     num_workers: int,
     device: torch.device,
     persistent: bool = False,

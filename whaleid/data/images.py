@@ -19,6 +19,7 @@ import numpy as np
 
 from whaleid.core.errors import DataError
 from whaleid.core.parallel import map_chunks
+from whaleid.core.runtime import DEFAULT_MAX_MEGAPIXELS, Runtime
 
 
 def _is_truncated_jpeg(data: bytes) -> bool:
@@ -42,9 +43,6 @@ def _is_truncated_jpeg(data: bytes) -> bool:
         else:
             i += 2 + int.from_bytes(data[i + 2 : i + 4], "big")
     return True  # the file ends inside its header
-
-
-DEFAULT_MAX_MEGAPIXELS = 100.0  # data.max_megapixels; OpenCV itself refuses 2**30 pixels and more
 
 
 def image_size(data: bytes) -> tuple[int, int] | None:
@@ -123,13 +121,17 @@ def _check_chunk(paths: list[Path], max_megapixels: float) -> list[tuple[str, st
     return out
 
 
-def check_images(
-    paths: Sequence[Path], n_jobs: int = -1, progress: bool = True, max_megapixels: float = DEFAULT_MAX_MEGAPIXELS
-) -> tuple[list[str], list[str]]:
+def check_images(paths: Sequence[Path], run: Runtime = Runtime()) -> tuple[list[str], list[str]]:
     """Decode every image in parallel. Returns one message per unreadable file (empty when all are fine) and
     the SHA-1 of every file's bytes ("" for unreadable ones), in the order of ``paths``."""
     results = map_chunks(
-        _check_chunk, list(paths), max_megapixels, chunk_size=256, n_jobs=n_jobs, desc="check images", progress=progress
+        _check_chunk,
+        list(paths),
+        run.max_megapixels,
+        chunk_size=256,
+        n_jobs=run.n_jobs,
+        desc="check images",
+        progress=run.progress,
     )
     return [e for e, _ in results if e], [d for _, d in results]
 

@@ -15,6 +15,7 @@ import numpy as np
 
 from whaleid.core.atomic import load_npz, save_npz
 from whaleid.core.parallel import map_chunks
+from whaleid.core.runtime import Runtime
 from whaleid.data.images import read_image
 
 _CHUNK = 64
@@ -57,9 +58,8 @@ class Photos:
 def load_photos(
     paths: Sequence[Path],
     size: int,
-    max_megapixels: float,
-    n_jobs: int = -1,
-    progress: bool = True,
+    *,
+    run: Runtime = Runtime(),
     cache: Path | None = None,
     desc: str = "detect: decode",
 ) -> Photos:
@@ -73,15 +73,22 @@ def load_photos(
             _cached_chunk,
             items,
             size,
-            max_megapixels,
+            run.max_megapixels,
             str(cache),
             chunk_size=_CHUNK,
-            n_jobs=n_jobs,
+            n_jobs=run.n_jobs,
             desc=desc,
-            progress=progress,
+            progress=run.progress,
         )
     else:
         rows = map_chunks(
-            _load_chunk, items, size, max_megapixels, chunk_size=_CHUNK, n_jobs=n_jobs, desc=desc, progress=progress
+            _load_chunk,
+            items,
+            size,
+            run.max_megapixels,
+            chunk_size=_CHUNK,
+            n_jobs=run.n_jobs,
+            desc=desc,
+            progress=run.progress,
         )
     return Photos(np.stack([r[0] for r in rows]), np.array([(r[1], r[2]) for r in rows], np.int64))

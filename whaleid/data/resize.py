@@ -30,8 +30,9 @@ import numpy as np
 from whaleid.core.atomic import write_bytes
 from whaleid.core.errors import DataError
 from whaleid.core.parallel import map_chunks
+from whaleid.core.runtime import Runtime
 from whaleid.data.boxes import Box, check_box, crop_coords
-from whaleid.data.images import DEFAULT_MAX_MEGAPIXELS, read_image
+from whaleid.data.images import read_image
 from whaleid.data.layout import safe_name
 
 log = logging.getLogger(__name__)
@@ -108,15 +109,14 @@ def resize_split(
     sources: Sequence[Path],
     out_dir: Path,
     cache_dir: Path,
+    *,
     size: int,
     boxes: dict[str, Box] | None = None,
     margin: float = 0.0,
     fmt: str = "bmp",
     jpeg_quality: int = 95,
-    n_jobs: int = -1,
     desc: str = "resize",
-    progress: bool = True,
-    max_megapixels: float = DEFAULT_MAX_MEGAPIXELS,
+    run: Runtime = Runtime(),
 ) -> int:
     """Resize ``sources`` into ``out_dir`` (which must exist) as ``fmt`` files; return how many boxes were applied.
 
@@ -135,7 +135,15 @@ def resize_split(
             "%s: %d of %d images already resized in %s (resuming)", desc, len(jobs) - len(todo), len(jobs), cache_dir
         )
     errors = map_chunks(
-        _run_chunk, todo, size, margin, encoding, max_megapixels, n_jobs=n_jobs, desc=desc, progress=progress
+        _run_chunk,
+        todo,
+        size,
+        margin,
+        encoding,
+        run.max_megapixels,
+        n_jobs=run.n_jobs,
+        desc=desc,
+        progress=run.progress,
     )
     if errors:
         shown = "\n  ".join(errors[:10])

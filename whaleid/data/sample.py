@@ -35,6 +35,7 @@ import pandas as pd
 from whaleid.config import SampleConfig
 from whaleid.core.atomic import atomic_dir
 from whaleid.core.parallel import map_chunks
+from whaleid.core.runtime import Runtime
 from whaleid.data.individuals import Individual, make_individual, species_table
 from whaleid.data.layout import NEW_INDIVIDUAL, SOLUTION_BOXES
 from whaleid.data.scene import Scene, render_photo
@@ -66,7 +67,7 @@ def _render_chunk(jobs: list[tuple[str, Individual, int]], out_dir: str, cfg: Sa
     for rel, ind, photo_seed in jobs:
         rng = np.random.default_rng([cfg.seed, 7, photo_seed])
         extra = np.random.default_rng([cfg.seed, 8, photo_seed])
-        img, box = render_photo(ind, cfg.img_size, rng, cfg.mirror_prob, Scene.of(cfg), extra)
+        img, box = render_photo(ind, cfg.img_size, rng, mirror_prob=cfg.mirror_prob, scene=Scene.of(cfg), extra=extra)
         quality = int(rng.integers(cfg.jpeg_quality_min, cfg.jpeg_quality_max + 1))
         ok, buf = cv2.imencode(".jpg", cv2.cvtColor(img, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, quality])
         if not ok:  # pragma: no cover - cv2 failure
@@ -165,7 +166,7 @@ def plan_dataset(cfg: SampleConfig) -> SamplePlan:
     return SamplePlan(individuals, names, train, test)
 
 
-def write_dataset(cfg: SampleConfig, out_dir: str | Path, n_jobs: int = -1, progress: bool = True) -> SamplePlan:
+def write_dataset(cfg: SampleConfig, out_dir: str | Path, run: Runtime = Runtime()) -> SamplePlan:
     """Plan and render the dataset into ``out_dir`` (replaced atomically as a whole)."""
     plan = plan_dataset(cfg)
     jobs = []
@@ -184,7 +185,14 @@ def write_dataset(cfg: SampleConfig, out_dir: str | Path, n_jobs: int = -1, prog
         (tmp / "train_images").mkdir()
         (tmp / "test_images").mkdir()
         boxes: list[tuple[int, ...]] = map_chunks(
-            _render_chunk, jobs, str(tmp), cfg, chunk_size=_CHUNK, n_jobs=n_jobs, desc="sample", progress=progress
+            _render_chunk,
+            jobs,
+            str(tmp),
+            cfg,
+            chunk_size=_CHUNK,
+            n_jobs=run.n_jobs,
+            desc="sample",
+            progress=run.progress,
         )
 
         train = plan.train[["image", "species", "individual_id"]]

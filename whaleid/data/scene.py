@@ -141,6 +141,7 @@ def render_photo(
     ind: Individual,
     size: int,
     rng: np.random.Generator,
+    *,
     mirror_prob: float,
     scene: Scene = Scene(),
     extra: np.random.Generator | None = None,

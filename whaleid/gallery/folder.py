@@ -39,6 +39,7 @@ from whaleid.config import BlendConfig, KnnConfig, LocalConfig
 from whaleid.core.atomic import atomic_dir, load_npz, read_json, save_npz, write_csv, write_json
 from whaleid.core.errors import DataError
 from whaleid.core.parallel import map_chunks
+from whaleid.core.runtime import Runtime
 from whaleid.model.weights import sha256_file
 from whaleid.retrieval.blend import Centres
 from whaleid.retrieval.chain import Photos, ScoringChain, Searcher
@@ -57,9 +58,11 @@ def _sha1_chunk(paths: list[Path]) -> list[str]:
     return [hashlib.sha1(p.read_bytes()).hexdigest() for p in paths]
 
 
-def file_digests(paths: Sequence[Path], n_jobs: int = -1, progress: bool = True) -> list[str]:
+def file_digests(paths: Sequence[Path], run: Runtime = Runtime()) -> list[str]:
     """SHA-1 of every file, in parallel."""
-    return map_chunks(_sha1_chunk, list(paths), chunk_size=256, n_jobs=n_jobs, desc="hash photos", progress=progress)
+    return map_chunks(
+        _sha1_chunk, list(paths), chunk_size=256, n_jobs=run.n_jobs, desc="hash photos", progress=run.progress
+    )
 
 
 def new_index(dim: int, knn: KnnConfig, vectors: np.ndarray, ids: np.ndarray) -> faiss.Index:
@@ -196,8 +199,7 @@ class Gallery:
         parts: Sequence[np.ndarray],
         images: Sequence[str],
         query_kp: KeypointSet | None = None,
-        n_jobs: int = -1,
-        progress: bool = True,
+        run: Runtime = Runtime(),
     ) -> Neighbours:
         """The submission's scoring chain for query embeddings ``parts`` (one (Q, d) array per model, manifest
         order) of photos ``images``, with the saved calibration and the gallery's keypoints: ``rows`` of the result
@@ -205,7 +207,7 @@ class Gallery:
         if len(self.photos) == 0:
             raise DataError("the gallery holds no photos; add some with `whaleid gallery add`.")
         query = Photos(combine(list(parts)), np.asarray(images, dtype=str), np.full(len(images), -1), tuple(parts))
-        chain = ScoringChain(self.knn, self.blend, self.local, n_jobs=n_jobs, progress=progress)
+        chain = ScoringChain(self.knn, self.blend, self.local, run=run)
         cal = self.manifest.get("calibration")
         return chain.score(
             query,

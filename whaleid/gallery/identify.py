@@ -13,8 +13,9 @@ import numpy as np
 import pandas as pd
 
 from whaleid.core.errors import DataError
+from whaleid.core.runtime import Runtime
 from whaleid.data.boxes import Box
-from whaleid.data.images import DEFAULT_MAX_MEGAPIXELS, check_images
+from whaleid.data.images import check_images
 from whaleid.data.layout import NEW_INDIVIDUAL
 from whaleid.data.resize import resize_split, resized_name
 from whaleid.gallery.folder import Gallery, pad_centres
@@ -61,28 +62,23 @@ def _exported_parts(
     return parts
 
 
-def detected_boxes(
-    path: Path, paths: Sequence[Path], device: object, n_jobs: int = -1, progress: bool = True
-) -> dict[str, Box]:
+def detected_boxes(path: Path, paths: Sequence[Path], run: Runtime = Runtime()) -> dict[str, Box]:
     """Boxes for ``paths`` by the gallery's detector (stage detect's model), as the pipeline drew the test photos'."""
-    import torch
-
     from whaleid.model.boxnet import detect_boxes, load_detector
 
-    model, size = load_detector(path, torch.device(device))
-    return detect_boxes(model, size, paths, torch.device(device), DEFAULT_MAX_MEGAPIXELS, n_jobs, progress)
+    model, size = load_detector(path, run.torch_device())
+    return detect_boxes(model, size, paths, run=run)
 
 
 def embed_photos(
     gallery: Gallery,
     paths: Sequence[Path],
+    *,
     boxes: dict[str, Box] | None,
     workdir: Path,
-    device: object,
     batch_size: int = 64,
-    progress: bool = True,
-    n_jobs: int = -1,
     exported: Sequence[Path] | None = None,
+    run: Runtime = Runtime(),
 ) -> tuple[list[np.ndarray], KeypointSet | None]:
     """Each model's embeddings of ``paths`` (cropped, resized and embedded exactly as the pipeline does; by the
     ``exported`` files instead of the PyTorch models when given), and their keypoints when the gallery uses
@@ -91,29 +87,26 @@ def embed_photos(
     fmt = m["resize_format"]
     missing = [p for p in paths if p.name not in (boxes or {})]
     if missing and (detector := gallery.check_detector()) is not None:  # given boxes win; the detector boxes the rest
-        boxes = {**detected_boxes(detector, missing, device, n_jobs, progress), **(boxes or {})}
+        boxes = {**detected_boxes(detector, missing, run), **(boxes or {})}
     resize_split(
         paths,
         workdir,
         workdir / ".cache",
-        m["img_size"],
-        boxes,
-        m["crop_margin"],
-        fmt,
-        n_jobs=n_jobs,
+        size=m["img_size"],
+        boxes=boxes,
+        margin=m["crop_margin"],
+        fmt=fmt,
         desc="resize",
-        progress=progress,
+        run=run,
     )
     resized = [workdir / resized_name(p.name, fmt) for p in paths]
     if exported:
         parts = _exported_parts(gallery, exported, resized, batch_size)
     else:
-        import torch
-
         from whaleid.model.embed import extract_embeddings
         from whaleid.model.network import load_model
 
-        device = torch.device(device)
+        device = run.torch_device()
         parts = []
         for path in gallery.check_models():
             model, _ = load_model(path, device)
@@ -122,22 +115,22 @@ def embed_photos(
                     model,
                     resized,
                     m["img_size"],
-                    batch_size,
-                    device,
+                    batch_size=batch_size,
+                    device=device,
                     desc=f"embed {path.parent.name}",
-                    progress=progress,
+                    progress=run.progress,
                     flip_tta=m["flip_tta"],
                 )
             )
     kp = None
     if gallery.keypoints is not None:
-        kp = detect_all(paths, boxes, m["crop_margin"], gallery.local, n_jobs=n_jobs, desc="keypoints")
+        kp = detect_all(paths, boxes, m["crop_margin"], gallery.local, desc="keypoints", run=run)
     return parts, kp
 
 
-def readable(paths: Sequence[Path], n_jobs: int = -1, progress: bool = True) -> tuple[list[Path], list[str]]:
+def readable(paths: Sequence[Path], run: Runtime = Runtime()) -> tuple[list[Path], list[str]]:
     """The photos that decode, and one message per photo that does not (named)."""
-    errors, digests = check_images(paths, n_jobs=n_jobs, progress=progress)
+    errors, digests = check_images(paths, run)
     return [p for p, d in zip(paths, digests, strict=True) if d], errors  # no digest: it did not decode
 
 
@@ -155,21 +148,25 @@ def unique_names(paths: Sequence[Path]) -> None:
 def identify(
     gallery: Gallery,
     paths: Sequence[Path],
+    *,
     boxes: dict[str, Box] | None = None,
-    device: object = "cpu",
     top_k: int = 5,
-    progress: bool = True,
-    n_jobs: int = -1,
     exported: Sequence[Path] | None = None,
+    run: Runtime = Runtime(),
 ) -> pd.DataFrame:
     """Per photo: its five predictions by the gallery's rule (``predictions``, as in submission.csv) and its
     ``top_k`` known individuals with their scores (``candidates``: ``id:score`` separated by spaces, best first)."""
     unique_names(paths)
     with tempfile.TemporaryDirectory(prefix="whaleid-identify-") as tmp:
         parts, kp = embed_photos(
-            gallery, paths, boxes, Path(tmp), device, progress=progress, n_jobs=n_jobs, exported=exported
+            gallery,
+            paths,
+            boxes=boxes,
+            workdir=Path(tmp),
+            exported=exported,
+            run=run,
         )
-    nn = gallery.score(parts, [p.name for p in paths], kp, n_jobs=n_jobs, progress=progress)
+    nn = gallery.score(parts, [p.name for p in paths], kp, run=run)
     rule = gallery.rule
     species = gallery.individuals["species"].to_numpy(dtype=object)
     pred = apply_rule(rule, nn, species)
@@ -197,11 +194,10 @@ def add_photos(
     gallery: Gallery,
     paths: Sequence[Path],
     ids: Sequence[str],
+    *,
     species: Sequence[str] | None = None,
     boxes: dict[str, Box] | None = None,
-    device: object = "cpu",
-    progress: bool = True,
-    n_jobs: int = -1,
+    run: Runtime = Runtime(),
 ) -> Gallery:
     """``gallery`` with ``paths`` added as photos of individuals ``ids`` (new individuals get ``species``, "" when
     unknown). Refuses an unreadable photo and one already in the gallery (same file name or same bytes) before
@@ -231,7 +227,7 @@ def add_photos(
             f"{clash[0]}: a gallery photo already has this name ({len(clash)} clash(es)); rename the "
             "file or remove the old photo with `whaleid gallery remove --image`."
         )
-    errors, digests = check_images(paths, n_jobs=n_jobs, progress=progress)  # decoded, and hashed on the way
+    errors, digests = check_images(paths, run)  # decoded, and hashed on the way
     if errors:
         raise DataError(f"{len(errors)} photo(s) cannot be read, nothing added: {errors[0]}")
     known = dict(zip(gallery.photos["sha1"], gallery.photos["image"], strict=True))
@@ -239,7 +235,7 @@ def add_photos(
     if dup:
         raise DataError(f"{dup[0][0]} is already in the gallery as {dup[0][1]} (same bytes; {len(dup)} duplicate(s)).")
     with tempfile.TemporaryDirectory(prefix="whaleid-gallery-") as tmp:
-        parts, kp = embed_photos(gallery, paths, boxes, Path(tmp), device, progress=progress, n_jobs=n_jobs)
+        parts, kp = embed_photos(gallery, paths, boxes=boxes, workdir=Path(tmp), run=run)
     vectors = combine(parts)
     individuals = gallery.individuals
     new = frame.drop_duplicates("individual_id")

@@ -36,6 +36,7 @@ from tqdm.auto import tqdm
 from whaleid.config import DetectConfig
 from whaleid.core.errors import ConfigError
 from whaleid.core.log import bar_options
+from whaleid.core.runtime import Runtime
 from whaleid.data.boxes import pixel_boxes
 from whaleid.data.photos import load_photos
 from whaleid.data.resize import Box
@@ -117,6 +118,7 @@ def train_detector(
     images: np.ndarray,
     boxes: np.ndarray,
     cfg: DetectConfig,
+    *,
     device: torch.device,
     progress: bool = True,
     model: BoxNet | None = None,
@@ -198,14 +200,12 @@ def detect_boxes(
     model: BoxNet,
     img_size: int,
     paths: Sequence[Path],
-    device: torch.device,
-    max_megapixels: float,
-    n_jobs: int = -1,
-    progress: bool = True,
+    *,
+    run: Runtime = Runtime(),
 ) -> dict[str, Box]:
-    """Boxes (pixels) for ``paths`` by a trained detector: ``{file name: box}``."""
-    photos = load_photos(paths, img_size, max_megapixels, n_jobs, progress, cache=None)
+    """Boxes (pixels) for ``paths`` by a trained detector (run on ``run.device``): ``{file name: box}``."""
+    photos = load_photos(paths, img_size, run=run)
     started = time.perf_counter()
-    boxes = pixel_boxes(predict(model, photos.images, device), photos.sizes)
+    boxes = pixel_boxes(predict(model, photos.images, run.torch_device()), photos.sizes)
     log.debug("detector: %d photos in %.1f s", len(paths), time.perf_counter() - started)
     return {Path(p).name: box for p, box in zip(paths, boxes, strict=True)}

@@ -23,6 +23,7 @@ def extract_embeddings(
     model: nn.Module,
     paths: Sequence[str | Path],
     img_size: int,
+    *,
     batch_size: int,
     device: torch.device,
     num_workers: int = 0,
@@ -43,12 +44,20 @@ def extract_embeddings(
         bounds = np.linspace(0, len(paths), world.size + 1).round().astype(int)
         share = list(paths)[bounds[world.rank] : bounds[world.rank + 1]]
         mine = extract_embeddings(
-            model, share, img_size, batch_size, device, num_workers, desc, progress and world.main, flip_tta
+            model,
+            share,
+            img_size,
+            batch_size=batch_size,
+            device=device,
+            num_workers=num_workers,
+            desc=desc,
+            progress=progress and world.main,
+            flip_tta=flip_tta,
         )
         return gather_rows(mine)
     was_training = model.training
     model.eval()
-    loader = make_loader(ImageDataset(paths, AsUint8(img_size)), batch_size, num_workers, device)
+    loader = make_loader(ImageDataset(paths, AsUint8(img_size)), batch_size, num_workers=num_workers, device=device)
     dtype = autocast_dtype(device)
     out = []
     for images, _ in tqdm(loader, desc=desc, unit="batch", disable=not progress, leave=False, **bar_options()):

@@ -42,6 +42,7 @@ class ArcFace(nn.Module):
         self,
         in_features: int,
         n_classes: int,
+        *,
         scale: float = 30.0,
         margin: float = 0.3,
         easy_margin: bool = False,

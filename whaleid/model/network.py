@@ -109,7 +109,12 @@ class WhaleNet(nn.Module):
             nn.Linear(n_features, model_cfg.embedding_dim), nn.BatchNorm1d(model_cfg.embedding_dim)
         )
         self.head = ArcFace(
-            model_cfg.embedding_dim, n_classes, arc_cfg.scale, arc_cfg.margin, arc_cfg.easy_margin, arc_cfg.subcenters
+            model_cfg.embedding_dim,
+            n_classes,
+            scale=arc_cfg.scale,
+            margin=arc_cfg.margin,
+            easy_margin=arc_cfg.easy_margin,
+            subcenters=arc_cfg.subcenters,
         )
         self.species_head = (
             nn.Linear(model_cfg.embedding_dim, n_species) if arc_cfg.species_weight > 0 and n_species > 0 else None
@@ -134,6 +139,7 @@ def model_payload(
     model: WhaleNet,
     model_cfg: ModelConfig,
     arc_cfg: ArcFaceConfig,
+    *,
     n_classes: int,
     extra: dict | None = None,
     n_species: int = 0,

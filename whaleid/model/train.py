@@ -31,12 +31,12 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from whaleid.config import ArcFaceConfig, AugmentConfig, TrainConfig
-from whaleid.core.atomic import save_torch
 from whaleid.core.device import autocast_dtype, make_loader
 from whaleid.core.errors import TrainingDiverged
 from whaleid.core.log import bar_options
 from whaleid.data.images import ImageDataset
 from whaleid.model.augment import BatchAugment, batch_generator, model_input
+from whaleid.model.checkpoint import TrainState, load_checkpoint, save_checkpoint
 from whaleid.model.distributed import GlobalBatches, World, all_sum, barrier, current, synced_batch_norm, wrap
 from whaleid.model.transforms import AsUint8, train_transform
 
@@ -70,55 +70,10 @@ def lr_lambda(step: int, total: int, warmup: int, min_ratio: float) -> float:
     return min_ratio + (1.0 - min_ratio) * 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
 
 
-@dataclass
-class TrainState:
-    """What a checkpoint holds besides tensors' owners."""
-
-    epoch: int  # epochs completed
-    history: list[dict[str, float]]
-
-
 def _param_groups(model: nn.Module, cfg: TrainConfig) -> list[dict[str, object]]:
     backbone = [p for n, p in model.named_parameters() if n.startswith("backbone.") and p.requires_grad]
     rest = [p for n, p in model.named_parameters() if not n.startswith("backbone.") and p.requires_grad]
     return [{"params": backbone, "lr": cfg.lr}, {"params": rest, "lr": cfg.head_lr}]
-
-
-def save_checkpoint(
-    path: Path,
-    fingerprint: str,
-    model: nn.Module,
-    optimizer: torch.optim.Optimizer,
-    scheduler: object,
-    scaler: torch.amp.GradScaler,
-    state: TrainState,
-) -> None:
-    payload = {
-        "fingerprint": fingerprint,
-        "epoch": state.epoch,
-        "history": state.history,
-        "model": model.state_dict(),
-        "optimizer": optimizer.state_dict(),
-        "scheduler": scheduler.state_dict(),
-        "scaler": scaler.state_dict(),
-        "torch_rng": torch.get_rng_state(),
-    }
-    save_torch(path, payload)
-
-
-def load_checkpoint(path: Path, fingerprint: str) -> dict | None:
-    """The checkpoint at ``path`` if it exists, loads safely and matches ``fingerprint``; else None."""
-    if not path.is_file():
-        return None
-    try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # noqa: BLE001 - corrupt or unsafe file: start afresh, never execute it
-        log.warning("Ignoring unreadable checkpoint %s (%s); training from scratch.", path, exc)
-        return None
-    if not isinstance(payload, dict) or payload.get("fingerprint") != fingerprint:
-        log.info("Checkpoint %s was made with other params or data; discarding it.", path)
-        return None
-    return payload
 
 
 class _Step(nn.Module):
@@ -155,6 +110,7 @@ def _setup(
     model: nn.Module,
     paths: Sequence[str | Path],
     labels: Sequence[int] | np.ndarray,
+    *,
     species: Sequence[int] | np.ndarray | None,
     cfg: TrainConfig,
     aug: AugmentConfig,
@@ -181,8 +137,8 @@ def _setup(
         loader = make_loader(
             dataset,
             cfg.batch_size,
-            num_workers,
-            device,
+            num_workers=num_workers,
+            device=device,
             sampler=sampler,
             drop_last=len(dataset) > cfg.batch_size,
             persistent=True,
@@ -190,7 +146,9 @@ def _setup(
         )
     else:
         sampler = GlobalBatches(len(dataset), cfg.batch_size, cfg.seed, world)
-        loader = make_loader(dataset, 1, num_workers, device, batch_sampler=sampler, persistent=True, training=True)
+        loader = make_loader(
+            dataset, 1, num_workers=num_workers, device=device, batch_sampler=sampler, persistent=True, training=True
+        )
     has_species = getattr(model, "species_head", None) is not None
     step = wrap(_Step(model, use_species), device, sync_bn, unused=has_species and not use_species)
     steps_per_epoch = len(loader)
@@ -220,7 +178,14 @@ def _restore(run: _Run, model: nn.Module, checkpoint: Path | None, fingerprint: 
 
 
 def _train_epoch(
-    run: _Run, model: nn.Module, epoch: int, cfg: TrainConfig, arc: ArcFaceConfig, device: torch.device, progress: bool
+    run: _Run,
+    model: nn.Module,
+    epoch: int,
+    *,
+    cfg: TrainConfig,
+    arc: ArcFaceConfig,
+    device: torch.device,
+    progress: bool,
 ) -> float:
     """One pass over the loader; returns the mean loss."""
     model.train()
@@ -305,7 +270,19 @@ def train_model(
     ``on_epoch`` and checkpoints happen on rank 0 only (history rows of other ranks have no validation keys).
     """
     arc = arc or ArcFaceConfig()
-    run = _setup(model, paths, labels, species, cfg, aug, arc, img_size, device, num_workers, cfg.sync_bn)
+    run = _setup(
+        model,
+        paths,
+        labels,
+        species=species,
+        cfg=cfg,
+        aug=aug,
+        arc=arc,
+        img_size=img_size,
+        device=device,
+        num_workers=num_workers,
+        sync_bn=cfg.sync_bn,
+    )
     state = _restore(run, model, checkpoint, fingerprint, cfg.epochs)
     main = run.world.main
     if on_epoch is not None and main:
@@ -314,7 +291,7 @@ def train_model(
     cpu_sync = run.world.size > 1 and cfg.sync_bn and device.type != "cuda"
     for epoch in range(state.epoch, cfg.epochs):
         with synced_batch_norm() if cpu_sync else contextlib.nullcontext():
-            loss = _train_epoch(run, model, epoch, cfg, arc, device, progress)
+            loss = _train_epoch(run, model, epoch, cfg=cfg, arc=arc, device=device, progress=progress)
         row = {"epoch": epoch + 1, "loss": loss, "lr": run.optimizer.param_groups[0]["lr"]}
         last = epoch + 1 == cfg.epochs
         if evaluate is not None and main and cfg.eval_every and ((epoch + 1) % cfg.eval_every == 0 or last):
@@ -325,7 +302,15 @@ def train_model(
             "epoch %d/%d %s", epoch + 1, cfg.epochs, " ".join(f"{k}={v:.4g}" for k, v in row.items() if k != "epoch")
         )
         if checkpoint is not None and main:
-            save_checkpoint(checkpoint, fingerprint, model, run.optimizer, run.scheduler, run.scaler, state)
+            save_checkpoint(
+                checkpoint,
+                fingerprint,
+                model,
+                optimizer=run.optimizer,
+                scheduler=run.scheduler,
+                scaler=run.scaler,
+                state=state,
+            )
         if on_epoch is not None and main:
             on_epoch(row)
         barrier()  # the other ranks wait while rank 0 evaluates and checkpoints

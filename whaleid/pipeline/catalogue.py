@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from whaleid.config import Params, to_dict
+from whaleid.config import Params, runtime_of, to_dict
 from whaleid.core.atomic import load_npz, read_json
 from whaleid.data.layout import load_dataset
 from whaleid.gallery.folder import FORMAT, Gallery, file_digests, new_index
@@ -48,7 +48,7 @@ def build_gallery(params: Params, out: Path = GALLERY_DIR) -> Gallery:
             "id": ids,
             "image": images,
             "individual_id": np.asarray(classes, dtype=object)[final["labels"]],
-            "sha1": file_digests(load_dataset(params.data.dir).train_paths(list(images))),
+            "sha1": file_digests(load_dataset(params.data.dir).train_paths(list(images)), runtime_of(params)),
         }
     )
     individuals = pd.DataFrame(

@@ -14,6 +14,7 @@ from pathlib import Path
 from whaleid.config import load_params
 from whaleid.core.errors import ConfigError, DataError
 from whaleid.core.log import setup_logging
+from whaleid.core.runtime import Runtime
 from whaleid.data.boxes import boxes_path, check_boxes_dataset, read_boxes
 from whaleid.data.folds import make_folds
 from whaleid.data.images import DEFAULT_MAX_MEGAPIXELS, check_images, same_photos
@@ -89,7 +90,7 @@ def run_checks(data_dir: str | None, params_path: str = "params.yaml", decode: b
                 except ConfigError as exc:
                     problems.append(str(exc))
             if decode:
-                errors, digests = check_images(ds.train_paths() + ds.test_paths(), max_megapixels=max_mp)
+                errors, digests = check_images(ds.train_paths() + ds.test_paths(), Runtime(max_megapixels=max_mp))
                 problems += errors
                 n = len(ds.train)
                 pairs = same_photos(list(ds.train["image"]), digests[:n], ds.test_images, digests[n:])

@@ -17,12 +17,11 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import torch
 
-from whaleid.config import DetectConfig, Params, to_dict
+from whaleid.config import DetectConfig, Params, runtime_of, to_dict
 from whaleid.core.atomic import atomic_dir, write_csv, write_json
-from whaleid.core.device import select_device
 from whaleid.core.errors import ConfigError
+from whaleid.core.runtime import Runtime
 from whaleid.data.boxes import (
     BOX_COLUMNS,
     Box,
@@ -81,12 +80,10 @@ def run_detector(
     train_paths: Sequence[Path],
     test_paths: Sequence[Path],
     boxes: dict[str, Box],
+    *,
     test_truth: dict[str, Box] | None,
     cfg: DetectConfig,
-    device: torch.device,
-    max_megapixels: float,
-    n_jobs: int = -1,
-    progress: bool = True,
+    run: Runtime = Runtime(),
     cache: Path | None = DETECT_CACHE,
 ) -> Outcome:
     """Train on the boxed train photos (bar ``cfg.holdout``), measure IoU, and box every photo: train photos keep
@@ -94,7 +91,8 @@ def run_detector(
     started = time.perf_counter()
     model = new_detector(cfg)
     paths = [*train_paths, *test_paths]
-    photos = load_photos(paths, cfg.img_size, max_megapixels, n_jobs, progress, cache)
+    photos = load_photos(paths, cfg.img_size, run=run, cache=cache)
+    device = run.torch_device()
     names = [Path(p).name for p in paths]
     boxed = [i for i, name in enumerate(names[: len(train_paths)]) if name in boxes]
     for i in boxed:
@@ -108,7 +106,9 @@ def run_detector(
         len(fit),
         len(held),
     )
-    model, losses = train_detector(photos.images[[boxed[i] for i in fit]], truth[fit], cfg, device, progress, model)
+    model, losses = train_detector(
+        photos.images[[boxed[i] for i in fit]], truth[fit], cfg, device=device, progress=run.progress, model=model
+    )
     # Train and test photos in batches of their own, as `whaleid identify` on the test folder batches them: the
     # same boxes to the last digit.
     started_predict = time.perf_counter()
@@ -169,16 +169,13 @@ def settle_boxes(params: Params) -> dict[str, object]:
             truth = {n: b for n, b in (boxes or {}).items() if n in test} or (
                 read_boxes(answers) if answers.is_file() else None
             )
-            device = select_device(params.runtime.device)
             got = run_detector(
                 ds.train_paths(),
                 ds.test_paths(),
                 boxes or {},
-                truth,
-                params.detect,
-                device,
-                params.data.max_megapixels,
-                params.runtime.n_jobs,
+                test_truth=truth,
+                cfg=params.detect,
+                run=runtime_of(params),
             )
             save_detector(tmp / "model.pt", got.model, params.detect)
             boxes, metrics = got.boxes, got.metrics

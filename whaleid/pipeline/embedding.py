@@ -38,6 +38,7 @@ def embed_dataset(
     model: nn.Module,
     params: Params,
     train_images: Sequence[str],
+    *,
     test_images: Sequence[str],
     device: torch.device,
     name: str,
@@ -69,7 +70,16 @@ def embed_member(params: Params, name: str) -> None:
     world, device = distributed.init(params.runtime.device)
     model, payload = load_model(model_path(name), device)
     img_size = int(payload["model"]["img_size"])
-    train, test = embed_dataset(model, params, folds["image"], ds.test_images, device, name, img_size, world)
+    train, test = embed_dataset(
+        model,
+        params,
+        folds["image"],
+        test_images=ds.test_images,
+        device=device,
+        name=name,
+        img_size=img_size,
+        world=world,
+    )
     if not world.main:  # under torchrun each rank embedded a share; rank 0 writes
         return
     with atomic_dir(embed_dir(name)) as tmp:

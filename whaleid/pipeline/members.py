@@ -173,7 +173,7 @@ def train_member(
             valid_rows["label"].to_numpy()[q_rows],
             gallery,
             train_rows["label"].to_numpy()[g_rows],
-            params.cv.new_ratio,
+            new_ratio=params.cv.new_ratio,
         )
         log.info(
             "%s: validation embedded %d + %d images and scored them in %.1f s",
@@ -216,8 +216,8 @@ def train_member(
         model.cpu(),
         params.model,
         params.arcface,
-        len(classes),
-        {"fold": fold, "history": history, "weights": weights},
+        n_classes=len(classes),
+        extra={"fold": fold, "history": history, "weights": weights},
         n_species=len(species_classes),
     )
     save_torch(out, payload)

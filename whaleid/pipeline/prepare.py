@@ -14,7 +14,7 @@ from __future__ import annotations
 import logging
 import shutil
 
-from whaleid.config import Params, to_dict
+from whaleid.config import Params, runtime_of, to_dict
 from whaleid.core.atomic import atomic_dir, save_npz, write_json
 from whaleid.data.layout import load_dataset
 from whaleid.data.resize import folder_digest, resize_split
@@ -38,14 +38,13 @@ def resize_dataset(params: Params) -> dict:
                 paths,
                 tmp / split,
                 RESIZE_CACHE / split,
-                size,
+                size=size,
                 boxes=boxes,
                 margin=params.crop.margin,
                 fmt=params.resize.format,
                 jpeg_quality=params.resize.jpeg_quality,
-                n_jobs=params.runtime.n_jobs,
                 desc=f"resize {split}",
-                max_megapixels=params.data.max_megapixels,
+                run=runtime_of(params),
             )
         total = len(ds.train) + len(ds.test_images)
         info = {
@@ -78,9 +77,8 @@ def keypoints_dataset(params: Params) -> None:
                     boxes,
                     params.crop.margin,
                     cfg,
-                    n_jobs=params.runtime.n_jobs,
                     desc=f"keypoints {split}",
-                    max_megapixels=params.data.max_megapixels,
+                    run=runtime_of(params),
                 )
                 save_npz(tmp / f"{split}.npz", **kp.arrays())
                 per_image = len(kp.points) / max(1, len(kp.images))

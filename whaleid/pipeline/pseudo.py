@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from whaleid.config import Params
+from whaleid.config import Params, runtime_of
 from whaleid.core.atomic import load_npz, write_csv
 from whaleid.core.device import select_device
 from whaleid.data.folds import training_rows
@@ -85,10 +85,10 @@ def evaluate_model(
     params: Params,
     name: str,
     fold: int,
+    *,
     train: dict[str, np.ndarray],
     test: dict[str, np.ndarray],
     centres: Centres,
-    *,
     keypoints: tuple[KeypointSet, KeypointSet] | None,
     class_species: np.ndarray,
     classes: list[str],
@@ -103,7 +103,7 @@ def evaluate_model(
         everyone.take(own),
         Photos.of(test, [test["embeddings"]]),
     )
-    chain = ScoringChain(params.knn, params.blend, params.local, n_jobs=params.runtime.n_jobs)
+    chain = ScoringChain(params.knn, params.blend, params.local, run=runtime_of(params))
     valid_nn = chain.neighbours(query, own_gallery, centres=[centres])
     test_nn = chain.neighbours(tests, everyone, centres=[centres])
     select_nn = chain.neighbours(tests, own_gallery, centres=[centres])
@@ -112,7 +112,9 @@ def evaluate_model(
     valid_nn = fusion.valid[name]
     test_nn = chain.fuse(test_nn, fusion.calibration, test_kp, train_kp, "match test")
     select_nn = chain.fuse(select_nn, fusion.calibration, test_kp, train_kp, "match test (own gallery)")
-    fit = fit_rule([valid_nn], params.threshold, params.cv.new_ratio, class_species, [name], warn=False)
+    fit = fit_rule(
+        [valid_nn], params.threshold, params.cv.new_ratio, class_species=class_species, names=[name], warn=False
+    )
     lb = None
     if solution is not None:
         pred = apply_rule(fit.rule, test_nn, class_species)
@@ -186,9 +188,9 @@ def run_rounds(params: Params, out: Path) -> tuple[Evaluation, list[dict]]:
             params,
             name,
             fold,
-            train,
-            test,
-            centres,
+            train=train,
+            test=test,
+            centres=centres,
             keypoints=keypoints,
             class_species=species,
             classes=classes,
@@ -221,10 +223,10 @@ def run_rounds(params: Params, out: Path) -> tuple[Evaluation, list[dict]]:
             model,
             params,
             train["images"],
-            test["images"],
-            device,
-            f"{name} round {r}",
-            int(payload["model"]["img_size"]),
+            test_images=test["images"],
+            device=device,
+            name=f"{name} round {r}",
+            img_size=int(payload["model"]["img_size"]),
         )
         trained = np.bincount(np.concatenate([own_labels, extra["label"].to_numpy()]), minlength=len(classes)) > 0
         ev = run(

@@ -13,7 +13,7 @@ import logging
 
 import numpy as np
 
-from whaleid.config import Params
+from whaleid.config import Params, runtime_of
 from whaleid.core.atomic import load_npz
 from whaleid.data.folds import training_rows
 from whaleid.pipeline.artifacts import cv_models, submission_models
@@ -27,7 +27,7 @@ log = logging.getLogger(__name__)
 
 
 def chain_of(params: Params) -> ScoringChain:
-    return ScoringChain(params.knn, params.blend, params.local, n_jobs=params.runtime.n_jobs)
+    return ScoringChain(params.knn, params.blend, params.local, run=runtime_of(params))
 
 
 def _centres(name: str) -> Centres:

@@ -86,6 +86,7 @@ def blend_neighbours(
     sims: np.ndarray,
     gallery_rows: np.ndarray,
     gallery_labels: np.ndarray,
+    *,
     class_cosines: Callable[[slice], np.ndarray],
     knn_weight: float,
     extra: int = 5,

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from whaleid.config import BlendConfig, KnnConfig, LocalConfig
+from whaleid.core.runtime import Runtime
 from whaleid.retrieval.blend import Centres, blend_neighbours, mean_cosines
 from whaleid.retrieval.fusion import Calibration
 from whaleid.retrieval.keypoints import KeypointSet
@@ -80,8 +81,7 @@ class ScoringChain:
     knn: KnnConfig
     blend: BlendConfig
     local: LocalConfig
-    n_jobs: int = -1
-    progress: bool = True
+    run: Runtime = Runtime()
 
     @property
     def fuses(self) -> bool:
@@ -111,7 +111,12 @@ class ScoringChain:
                 raise ValueError(f"the blend needs one set of centres per model: {len(centres)} for {len(query.parts)}")
             cosines = mean_cosines(list(zip(query.parts, centres, strict=True)))
             sims, rows = blend_neighbours(
-                sims, rows, gallery.labels, cosines, self.blend.knn_weight, self.blend.extra_classes
+                sims,
+                rows,
+                gallery.labels,
+                class_cosines=cosines,
+                knn_weight=self.blend.knn_weight,
+                extra=self.blend.extra_classes,
             )
         return Neighbours(
             sims=np.asarray(sims, dtype=np.float32),
@@ -126,7 +131,7 @@ class ScoringChain:
     def pair_scores(self, nn: Neighbours, query_kp: KeypointSet, gallery_kp: KeypointSet, desc: str) -> dict:
         """Every score the fusion combines, (Q, k) each: the chain's score so far and the local-feature inliers of
         the first ``local.top_pairs`` candidates (0 beyond them)."""
-        inliers = neighbour_inliers(nn, query_kp, gallery_kp, self.local, n_jobs=self.n_jobs, desc=desc)
+        inliers = neighbour_inliers(nn, query_kp, gallery_kp, self.local, desc=desc, run=self.run)
         return {"cosine": nn.sims, "inliers": inliers}
 
     def fit_fusion(self, valid: Mapping[str, Neighbours], keypoints: KeypointSet | None) -> Fusion:

@@ -18,8 +18,9 @@ import numpy as np
 
 from whaleid.config import LocalConfig
 from whaleid.core.parallel import map_chunks
+from whaleid.core.runtime import DEFAULT_MAX_MEGAPIXELS, Runtime
 from whaleid.data.boxes import Box, crop_coords
-from whaleid.data.images import DEFAULT_MAX_MEGAPIXELS, read_image
+from whaleid.data.images import read_image
 
 DETECTORS = {
     "sift": lambda n: cv2.SIFT_create(nfeatures=n),
@@ -109,13 +110,14 @@ def detect_all(
     margin: float,
     cfg: LocalConfig,
     *,
-    n_jobs: int = -1,
     desc: str = "keypoints",
-    max_megapixels: float = DEFAULT_MAX_MEGAPIXELS,
+    run: Runtime = Runtime(),
 ) -> KeypointSet:
     """Keypoints of every image in ``paths`` (named by file name), in parallel with a progress bar."""
     jobs = [(str(p), (boxes or {}).get(Path(p).name)) for p in paths]
-    found = map_chunks(_detect_chunk, jobs, margin, cfg, max_megapixels, n_jobs=n_jobs, desc=desc)
+    found = map_chunks(
+        _detect_chunk, jobs, margin, cfg, run.max_megapixels, n_jobs=run.n_jobs, desc=desc, progress=run.progress
+    )
     d = 32 if cfg.method in BINARY else 128
     counts = np.array([len(p) for p, _ in found], dtype=np.int64)
     return KeypointSet(

@@ -13,6 +13,7 @@ import numpy as np
 
 from whaleid.config import LocalConfig
 from whaleid.core.parallel import map_chunks
+from whaleid.core.runtime import Runtime
 from whaleid.retrieval.keypoints import BINARY, KeypointSet
 from whaleid.retrieval.neighbours import Neighbours
 
@@ -22,6 +23,7 @@ MIN_SCALE = 0.25  # a transform shrinking or growing the photo more than 4x is n
 def match_pair(
     a: tuple[np.ndarray, np.ndarray],
     b: tuple[np.ndarray, np.ndarray],
+    *,
     binary: bool,
     ratio: float,
     ransac_px: float,
@@ -59,7 +61,9 @@ def match_pair(
 
 def _match_chunk(jobs: list[tuple[int, int]], query: KeypointSet, gallery: KeypointSet, cfg: LocalConfig) -> list[int]:
     binary = cfg.method in BINARY
-    return [match_pair(query.of(q), gallery.of(g), binary, cfg.ratio, cfg.ransac_px) for q, g in jobs]
+    return [
+        match_pair(query.of(q), gallery.of(g), binary=binary, ratio=cfg.ratio, ransac_px=cfg.ransac_px) for q, g in jobs
+    ]
 
 
 def pair_inliers(
@@ -69,8 +73,8 @@ def pair_inliers(
     neighbour_rows: np.ndarray,
     cfg: LocalConfig,
     *,
-    n_jobs: int = -1,
     desc: str = "match",
+    run: Runtime = Runtime(),
 ) -> np.ndarray:
     """(Q, k) inliers between query ``query_rows[q]`` and gallery ``neighbour_rows[q, j]`` (rows of the keypoint
     sets) for the first ``cfg.top_pairs`` neighbours of each query; 0 beyond them and where a row is -1."""
@@ -79,7 +83,18 @@ def pair_inliers(
         (q, j) for q in range(len(query_rows)) for j in range(top) if neighbour_rows[q, j] >= 0 and query_rows[q] >= 0
     ]
     jobs = [(int(query_rows[q]), int(neighbour_rows[q, j])) for q, j in where]
-    counts = map_chunks(_match_chunk, jobs, query, gallery, cfg, chunk_size=256, n_jobs=n_jobs, desc=desc, unit="pair")
+    counts = map_chunks(
+        _match_chunk,
+        jobs,
+        query,
+        gallery,
+        cfg,
+        chunk_size=256,
+        n_jobs=run.n_jobs,
+        desc=desc,
+        unit="pair",
+        progress=run.progress,
+    )
     out = np.zeros(neighbour_rows.shape, dtype=np.int32)
     for (q, j), c in zip(where, counts, strict=True):
         out[q, j] = c
@@ -87,9 +102,15 @@ def pair_inliers(
 
 
 def neighbour_inliers(
-    nn: Neighbours, query: KeypointSet, gallery: KeypointSet, cfg: LocalConfig, *, n_jobs: int = -1, desc: str = "match"
+    nn: Neighbours,
+    query: KeypointSet,
+    gallery: KeypointSet,
+    cfg: LocalConfig,
+    *,
+    desc: str = "match",
+    run: Runtime = Runtime(),
 ) -> np.ndarray:
     """:func:`pair_inliers` for a kNN result (its queries and gallery photos found in the keypoint sets by name)."""
     g_rows = gallery.rows_of(nn.gallery_images)
     rows = np.where(nn.valid, g_rows[np.clip(nn.rows, 0, None)], -1)
-    return pair_inliers(query, gallery, query.rows_of(nn.query_images), rows, cfg, n_jobs=n_jobs, desc=desc)
+    return pair_inliers(query, gallery, query.rows_of(nn.query_images), rows, cfg, desc=desc, run=run)

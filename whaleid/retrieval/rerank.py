@@ -81,7 +81,7 @@ def _min_sum(v: sp.csr_matrix, i: int, j: int) -> float:
 
 
 def k_reciprocal(
-    query: np.ndarray, gallery: np.ndarray, candidates: np.ndarray, k1: int = 20, k2: int = 6, lam: float = 0.3
+    query: np.ndarray, gallery: np.ndarray, candidates: np.ndarray, *, k1: int = 20, k2: int = 6, lam: float = 0.3
 ) -> np.ndarray:
     """Final distances (Q, k) between each query and its ``candidates`` (gallery rows, -1 = none: +inf).
     Memory: O((Q + G) * k1 * k2) for the encodings, plus the inputs."""
@@ -109,7 +109,7 @@ def rerank_neighbours(
     they are), with similarities ``1 - 2 * final distance``, best first."""
     if cfg.rerank == "none" or len(query) == 0:
         return sims, rows
-    dist = k_reciprocal(query, gallery, rows, cfg.rerank_k1, cfg.rerank_k2, cfg.rerank_lambda)
+    dist = k_reciprocal(query, gallery, rows, k1=cfg.rerank_k1, k2=cfg.rerank_k2, lam=cfg.rerank_lambda)
     order = np.argsort(dist, axis=1, kind="stable")
     new = np.where(np.isfinite(dist), 1.0 - 2.0 * dist, -np.inf).astype(np.float32)
     return np.take_along_axis(new, order, 1), np.take_along_axis(np.asarray(rows), order, 1)

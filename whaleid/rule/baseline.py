@@ -13,6 +13,7 @@ import cv2
 import numpy as np
 from joblib import Parallel, delayed
 
+from whaleid.core.runtime import Runtime
 from whaleid.data.images import read_image
 from whaleid.data.layout import NEW_INDIVIDUAL
 from whaleid.rule.candidates import most_frequent
@@ -27,11 +28,11 @@ def _features(paths: Sequence[Path], size: int) -> np.ndarray:
     return out
 
 
-def pixel_features(paths: Sequence[str | Path], size: int, n_jobs: int = -1) -> np.ndarray:
+def pixel_features(paths: Sequence[str | Path], size: int, run: Runtime = Runtime()) -> np.ndarray:
     """(N, size*size*3) L2-normalised raw-pixel vectors."""
     paths = [Path(p) for p in paths]
     chunks = [paths[i : i + 512] for i in range(0, len(paths), 512)]
-    parts = Parallel(n_jobs=n_jobs)(delayed(_features)(c, size) for c in chunks)
+    parts = Parallel(n_jobs=run.n_jobs)(delayed(_features)(c, size) for c in chunks)
     return np.concatenate(parts) if parts else np.zeros((0, size * size * 3), np.float32)
 
 

@@ -84,6 +84,7 @@ def vote_candidates(
     gallery_rows: np.ndarray,
     gallery_labels: np.ndarray,
     fill: Sequence[int],
+    *,
     power: float = 4.0,
     n: int = N_PRED,
 ) -> tuple[np.ndarray, np.ndarray]:
@@ -131,5 +132,5 @@ def candidates(
     the gallery's most frequent individuals."""
     fill = most_frequent(gallery_labels)
     if scoring == "vote":
-        return vote_candidates(sims, gallery_rows, gallery_labels, fill, power)
+        return vote_candidates(sims, gallery_rows, gallery_labels, fill, power=power)
     return top_candidates(sims, gallery_rows, gallery_labels, fill)

@@ -21,6 +21,7 @@ def cv_score(
     query_labels: np.ndarray,
     gallery_emb: np.ndarray,
     gallery_labels: np.ndarray,
+    *,
     new_ratio: float,
     knn: KnnConfig = EVAL_KNN,
     rule: ThresholdConfig = EVAL_RULE,

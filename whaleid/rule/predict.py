@@ -66,6 +66,7 @@ def species_thresholds(
     labels: np.ndarray,
     scores: np.ndarray,
     truth: np.ndarray,
+    *,
     query_species: np.ndarray,
     thresholds: Sequence[float],
     new_ratio: float,
@@ -219,6 +220,7 @@ def fit_rule(
     parts: Sequence[Neighbours],
     cfg: ThresholdConfig,
     new_ratio: float,
+    *,
     class_species: np.ndarray | None = None,
     names: Sequence[str] | None = None,
     warn: bool = True,
@@ -262,7 +264,15 @@ def fit_rule(
             raise ValueError("threshold.per_species needs class_species")
         query_species = np.asarray(class_species, dtype=object)[labels[:, 0]]
         codes, inverse = np.unique(query_species.astype(str), return_inverse=True)
-        found = species_thresholds(labels, scores, truth, inverse, grid, new_ratio, cfg.min_species_queries)
+        found = species_thresholds(
+            labels,
+            scores,
+            truth,
+            query_species=inverse,
+            thresholds=grid,
+            new_ratio=new_ratio,
+            min_queries=cfg.min_species_queries,
+        )
         species = {str(codes[s]): t for s, t in sorted(found.items())}
     rule = Rule(cfg.scoring, cfg.vote_power, method, float(threshold), new_ratio, species)
     thr_q = _thresholds_per_query(rule, labels, scores, class_species)

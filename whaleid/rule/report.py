@@ -94,6 +94,7 @@ def match_sections(
     nn: Neighbours,
     rule: Rule,
     classes: Sequence[str],
+    *,
     class_species: np.ndarray | None,
     load_query: Callable[[str], np.ndarray],
     load_gallery: Callable[[str], np.ndarray],
@@ -153,6 +154,7 @@ def match_report(
     nn: Neighbours,
     rule: Rule,
     classes: Sequence[str],
+    *,
     class_species: np.ndarray | None,
     load_query: Callable[[str], np.ndarray],
     load_gallery: Callable[[str], np.ndarray],
@@ -163,7 +165,15 @@ def match_report(
 ) -> str:
     """The report page (:func:`match_sections` rendered by :func:`render`)."""
     summary, sections = match_sections(
-        nn, rule, classes, class_species, load_query, load_gallery, n_sample, n_worst, seed
+        nn,
+        rule,
+        classes,
+        class_species=class_species,
+        load_query=load_query,
+        load_gallery=load_gallery,
+        n_sample=n_sample,
+        n_worst=n_worst,
+        seed=seed,
     )
     return render(title, summary, sections)
 
