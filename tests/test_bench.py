@@ -38,7 +38,7 @@ def test_gpu_check_falls_back_on_cpu_naming_what_it_skips(tmp_path, capsys) -> N
 
     if torch.cuda.is_available():
         pytest.skip("the CPU fallback is for machines without CUDA")
-    results = gpu_check.main(["--only", "ddp", "faiss", "local", "cuda_tests", "--out", str(tmp_path / "g.json")])
+    results = gpu_check.main(["--only", "ddp", "faiss", "cuda_tests", "--out", str(tmp_path / "g.json")])
     by_name = {r["name"]: r for r in results}
     assert by_name["ddp_gloo_one_process"]["ok"] is True  # a real gloo group of one, through whaleid.model.distributed
     for name in ("ddp_nccl_one_process", "faiss_gpu_topk_identical", "cuda_tests", "train_peak_memory_gib"):

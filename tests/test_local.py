@@ -13,12 +13,15 @@ import numpy as np
 import pytest
 import yaml
 
-from whaleid.config import LocalConfig
+from whaleid.config import BlendConfig, KnnConfig, LocalConfig
 from whaleid.core.atomic import load_npz, save_npz
+from whaleid.core.errors import DataError
 from whaleid.core.runtime import Runtime
+from whaleid.retrieval.chain import ScoringChain
 from whaleid.retrieval.fusion import Calibration
 from whaleid.retrieval.keypoints import KeypointSet, detect, detect_all
-from whaleid.retrieval.matching import match_pair, pair_inliers
+from whaleid.retrieval.learned import match_pairs
+from whaleid.retrieval.matching import describe, match_pair, pair_scores
 from whaleid.retrieval.neighbours import Neighbours
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -56,7 +59,7 @@ def test_a_rotated_scaled_copy_matches_and_another_pattern_does_not(method: str)
     )  # no keypoints
 
 
-def test_pair_inliers_equals_a_plain_loop() -> None:
+def test_pair_scores_equal_a_plain_loop() -> None:
     cfg = LocalConfig(method="sift", top_pairs=3)
     feats = [detect(warp(texture(i % 3), 10 * i, 1.0), "sift", 128) for i in range(6)]
     kp = KeypointSet(
@@ -67,7 +70,7 @@ def test_pair_inliers_equals_a_plain_loop() -> None:
     )
     queries = np.array([0, 1, -1])
     rows = np.array([[3, 4, 5, 1], [2, -1, 4, 0], [1, 2, 3, 4]])
-    got = pair_inliers(kp, kp, queries, rows, cfg, run=Runtime(n_jobs=2))
+    got = pair_scores("sift", kp, kp, queries, rows, cfg, top=cfg.top_pairs, run=Runtime(n_jobs=2))
     want = np.zeros_like(got)
     for q in range(3):
         for j in range(3):  # top_pairs: the fourth column stays 0
@@ -136,3 +139,74 @@ def test_local_stage_passes_neighbours_through_when_off(tmp_path: Path) -> None:
         got = load_npz(tmp_path / "data/fused" / name)
         assert got.keys() == arrays.keys() and all(np.array_equal(got[k], arrays[k]) for k in arrays)
     shutil.rmtree(tmp_path / "data")
+
+
+def test_isotonic_calibration_is_monotone_and_averages_each_scores_step_function() -> None:
+    rng = np.random.default_rng(0)
+    same = rng.random(600) < 0.3
+    scores = {
+        "cosine": np.where(same, 0.7, 0.5) + rng.normal(0, 0.1, 600),
+        "inliers": np.where(same, rng.poisson(12, 600), rng.poisson(2, 600)).astype(float),
+    }
+    cal = Calibration.fit(scores, same, "isotonic")
+    assert cal.kind == "isotonic" and set(cal.knots) == {"cosine", "inliers"}
+    grid = {"cosine": np.linspace(0.0, 1.0, 50), "inliers": np.linspace(0.0, 30.0, 50)}
+    p = cal(grid)
+    assert (np.diff(p) >= -1e-7).all() and ((p >= 0) & (p <= 1)).all()  # both scores rise along the grid
+    # by hand: each score's isotonic step function, linear between its knots, then the mean of the two
+    x = {"cosine": np.array([0.55]), "inliers": np.array([7.0])}
+    want = np.mean([np.interp(x[n][0], *cal.knots[n]) for n in ("cosine", "inliers")])
+    assert cal(x)[0] == pytest.approx(want, rel=1e-6)
+    assert Calibration.from_dict(cal.to_dict()) == cal
+    with pytest.raises(DataError, match="not a whaleid calibration"):
+        Calibration.from_dict({"kind": "isotonic", "names": ["cosine"], "knots": {"cosine": [[0.1], []]}})
+    with pytest.raises(DataError, match="not a whaleid calibration"):
+        Calibration.from_dict({"names": ["cosine"], "weights": [float("nan")], "bias": 0.0})
+
+
+@pytest.fixture(scope="module")
+def textures(tmp_path_factory) -> list[Path]:
+    """Three textures and a rotated copy of the first, as RGB files."""
+    folder = tmp_path_factory.mktemp("textures")
+    paths = []
+    for name, img in (("a", texture(0)), ("a_rot", warp(texture(0), 15, 0.9)), ("b", texture(1)), ("c", texture(2))):
+        path = folder / f"{name}.png"
+        cv2.imwrite(str(path), cv2.cvtColor(img, cv2.COLOR_GRAY2BGR))
+        paths.append(path)
+    return paths
+
+
+@pytest.mark.parametrize("method", ["aliked", "disk"])
+def test_learned_features_match_a_rotated_copy_and_batches_equal_pairs_one_by_one(method: str, textures) -> None:
+    cfg = LocalConfig(method=method, max_side=192, max_keypoints=128, early_stop=False, match_batch=8)
+    kp = describe(method, textures, None, 0.0, cfg, run=Runtime(progress=False))
+    assert kp.descriptors.dtype == np.float16 and kp.sizes.tolist() == [[192, 192]] * 4
+    assert (np.diff(kp.offsets) <= 128).all()
+    jobs = [(0, 1), (0, 2), (0, 3), (1, 2)]
+    batched = match_pairs(kp, kp, jobs, cfg, method=method, run=Runtime(progress=False))
+    one_by_one = [match_pairs(kp, kp, [j], cfg, method=method, run=Runtime(progress=False))[0] for j in jobs]
+    np.testing.assert_allclose(batched, one_by_one, atol=1e-5)
+    assert batched[0] > 2 * max(batched[1:])  # the rotated copy matches; other textures hardly do
+    confident = LocalConfig(method=method, max_side=192, max_keypoints=128, learned_score="confidence")
+    summed = match_pairs(kp, kp, jobs, confident, method=method, run=Runtime(progress=False))
+    assert (summed <= batched + 1e-4).all() and summed[0] > 0  # a confidence is at most 1 a match
+
+
+def test_a_cascade_scores_the_best_candidates_again_with_a_learned_matcher(textures) -> None:
+    cfg = LocalConfig(method="sift", top_pairs=3, refine="aliked", refine_pairs=2, max_side=192, max_keypoints=128)
+    run = Runtime(progress=False, n_jobs=1)
+    kp = {m: describe(m, textures, None, 0.0, cfg, run=run) for m in cfg.methods}
+    names = np.array([p.name for p in textures])
+    nn = Neighbours(
+        np.array([[0.9, 0.8, 0.7, 0.6]], np.float32),
+        np.array([[1, 2, 3, -1]]),
+        np.arange(4),
+        query_images=names[:1],
+        gallery_images=names,
+    )
+    chain = ScoringChain(KnnConfig(), BlendConfig(knn_weight=1.0), cfg, run=run)
+    scores = chain.pair_scores(nn, kp, kp, "match")
+    assert list(scores) == ["cosine", "inliers", "refined"]
+    assert (scores["inliers"][0, 3:] == 0).all() and (scores["refined"][0, 2:] == 0).all()  # beyond their pairs
+    want = match_pairs(kp["aliked"], kp["aliked"], [(0, 1), (0, 2)], cfg, method="aliked", run=run)
+    np.testing.assert_allclose(scores["refined"][0, :2], want)

@@ -126,12 +126,39 @@ class EnsembleConfig(Block):
 
 
 class LocalConfig(Block):
-    """Local-feature matching fused with the embedding (``whaleid.retrieval.local``, stages ``keypoints`` and ``local``)."""
+    """Local-feature matching fused with the embedding (``whaleid.retrieval.matching``, stages ``keypoints`` and
+    ``local``): ``method`` matches each query's ``top_pairs`` best candidates, and ``refine`` (a cascade) matches
+    its ``refine_pairs`` best again with a learned matcher."""
 
     block: ClassVar[str] = "local"
-    method: Literal["none", "sift", "orb"] = "sift"
+    method: Literal["none", "sift", "orb", "aliked", "disk"] = "sift"
     max_side: int = span(256, 32, 4096)  # images resized so their longer side is this before keypoints are found
     max_keypoints: int = span(256, 8, 100000)  # strongest keypoints kept per image
-    ratio: float = span(0.8, 0.1, 1.0)  # Lowe's ratio test
-    ransac_px: PositiveFloat = 8.0  # RANSAC reprojection tolerance, pixels at max_side
+    ratio: float = span(0.8, 0.1, 1.0)  # Lowe's ratio test (sift, orb)
+    ransac_px: PositiveFloat = 8.0  # RANSAC reprojection tolerance, pixels at max_side (sift, orb)
     top_pairs: Positive = 20  # nearest gallery images matched per query
+    refine: Literal["none", "aliked", "disk"] = "none"  # a learned matcher for each query's best refine_pairs too
+    refine_pairs: int = span(5, 1, 1000)
+    match_confidence: float = span(0.1, 0.0, 1.0)  # LightGlue: matches above this confidence count (aliked, disk)
+    learned_score: Literal["count", "confidence"] = "count"  # a learned pair's score: its matches, or their confidence
+    early_stop: bool = True  # LightGlue stops early on easy pairs and prunes unmatchable points (pairs one by one)
+    match_batch: int = span(16, 1, 4096)  # learned pairs per batch without early_stop
+    calibration: Literal["logistic", "isotonic"] = "logistic"  # how the scores become one probability
+
+    @model_validator(mode="after")
+    def _distinct(self) -> LocalConfig:
+        if self.refine != "none" and self.refine == self.method:
+            raise ConfigError(
+                f"local.refine {self.refine!r} is local.method already: it would match the same pairs "
+                "twice. Set local.refine: none, or another learned matcher."
+            )
+        return self
+
+    @property
+    def methods(self) -> list[str]:
+        """The local-feature methods that describe photos (keypoints stage), in scoring order."""
+        return [m for m in (self.method, self.refine) if m != "none"]
+
+    @property
+    def fuses(self) -> bool:
+        return bool(self.methods)

@@ -12,7 +12,8 @@ holds:
 * ``individuals.csv``: ``individual_id,species,trained`` per individual; the row number is the class number the
   models' ArcFace heads use, and individuals added later come after the trained ones (no class centre);
 * ``centres/<model>.npz``: each model's class centres, for the kNN + classifier blend;
-* ``keypoints.npz``: local features of every gallery photo (when ``local.method`` is not ``none``);
+* ``keypoints.<method>.npz``: local features of every gallery photo, for each method ``local.method`` and
+  ``local.refine`` name (``keypoints.npz``: the one method of galleries written before);
 * ``manifest.json``: what a query must be processed with to be comparable: the models (path and SHA-256), image
   size, flip TTA, crop margin, resize format, the ``knn``/``blend``/``local`` settings, the fitted new_individual
   rule and the local-feature calibration.
@@ -99,7 +100,7 @@ class Gallery:
     individuals: pd.DataFrame  # individual_id, species, trained (row = class number)
     embeddings: np.ndarray  # (N, D) float32, photos' order
     centres: dict[str, Centres]
-    keypoints: KeypointSet | None
+    keypoints: dict[str, KeypointSet]  # by local-feature method; empty without local features
     index: faiss.Index
 
     # --- settings stored in the manifest --------------------------------------------------------------------------
@@ -143,8 +144,13 @@ class Gallery:
         centres = {
             m["name"]: Centres.from_arrays(load_npz(root / "centres" / f"{m['name']}.npz")) for m in manifest["models"]
         }
-        kp_file = root / "keypoints.npz"
-        keypoints = KeypointSet(**load_npz(kp_file)) if kp_file.is_file() else None
+        keypoints = {}
+        for method in LocalConfig(**manifest["local"]).methods:
+            kp_file = root / f"keypoints.{method}.npz"
+            if not kp_file.is_file() and method == manifest["local"]["method"]:
+                kp_file = root / "keypoints.npz"  # a gallery written before keypoints were kept per method
+            if kp_file.is_file():
+                keypoints[method] = KeypointSet(**load_npz(kp_file))
         index = faiss.read_index(str(root / "index.faiss"))
         embeddings = load_npz(root / "embeddings.npz")["embeddings"]
         if index.ntotal != len(photos) or len(embeddings) != len(photos):
@@ -160,8 +166,8 @@ class Gallery:
             (tmp / "centres").mkdir()
             for name, c in self.centres.items():
                 save_npz(tmp / "centres" / f"{name}.npz", **c.arrays())
-            if self.keypoints is not None:
-                save_npz(tmp / "keypoints.npz", **self.keypoints.arrays())
+            for method, kp in self.keypoints.items():
+                save_npz(tmp / f"keypoints.{method}.npz", **kp.arrays())
             faiss.write_index(self.index, str(tmp / "index.faiss"))
             save_npz(tmp / "embeddings.npz", embeddings=self.embeddings)
             write_csv(tmp / "photos.csv", self.photos)
@@ -198,7 +204,7 @@ class Gallery:
         self,
         parts: Sequence[np.ndarray],
         images: Sequence[str],
-        query_kp: KeypointSet | None = None,
+        query_kp: dict[str, KeypointSet] | None = None,
         run: Runtime = Runtime(),
     ) -> Neighbours:
         """The submission's scoring chain for query embeddings ``parts`` (one (Q, d) array per model, manifest
@@ -243,5 +249,5 @@ def remove_photos(gallery: Gallery, images: Sequence[str] = (), individuals: Seq
     photos = gallery.photos[keep].reset_index(drop=True)
     vectors = gallery.embeddings[keep]
     index = new_index(vectors.shape[1], gallery.knn, vectors, photos["id"].to_numpy())
-    kp = gallery.keypoints.subset(keep) if gallery.keypoints is not None else None
+    kp = {method: k.subset(keep) for method, k in gallery.keypoints.items()}
     return Gallery(gallery.manifest, photos, gallery.individuals, vectors, gallery.centres, kp, index)

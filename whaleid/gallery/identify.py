@@ -19,7 +19,8 @@ from whaleid.data.images import check_images
 from whaleid.data.layout import NEW_INDIVIDUAL
 from whaleid.data.resize import resize_split, resized_name
 from whaleid.gallery.folder import Gallery, pad_centres
-from whaleid.retrieval.keypoints import KeypointSet, detect_all
+from whaleid.retrieval.keypoints import KeypointSet
+from whaleid.retrieval.matching import describe
 from whaleid.retrieval.search import combine
 from whaleid.rule.candidates import NEW, candidates
 from whaleid.rule.predict import apply_rule
@@ -79,7 +80,7 @@ def embed_photos(
     batch_size: int = 64,
     exported: Sequence[Path] | None = None,
     run: Runtime = Runtime(),
-) -> tuple[list[np.ndarray], KeypointSet | None]:
+) -> tuple[list[np.ndarray], dict[str, KeypointSet]]:
     """Each model's embeddings of ``paths`` (cropped, resized and embedded exactly as the pipeline does; by the
     ``exported`` files instead of the PyTorch models when given), and their keypoints when the gallery uses
     local features."""
@@ -122,9 +123,10 @@ def embed_photos(
                     flip_tta=m["flip_tta"],
                 )
             )
-    kp = None
-    if gallery.keypoints is not None:
-        kp = detect_all(paths, boxes, m["crop_margin"], gallery.local, desc="keypoints", run=run)
+    kp = {
+        method: describe(method, paths, boxes, m["crop_margin"], gallery.local, desc=method, run=run)
+        for method in gallery.keypoints
+    }
     return parts, kp
 
 
@@ -261,9 +263,7 @@ def add_photos(
         ],
         ignore_index=True,
     )
-    keypoints = gallery.keypoints
-    if keypoints is not None and kp is not None:
-        keypoints = keypoints.concat(kp)
+    keypoints = {method: k.concat(kp[method]) for method, k in gallery.keypoints.items()}
     return Gallery(
         gallery.manifest,
         photos,

@@ -9,13 +9,12 @@ import numpy as np
 import pandas as pd
 
 from whaleid.config import Params, member_fold, to_dict
-from whaleid.core.atomic import atomic_dir, read_json, write_json
+from whaleid.core.atomic import read_json
 from whaleid.core.errors import DataError
 from whaleid.data.boxes import Box, read_boxes
 from whaleid.data.folds import decode_held
 from whaleid.data.resize import resized_name
 from whaleid.pipeline.paths import DETECT_DIR, FOLDS, LABELS, RESIZED_DIR
-from whaleid.retrieval.neighbours import Neighbours
 
 
 def held_out(folds: pd.DataFrame) -> np.ndarray:
@@ -95,31 +94,6 @@ def cv_models(params: Params) -> dict[str, int]:
         if fold is not None:
             out[name] = fold
     return out
-
-
-def save_results(folder: Path, valid: dict[str, Neighbours], test: Neighbours, files: dict | None = None) -> None:
-    """Write scored neighbours as the knn, local and pseudo stages keep them, atomically: ``folder``/valid/<fold
-    model>.npz, ``folder``/test.npz, and each of ``files`` (name -> JSON-able object) beside them."""
-    with atomic_dir(folder) as tmp:
-        (tmp / "valid").mkdir()
-        for name, nn in valid.items():
-            nn.save(tmp / "valid" / f"{name}.npz")
-        test.save(tmp / "test.npz")
-        for name, obj in (files or {}).items():
-            write_json(tmp / name, obj)
-
-
-def load_valid(folder: Path) -> dict[str, Neighbours]:
-    """The validation results :func:`save_results` wrote, by fold model name."""
-    valid = {f.stem: Neighbours.load(f) for f in sorted((folder / "valid").glob("*.npz"))}
-    if not valid:
-        raise DataError(f"{folder / 'valid'}: no validation neighbours; rerun `dvc repro` (stage knn onwards).")
-    return valid
-
-
-def load_results(folder: Path) -> tuple[dict[str, Neighbours], Neighbours]:
-    """What :func:`save_results` wrote: the validation results by fold model name, and the test result."""
-    return load_valid(folder), Neighbours.load(folder / "test.npz")
 
 
 def stage_boxes() -> dict[str, Box] | None:

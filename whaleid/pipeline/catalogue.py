@@ -24,13 +24,12 @@ from whaleid.pipeline.paths import (
     FINAL_DIR,
     FUSED_DIR,
     GALLERY_DIR,
-    KEYPOINT_DIR,
     RULE,
     embed_dir,
     model_path,
 )
+from whaleid.pipeline.prepare import load_keypoints
 from whaleid.retrieval.blend import Centres
-from whaleid.retrieval.keypoints import KeypointSet
 
 DETECTOR = DETECT_DIR / "model.pt"  # photos given to `whaleid identify` without boxes are cropped by it
 
@@ -55,7 +54,7 @@ def build_gallery(params: Params, out: Path = GALLERY_DIR) -> Gallery:
         {"individual_id": classes, "species": class_species(folds, len(classes)), "trained": True}
     )
     calibration = read_json(FUSED_DIR / "calibration.json").get("calibration")
-    kp = KeypointSet(**load_npz(KEYPOINT_DIR / "train.npz")) if params.local.method != "none" else None
+    kp = load_keypoints("train", params.local)
     manifest = {
         "format": FORMAT,
         "models": [{"name": n, "path": str(model_path(n)), "sha256": sha256_file(model_path(n))} for n in names],

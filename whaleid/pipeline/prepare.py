@@ -6,21 +6,23 @@
   training's resume fingerprint uses). The resume cache is removed once the stage succeeds (DVC keeps the output),
   so each image is stored once.
 * :func:`keypoints_dataset` (stage ``keypoints``): each photo's local features (:mod:`whaleid.retrieval.keypoints`)
-  -> data/keypoints/{train,test}.npz; nothing with ``local.method: none``.
+  -> data/keypoints/{train,test}.<method>.npz for each method ``local.method`` and ``local.refine`` name.
 """
 
 from __future__ import annotations
 
 import logging
 import shutil
+from pathlib import Path
 
-from whaleid.config import Params, runtime_of, to_dict
-from whaleid.core.atomic import atomic_dir, save_npz, write_json
+from whaleid.config import LocalConfig, Params, runtime_of, to_dict
+from whaleid.core.atomic import atomic_dir, load_npz, save_npz, write_json
 from whaleid.data.layout import load_dataset
 from whaleid.data.resize import folder_digest, resize_split
 from whaleid.pipeline.artifacts import stage_boxes
 from whaleid.pipeline.paths import KEYPOINT_DIR, RESIZE_CACHE, RESIZED_DIR
-from whaleid.retrieval.keypoints import detect_all
+from whaleid.retrieval.keypoints import KeypointSet
+from whaleid.retrieval.matching import describe
 
 log = logging.getLogger(__name__)
 
@@ -68,21 +70,24 @@ def keypoints_dataset(params: Params) -> None:
     """Stage ``keypoints``."""
     cfg = params.local
     ds = load_dataset(params.data.dir)
+    boxes = stage_boxes() if cfg.methods else None  # settled by stage detect
     with atomic_dir(KEYPOINT_DIR) as tmp:
-        if cfg.method != "none":
-            boxes = stage_boxes()  # settled by stage detect
+        for method in cfg.methods:
             for split, paths in (("train", ds.train_paths()), ("test", ds.test_paths())):
-                kp = detect_all(
-                    paths,
-                    boxes,
-                    params.crop.margin,
-                    cfg,
-                    desc=f"keypoints {split}",
-                    run=runtime_of(params),
+                kp = describe(
+                    method, paths, boxes, params.crop.margin, cfg, desc=f"{method} {split}", run=runtime_of(params)
                 )
-                save_npz(tmp / f"{split}.npz", **kp.arrays())
+                save_npz(tmp / keypoint_file(split, method).name, **kp.arrays())
                 per_image = len(kp.points) / max(1, len(kp.images))
-                log.info(
-                    "%s: %d keypoints for %d images (%.0f per image)", split, len(kp.points), len(kp.images), per_image
-                )
+                log.info("%s %s: %d keypoints, %.0f per image", method, split, len(kp.points), per_image)
         write_json(tmp / "info.json", {"local": to_dict(cfg)})
+
+
+def keypoint_file(split: str, method: str) -> Path:
+    """Stage ``keypoints``' file of ``split`` (train, test) for local-feature ``method``."""
+    return KEYPOINT_DIR / f"{split}.{method}.npz"
+
+
+def load_keypoints(split: str, cfg: LocalConfig) -> dict[str, KeypointSet]:
+    """The photos' local features of ``split`` for every method ``local.*`` uses (empty with none)."""
+    return {m: KeypointSet(**load_npz(keypoint_file(split, m))) for m in cfg.methods}

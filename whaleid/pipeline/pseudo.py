@@ -34,10 +34,17 @@ from whaleid.core.device import select_device
 from whaleid.data.folds import training_rows
 from whaleid.data.layout import load_dataset
 from whaleid.model.network import load_model
-from whaleid.pipeline.artifacts import check_resized, class_species, folds_with_labels, held_out, resized_paths
+from whaleid.pipeline.artifacts import (
+    check_resized,
+    class_species,
+    folds_with_labels,
+    held_out,
+    resized_paths,
+)
 from whaleid.pipeline.embedding import embed_dataset
 from whaleid.pipeline.members import fingerprint, train_member, training_code
-from whaleid.pipeline.paths import FOLDS, KEYPOINT_DIR, LABELS, PSEUDO_CACHE, RESIZED_DIR, WEIGHTS_ID, embed_dir
+from whaleid.pipeline.paths import FOLDS, LABELS, PSEUDO_CACHE, RESIZED_DIR, WEIGHTS_ID, embed_dir
+from whaleid.pipeline.prepare import load_keypoints
 from whaleid.retrieval.blend import Centres
 from whaleid.retrieval.chain import Photos, ScoringChain
 from whaleid.retrieval.keypoints import KeypointSet
@@ -89,7 +96,7 @@ def evaluate_model(
     train: dict[str, np.ndarray],
     test: dict[str, np.ndarray],
     centres: Centres,
-    keypoints: tuple[KeypointSet, KeypointSet] | None,
+    keypoints: tuple[dict[str, KeypointSet], dict[str, KeypointSet]] | None,
     class_species: np.ndarray,
     classes: list[str],
     solution: pd.DataFrame | None,
@@ -171,9 +178,7 @@ def run_rounds(params: Params, out: Path) -> tuple[Evaluation, list[dict]]:
     species = class_species(folds, len(classes))
     label_species = folds.groupby("label")["species_label"].agg(lambda s: s.mode().iloc[0])
     name, fold = f"fold{params.fold}", params.fold
-    keypoints = None
-    if params.local.method != "none":
-        keypoints = tuple(KeypointSet(**load_npz(KEYPOINT_DIR / f"{s}.npz")) for s in ("train", "test"))
+    keypoints = load_keypoints("train", params.local)("test", params.local)
     train = load_npz(embed_dir(name) / "train.npz")
     test = load_npz(embed_dir(name) / "test.npz")
     centres = Centres.from_arrays(load_npz(embed_dir(name) / "centres.npz"))

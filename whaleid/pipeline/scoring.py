@@ -10,17 +10,19 @@ embeddings and keypoints.
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 
 import numpy as np
 
 from whaleid.config import Params, runtime_of
-from whaleid.core.atomic import load_npz
+from whaleid.core.atomic import atomic_dir, load_npz, write_json
+from whaleid.core.errors import DataError
 from whaleid.data.folds import training_rows
 from whaleid.pipeline.artifacts import cv_models, submission_models
-from whaleid.pipeline.paths import FINAL_DIR, KEYPOINT_DIR, embed_dir
+from whaleid.pipeline.paths import FINAL_DIR, embed_dir
+from whaleid.pipeline.prepare import load_keypoints
 from whaleid.retrieval.blend import Centres
 from whaleid.retrieval.chain import Fusion, Photos, ScoringChain
-from whaleid.retrieval.keypoints import KeypointSet
 from whaleid.retrieval.neighbours import Neighbours
 
 log = logging.getLogger(__name__)
@@ -67,15 +69,35 @@ def fuse_all(params: Params, valid: dict[str, Neighbours], test: Neighbours) -> 
     info: dict = {"method": params.local.method}
     if not chain.fuses:
         return valid, test, info
-    train_kp, test_kp = (KeypointSet(**load_npz(KEYPOINT_DIR / f"{s}.npz")) for s in ("train", "test"))
+    train_kp, test_kp = load_keypoints("train", params.local)("test", params.local)
     fusion: Fusion = chain.fit_fusion(valid, train_kp)
     test = chain.fuse(test, fusion.calibration, test_kp, train_kp, "match test")
-    top = min(params.local.top_pairs, test.rows.shape[1])
+    top = min(chain.shortlist, test.rows.shape[1])
     stats = {**fusion.stats, "test_pairs": int(test.valid[:, :top].sum())}
-    log.info(
-        "fused with %s; mean inliers %s (same individual) vs %s (other)",
-        fusion.calibration,
-        stats["inliers_same_mean"],
-        stats["inliers_other_mean"],
-    )
+    log.info("fused with %s; %s", fusion.calibration, stats)
     return fusion.valid, test, info | {"calibration": fusion.calibration.to_dict(), **stats}
+
+
+def save_results(folder: Path, valid: dict[str, Neighbours], test: Neighbours, files: dict | None = None) -> None:
+    """Write scored neighbours as the knn, local and pseudo stages keep them, atomically: ``folder``/valid/<fold
+    model>.npz, ``folder``/test.npz, and each of ``files`` (name -> JSON-able object) beside them."""
+    with atomic_dir(folder) as tmp:
+        (tmp / "valid").mkdir()
+        for name, nn in valid.items():
+            nn.save(tmp / "valid" / f"{name}.npz")
+        test.save(tmp / "test.npz")
+        for name, obj in (files or {}).items():
+            write_json(tmp / name, obj)
+
+
+def load_valid(folder: Path) -> dict[str, Neighbours]:
+    """The validation results :func:`save_results` wrote, by fold model name."""
+    valid = {f.stem: Neighbours.load(f) for f in sorted((folder / "valid").glob("*.npz"))}
+    if not valid:
+        raise DataError(f"{folder / 'valid'}: no validation neighbours; rerun `dvc repro` (stage knn onwards).")
+    return valid
+
+
+def load_results(folder: Path) -> tuple[dict[str, Neighbours], Neighbours]:
+    """What :func:`save_results` wrote: the validation results by fold model name, and the test result."""
+    return load_valid(folder), Neighbours.load(folder / "test.npz")

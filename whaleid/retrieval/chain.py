@@ -10,8 +10,9 @@ submission's scores, and a new score to fuse is added here once:
 2. **re-rank** (``knn.rerank``): k-reciprocal re-ordering of those candidates;
 3. **blend** (``blend.knn_weight`` < 1): each neighbour's cosine mixed with its individual's ArcFace class-centre
    cosine, plus the individuals nearest by class centre (:mod:`whaleid.retrieval.blend`);
-4. **fusion** (``local.method`` not ``none``): each query's ``local.top_pairs`` best candidates matched by local
-   features, and (score, inliers) turned into one calibrated probability (:mod:`whaleid.retrieval.fusion`).
+4. **fusion** (``local.method`` or ``local.refine`` set): each query's best candidates matched by local features
+   (``local.top_pairs`` by ``local.method``; the best ``local.refine_pairs`` again by ``local.refine``, a learned
+   matcher: a cascade), and the scores turned into one calibrated probability (:mod:`whaleid.retrieval.fusion`).
 """
 
 from __future__ import annotations
@@ -26,13 +27,15 @@ from whaleid.core.runtime import Runtime
 from whaleid.retrieval.blend import Centres, blend_neighbours, mean_cosines
 from whaleid.retrieval.fusion import Calibration
 from whaleid.retrieval.keypoints import KeypointSet
-from whaleid.retrieval.matching import neighbour_inliers
+from whaleid.retrieval.matching import neighbour_scores
 from whaleid.retrieval.neighbours import Neighbours
 from whaleid.retrieval.rerank import rerank_neighbours
 from whaleid.retrieval.search import search
 
 # (queries (Q, d), k) -> (similarities (Q, k), gallery rows (Q, k)), best first, -1 where fewer than k
 Searcher = Callable[[np.ndarray, int], tuple[np.ndarray, np.ndarray]]
+# Local features of a set of photos, by local-feature method ("sift", "aliked", ...)
+Keypoints = Mapping[str, KeypointSet]
 
 
 @dataclass(frozen=True)
@@ -85,7 +88,7 @@ class ScoringChain:
 
     @property
     def fuses(self) -> bool:
-        return self.local.method != "none"
+        return self.local.fuses
 
     # --- 1-3: search, re-rank, blend --------------------------------------------------------------------------
     def neighbours(
@@ -128,32 +131,49 @@ class ScoringChain:
         )
 
     # --- 4: local-feature fusion ------------------------------------------------------------------------------
-    def pair_scores(self, nn: Neighbours, query_kp: KeypointSet, gallery_kp: KeypointSet, desc: str) -> dict:
-        """Every score the fusion combines, (Q, k) each: the chain's score so far and the local-feature inliers of
-        the first ``local.top_pairs`` candidates (0 beyond them)."""
-        inliers = neighbour_inliers(nn, query_kp, gallery_kp, self.local, desc=desc, run=self.run)
-        return {"cosine": nn.sims, "inliers": inliers}
+    @property
+    def shortlist(self) -> int:
+        """How many of each query's best candidates local features look at (``local.top_pairs``, or only
+        ``local.refine_pairs`` with a learned matcher alone): what fusion can reorder."""
+        return self.local.top_pairs if self.local.method != "none" else self.local.refine_pairs
 
-    def fit_fusion(self, valid: Mapping[str, Neighbours], keypoints: KeypointSet | None) -> Fusion:
-        """Match every validation query (a training photo, as is its gallery: ``keypoints`` hold both) against its
-        best candidates, fit the :class:`Calibration` on those pairs and fuse the validation results with it."""
+    def pair_scores(self, nn: Neighbours, query_kp: Keypoints, gallery_kp: Keypoints, desc: str) -> dict:
+        """Every score the fusion combines, (Q, k) each: the chain's score so far (``cosine``), ``local.method``'s
+        match score of the first ``local.top_pairs`` candidates (``inliers``) and ``local.refine``'s of the first
+        ``local.refine_pairs`` (``refined``); 0 beyond them. A new score to fuse is added here and in
+        :data:`whaleid.retrieval.fusion.TRANSFORMS`."""
+        scores = {"cosine": nn.sims}
+        cfg = self.local
+        for name, method, top in (("inliers", cfg.method, cfg.top_pairs), ("refined", cfg.refine, cfg.refine_pairs)):
+            if method != "none":
+                scores[name] = neighbour_scores(
+                    method,
+                    nn,
+                    query_kp[method],
+                    gallery_kp[method],
+                    cfg,
+                    top=top,
+                    desc=f"{desc} ({method})",
+                    run=self.run,
+                )
+        return scores
+
+    def fit_fusion(self, valid: Mapping[str, Neighbours], keypoints: Keypoints | None) -> Fusion:
+        """Match every validation query (a training photo, as is its gallery: ``keypoints`` hold both, by method)
+        against its best candidates, fit the :class:`Calibration` on those pairs and fuse the validation results."""
         if not self.fuses:
             return Fusion(dict(valid), None, {})
-        top = self.local.top_pairs
+        top = self.shortlist
         scores = {name: self.pair_scores(nn, keypoints, keypoints, f"match {name}") for name, nn in valid.items()}
         real = np.concatenate([nn.valid[:, :top].ravel() for nn in valid.values()])  # not the empty slots
-        pooled = {
-            key: np.concatenate([scores[name][key][:, :top].ravel() for name in valid])[real]
-            for key in ("cosine", "inliers")
-        }
+        keys = list(next(iter(scores.values())))
+        pooled = {key: np.concatenate([scores[name][key][:, :top].ravel() for name in valid])[real] for key in keys}
         same = np.concatenate([nn.same_individual()[:, :top].ravel() for nn in valid.values()])[real]
-        calibration = Calibration.fit(pooled, same)
-        counts = pooled["inliers"]
-        stats = {
-            "valid_pairs": int(counts.size),
-            "inliers_same_mean": round(float(counts[same].mean()), 3) if same.any() else None,
-            "inliers_other_mean": round(float(counts[~same].mean()), 3) if (~same).any() else None,
-        }
+        calibration = Calibration.fit(pooled, same, self.local.calibration)
+        stats: dict = {"valid_pairs": int(same.size)}
+        for key in keys[1:]:
+            stats[f"{key}_same_mean"] = round(float(pooled[key][same].mean()), 3) if same.any() else None
+            stats[f"{key}_other_mean"] = round(float(pooled[key][~same].mean()), 3) if (~same).any() else None
         fused = {name: nn.rescored(calibration(scores[name])) for name, nn in valid.items()}
         return Fusion(fused, calibration, stats)
 
@@ -161,12 +181,12 @@ class ScoringChain:
         self,
         nn: Neighbours,
         calibration: Calibration | None,
-        query_kp: KeypointSet | None,
-        gallery_kp: KeypointSet | None,
+        query_kp: Keypoints | None,
+        gallery_kp: Keypoints | None,
         desc: str = "match",
     ) -> Neighbours:
         """``nn`` rescored by the fitted ``calibration`` (unchanged without one, or without keypoints)."""
-        if not self.fuses or calibration is None or query_kp is None or gallery_kp is None:
+        if not self.fuses or calibration is None or not query_kp or not gallery_kp:
             return nn
         return nn.rescored(calibration(self.pair_scores(nn, query_kp, gallery_kp, desc)))
 
@@ -179,8 +199,8 @@ class ScoringChain:
         centres: Sequence[Centres] = (),
         searcher: Searcher | None = None,
         calibration: Calibration | None = None,
-        query_kp: KeypointSet | None = None,
-        gallery_kp: KeypointSet | None = None,
+        query_kp: Keypoints | None = None,
+        gallery_kp: Keypoints | None = None,
     ) -> Neighbours:
         """Steps 1-4 with an already fitted calibration: what a test photo gets."""
         nn = self.neighbours(query, gallery, centres=centres, searcher=searcher)

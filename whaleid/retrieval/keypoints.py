@@ -29,10 +29,11 @@ DETECTORS = {
 BINARY = {"orb"}  # Hamming-distance descriptors
 
 
-def keypoint_image(
+def keypoint_photo(
     path: str | Path, box: Box | None, margin: float, max_side: int, max_megapixels: float = DEFAULT_MAX_MEGAPIXELS
 ) -> np.ndarray:
-    """Grayscale uint8 image: cropped to ``box`` (grown by ``margin``), longer side resized to ``max_side``."""
+    """RGB uint8 photo as local features see it: cropped to ``box`` (grown by ``margin``), longer side resized to
+    ``max_side``."""
     image = read_image(path, max_megapixels)
     if box is not None:
         left, top, right, bottom = crop_coords(image.shape[1], image.shape[0], box, margin)
@@ -40,8 +41,14 @@ def keypoint_image(
     h, w = image.shape[:2]
     scale = max_side / max(h, w)
     size = (max(1, round(w * scale)), max(1, round(h * scale)))
-    image = cv2.resize(image, size, interpolation=cv2.INTER_AREA if scale < 1 else cv2.INTER_CUBIC)
-    return cv2.cvtColor(image, cv2.COLOR_RGB2GRAY)
+    return cv2.resize(image, size, interpolation=cv2.INTER_AREA if scale < 1 else cv2.INTER_CUBIC)
+
+
+def keypoint_image(
+    path: str | Path, box: Box | None, margin: float, max_side: int, max_megapixels: float = DEFAULT_MAX_MEGAPIXELS
+) -> np.ndarray:
+    """:func:`keypoint_photo` in grayscale uint8 (what SIFT and ORB take)."""
+    return cv2.cvtColor(keypoint_photo(path, box, margin, max_side, max_megapixels), cv2.COLOR_RGB2GRAY)
 
 
 def detect(gray: np.ndarray, method: str, max_keypoints: int) -> tuple[np.ndarray, np.ndarray]:
@@ -60,16 +67,18 @@ class KeypointSet:
     """Keypoints of many images, concatenated: image ``i`` owns rows ``offsets[i]:offsets[i + 1]``."""
 
     images: np.ndarray  # (N,) names
-    points: np.ndarray  # (M, 2) float32
-    descriptors: np.ndarray  # (M, d) uint8
+    points: np.ndarray  # (M, 2) float32, pixels of the photo at local.max_side
+    descriptors: np.ndarray  # (M, d) uint8 (SIFT, ORB) or float16 (learned features)
     offsets: np.ndarray  # (N + 1,) int64
+    sizes: np.ndarray | None = None  # (N, 2) int64 width, height each photo was described at (learned features)
 
     def of(self, i: int) -> tuple[np.ndarray, np.ndarray]:
         a, b = self.offsets[i], self.offsets[i + 1]
         return self.points[a:b], self.descriptors[a:b]
 
     def arrays(self) -> dict[str, np.ndarray]:
-        return {"images": self.images, "points": self.points, "descriptors": self.descriptors, "offsets": self.offsets}
+        out = {"images": self.images, "points": self.points, "descriptors": self.descriptors, "offsets": self.offsets}
+        return out if self.sizes is None else {**out, "sizes": self.sizes}
 
     def rows_of(self, names: Sequence[str]) -> np.ndarray:
         """Row of each image name here (-1 where absent)."""
@@ -78,11 +87,13 @@ class KeypointSet:
 
     def concat(self, other: KeypointSet) -> KeypointSet:
         """This set followed by ``other``'s images."""
+        sizes = None if self.sizes is None or other.sizes is None else np.concatenate([self.sizes, other.sizes])
         return KeypointSet(
             np.concatenate([self.images, other.images]),
             np.concatenate([self.points, other.points]),
             np.concatenate([self.descriptors, other.descriptors]),
             np.concatenate([self.offsets, self.offsets[-1] + other.offsets[1:]]),
+            sizes,
         )
 
     def subset(self, keep: np.ndarray) -> KeypointSet:
@@ -92,14 +103,15 @@ class KeypointSet:
         take = np.concatenate(spans) if spans else np.zeros(0, np.int64)
         counts = np.array([len(s) for s in spans], dtype=np.int64)
         offsets = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
-        return KeypointSet(self.images[rows], self.points[take], self.descriptors[take], offsets)
+        sizes = None if self.sizes is None else self.sizes[rows]
+        return KeypointSet(self.images[rows], self.points[take], self.descriptors[take], offsets, sizes)
 
 
 def _detect_chunk(
-    jobs: list[tuple[str, Box | None]], margin: float, cfg: LocalConfig, max_megapixels: float
+    jobs: list[tuple[str, Box | None]], margin: float, cfg: LocalConfig, method: str, max_megapixels: float
 ) -> list[tuple]:
     return [
-        detect(keypoint_image(p, box, margin, cfg.max_side, max_megapixels), cfg.method, cfg.max_keypoints)
+        detect(keypoint_image(p, box, margin, cfg.max_side, max_megapixels), method, cfg.max_keypoints)
         for p, box in jobs
     ]
 
@@ -110,15 +122,26 @@ def detect_all(
     margin: float,
     cfg: LocalConfig,
     *,
+    method: str | None = None,
     desc: str = "keypoints",
     run: Runtime = Runtime(),
 ) -> KeypointSet:
-    """Keypoints of every image in ``paths`` (named by file name), in parallel with a progress bar."""
+    """SIFT or ORB keypoints (``method``, default ``cfg.method``) of every image in ``paths`` (named by file name),
+    in parallel with a progress bar."""
+    method = method or cfg.method
     jobs = [(str(p), (boxes or {}).get(Path(p).name)) for p in paths]
     found = map_chunks(
-        _detect_chunk, jobs, margin, cfg, run.max_megapixels, n_jobs=run.n_jobs, desc=desc, progress=run.progress
+        _detect_chunk,
+        jobs,
+        margin,
+        cfg,
+        method,
+        run.max_megapixels,
+        n_jobs=run.n_jobs,
+        desc=desc,
+        progress=run.progress,
     )
-    d = 32 if cfg.method in BINARY else 128
+    d = 32 if method in BINARY else 128
     counts = np.array([len(p) for p, _ in found], dtype=np.int64)
     return KeypointSet(
         images=np.asarray([Path(p).name for p in paths], dtype=str),

@@ -1,12 +1,19 @@
-"""Geometric matching of two photos' keypoints (stage ``local``): the score of a pair is its number of inliers.
+"""Local features by method (``local.method``, ``local.refine``): describing photos (stage ``keypoints``) and scoring
+(query, candidate) pairs (stage ``local``), the one place that knows which method does what.
 
-Nearest-neighbour descriptor matches are kept by Lowe's ratio test (``local.ratio``) and one-to-one, then a RANSAC
-similarity transform (``cv2.estimateAffinePartial2D``, ``local.ransac_px``) counts the matches it explains. Each
-query is matched against its ``local.top_pairs`` nearest gallery photos; pairs run in parallel (joblib) with a
-progress bar.
+* ``sift``, ``orb``: geometric matching. Nearest-neighbour descriptor matches are kept by Lowe's ratio test
+  (``local.ratio``) and one-to-one, then a RANSAC similarity transform (``cv2.estimateAffinePartial2D``,
+  ``local.ransac_px``) counts the matches it explains; a pair's score is its number of inliers. Pairs run in
+  parallel (joblib) with a progress bar.
+* ``aliked``, ``disk``: learned keypoints matched by LightGlue (:mod:`whaleid.retrieval.learned`).
+
+Each query is matched against its first ``top`` candidates (``local.top_pairs``, or ``local.refine_pairs``).
 """
 
 from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -14,7 +21,9 @@ import numpy as np
 from whaleid.config import LocalConfig
 from whaleid.core.parallel import map_chunks
 from whaleid.core.runtime import Runtime
-from whaleid.retrieval.keypoints import BINARY, KeypointSet
+from whaleid.data.boxes import Box
+from whaleid.retrieval import learned
+from whaleid.retrieval.keypoints import BINARY, KeypointSet, detect_all
 from whaleid.retrieval.neighbours import Neighbours
 
 MIN_SCALE = 0.25  # a transform shrinking or growing the photo more than 4x is no match (degenerate RANSAC fits)
@@ -59,58 +68,84 @@ def match_pair(
     return int(mask.sum()) if MIN_SCALE <= scale <= 1 / MIN_SCALE else 0
 
 
-def _match_chunk(jobs: list[tuple[int, int]], query: KeypointSet, gallery: KeypointSet, cfg: LocalConfig) -> list[int]:
-    binary = cfg.method in BINARY
+def _match_chunk(
+    jobs: list[tuple[int, int]], query: KeypointSet, gallery: KeypointSet, cfg: LocalConfig, method: str
+) -> list[int]:
+    binary = method in BINARY
     return [
         match_pair(query.of(q), gallery.of(g), binary=binary, ratio=cfg.ratio, ransac_px=cfg.ransac_px) for q, g in jobs
     ]
 
 
-def pair_inliers(
+def describe(
+    method: str,
+    paths: Sequence[Path],
+    boxes: dict[str, Box] | None,
+    margin: float,
+    cfg: LocalConfig,
+    *,
+    desc: str = "keypoints",
+    run: Runtime = Runtime(),
+) -> KeypointSet:
+    """Local features of every photo in ``paths`` by ``method``."""
+    if method in learned.LEARNED:
+        return learned.describe_all(paths, boxes, margin, cfg, method=method, desc=desc, run=run)
+    return detect_all(paths, boxes, margin, cfg, method=method, desc=desc, run=run)
+
+
+def pair_scores(
+    method: str,
     query: KeypointSet,
     gallery: KeypointSet,
     query_rows: np.ndarray,
     neighbour_rows: np.ndarray,
     cfg: LocalConfig,
     *,
+    top: int,
     desc: str = "match",
     run: Runtime = Runtime(),
 ) -> np.ndarray:
-    """(Q, k) inliers between query ``query_rows[q]`` and gallery ``neighbour_rows[q, j]`` (rows of the keypoint
-    sets) for the first ``cfg.top_pairs`` neighbours of each query; 0 beyond them and where a row is -1."""
-    top = min(cfg.top_pairs, neighbour_rows.shape[1])
+    """(Q, k) float32 score by ``method`` of query ``query_rows[q]`` and gallery ``neighbour_rows[q, j]`` (rows of
+    the keypoint sets) for the first ``top`` neighbours of each query; 0 beyond them and where a row is -1."""
+    top = min(top, neighbour_rows.shape[1])
     where = [
         (q, j) for q in range(len(query_rows)) for j in range(top) if neighbour_rows[q, j] >= 0 and query_rows[q] >= 0
     ]
     jobs = [(int(query_rows[q]), int(neighbour_rows[q, j])) for q, j in where]
-    counts = map_chunks(
-        _match_chunk,
-        jobs,
-        query,
-        gallery,
-        cfg,
-        chunk_size=256,
-        n_jobs=run.n_jobs,
-        desc=desc,
-        unit="pair",
-        progress=run.progress,
-    )
-    out = np.zeros(neighbour_rows.shape, dtype=np.int32)
-    for (q, j), c in zip(where, counts, strict=True):
+    if method in learned.LEARNED:
+        scores = learned.match_pairs(query, gallery, jobs, cfg, method=method, desc=desc, run=run)
+    else:
+        scores = map_chunks(
+            _match_chunk,
+            jobs,
+            query,
+            gallery,
+            cfg,
+            method,
+            chunk_size=256,
+            n_jobs=run.n_jobs,
+            desc=desc,
+            unit="pair",
+            progress=run.progress,
+        )
+    out = np.zeros(neighbour_rows.shape, dtype=np.float32)
+    for (q, j), c in zip(where, scores, strict=True):
         out[q, j] = c
     return out
 
 
-def neighbour_inliers(
+def neighbour_scores(
+    method: str,
     nn: Neighbours,
     query: KeypointSet,
     gallery: KeypointSet,
     cfg: LocalConfig,
     *,
+    top: int,
     desc: str = "match",
     run: Runtime = Runtime(),
 ) -> np.ndarray:
-    """:func:`pair_inliers` for a kNN result (its queries and gallery photos found in the keypoint sets by name)."""
+    """:func:`pair_scores` for a kNN result (its queries and gallery photos found in the keypoint sets by name)."""
     g_rows = gallery.rows_of(nn.gallery_images)
     rows = np.where(nn.valid, g_rows[np.clip(nn.rows, 0, None)], -1)
-    return pair_inliers(query, gallery, query.rows_of(nn.query_images), rows, cfg, desc=desc, run=run)
+    return pair_scores(method, query, gallery, query.rows_of(nn.query_images), rows, cfg, top=top, desc=desc, run=run)

@@ -82,3 +82,18 @@ def pooled_retrieval_metrics(parts: Sequence[Neighbours]) -> dict[str, float | i
     for key in ("recall_at_1", "recall_at_5", "map", "minp"):
         out[key] = round(sum(r[key] * r["queries"] for r in results if r["queries"]) / n, 6)
     return out
+
+
+def shortlist_recall(parts: Sequence[Neighbours], ks: Sequence[int]) -> dict[str, float | int | None]:
+    """The share of known validation queries (their individual is in the gallery) whose individual is among their
+    first ``k`` candidates, for each ``k`` (``recall_at_<k>``), pooled over ``parts``: the ceiling a re-ranking of
+    the first ``k`` (local-feature fusion) can reach."""
+    hits = {k: 0 for k in ks}
+    n = 0
+    for nn in parts:
+        known = np.isin(np.asarray(nn.query_labels), np.asarray(nn.gallery_labels))
+        same = nn.same_individual()[known]
+        n += int(known.sum())
+        for k in ks:
+            hits[k] += int(same[:, :k].any(axis=1).sum())
+    return {"queries": n, **{f"recall_at_{k}": round(hits[k] / n, 6) if n else None for k in ks}}

@@ -292,6 +292,7 @@ def fit_rule(
         "map5_new": _round(new),
         "valid_images": int(len(truth)),
         "valid_new_share": _round(float(np.mean(truth == NEW))),
+        "valid_new_first_share": _round(float(np.mean(new_positions(scores, thr_q[:, None])[:, 0] == 0))),
         "folds": {name: _round(v) for name, v in per_part.items()},
         "folds_mean": _round(float(np.mean(list(per_part.values())))),
         "folds_std": _round(float(np.std(list(per_part.values())))),
