@@ -1,7 +1,7 @@
 """Benchmark: embedding extraction efficiency = images/s of our `extract_embeddings` (DataLoader over the
 default dataset's images as the embed stage reads them -- cropped and resized by the `resize` stage --,
 normalisation on the device, L2 normalisation) / images/s of bare inference of the same model on pre-made tensors
-of the same batch size. Target >= 0.9. Interleaved runs, medians.
+of the same batch size (both channels_last, as the embed stage runs). Target >= 0.95. Interleaved runs, medians.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from whaleid.core.device import resolve_workers
 from whaleid.model.embed import extract_embeddings
 from whaleid.model.network import WhaleNet
 
-TARGET = 0.9
+TARGET = 0.95
 
 
 def main() -> None:
@@ -30,7 +30,9 @@ def main() -> None:
     paths = (resized_default("train_images", args.format) + resized_default("test_images", args.format))[: args.images]
     size = ModelConfig().img_size
     torch.manual_seed(0)
-    net = WhaleNet(ModelConfig(backbone=args.backbone), ArcFaceConfig(), 10).eval()
+    net = (
+        WhaleNet(ModelConfig(backbone=args.backbone), ArcFaceConfig(), 10).eval().to(memory_format=torch.channels_last)
+    )
     batch = EmbedConfig().batch_size
     device = torch.device("cpu")
 
@@ -43,7 +45,10 @@ def main() -> None:
 
     def bare() -> float:
         # the same batches as ours, the last one partial
-        xs = [torch.randn(min(batch, len(paths) - i), 3, size, size) for i in range(0, len(paths), batch)]
+        xs = [
+            torch.randn(min(batch, len(paths) - i), 3, size, size).contiguous(memory_format=torch.channels_last)
+            for i in range(0, len(paths), batch)
+        ]
         start = time.perf_counter()
         with torch.no_grad():
             for x in xs:

@@ -102,9 +102,9 @@ def test_normalize_matches_albumentations() -> None:
 
     img = _images(1)[0]
     want = A.Normalize(MEAN, STD)(image=img.numpy())["image"].transpose(2, 0, 1)
-    got = model_input(img[None], torch.device("cpu"))[0]
-    np.testing.assert_allclose(got.numpy(), want, atol=1e-5)
-    assert got.is_contiguous()
+    batch = model_input(img[None], torch.device("cpu"))
+    np.testing.assert_allclose(batch[0].numpy(), want, atol=1e-5)
+    assert batch.is_contiguous(memory_format=torch.channels_last)  # as the models are kept: no copy in the model
 
 
 def test_all_off_is_identity_and_flip_mirrors() -> None:

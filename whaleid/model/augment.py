@@ -61,16 +61,14 @@ def model_input(
 ) -> torch.Tensor:
     """A batch from the loader -> the model's input on ``device``: uint8 (B, H, W, 3) is moved, converted,
     passed through ``augment`` (float (B, 3, H, W) in [0, 255] -> the same) when given, and normalised there; a
-    float batch (already augmented and normalised by albumentations) is only moved."""
+    float batch (already augmented and normalised by albumentations) is only moved. Either comes out channels_last."""
     images = images.to(device, non_blocking=True)
+    if images.dtype == torch.uint8 and augment is None:
+        # (B, H, W, 3) bytes seen as (B, 3, H, W) are channels_last already: one cast, normalised in place
+        return normalize(images.permute(0, 3, 1, 2).to(torch.float32), inplace=True)
     if images.dtype == torch.uint8:
-        images = to_float(images)
-        if augment is not None:
-            images = augment(images)
-        images = normalize(images, inplace=True)
-    if device.type == "cuda":
-        images = images.contiguous(memory_format=torch.channels_last)
-    return images
+        images = normalize(augment(to_float(images)), inplace=True)
+    return images.contiguous(memory_format=torch.channels_last)  # as the models are kept (train, embed)
 
 
 @functools.lru_cache(maxsize=8)

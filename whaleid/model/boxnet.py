@@ -42,6 +42,7 @@ from whaleid.data.photos import load_photos
 from whaleid.data.resize import Box
 from whaleid.model.augment import MEAN, STD
 from whaleid.model.network import create_backbone
+from whaleid.model.schedule import lr_lambda
 
 log = logging.getLogger(__name__)
 
@@ -125,13 +126,11 @@ def train_detector(
 ) -> tuple[BoxNet, list[float]]:
     """Train ``model`` (default :func:`new_detector`) on ``images`` (N, s, s, 3 uint8) and their normalised
     ``boxes``; return it (in eval mode) and the mean loss of each epoch."""
-    model = (model or new_detector(cfg)).to(device)
+    model = (model or new_detector(cfg)).to(device, memory_format=torch.channels_last)
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=1e-4)
     steps = cfg.epochs * math.ceil(len(images) / cfg.batch_size)
     warmup = max(1, steps // 20)
-    schedule = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda i: min(1.0, (i + 1) / warmup) * (0.02 + 0.98 * 0.5 * (1 + math.cos(math.pi * i / steps)))
-    )
+    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda i: lr_lambda(i, steps, warmup, 0.02))
     g = torch.Generator().manual_seed(cfg.seed)
     rng = np.random.default_rng(cfg.seed)
     target = torch.from_numpy(np.asarray(boxes, np.float32))
@@ -141,7 +140,7 @@ def train_detector(
         total = 0.0
         for idx, x in _batches(images, rng.permutation(len(images)), cfg.batch_size):
             x, y = _augment(x, target[idx], g)
-            pred = model(x.to(device))
+            pred = model(x.to(device, memory_format=torch.channels_last))
             y = y.to(device)
             loss = F.l1_loss(pred, y) * 4 + generalized_box_iou_loss(pred, y, reduction="mean")
             optimizer.zero_grad(set_to_none=True)
@@ -159,8 +158,12 @@ def train_detector(
 @torch.no_grad()
 def predict(model: BoxNet, images: np.ndarray, device: torch.device, batch: int = 128) -> np.ndarray:
     """Normalised boxes ``(N, 4)`` for ``images`` (N, s, s, 3 uint8); each at least one pixel of its square."""
-    model.eval()
-    out = [model(x.to(device)).float().cpu().numpy() for _, x in _batches(images, np.arange(len(images)), batch)]
+    model.eval().to(memory_format=torch.channels_last)
+    order = np.arange(len(images))
+    out = [
+        model(x.to(device, memory_format=torch.channels_last)).float().cpu().numpy()
+        for _, x in _batches(images, order, batch)
+    ]
     pred = np.concatenate(out) if out else np.zeros((0, 4), np.float32)
     pred = np.clip(pred, 0.0, 1.0)
     eps = 1.0 / max(1, images.shape[1] if len(images) else 1)

