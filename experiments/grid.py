@@ -112,10 +112,14 @@ def read_run(run: Path) -> dict:
     base = json.loads((run / "metrics/baseline.json").read_text())
     sub = pd.read_csv(run / "submissions/submission.csv")
     first = sub["predictions"].str.split().str[0]
+    shortlist = cv.get("shortlist", {})
     return {
         "cv": cv["map5"],
         "lb": lb["map5"],
         "known": cv.get("map5_known"),
+        "recall1": cv.get("retrieval", {}).get("recall_at_1"),
+        "shortlist": shortlist.get(f"recall_at_{shortlist.get('pairs')}"),
+        "valid_new_first": cv.get("valid_new_first_share"),
         "new_first": (first == "new_individual").mean(),
         "pixel_oracle": base["pixel_knn_oracle_map5"],
     }
@@ -153,6 +157,9 @@ def main() -> None:
             + " ± "
             + (g["lb"].agg(lambda s: (s.max() - s.min()) / 2)).map("{:.4f}".format),
             "CV known": g["known"].mean().map("{:.3f}".format),
+            "recall@1": g["recall1"].mean().map("{:.3f}".format),
+            "shortlist recall": g["shortlist"].mean().map("{:.3f}".format),
+            "valid new (1st)": g["valid_new_first"].mean().map("{:.0%}".format),
             "test new (1st)": g["new_first"].mean().map("{:.0%}".format),
             "raw pixels (oracle)": g["pixel_oracle"].mean().map("{:.4f}".format),
         }
