@@ -14,7 +14,7 @@ from whaleid.config import AugmentConfig, Params, params_from_dict
 from whaleid.core.errors import TrainingDiverged
 from whaleid.model.network import WhaleNet
 from whaleid.model.schedule import lr_lambda
-from whaleid.model.train import EpochSampler, train_model
+from whaleid.model.train import EpochSampler, frozen_modules, train_model
 from whaleid.pipeline.members import fingerprint
 
 
@@ -215,3 +215,25 @@ def test_margin_warmup_and_species_head_train(tiny_dataset: Path) -> None:
     np.testing.assert_allclose(seen[:steps], [(i + 1) / steps for i in range(steps)])  # linear over epoch 1
     assert seen[steps:] == [1.0] * (len(seen) - steps) and net.head.margin_factor == 1.0
     assert not torch.equal(before, net.species_head.weight)  # the auxiliary loss reached the species head
+
+
+def test_freeze_keeps_the_backbones_leading_layers_as_they_start(tiny_dataset: Path) -> None:
+    paths, labels, _, cfg, make = _setup(tiny_dataset, epochs=1, freeze=0.5)
+    start = make()
+    frozen = frozen_modules(start, 0.5)
+    params = list(start.backbone.parameters())
+    held = sum(p.numel() for m in frozen for p in m.parameters(recurse=False))
+    total = sum(p.numel() for p in params)
+    assert 0.5 * total <= held < 0.5 * total + max(p.numel() for p in params)  # the leading layers past half
+    name_of = {id(m): n for n, m in start.named_modules()}
+    keys = {
+        f"{name_of[id(m)]}.{k}"
+        for m in frozen
+        for k, _ in [*m.named_parameters(recurse=False), *m.named_buffers(recurse=False)]
+    }
+    before = {k: v.clone() for k, v in start.state_dict().items()}
+    net, _ = _train(make, paths, labels, cfg)
+    after = net.state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in keys)  # weights and BatchNorm statistics as they started
+    others = [k for k in after if k not in keys and after[k].is_floating_point()]
+    assert any(not torch.equal(before[k], after[k]) for k in others)  # the rest trained

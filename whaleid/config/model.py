@@ -70,6 +70,7 @@ class TrainConfig(Block):
     eval_every: int = Field(5, ge=0, description="0 disables it")  # epochs between validations (and the last)
     eval_images: int = Field(0, ge=0, description="0: all")  # per-epoch validation on a seeded subset this large
     sync_bn: bool = False  # under torchrun: BatchNorm statistics over the global batch, not each process's share
+    freeze: float = span(0.0, 0.0, 1.0)  # share of the backbone's leading layers kept as they start (pretrained)
     seed: int = 42
 
     @model_validator(mode="after")

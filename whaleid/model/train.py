@@ -63,6 +63,30 @@ class EpochSampler(torch.utils.data.Sampler):
         return self.n
 
 
+def frozen_modules(model: nn.Module, share: float) -> list[nn.Module]:
+    """The backbone's leading modules holding the first ``share`` of its parameters (by count, in module order):
+    what ``train.freeze`` keeps as it starts. Their parameters get no gradient, and their BatchNorm layers stay
+    in eval mode, so a pretrained start's early features and statistics stay what they were."""
+    backbone = getattr(model, "backbone", None)
+    if backbone is None or share <= 0:
+        return []
+    leaves = [m for m in backbone.modules() if not list(m.children()) and list(m.parameters(recurse=False))]
+    total = sum(p.numel() for m in leaves for p in m.parameters(recurse=False))
+    out, seen = [], 0
+    for m in leaves:
+        if seen >= share * total:
+            break
+        out.append(m)
+        seen += sum(p.numel() for p in m.parameters(recurse=False))
+    return out
+
+
+def _freeze(modules: Sequence[nn.Module]) -> None:
+    for m in modules:
+        m.requires_grad_(False)
+        m.eval()  # BatchNorm: the running statistics of the start, not of these batches
+
+
 def _param_groups(model: nn.Module, cfg: TrainConfig) -> list[dict[str, object]]:
     backbone = [p for n, p in model.named_parameters() if n.startswith("backbone.") and p.requires_grad]
     rest = [p for n, p in model.named_parameters() if not n.startswith("backbone.") and p.requires_grad]
@@ -97,6 +121,7 @@ class _Run:
     dtype: torch.dtype | None
     use_species: bool
     steps_per_epoch: int
+    frozen: list[nn.Module]
 
 
 def _setup(
@@ -141,6 +166,8 @@ def _setup(
             dataset, 1, num_workers=num_workers, device=device, batch_sampler=sampler, persistent=True, training=True
         )
     has_species = getattr(model, "species_head", None) is not None
+    frozen = frozen_modules(model, cfg.freeze)
+    _freeze(frozen)  # before DDP wraps the model: it syncs only the parameters that get gradients
     step = wrap(_Step(model, use_species), device, sync_bn, unused=has_species and not use_species)
     steps_per_epoch = len(loader)
     total = steps_per_epoch * cfg.epochs
@@ -150,7 +177,18 @@ def _setup(
     dtype = autocast_dtype(device)
     scaler = torch.amp.GradScaler(device.type, enabled=dtype == torch.float16)
     return _Run(
-        step, world, loader, sampler, batch_augment, optimizer, scheduler, scaler, dtype, use_species, steps_per_epoch
+        step,
+        world,
+        loader,
+        sampler,
+        batch_augment,
+        optimizer,
+        scheduler,
+        scaler,
+        dtype,
+        use_species,
+        steps_per_epoch,
+        frozen,
     )
 
 
@@ -180,6 +218,7 @@ def _train_epoch(
 ) -> float:
     """One pass over the loader; returns the mean loss."""
     model.train()
+    _freeze(run.frozen)
     run.sampler.set_epoch(epoch)
     criterion = nn.CrossEntropyLoss()
     id_criterion = nn.CrossEntropyLoss(label_smoothing=arc.label_smoothing)
