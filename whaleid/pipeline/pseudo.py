@@ -178,7 +178,9 @@ def run_rounds(params: Params, out: Path) -> tuple[Evaluation, list[dict]]:
     species = class_species(folds, len(classes))
     label_species = folds.groupby("label")["species_label"].agg(lambda s: s.mode().iloc[0])
     name, fold = f"fold{params.fold}", params.fold
-    keypoints = load_keypoints("train", params.local)("test", params.local)
+    keypoints = None
+    if params.local.methods:
+        keypoints = (load_keypoints("train", params.local), load_keypoints("test", params.local))
     train = load_npz(embed_dir(name) / "train.npz")
     test = load_npz(embed_dir(name) / "test.npz")
     centres = Centres.from_arrays(load_npz(embed_dir(name) / "centres.npz"))

@@ -69,7 +69,7 @@ def fuse_all(params: Params, valid: dict[str, Neighbours], test: Neighbours) -> 
     info: dict = {"method": params.local.method}
     if not chain.fuses:
         return valid, test, info
-    train_kp, test_kp = load_keypoints("train", params.local)("test", params.local)
+    train_kp, test_kp = load_keypoints("train", params.local), load_keypoints("test", params.local)
     fusion: Fusion = chain.fit_fusion(valid, train_kp)
     test = chain.fuse(test, fusion.calibration, test_kp, train_kp, "match test")
     top = min(chain.shortlist, test.rows.shape[1])
