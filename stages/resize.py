@@ -1,6 +1,6 @@
 """DVC stage `resize`: every train and test image decoded once, cropped (to the boxes stage detect settled) and
-resized to ``model.img_size`` -> data/resized/{train_images,test_images}/<name>.<resize.format> and
-data/resized/info.json (see :func:`whaleid.pipeline.prepare.resize_dataset`).
+resized to ``model.img_size`` -> data/resized/{train_images,test_images}/<name>.<resize.format> (and
+query_images/: the train photos cropped to the detector's boxes, for validation queries) and data/resized/info.json (see :func:`whaleid.pipeline.prepare.resize_dataset`).
 
 Training and embedding read these small files (BMP by default: no decoding cost to speak of), so no epoch decodes a
 full-size photo. Resumes after an interruption; a corrupt image stops the stage here, naming the file.

@@ -156,10 +156,18 @@ def test_stage_trains_on_train_boxes_and_boxes_every_photo(stage_dir: Path) -> N
     assert (stage_dir / "data/detect/model.pt").is_file()
     assert not (stage_dir / ".whaleid_cache/detect").exists()  # the resume cache is gone once the stage succeeds
 
+    queries = read_boxes(stage_dir / "data/detect/query_boxes.csv")  # valid_crops: predicted (the default)
+    assert set(queries) == set(train)
+
     predicted = _run(stage_dir, {**STAGE_PARAMS, "detect": {**STAGE_PARAMS["detect"], "train_crops": "predicted"}})
     out = read_boxes(stage_dir / "data/detect/boxes.csv")
     assert predicted["holdout"] == metrics["holdout"]  # the same detector (seeded) ...
     assert sum(out[n] != truth[n] for n in train) > 0.9 * len(train)  # ... now boxing the train photos too
+    assert all(queries[n] == out[n] for n in train)  # the validation queries' boxes were the detector's
+    assert not (stage_dir / "data/detect/query_boxes.csv").exists()  # train photos are cropped as queries are
+
+    _run(stage_dir, {**STAGE_PARAMS, "detect": {**STAGE_PARAMS["detect"], "valid_crops": "truth"}})
+    assert not (stage_dir / "data/detect/query_boxes.csv").exists()
 
 
 def test_stage_passes_complete_boxes_on_and_none_means_whole_photos(stage_dir: Path) -> None:
@@ -201,3 +209,43 @@ def test_decoded_photos_are_cached_so_a_rerun_does_not_decode_again(tiny_dataset
     again = load_photos(paths, 24, run=Runtime(max_megapixels=100, n_jobs=1, progress=False), cache=tmp_path / "cache")
     assert (again.images == first.images).all() and (again.sizes == first.sizes).all()
     assert first.images.shape == (70, 24, 24, 3) and (first.sizes == 32).all()
+
+
+def test_validation_queries_are_cropped_by_the_detector_as_test_photos_are(stage_dir: Path) -> None:
+    from stages.resize import main as resize
+    from whaleid.config import params_from_dict
+    from whaleid.data.images import read_image
+    from whaleid.data.resize import prepare_image, resized_name
+    from whaleid.pipeline.scoring import validation_photos
+
+    params = params_from_dict({**STAGE_PARAMS, "model": {"img_size": 32}})
+    _run(stage_dir, STAGE_PARAMS)
+    resize(params)
+    queries = read_boxes(stage_dir / "data/detect/query_boxes.csv")
+    train = pd.read_csv(stage_dir / "data/in/train.csv")["image"].tolist()
+    folder = stage_dir / "data/resized"
+    assert sorted(p.name for p in (folder / "query_images").iterdir()) == sorted(
+        p.name for p in (folder / "train_images").iterdir()
+    )
+    name = train[0]
+    want = prepare_image(read_image(stage_dir / "data/in/train_images" / name), 32, queries[name], params.crop.margin)
+    got = cv2.imread(str(folder / "query_images" / resized_name(name)))
+    np.testing.assert_array_equal(cv2.cvtColor(got, cv2.COLOR_BGR2RGB), want)
+
+    # The embed stage's queries replace a fold's validation rows, and only those; the gallery keeps its own.
+    rng = np.random.default_rng(0)
+    n = 12
+    arrays = {
+        "embeddings": rng.normal(size=(n, 4)),
+        "queries": rng.normal(size=(n, 4)),
+        "images": np.array([f"{i}.jpg" for i in range(n)]),
+        "labels": np.arange(n) % 4,
+        "folds": np.arange(n) % 3,
+        "held": np.zeros((n, 3), bool),
+    }
+    query, gallery = validation_photos(arrays, 1)
+    np.testing.assert_array_equal(query.embeddings, arrays["queries"][[1, 4, 7, 10]])
+    np.testing.assert_array_equal(query.parts[0], arrays["queries"][[1, 4, 7, 10]])
+    np.testing.assert_array_equal(gallery.embeddings, arrays["embeddings"][arrays["folds"] != 1])
+    plain, _ = validation_photos({k: v for k, v in arrays.items() if k != "queries"}, 1)
+    np.testing.assert_array_equal(plain.embeddings, arrays["embeddings"][[1, 4, 7, 10]])

@@ -82,6 +82,9 @@ class DetectConfig(Block):
     lr: PositiveFloat = 0.003
     holdout: float = span(0.1, 0.0, 0.5)  # share of the boxed train photos held back to measure IoU
     train_crops: Literal["truth", "predicted"] = "truth"  # train photos cropped to their own boxes or the detector's
+    # Validation queries (train photos) cropped to the detector's boxes, as the test photos are, so the rule and the
+    # calibration are fitted under test conditions (predicted); or like the photos they are searched among (truth).
+    valid_crops: Literal["predicted", "truth"] = "predicted"
     seed: int = 42
 
 

@@ -14,7 +14,7 @@ from whaleid.core.errors import DataError
 from whaleid.data.boxes import Box, read_boxes
 from whaleid.data.folds import decode_held
 from whaleid.data.resize import resized_name
-from whaleid.pipeline.paths import DETECT_DIR, FOLDS, LABELS, RESIZED_DIR
+from whaleid.pipeline.paths import DETECT_DIR, FOLDS, LABELS, QUERY_BOXES, RESIZED_DIR
 
 
 def held_out(folds: pd.DataFrame) -> np.ndarray:
@@ -100,3 +100,9 @@ def stage_boxes() -> dict[str, Box] | None:
     """The boxes the pipeline crops to, as stage ``detect`` settled them (the CSV's, the detector's, or none)."""
     path = DETECT_DIR / "boxes.csv"
     return read_boxes(path) if path.is_file() else None
+
+
+def query_boxes() -> dict[str, Box] | None:
+    """The detector's boxes of the train photos that validation queries are cropped to (``detect.valid_crops:
+    predicted``), or None: validation queries are then the photos the gallery holds."""
+    return read_boxes(QUERY_BOXES) if QUERY_BOXES.is_file() else None

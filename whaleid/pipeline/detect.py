@@ -36,7 +36,7 @@ from whaleid.data.boxes import (
 from whaleid.data.layout import SOLUTION_BOXES, load_dataset
 from whaleid.data.photos import load_photos
 from whaleid.model.boxnet import BoxNet, holdout_split, new_detector, predict, save_detector, train_detector
-from whaleid.pipeline.paths import DETECT_CACHE, DETECT_DIR
+from whaleid.pipeline.paths import DETECT_CACHE, DETECT_DIR, QUERY_BOXES
 
 log = logging.getLogger(__name__)
 
@@ -74,6 +74,7 @@ class Outcome:
     boxes: dict[str, Box]
     metrics: dict[str, object]
     model: BoxNet
+    train_drawn: dict[str, Box]  # the detector's box of every train photo, whatever it is cropped to
 
 
 def run_detector(
@@ -142,18 +143,26 @@ def run_detector(
     for i, name in enumerate(names):
         own = i < len(train_paths) and name in boxes and cfg.train_crops == "truth"
         out[name] = boxes[name] if own else drawn[i]
+    train_drawn = {name: drawn[i] for i, name in enumerate(names[: len(train_paths)])}
     # Timings go to the log, not the metrics: metrics and outputs stay byte-identical from run to run.
     log.info(
         "detector: %.1f s in all (decode, train, box); boxing %.2f s per 1,000 decoded photos",
         time.perf_counter() - started,
         per_1k,
     )
-    return Outcome(out, metrics, model)
+    return Outcome(out, metrics, model, train_drawn)
+
+
+def write_boxes(path: Path, boxes: dict[str, Box]) -> None:
+    rows = [(name, *box) for name, box in sorted(boxes.items())]
+    write_csv(path, pd.DataFrame(rows, columns=list(BOX_COLUMNS)))
 
 
 def settle_boxes(params: Params) -> dict[str, object]:
     """Stage ``detect``: the box of every photo -> data/detect/ (boxes.csv, what every later stage crops to; the
-    detector's model.pt when one was trained; info.json). Returns the detector's metrics (metrics/detect.json)."""
+    detector's model.pt when one was trained; query_boxes.csv, the detector's boxes of the train photos that
+    validation queries are cropped to, with ``detect.valid_crops: predicted`` while train photos keep their own;
+    info.json). Returns the detector's metrics (metrics/detect.json)."""
     ds = load_dataset(params.data.dir)
     path = boxes_path(params.crop.boxes, params.data.dir)
     boxes = read_boxes(path) if path else None
@@ -179,10 +188,11 @@ def settle_boxes(params: Params) -> dict[str, object]:
             )
             save_detector(tmp / "model.pt", got.model, params.detect)
             boxes, metrics = got.boxes, got.metrics
+            if params.detect.valid_crops == "predicted" and params.detect.train_crops == "truth":
+                write_boxes(tmp / QUERY_BOXES.name, got.train_drawn)
             log.info("detector: %s", metrics)
         if boxes:
-            rows = [(name, *box) for name, box in sorted(boxes.items())]
-            write_csv(tmp / "boxes.csv", pd.DataFrame(rows, columns=list(BOX_COLUMNS)))
+            write_boxes(tmp / "boxes.csv", boxes)
         info = {"source": str(path) if path else None, "why": why, "detector": use, "detect": to_dict(params.detect)}
         write_json(tmp / "info.json", {**info, "metrics": metrics})
     shutil.rmtree(DETECT_CACHE, ignore_errors=True)  # decoded photos, kept only to resume an interrupted run

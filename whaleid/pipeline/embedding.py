@@ -2,7 +2,8 @@
 combined into the submission's.
 
 ``embed_member`` writes data/embeddings/<name>/: ``train.npz`` holds every training image in folds.csv order
-(arrays ``embeddings`` (N, d), ``images``, ``labels`` (class numbers), ``folds`` and ``held``), ``test.npz`` every
+(arrays ``embeddings`` (N, d), ``images``, ``labels`` (class numbers), ``folds`` and ``held``; and ``queries``
+(N, d), the same photos cropped as validation queries are, where stage ``resize`` wrote query_images/), ``test.npz`` every
 test image in sample_submission order (``labels`` -1), ``centres.npz`` the model's ArcFace class centres for the
 kNN + classifier blend. ``combine_members`` concatenates the submission models' unit-length embeddings scaled by
 1/sqrt(members), so the cosine of two combined embeddings is the mean of the members' cosines.
@@ -27,7 +28,7 @@ from whaleid.model.distributed import World
 from whaleid.model.embed import extract_embeddings
 from whaleid.model.network import load_model
 from whaleid.pipeline.artifacts import check_resized, folds_with_labels, held_out, resized_paths, submission_models
-from whaleid.pipeline.paths import FINAL_DIR, embed_dir, model_path
+from whaleid.pipeline.paths import FINAL_DIR, QUERY_IMAGES, RESIZED_DIR, embed_dir, model_path
 from whaleid.retrieval.blend import Centres
 from whaleid.retrieval.search import combine
 
@@ -44,9 +45,10 @@ def embed_dataset(
     name: str,
     img_size: int,
     world: World | None = None,
-) -> tuple[np.ndarray, np.ndarray]:
-    """Embeddings of the resized copies of ``train_images`` and ``test_images`` (``embed.*`` params), with a
-    progress bar named after model ``name``; sharded over the ranks of ``world``."""
+) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    """Embeddings of the resized copies of ``train_images`` and ``test_images`` (``embed.*`` params), and of the
+    train photos as validation queries are cropped (None where they are the train copies), with a progress bar
+    named after model ``name``; sharded over the ranks of ``world``."""
     kw = dict(
         img_size=img_size,
         batch_size=params.embed.batch_size,
@@ -58,7 +60,11 @@ def embed_dataset(
     fmt = params.resize.format
     train = extract_embeddings(model, resized_paths("train_images", train_images, fmt), desc=f"{name} train", **kw)
     test = extract_embeddings(model, resized_paths("test_images", test_images, fmt), desc=f"{name} test", **kw)
-    return train, test
+    queries = None
+    if (RESIZED_DIR / QUERY_IMAGES).is_dir():
+        paths = resized_paths(QUERY_IMAGES, train_images, fmt)
+        queries = extract_embeddings(model, paths, desc=f"{name} queries", **kw)
+    return train, test, queries
 
 
 def embed_member(params: Params, name: str) -> None:
@@ -70,7 +76,7 @@ def embed_member(params: Params, name: str) -> None:
     world, device = distributed.init(params.runtime.device)
     model, payload = load_model(model_path(name), device)
     img_size = int(payload["model"]["img_size"])
-    train, test = embed_dataset(
+    train, test, queries = embed_dataset(
         model,
         params,
         folds["image"],
@@ -85,7 +91,8 @@ def embed_member(params: Params, name: str) -> None:
     with atomic_dir(embed_dir(name)) as tmp:
         labels, fold_of, held = folds["label"].to_numpy(), folds["fold"].to_numpy(), held_out(folds)
         images = np.asarray(folds["image"], dtype=str)
-        save_npz(tmp / "train.npz", embeddings=train, images=images, labels=labels, folds=fold_of, held=held)
+        extra = {"queries": queries} if queries is not None else {}
+        save_npz(tmp / "train.npz", embeddings=train, images=images, labels=labels, folds=fold_of, held=held, **extra)
         test_labels = np.full(len(test), -1, dtype=np.int64)
         save_npz(tmp / "test.npz", embeddings=test, images=np.asarray(ds.test_images, dtype=str), labels=test_labels)
         trained_rows = training_rows(fold_of, held, member_fold(name))

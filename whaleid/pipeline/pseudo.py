@@ -45,6 +45,7 @@ from whaleid.pipeline.embedding import embed_dataset
 from whaleid.pipeline.members import fingerprint, train_member, training_code
 from whaleid.pipeline.paths import FOLDS, LABELS, PSEUDO_CACHE, RESIZED_DIR, WEIGHTS_ID, embed_dir
 from whaleid.pipeline.prepare import load_keypoints
+from whaleid.pipeline.scoring import validation_photos
 from whaleid.retrieval.blend import Centres
 from whaleid.retrieval.chain import Photos, ScoringChain
 from whaleid.retrieval.keypoints import KeypointSet
@@ -96,26 +97,22 @@ def evaluate_model(
     train: dict[str, np.ndarray],
     test: dict[str, np.ndarray],
     centres: Centres,
-    keypoints: tuple[dict[str, KeypointSet], dict[str, KeypointSet]] | None,
+    keypoints: tuple[dict[str, KeypointSet], dict[str, KeypointSet], dict[str, KeypointSet]] | None,
     class_species: np.ndarray,
     classes: list[str],
     solution: pd.DataFrame | None,
 ) -> Evaluation:
     """Score one model's embeddings ``train`` (folds.csv order, arrays ``embeddings``, ``images``, ``labels``,
     ``folds``, ``held``) and ``test`` through the scoring chain, fit the rule and score the submission it gives."""
-    own = training_rows(train["folds"], train["held"], fold)
     everyone = Photos.of(train, [train["embeddings"]])
-    query, own_gallery, tests = (
-        everyone.take(train["folds"] == fold),
-        everyone.take(own),
-        Photos.of(test, [test["embeddings"]]),
-    )
+    query, own_gallery = validation_photos(train, fold)
+    tests = Photos.of(test, [test["embeddings"]])
     chain = ScoringChain(params.knn, params.blend, params.local, run=runtime_of(params))
     valid_nn = chain.neighbours(query, own_gallery, centres=[centres])
     test_nn = chain.neighbours(tests, everyone, centres=[centres])
     select_nn = chain.neighbours(tests, own_gallery, centres=[centres])
-    train_kp, test_kp = keypoints if keypoints is not None else (None, None)
-    fusion = chain.fit_fusion({name: valid_nn}, train_kp)
+    train_kp, test_kp, query_kp = keypoints if keypoints is not None else (None, None, None)
+    fusion = chain.fit_fusion({name: valid_nn}, train_kp, query_kp)
     valid_nn = fusion.valid[name]
     test_nn = chain.fuse(test_nn, fusion.calibration, test_kp, train_kp, "match test")
     select_nn = chain.fuse(select_nn, fusion.calibration, test_kp, train_kp, "match test (own gallery)")
@@ -180,7 +177,7 @@ def run_rounds(params: Params, out: Path) -> tuple[Evaluation, list[dict]]:
     name, fold = f"fold{params.fold}", params.fold
     keypoints = None
     if params.local.methods:
-        keypoints = (load_keypoints("train", params.local), load_keypoints("test", params.local))
+        keypoints = tuple(load_keypoints(split, params.local) for split in ("train", "test", "query"))
     train = load_npz(embed_dir(name) / "train.npz")
     test = load_npz(embed_dir(name) / "test.npz")
     centres = Centres.from_arrays(load_npz(embed_dir(name) / "centres.npz"))
@@ -226,7 +223,7 @@ def run_rounds(params: Params, out: Path) -> tuple[Evaluation, list[dict]]:
         model_dir = _train_round(params, name, r, extra)
         shutil.copytree(model_dir, out / f"round{r}", dirs_exist_ok=True)
         model, payload = load_model(model_dir / "model.pt", device)
-        emb_train, emb_test = embed_dataset(
+        emb_train, emb_test, emb_queries = embed_dataset(
             model,
             params,
             train["images"],
@@ -236,9 +233,10 @@ def run_rounds(params: Params, out: Path) -> tuple[Evaluation, list[dict]]:
             img_size=int(payload["model"]["img_size"]),
         )
         trained = np.bincount(np.concatenate([own_labels, extra["label"].to_numpy()]), minlength=len(classes)) > 0
-        ev = run(
-            {**train, "embeddings": emb_train}, {**test, "embeddings": emb_test}, Centres.of_model(model.head, trained)
-        )
+        round_train = {**train, "embeddings": emb_train}
+        if emb_queries is not None:
+            round_train["queries"] = emb_queries
+        ev = run(round_train, {**test, "embeddings": emb_test}, Centres.of_model(model.head, trained))
         row |= {"cv_map5": ev.fit.metrics["map5"], "lb_map5": ev.lb}
         history.append(row)
         log.info(

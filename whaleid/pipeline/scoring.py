@@ -38,9 +38,13 @@ def _centres(name: str) -> Centres:
 
 def validation_photos(arrays: dict[str, np.ndarray], fold: int) -> tuple[Photos, Photos]:
     """A fold model's training-photo embeddings (an embed stage's ``train.npz``) split into the queries of its
-    validation fold ``fold`` and the gallery it trained on (each model's own embeddings as its blend part)."""
+    validation fold ``fold`` and the gallery it trained on (each model's own embeddings as its blend part). The
+    queries are the photos cropped as the test photos are (``queries``) where the embed stage wrote them."""
     photos = Photos.of(arrays, [arrays["embeddings"]])
-    return photos.take(arrays["folds"] == fold), photos.take(training_rows(arrays["folds"], arrays["held"], fold))
+    gallery = photos.take(training_rows(arrays["folds"], arrays["held"], fold))
+    if "queries" in arrays:
+        photos = Photos.of({**arrays, "embeddings": arrays["queries"]}, [arrays["queries"]])
+    return photos.take(arrays["folds"] == fold), gallery
 
 
 def search_all(params: Params) -> tuple[dict[str, Neighbours], Neighbours]:
@@ -48,12 +52,7 @@ def search_all(params: Params) -> tuple[dict[str, Neighbours], Neighbours]:
     chain, blend = chain_of(params), params.blend.knn_weight < 1.0
     valid = {}
     for name, fold in cv_models(params).items():
-        arrays = load_npz(embed_dir(name) / "train.npz")
-        photos = Photos.of(arrays, [arrays["embeddings"]])
-        queries, gallery = (
-            photos.take(arrays["folds"] == fold),
-            photos.take(training_rows(arrays["folds"], arrays["held"], fold)),
-        )
+        queries, gallery = validation_photos(load_npz(embed_dir(name) / "train.npz"), fold)
         valid[name] = chain.neighbours(queries, gallery, centres=[_centres(name)] if blend else [])
     names = submission_models(params)
     parts = [load_npz(embed_dir(n) / "test.npz")["embeddings"] for n in names] if blend else []
@@ -70,7 +69,7 @@ def fuse_all(params: Params, valid: dict[str, Neighbours], test: Neighbours) -> 
     if not chain.fuses:
         return valid, test, info
     train_kp, test_kp = load_keypoints("train", params.local), load_keypoints("test", params.local)
-    fusion: Fusion = chain.fit_fusion(valid, train_kp)
+    fusion: Fusion = chain.fit_fusion(valid, train_kp, load_keypoints("query", params.local))
     test = chain.fuse(test, fusion.calibration, test_kp, train_kp, "match test")
     top = min(chain.shortlist, test.rows.shape[1])
     stats = {**fusion.stats, "test_pairs": int(test.valid[:, :top].sum())}

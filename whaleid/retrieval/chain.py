@@ -158,13 +158,17 @@ class ScoringChain:
                 )
         return scores
 
-    def fit_fusion(self, valid: Mapping[str, Neighbours], keypoints: Keypoints | None) -> Fusion:
-        """Match every validation query (a training photo, as is its gallery: ``keypoints`` hold both, by method)
-        against its best candidates, fit the :class:`Calibration` on those pairs and fuse the validation results."""
+    def fit_fusion(
+        self, valid: Mapping[str, Neighbours], keypoints: Keypoints | None, query_kp: Keypoints | None = None
+    ) -> Fusion:
+        """Match every validation query (a training photo, as is its gallery: ``keypoints`` hold both, by method;
+        ``query_kp`` the queries where they are cropped otherwise) against its best candidates, fit the
+        :class:`Calibration` on those pairs and fuse the validation results."""
         if not self.fuses:
             return Fusion(dict(valid), None, {})
         top = self.shortlist
-        scores = {name: self.pair_scores(nn, keypoints, keypoints, f"match {name}") for name, nn in valid.items()}
+        query_kp = query_kp or keypoints
+        scores = {name: self.pair_scores(nn, query_kp, keypoints, f"match {name}") for name, nn in valid.items()}
         real = np.concatenate([nn.valid[:, :top].ravel() for nn in valid.values()])  # not the empty slots
         keys = list(next(iter(scores.values())))
         pooled = {key: np.concatenate([scores[name][key][:, :top].ravel() for name in valid])[real] for key in keys}
