@@ -185,3 +185,58 @@ def test_new_individual_is_found_and_a_changed_model_is_refused(repo: tuple[Path
         model.write_bytes(saved)
     assert proc.returncode == 2 and "is not the model the gallery was built with" in proc.stderr
     assert len(proc.stderr.strip().splitlines()) == 1
+
+
+def test_gallery_writes_replace_only_galleries_go_through_links_and_two_adds_both_land(
+    repo: tuple[Path, dict[str, str]],
+) -> None:
+    from whaleid.gallery.folder import Gallery
+
+    root, env = repo
+    tests = sorted((root / "data/sample/test_images").iterdir())
+    shutil.copytree(root / "gallery", root / "g1")
+    shutil.copytree(root / "gallery", root / "g2")
+    before = len(Gallery.load(root / "g1").photos)
+    (root / "other").mkdir()
+    (root / "other/keep.txt").write_text("not whaleid's")
+    for out in ("other", ".", "other/keep.txt"):
+        done = whaleid(["gallery", "add", str(tests[0]), "--id", "x", "--gallery", "g1", "--out", out], root, env)
+        assert done.returncode == 2 and "is not a gallery (no manifest.json)" in done.stderr, done.stderr
+        assert "Traceback" not in done.stderr
+    assert (root / "other/keep.txt").read_text() == "not whaleid's" and (root / "dvc.yaml").is_file()
+
+    (root / "link").symlink_to(root / "g2")
+    done = whaleid(["gallery", "add", str(tests[0]), "--id", "x", "--gallery", "g1", "--out", "link"], root, env)
+    assert done.returncode == 0, done.stderr
+    assert (root / "link").is_symlink() and len(Gallery.load(root / "g2").photos) == before + 1  # written through
+
+    # Two `gallery add` on one folder at once (real processes): the second waits for the first's lock, then adds to
+    # what the first wrote, so both land.
+    procs = [
+        subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "whaleid.cli.main",
+                "gallery",
+                "add",
+                *map(str, photos),
+                "--id",
+                who,
+                "--gallery",
+                "g1",
+            ],
+            cwd=root,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for who, photos in (("a", tests[1:4]), ("b", tests[4:7]))
+    ]
+    for proc in procs:
+        _, err = proc.communicate(timeout=600)
+        assert proc.returncode == 0, err
+    grown = Gallery.load(root / "g1")
+    assert len(grown.photos) == before + 6 and grown.index.ntotal == before + 6
+    assert (grown.photos["individual_id"].value_counts()[["a", "b"]] == 3).all()

@@ -141,7 +141,7 @@ def _identify(args: argparse.Namespace) -> int:
 
 
 def _add(args: argparse.Namespace) -> int:
-    from whaleid.gallery.folder import Gallery
+    from whaleid.gallery.folder import Gallery, editing
     from whaleid.gallery.identify import add_photos
 
     if args.csv:
@@ -161,19 +161,20 @@ def _add(args: argparse.Namespace) -> int:
             raise DataError("give photos with --id NAME (or --csv FILE --images DIR for many individuals).")
         paths = photo_paths(args.photos)
         ids, species = [args.id] * len(paths), [args.species] * len(paths)
-    gallery = Gallery.load(args.gallery)
-    out = add_photos(
-        gallery,
-        paths,
-        ids,
-        species=species,
-        boxes=_boxes(args.boxes),
-        run=_runtime(args),
-    )
-    out.save(args.out or args.gallery)
+    with editing(args.gallery, args.out) as target:
+        gallery = Gallery.load(args.gallery)
+        out = add_photos(
+            gallery,
+            paths,
+            ids,
+            species=species,
+            boxes=_boxes(args.boxes),
+            run=_runtime(args),
+        )
+        out.save(target)
     log.info(
         "%s: added %d photo(s) of %d individual(s); now %d photos of %d individuals",
-        args.out or args.gallery,
+        target,
         len(paths),
         len(set(ids)),
         len(out.photos),
@@ -183,16 +184,17 @@ def _add(args: argparse.Namespace) -> int:
 
 
 def _remove(args: argparse.Namespace) -> int:
-    from whaleid.gallery.folder import Gallery, remove_photos
+    from whaleid.gallery.folder import Gallery, editing, remove_photos
 
     if not args.image and not args.id:
         raise DataError("name what to remove: --image NAME or --id INDIVIDUAL (repeatable).")
-    gallery = Gallery.load(args.gallery)
-    out = remove_photos(gallery, args.image, args.id)
-    out.save(args.out or args.gallery)
+    with editing(args.gallery, args.out) as target:
+        gallery = Gallery.load(args.gallery)
+        out = remove_photos(gallery, args.image, args.id)
+        out.save(target)
     log.info(
         "%s: removed %d photo(s); now %d photos of %d individuals",
-        args.out or args.gallery,
+        target,
         len(gallery.photos) - len(out.photos),
         len(out.photos),
         out.photos["individual_id"].nunique(),
@@ -230,7 +232,10 @@ def _gallery_arguments(gal: argparse.ArgumentParser) -> None:
         action.arguments(p)
         p.add_argument("--gallery", default=str(GALLERY_DIR), help="gallery folder (default: gallery/)")
         if name != "info":
-            p.add_argument("--out", help="write the changed gallery here instead of replacing --gallery")
+            p.add_argument(
+                "--out",
+                help="write the changed gallery here (a new path or a gallery folder) instead of replacing --gallery",
+            )
 
 
 def _gallery(args: argparse.Namespace) -> int:

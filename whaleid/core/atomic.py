@@ -7,8 +7,10 @@ killed mid-write leaves the previous file intact.
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import io
 import json
+import logging
 import os
 import re
 import shutil
@@ -18,6 +20,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+log = logging.getLogger(__name__)
 
 
 def _umask() -> int:
@@ -74,12 +78,38 @@ def _clean_once(folder: Path) -> None:
         _cleaned.add(key)
 
 
+def _through_links(path: str | Path) -> Path:
+    """``path`` made absolute, symbolic links resolved: a write replaces what a link points to, never the link
+    (``.`` and ``..`` name their folder, which a swap beside it needs)."""
+    return Path(os.path.realpath(path))
+
+
+@contextlib.contextmanager
+def folder_lock(path: str | Path) -> Iterator[None]:
+    """Hold an exclusive lock on folder ``path`` (a ``.NAME.lock`` file beside it: the folder itself is swapped
+    whole) while reading, changing and writing it back, so two processes never both change it from the same old
+    copy: the second waits for the first, then reads what the first wrote. Advisory (``flock``): every whaleid
+    writer of a shared folder takes it."""
+    path = _through_links(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path.parent / f".{path.name}.lock", "a") as fh:
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            log.info("%s: another whaleid process is writing it; waiting for it to finish", path)
+            fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | Path) -> Iterator[Path]:
     """Yield a temporary path next to ``path``; on success it replaces ``path`` atomically (mode by the umask,
     as a plain ``open`` would give). What killed earlier writers left in the folder is cleaned first (once per
     folder and process: :func:`clean_stale`)."""
-    path = Path(path)
+    path = _through_links(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     _clean_once(path.parent)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.{os.getpid()}.", suffix=".tmp", dir=path.parent)
@@ -148,8 +178,10 @@ def load_npz(path: str | Path) -> dict[str, np.ndarray]:
 @contextlib.contextmanager
 def atomic_dir(path: str | Path) -> Iterator[Path]:
     """Yield a temporary directory next to ``path``; on success it replaces ``path`` as a whole (mode by the
-    umask). What killed earlier writers left in the folder is cleaned first (:func:`clean_stale`)."""
-    path = Path(path)
+    umask). What killed earlier writers left in the folder is cleaned first (:func:`clean_stale`). A symbolic link
+    is written through: its target is replaced, the link stays. At every instant between the two renames either
+    ``path`` or its backup ``.NAME.old.PID`` holds the old folder, and the next writer puts a stranded backup back."""
+    path = _through_links(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     _clean_once(path.parent)
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.{os.getpid()}.", suffix=".tmp", dir=path.parent))

@@ -26,9 +26,11 @@ nothing more).
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
-from collections.abc import Sequence
+import os
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -37,7 +39,7 @@ import numpy as np
 import pandas as pd
 
 from whaleid.config import BlendConfig, KnnConfig, LocalConfig
-from whaleid.core.atomic import atomic_dir, load_npz, read_json, save_npz, write_csv, write_json
+from whaleid.core.atomic import atomic_dir, folder_lock, load_npz, read_json, save_npz, write_csv, write_json
 from whaleid.core.errors import DataError
 from whaleid.core.parallel import map_chunks
 from whaleid.core.runtime import Runtime
@@ -251,3 +253,29 @@ def remove_photos(gallery: Gallery, images: Sequence[str] = (), individuals: Seq
     index = new_index(vectors.shape[1], gallery.knn, vectors, photos["id"].to_numpy())
     kp = {method: k.subset(keep) for method, k in gallery.keypoints.items()}
     return Gallery(gallery.manifest, photos, gallery.individuals, vectors, gallery.centres, kp, index)
+
+
+def check_target(path: str | Path) -> None:
+    """Refuse, in one line, to write a gallery over anything but a new path or another gallery folder (its
+    manifest says so): replacing a folder swaps it whole, and would delete every file in it whaleid did not write."""
+    target = Path(os.path.realpath(path))
+    if target.exists() and not (target.is_dir() and (target / "manifest.json").is_file()):
+        what = "a folder" if target.is_dir() else "a file"
+        raise DataError(
+            f"{path}: {what} that is not a gallery (no manifest.json); give a new path or a gallery folder, "
+            "so that nothing else is replaced."
+        )
+
+
+@contextlib.contextmanager
+def editing(source: str | Path, out: str | Path | None = None) -> Iterator[Path]:
+    """Check the target (``out``, or ``source`` itself) and hold the lock of both folders while a gallery is read,
+    changed and written back: a second ``gallery add`` on the same folder waits, then adds to what the first wrote.
+    Yields the target."""
+    target = Path(out or source)
+    check_target(target)
+    folders = sorted({os.path.realpath(source), os.path.realpath(target)})  # one order: no deadlock
+    with contextlib.ExitStack() as stack:
+        for folder in folders:
+            stack.enter_context(folder_lock(folder))
+        yield target
