@@ -195,3 +195,52 @@ def test_cuda_without_a_gpu_is_one_clear_error() -> None:
     ) as info:
         select_device("cuda")
     assert "\n" not in str(info.value)
+
+
+def _bomb(levels: int = 9, width: int = 9) -> str:
+    """The classic alias bomb: each level an alias list of the one before, width ** levels values in all."""
+    lines = ['a0: &a0 ["lol"]']
+    for i in range(1, levels + 1):
+        lines.append(f"a{i}: &a{i} [{', '.join([f'*a{i - 1}'] * width)}]")
+    return "\n".join(lines) + f"\ntrain:\n  epochs: *a{levels}\n"
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        (_bomb(), "once its aliases"),  # 9 ** 9 = 387 million values
+        ("a: &a [1, *a]\n", "once its aliases"),  # a cycle
+        ("train: " + "[" * 5000 + "]" * 5000 + "\n", "nested more than 32 levels deep"),
+        (
+            "train:\n  epochs: 3\n  lr: 0.1\n  epochs: 4\n",
+            "line 4: 'epochs' is given twice in one mapping \\(first on line 2\\)",
+        ),
+        ("train:\n  epochs: 3\nmodel:\n  img_size: 64\ntrain:\n  lr: 0.1\n", "line 5: 'train' is given twice"),
+    ],
+)
+def test_hostile_yaml_is_refused_in_one_line_in_bounded_time(tmp_path: Path, text: str, message: str) -> None:
+    import resource
+    import time
+
+    from whaleid.config.overrides import override_args
+
+    path = tmp_path / "params.yaml"
+    path.write_text(text, encoding="utf-8")
+    started, peak = time.perf_counter(), resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    for read in (load_params, override_args):
+        with pytest.raises(ConfigError, match=message) as err:
+            read(path)
+        assert "\n" not in str(err.value) and len(str(err.value)) < 300 and str(path) in str(err.value)
+    # Generous bounds (shared machines): the unbounded loader took 8 s and 1.6 GB on a 10 KB bomb.
+    assert time.perf_counter() - started < 5.0
+    assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - peak < 200_000  # KiB
+
+
+def test_merge_keys_and_a_key_repeated_in_different_mappings_still_load(tmp_path: Path) -> None:
+    path = tmp_path / "params.yaml"
+    path.write_text("base: &base {epochs: 3, lr: 0.1}\ntrain:\n  <<: *base\n  lr: 0.2\nmodel:\n  img_size: 64\n")
+    from whaleid.config.yamlfile import read_yaml
+
+    assert read_yaml(path)["train"] == {"epochs": 3, "lr": 0.2}  # the mapping's own key wins over the merged one
+    with pytest.raises(ConfigError, match="Unknown params block 'base'"):
+        load_params(path)  # `base` is no params block: refused as any unknown block is

@@ -5,7 +5,6 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import yaml
 from pydantic import BaseModel, model_validator
 
 from whaleid.config.base import Block, suggest
@@ -21,6 +20,7 @@ from whaleid.config.scoring import (
     ThresholdConfig,
     member_fold,
 )
+from whaleid.config.yamlfile import read_yaml
 from whaleid.core.errors import ConfigError
 from whaleid.core.runtime import Runtime
 
@@ -118,22 +118,13 @@ def to_dict(obj: BaseModel) -> dict:
 
 
 def load_params(path: str | Path = "params.yaml") -> Params:
-    """Read and validate a params file (``yaml.safe_load``: no code is ever run)."""
+    """Read and validate a params file (bounded safe YAML, :mod:`whaleid.config.yamlfile`: no code is ever run)."""
     path = Path(path)
     raw = read_yaml(path)
     try:
         return params_from_dict(raw)
     except ConfigError as exc:
         raise ConfigError(f"{path}: {exc}") from None
-
-
-def read_yaml(path: Path) -> Any:
-    if not path.is_file():
-        raise ConfigError(f"{path}: params file not found.")
-    try:
-        return yaml.safe_load(path.read_text(encoding="utf-8"))
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: not valid YAML: {exc}") from None
 
 
 def runtime_of(params: Params) -> Runtime:
