@@ -3,6 +3,7 @@
 import logging
 
 from whaleid.config import Params
+from whaleid.config.names import check_backbones
 from whaleid.core.atomic import write_json
 from whaleid.data.folds import encode_labels
 from whaleid.data.layout import load_dataset
@@ -13,6 +14,7 @@ log = logging.getLogger("whaleid.encode")
 
 
 def main(params: Params) -> None:
+    check_backbones(params.model.backbone, params.detect.backbone)  # a typo stops the run here, not at `train`
     ds = load_dataset(params.data.dir)
     labels = encode_labels(ds.train)
     write_json(LABELS, labels)

@@ -303,3 +303,17 @@ def test_other_os_errors_are_not_disguised() -> None:
 
     with pytest.raises(OSError, match="Input/output"):
         run_stage("resize", body)
+
+
+@pytest.mark.parametrize("key", ["model", "detect"])
+def test_a_backbone_typo_stops_the_first_stage_naming_the_key_and_close_names(workdir: Path, key: str) -> None:
+    params = {**TINY, key: {**TINY.get(key, {}), "backbone": "test_resnt"}}
+    (workdir / "params.yaml").write_text(yaml.safe_dump(params))
+    proc = run_module("encode", workdir)
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    assert f"{key}.backbone: unknown timm model 'test_resnt'. Close names: test_resnet" in proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert not (workdir / "data/prepared/labels.json").exists()
+    (workdir / "params.yaml").write_text(yaml.safe_dump(TINY))
+    run_ok(workdir, "encode")
+    assert (workdir / "data/prepared/labels.json").exists()

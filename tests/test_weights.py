@@ -70,7 +70,9 @@ def test_empty_cache_offline_is_one_line_naming_the_download_command(tmp_path: P
     (tmp_path / "hf").mkdir()
     params = tmp_path / "params.yaml"
     params.write_text(
-        (ROOT / "params.yaml").read_text().replace("  weights: null", "  pretrained: true\n  weights: null")
+        (ROOT / "params.yaml")
+        .read_text()
+        .replace("\n  pretrained: false             #", "\n  pretrained: true              #")
     )
     proc = run_python(
         f"import sys; from whaleid.cli.main import main; sys.exit(main(['check', '--no-decode', '--params', {str(params)!r}, "

@@ -8,7 +8,6 @@ are random, timm's pretrained ones from the Hugging Face hub cache (``model.pret
 
 from __future__ import annotations
 
-import difflib
 from pathlib import Path
 
 import timm
@@ -16,10 +15,11 @@ import torch
 from torch import nn
 
 from whaleid.config import ArcFaceConfig, ModelConfig, to_dict
+from whaleid.config.names import check_timm_name
 from whaleid.core.errors import ConfigError
 from whaleid.model.augment import MEAN, STD
 from whaleid.model.heads import ArcFace
-from whaleid.model.weights import HUB_PREFIX, hub_repo, offline_hint, read_state_dict
+from whaleid.model.weights import hub_repo, offline_hint, read_state_dict
 
 
 class GeM(nn.Module):
@@ -40,10 +40,7 @@ def create_backbone(name: str, pretrained: bool = False, key: str = "model.backb
     """A timm model by name (or ``hf-hub:<repo>``), without classifier and pooling; unknown names get close
     suggestions. ``pretrained`` loads timm's pretrained weights through the Hugging Face hub cache; weights that are
     neither cached nor downloadable give one line saying how to pre-fetch them."""
-    if not name.startswith(HUB_PREFIX) and not timm.is_model(name):
-        close = difflib.get_close_matches(name, timm.list_models(), n=5, cutoff=0.6)
-        hint = f" Close names: {', '.join(close)}." if close else " See timm.list_models() for names."
-        raise ConfigError(f"{key}: unknown timm model {name!r}.{hint}")
+    check_timm_name(name, key)
     if pretrained:
         hub_repo(name)  # a model without hub weights: say so before timm tries other sources
     try:

@@ -22,12 +22,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from whaleid.config import ModelConfig
+from whaleid.config.names import HUB_PREFIX
 from whaleid.core.errors import ConfigError
 
 if TYPE_CHECKING:
     import torch
 
-HUB_PREFIX = "hf-hub:"
 # The files timm looks for in a hub repo, in its order (a .safetensors alternative first).
 HUB_FILES = ("model.safetensors", "pytorch_model.bin", "open_clip_model.safetensors", "open_clip_pytorch_model.bin")
 

@@ -31,8 +31,10 @@ def run_checks(data_dir: str | None, params_path: str = "params.yaml", decode: b
     try:
         params = load_params(params_path)
         data_dir = data_dir or params.data.dir
+        from whaleid.config.names import check_backbones
         from whaleid.model.network import create_backbone
 
+        check_backbones(params.model.backbone, params.detect.backbone)
         create_backbone(params.model.backbone, params.model.pretrained)
         if params.model.weights:
             from whaleid.model.network import load_backbone_weights
