@@ -102,3 +102,67 @@ def test_a_swap_cut_between_its_renames_is_put_back_not_deleted(tmp_path: Path) 
     backup.mkdir()
     clean_stale(tmp_path)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["gallery"]
+
+
+KILLED_WRITER = """
+import os, shutil, sys
+from pathlib import Path
+from whaleid.core import atomic
+
+kill_at, calls = int(sys.argv[2]), [0]
+
+
+def point():
+    calls[0] += 1
+    if calls[0] == kill_at:
+        os._exit(137)  # as SIGKILL: no cleanup, no finally
+
+
+def counted(real):
+    def call(*args, **kwargs):
+        point()
+        return real(*args, **kwargs)
+    return call
+
+
+os.replace, os.chmod, shutil.rmtree = counted(os.replace), counted(os.chmod), counted(shutil.rmtree)
+with atomic.atomic_dir(sys.argv[1]) as tmp:
+    for i in range(3):
+        point()
+        (tmp / f"{i}.txt").write_text("new")
+"""
+
+
+def _contents(folder: Path) -> dict[str, str]:
+    return {p.name: p.read_text() for p in sorted(folder.iterdir())}
+
+
+def test_a_folder_swap_killed_at_each_step_reads_old_or_new_and_the_next_write_lands(tmp_path: Path) -> None:
+    # Kill the writer at each of its steps in turn (every file written into the temporary, the chmod, both
+    # renames, both removals) until one runs to the end: at every cut the folder reads whole as the old one or the
+    # new one (readers put a stranded backup back), and the next write lands with nothing left beside it.
+    from whaleid.core.atomic import restore_swap
+
+    old, new = {f"{i}.txt": "old" for i in range(2)}, {f"{i}.txt": "new" for i in range(3)}
+    seen, kill_at = [], 1
+    while True:
+        root = tmp_path / str(kill_at)
+        target = root / "gallery"
+        target.mkdir(parents=True)
+        for name, text in old.items():
+            (target / name).write_text(text)
+        proc = subprocess.run([sys.executable, "-c", KILLED_WRITER, str(target), str(kill_at)], capture_output=True)
+        restore_swap(target)
+        state = _contents(target)
+        assert state in (old, new), (kill_at, state)
+        seen.append("new" if state == new else "old")
+        if proc.returncode == 0:
+            break
+        assert proc.returncode == 137, proc.stderr
+        with atomic_dir(target) as tmp:
+            (tmp / "next.txt").write_text("next")
+        assert _contents(target) == {"next.txt": "next"}
+        assert [p.name for p in root.iterdir()] == ["gallery"], (kill_at, list(root.iterdir()))
+        kill_at += 1
+    # 3 file writes, chmod, 2 renames, 2 removals: every cut before the second rename reads old, after it new.
+    assert len(seen) == 9 and seen == ["old"] * 6 + ["new"] * 3, seen

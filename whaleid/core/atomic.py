@@ -69,6 +69,26 @@ def clean_stale(folder: Path) -> None:
             leftover.unlink(missing_ok=True)
 
 
+def restore_swap(path: str | Path) -> bool:
+    """Put back the folder ``path`` from a swap backup a killed writer stranded (``.NAME.old.PID`` of a dead
+    process, with ``path`` missing); True if one was put back. Readers call it, so a folder swap cut between its
+    renames reads as the old folder at once, not only after the next write. Nothing is deleted."""
+    path = _through_links(path)
+    if path.exists():
+        return False
+    try:
+        entries = list(os.scandir(path.parent))
+    except FileNotFoundError:
+        return False
+    for entry in entries:
+        backup = _BACKUP.match(entry.name)
+        if backup and backup["name"] == path.name and entry.is_dir(follow_symlinks=False):
+            if not _alive(int(backup["pid"])):
+                os.replace(entry.path, path)
+                return True
+    return False
+
+
 def _clean_once(folder: Path) -> None:
     """:func:`clean_stale` on ``folder`` the first time this process writes there: once per folder, never once per
     file (writing n files into one folder would otherwise list it n times: quadratic)."""

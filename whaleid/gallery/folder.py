@@ -39,7 +39,7 @@ import numpy as np
 import pandas as pd
 
 from whaleid.config import BlendConfig, KnnConfig, LocalConfig
-from whaleid.core.atomic import atomic_dir, folder_lock, load_npz, read_json, save_npz, write_csv, write_json
+from whaleid.core.atomic import atomic_dir, folder_lock, load_npz, read_json, restore_swap, save_npz, write_csv, write_json
 from whaleid.core.errors import DataError
 from whaleid.core.parallel import map_chunks
 from whaleid.core.runtime import Runtime
@@ -132,6 +132,7 @@ class Gallery:
     @classmethod
     def load(cls, root: str | Path) -> Gallery:
         root = Path(root)
+        restore_swap(root)  # a write killed between the two renames of its folder swap: read the old gallery
         if not (root / "manifest.json").is_file():
             raise DataError(f"{root}: not a gallery folder (no manifest.json); build one with `dvc repro gallery`.")
         manifest = read_json(root / "manifest.json")
