@@ -31,7 +31,7 @@ def main(params: Params) -> None:
 
     summary, sections = match_sections(
         nn,
-        Rule.from_dict(read_json(RULE)),
+        Rule.from_dict(read_json(RULE), str(RULE)),
         classes,
         class_species=class_species(folds, len(classes)),
         load_query=load,

@@ -4,11 +4,9 @@ Ends the run with a one-line summary: CV (all, known, new individuals) and LB MA
 
 import logging
 
-import pandas as pd
-
 from whaleid.config import Params
 from whaleid.core.atomic import read_json, write_json
-from whaleid.data.layout import NEW_INDIVIDUAL, load_dataset
+from whaleid.data.layout import NEW_INDIVIDUAL, load_dataset, read_csv
 from whaleid.pipeline.paths import CV_METRICS, LABELS, LB_METRICS, SUBMISSION
 from whaleid.pipeline.stage import run_stage
 from whaleid.rule.submission import run_summary, score_submission, validate_submission
@@ -18,7 +16,7 @@ log = logging.getLogger("whaleid.score")
 
 def main(params: Params) -> None:
     ds = load_dataset(params.data.dir)
-    frame = pd.read_csv(SUBMISSION, dtype=str, keep_default_na=False)
+    frame = read_csv(SUBMISSION, ("image", "predictions"))
     validate_submission(frame, ds.test_images, read_json(LABELS)["individual_id"])
     first = frame["predictions"].str.split().str[0]
     lb = {"map5": None, "test_images": len(frame), "new_first_share": round(float((first == NEW_INDIVIDUAL).mean()), 6)}

@@ -23,7 +23,7 @@ log = logging.getLogger("whaleid.submit")
 def main(params: Params) -> None:
     ds = load_dataset(params.data.dir)
     folds, classes = folds_with_labels()
-    rule = Rule.from_dict(read_json(RULE))
+    rule = Rule.from_dict(read_json(RULE), str(RULE))
     nn = Neighbours.load(ROUNDS_DIR / "test.npz")
     if nn.query_images is None or list(nn.query_images) != ds.test_images:
         raise DataError(f"{ROUNDS_DIR / 'test.npz'} does not match sample_submission.csv; rerun embed and knn")

@@ -385,3 +385,47 @@ def test_training_photos_train_csv_does_not_list_are_named_in_a_warning(dataset_
     assert len(ds.train) == len(lines) - 4
     dropped = sorted(line.split(",")[0] for line in lines[-3:])
     assert f"holds 3 file(s) that train.csv does not list (e.g. {dropped[0]!r})" in caplog.text
+
+
+def test_check_names_training_photos_with_the_same_bytes_and_different_ids(
+    dataset_copy: Path, tmp_path: Path, capfd
+) -> None:
+    from whaleid.pipeline.check import conflicting_copies, main
+
+    train = pd.read_csv(dataset_copy / "train.csv", dtype=str)
+    other = int(np.flatnonzero((train["individual_id"] != train["individual_id"][0]).to_numpy())[0])
+    same = int(np.flatnonzero((train["individual_id"] == train["individual_id"][0]).to_numpy())[1])
+    for row in (other, same):  # a copy under another id is named; one under the same id is only a duplicate
+        (dataset_copy / "train_images" / train["image"][row]).write_bytes(
+            (dataset_copy / "train_images" / train["image"][0]).read_bytes()
+        )
+    params = tmp_path / "params.yaml"
+    params.write_text("crop:\n  boxes: null\n", encoding="utf-8")
+    assert main([str(dataset_copy), "--params", str(params)]) == 0
+    out = capfd.readouterr()
+    first, second = sorted([0, other])
+    assert (
+        f"1 training photo(s) are byte for byte the same file as another one of a different individual, e.g. "
+        f"train_images/{train['image'][first]} ({train['individual_id'][first]}) = "
+        f"train_images/{train['image'][second]} ({train['individual_id'][second]})"
+    ) in out.err + out.out
+    # Against a hand-made case: digest "" (unreadable) never pairs; only a different id is reported.
+    frame = pd.DataFrame({"image": ["a", "b", "c", "d", "e"], "individual_id": ["x", "x", "y", "z", "w"]})
+    assert conflicting_copies(frame, ["h1", "h1", "h1", "", ""]) == [("a", "c")]
+
+
+@pytest.mark.parametrize("kind", ["fifo", "folder"])
+def test_a_listed_image_that_is_not_a_regular_file_is_refused_by_type_without_reading(
+    dataset_copy: Path, kind: str
+) -> None:
+    import os
+
+    name = _first_train(dataset_copy)
+    path = dataset_copy / "train_images" / name
+    path.unlink()
+    os.mkfifo(path) if kind == "fifo" else path.mkdir()
+    what = "a FIFO" if kind == "fifo" else "a folder"
+    with pytest.raises(DataError, match=rf"train.csv:2: image '{name}' in .*train_images is {what}, not an image"):
+        load_dataset(dataset_copy)
+    with pytest.raises(DataError, match=f"{what}, not an image file"):  # a FIFO's read would wait for a writer
+        read_image(path)

@@ -4,6 +4,7 @@ stage's choice between the CSV's boxes, a detector and whole photos."""
 
 from __future__ import annotations
 
+import re
 import shutil
 from pathlib import Path
 
@@ -249,3 +250,30 @@ def test_validation_queries_are_cropped_by_the_detector_as_test_photos_are(stage
     np.testing.assert_array_equal(gallery.embeddings, arrays["embeddings"][arrays["folds"] != 1])
     plain, _ = validation_photos({k: v for k, v in arrays.items() if k != "queries"}, 1)
     np.testing.assert_array_equal(plain.embeddings, arrays["embeddings"][[1, 4, 7, 10]])
+
+
+def test_a_bad_detector_file_is_one_line_of_our_own(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    import pickle
+
+    import torch
+
+    from whaleid.core.errors import DataError
+    from whaleid.model.boxnet import load_detector
+
+    class Evil:
+        def __reduce__(self):
+            return (print, ("this must never run",))
+
+    with (tmp_path / "evil.pt").open("wb") as fh:
+        pickle.dump({"state_dict": Evil()}, fh)
+    torch.save({"state_dict": {}}, tmp_path / "keys.pt")
+    (tmp_path / "cut.pt").write_bytes((tmp_path / "keys.pt").read_bytes()[:40])
+    for name, message in (
+        ("evil.pt", "refused: it holds Python objects"),
+        ("keys.pt", "not a box detector saved by stage detect (KeyError"),
+        ("cut.pt", "not a readable torch file"),
+    ):
+        with pytest.raises(DataError, match=f"{name}.*{re.escape(message)}") as refused:
+            load_detector(tmp_path / name, torch.device("cpu"))
+        assert "\n" not in str(refused.value) and "weights_only" not in str(refused.value)
+    assert "must never run" not in capsys.readouterr().out

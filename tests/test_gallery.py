@@ -240,3 +240,130 @@ def test_gallery_writes_replace_only_galleries_go_through_links_and_two_adds_bot
     grown = Gallery.load(root / "g1")
     assert len(grown.photos) == before + 6 and grown.index.ntotal == before + 6
     assert (grown.photos["individual_id"].value_counts()[["a", "b"]] == 3).all()
+
+
+def _damage(folder: Path, what: str) -> str:
+    """Damage one file of a gallery copy as a crash, a bad disk or a hand edit would; the file the error names."""
+    import json
+
+    manifest = folder / "manifest.json"
+    if what == "manifest-json":
+        manifest.write_text('{"format": "whaleid-gallery-1", "models": [')
+    elif what == "manifest-list":
+        manifest.write_text("[1, 2]")
+    elif what in ("rule-string", "rule-nan", "rule-scoring", "knn-key"):
+        m = json.loads(manifest.read_text())
+        if what == "knn-key":
+            m["knn"]["kk"] = 3
+        else:
+            m["rule"].update(
+                {
+                    "rule-string": {"threshold": "0.3"},
+                    "rule-nan": {"threshold": float("nan")},
+                    "rule-scoring": {"scoring": "bogus"},
+                }[what]
+            )
+        manifest.write_text(json.dumps(m))
+    elif what == "index-cut":
+        data = (folder / "index.faiss").read_bytes()
+        (folder / "index.faiss").write_bytes(data[: len(data) // 2])
+        return "index.faiss"
+    elif what == "embeddings-cut":
+        data = (folder / "embeddings.npz").read_bytes()
+        (folder / "embeddings.npz").write_bytes(data[: len(data) // 2])
+        return "embeddings.npz"
+    elif what == "photos-column":
+        photos = pd.read_csv(folder / "photos.csv", dtype=str)
+        photos.drop(columns=["image"]).to_csv(folder / "photos.csv", index=False)
+        return "photos.csv"
+    elif what == "photos-unknown-id":
+        photos = pd.read_csv(folder / "photos.csv", dtype=str)
+        photos.loc[0, "individual_id"] = "nobody"
+        photos.to_csv(folder / "photos.csv", index=False)
+        return "photos.csv"
+    return "manifest.json"
+
+
+DAMAGES = [
+    "manifest-json",
+    "manifest-list",
+    "rule-string",
+    "rule-nan",
+    "rule-scoring",
+    "knn-key",
+    "index-cut",
+    "embeddings-cut",
+    "photos-column",
+    "photos-unknown-id",
+]
+
+
+def test_a_damaged_gallery_is_one_line_naming_its_file(repo: tuple[Path, dict[str, str]], monkeypatch, capfd) -> None:
+    from whaleid.cli.main import main
+    from whaleid.core.errors import DataError
+    from whaleid.gallery.folder import Gallery
+
+    root, _ = repo
+    monkeypatch.chdir(root)
+    for what in DAMAGES:
+        folder = root / f"damaged-{what}"
+        shutil.copytree(root / "gallery", folder)
+        name = _damage(folder, what)
+        with pytest.raises(DataError, match=rf"^damaged-{what}/{name}: .*") as refused:
+            Gallery.load(f"damaged-{what}")
+        assert "\n" not in str(refused.value), what
+    # Through the command: exit 2, the one line, no traceback (NaN threshold: refused, not "new for 100%").
+    photo = sorted((root / "data/sample/test_images").iterdir())[0]
+    capfd.readouterr()
+    assert main(["identify", str(photo), "--gallery", "damaged-rule-nan"]) == 2
+    err = capfd.readouterr().err
+    assert "damaged-rule-nan/manifest.json: threshold must be a number" in err and "Traceback" not in err
+
+
+def test_gallery_add_refuses_bad_csvs_and_a_photo_given_twice_before_any_work(
+    repo: tuple[Path, dict[str, str]], monkeypatch, capfd
+) -> None:
+    from whaleid.cli.main import main
+
+    root, _ = repo
+    monkeypatch.chdir(root)
+    tests = sorted((root / "data/sample/test_images").iterdir())
+    cases = {
+        "latin1.csv": (f"image,individual_id\n{tests[0].name},caf\u00e9\n".encode("latin-1"), "not a valid UTF-8 CSV"),
+        "empty.csv": (b"", "the file is empty"),
+        "header.csv": (b"image,individual_id\n", "has a header but no rows"),
+        "column.csv": (f"image,id\n{tests[0].name},x\n".encode(), "missing column(s) individual_id"),
+        "escape.csv": (b"image,individual_id\n../../dvc.yaml,x\n", "is not a plain file name"),
+    }
+    for name, (data, message) in cases.items():
+        (root / name).write_bytes(data)
+        capfd.readouterr()
+        rc = main(["gallery", "add", "--csv", name, "--images", "data/sample/test_images", "--out", "g-csv"])
+        err = capfd.readouterr().err
+        assert rc == 2 and f"{name}" in err and message in err and "Traceback" not in err, (name, err)
+    twice = root / "twice"
+    twice.mkdir()
+    shutil.copy(tests[0], twice / "a.jpg")
+    shutil.copy(tests[0], twice / "b.jpg")
+    capfd.readouterr()
+    assert main(["gallery", "add", str(twice), "--id", "newcomer", "--out", "g-twice"]) == 2
+    assert f"{twice / 'b.jpg'} and {twice / 'a.jpg'} are the same photo (same bytes)" in capfd.readouterr().err
+    assert not (root / "g-csv").exists() and not (root / "g-twice").exists()
+
+
+def test_identify_on_a_gallery_of_three_individuals_lists_them_and_new_individual(
+    repo: tuple[Path, dict[str, str]], monkeypatch
+) -> None:
+    from whaleid.gallery.folder import Gallery, remove_photos
+    from whaleid.gallery.identify import identify
+
+    root, _ = repo
+    monkeypatch.chdir(root)  # the manifest names the models relative to the project folder
+    full = Gallery.load(root / "gallery")
+    keep = list(full.individuals["individual_id"][:3])
+    small = remove_photos(full, individuals=[i for i in full.individuals["individual_id"] if i not in keep])
+    small.save(root / "g-three")
+    photos = sorted((root / "data/sample/test_images").iterdir())[:4]
+    out = identify(Gallery.load(root / "g-three"), photos, run=Runtime(n_jobs=1, progress=False))
+    for row in out["predictions"].str.split():
+        assert sorted(row) == sorted([*keep, "new_individual"])  # four distinct answers, nothing filled in

@@ -166,3 +166,28 @@ def test_a_folder_swap_killed_at_each_step_reads_old_or_new_and_the_next_write_l
         kill_at += 1
     # 3 file writes, chmod, 2 renames, 2 removals: every cut before the second rename reads old, after it new.
     assert len(seen) == 9 and seen == ["old"] * 6 + ["new"] * 3, seen
+
+
+def test_damaged_json_and_npz_are_one_line_naming_the_file(tmp_path: Path) -> None:
+    import pytest
+
+    from whaleid.core.atomic import load_npz, read_json
+    from whaleid.core.errors import DataError
+
+    (tmp_path / "cut.json").write_text('{"threshold": 0.3')
+    with pytest.raises(DataError, match=r"cut.json: not valid JSON \(Expecting ',' delimiter, line 1 column 18\)"):
+        read_json(tmp_path / "cut.json")
+    (tmp_path / "latin.json").write_bytes(b'{"id": "caf\xe9"}')
+    with pytest.raises(DataError, match="latin.json: not valid JSON"):
+        read_json(tmp_path / "latin.json")
+    save_npz(tmp_path / "a.npz", x=np.arange(1000.0))
+    data = (tmp_path / "a.npz").read_bytes()
+    for name, blob in (("cut.npz", data[: len(data) // 2]), ("text.npz", b"not a zip")):
+        (tmp_path / name).write_bytes(blob)
+        with pytest.raises(DataError, match=rf"{name}: damaged \.npz"):
+            load_npz(tmp_path / name)
+    np.savez(tmp_path / "objects.npz", x=np.array([{"a": 1}], dtype=object))  # needs pickle: refused, not run
+    with pytest.raises(DataError, match="objects.npz: damaged .npz"):
+        load_npz(tmp_path / "objects.npz")
+    with pytest.raises(FileNotFoundError):  # missing stays missing: the stage runner names the stage to run
+        load_npz(tmp_path / "absent.npz")

@@ -312,3 +312,44 @@ def test_per_epoch_validation_without_new_individuals_scores_the_fallback_rule()
     queries /= np.linalg.norm(queries, axis=1, keepdims=True)
     score = cv_score(queries, labels[:20], gallery, labels, new_ratio=0.16)  # every query individual is known
     assert 0.0 < score["map5"] <= 1.0 and score["threshold"] not in [round(0.05 * i, 2) for i in range(21)]
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"threshold": "0.3"}, "threshold must be a number"),
+        ({"threshold": float("nan")}, "threshold must be a number"),
+        ({"threshold": True}, "threshold must be a number"),
+        ({"scoring": "bogus"}, "scoring must be max or vote"),
+        ({"method": "median"}, "method must be sweep or share"),
+        ({"new_ratio": 1.5}, r"new_ratio must be a number in \[0, 1\]"),
+        ({"vote_power": 0}, "vote_power must be a number"),
+        ({"species_thresholds": {"beluga": None}}, "species_thresholds must be a mapping"),
+        ({"extra": 1}, "not a whaleid rule"),
+    ],
+)
+def test_a_saved_rule_is_checked_field_by_field_naming_the_file(change: dict, message: str) -> None:
+    from whaleid.core.errors import DataError
+    from whaleid.rule.predict import Rule
+
+    saved = Rule(threshold=0.35, species_thresholds={"beluga": 0.4}).to_dict()
+    assert Rule.from_dict(saved, "models/rule.json") == Rule(threshold=0.35, species_thresholds={"beluga": 0.4})
+    with pytest.raises(DataError, match=f"^models/rule.json: {message}"):
+        Rule.from_dict({**saved, **change}, "models/rule.json")
+
+
+def test_a_gallery_of_three_individuals_ranks_them_and_new_individual_without_filling() -> None:
+    from whaleid.rule.candidates import NONE
+    from whaleid.rule.submission import labels_to_strings
+
+    # Hand-made: gallery rows 0..3 of individuals 0, 1, 1, 2; one query sees 3 (0.9), 1 (0.6), 0 (0.2).
+    sims = np.array([[0.9, 0.6, 0.2, -1.0]], dtype=np.float32)
+    rows = np.array([[3, 1, 0, -1]])
+    labels, scores = top_candidates(sims, rows, np.array([0, 1, 1, 2]), fill=[1, 0, 2])
+    assert labels.tolist() == [[2, 1, 0, NONE, NONE]]
+    assert scores[0, :3].tolist() == pytest.approx([0.9, 0.6, 0.2]) and np.isneginf(scores[0, 3:]).all()
+    vote_labels, _ = vote_candidates(sims, rows, np.array([0, 1, 1, 2]), fill=[1, 0, 2])
+    assert vote_labels.tolist() == [[2, 1, 0, NONE, NONE]]
+    pred = predict(labels, scores, 0.5)  # new_individual after the two known above 0.5
+    assert pred.tolist() == [[2, 1, NEW, 0, NONE]]
+    assert labels_to_strings(pred, ["a", "b", "c"]) == ["c b new_individual a"]

@@ -15,11 +15,10 @@ import logging
 import sys
 from pathlib import Path
 
-import pandas as pd
-
 from whaleid.cli.commands import Command
 from whaleid.core.errors import DataError
 from whaleid.core.runtime import Runtime
+from whaleid.data.layout import read_csv, safe_name
 from whaleid.pipeline.paths import GALLERY_DIR
 
 log = logging.getLogger("whaleid.gallery")
@@ -147,11 +146,8 @@ def _add(args: argparse.Namespace) -> int:
     if args.csv:
         if args.id or args.photos or not args.images:
             raise DataError("give either --csv FILE --images DIR, or photos with --id NAME.")
-        frame = pd.read_csv(args.csv, dtype=str, keep_default_na=False)
-        missing = {"image", "individual_id"} - set(frame.columns)
-        if missing:
-            raise DataError(f"{args.csv}: missing column(s) {', '.join(sorted(missing))}.")
-        paths = [Path(args.images) / n for n in frame["image"]]
+        frame = read_csv(Path(args.csv), ("image", "individual_id"), optional=("species",))
+        paths = [Path(args.images) / safe_name(n, f"{args.csv}:{i + 2}") for i, n in enumerate(frame["image"])]
         absent = [p for p in paths if not p.is_file()]
         if absent:
             raise DataError(f"{absent[0]}: listed in {args.csv} but not found ({len(absent)} missing).")

@@ -15,11 +15,14 @@ import os
 import re
 import shutil
 import tempfile
+import zipfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from whaleid.core.errors import DataError
 
 log = logging.getLogger(__name__)
 
@@ -82,10 +85,10 @@ def restore_swap(path: str | Path) -> bool:
         return False
     for entry in entries:
         backup = _BACKUP.match(entry.name)
-        if backup and backup["name"] == path.name and entry.is_dir(follow_symlinks=False):
-            if not _alive(int(backup["pid"])):
-                os.replace(entry.path, path)
-                return True
+        ours = backup and backup["name"] == path.name and entry.is_dir(follow_symlinks=False)
+        if ours and not _alive(int(backup["pid"])):
+            os.replace(entry.path, path)
+            return True
     return False
 
 
@@ -159,7 +162,13 @@ def write_json(path: str | Path, obj: Any) -> None:
 
 
 def read_json(path: str | Path) -> Any:
-    return json.loads(Path(path).read_text(encoding="utf-8"))
+    """A JSON file whaleid wrote; one that does not parse (cut short, edited by hand) is a DataError naming it."""
+    try:
+        return json.loads(Path(path).read_text(encoding="utf-8"))
+    except json.JSONDecodeError as exc:
+        raise DataError(f"{path}: not valid JSON ({exc.msg}, line {exc.lineno} column {exc.colno}).") from None
+    except UnicodeDecodeError:
+        raise DataError(f"{path}: not valid JSON (not UTF-8 text).") from None
 
 
 def write_csv(path: str | Path, frame: Any) -> None:
@@ -190,9 +199,15 @@ def save_torch(path: str | Path, obj: Any) -> None:
 
 
 def load_npz(path: str | Path) -> dict[str, np.ndarray]:
-    """Load every array of an ``.npz`` (never unpickles)."""
-    with np.load(path, allow_pickle=False) as data:
-        return {key: data[key] for key in data.files}
+    """Load every array of an ``.npz`` (never unpickles); a damaged one (cut short, not a zip, an object array) is
+    a DataError naming it."""
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            return {key: data[key] for key in data.files}
+    except FileNotFoundError:
+        raise
+    except (zipfile.BadZipFile, ValueError, EOFError, OSError, KeyError) as exc:
+        raise DataError(f"{path}: damaged .npz ({exc}); rebuild it by rerunning the stage that wrote it.") from None
 
 
 @contextlib.contextmanager

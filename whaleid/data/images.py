@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import hashlib
 import io
+import os
+import stat
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -95,23 +97,49 @@ def decode_image(data: bytes, name: str = "<bytes>", max_megapixels: float = DEF
     return img
 
 
+def file_kind(path: str | Path) -> str | None:
+    """None for a regular file (or a link to one); else what it is ("a FIFO", "a folder", ...). Reading a FIFO
+    or a device would wait forever or never end: they are refused by type before any read."""
+    try:
+        mode = os.stat(path).st_mode
+    except FileNotFoundError:
+        return "missing (or a broken link)"
+    if stat.S_ISREG(mode):
+        return None
+    kinds = {
+        stat.S_ISFIFO: "a FIFO",
+        stat.S_ISDIR: "a folder",
+        stat.S_ISCHR: "a character device",
+        stat.S_ISBLK: "a block device",
+        stat.S_ISSOCK: "a socket",
+    }
+    return next((name for test, name in kinds.items() if test(mode)), "not a regular file")
+
+
+def read_photo_bytes(path: Path) -> bytes:
+    """The bytes of an image file; DataError naming it if it is not a regular file or cannot be read."""
+    kind = file_kind(path)
+    if kind is not None:
+        raise DataError(f"{path}: {kind}, not an image file.")
+    try:
+        return path.read_bytes()
+    except OSError as exc:
+        raise DataError(f"{path}: cannot read the image file: {exc.strerror}.") from None
+
+
 def read_image(path: str | Path, max_megapixels: float = DEFAULT_MAX_MEGAPIXELS) -> np.ndarray:
     """Read an image file as RGB uint8 (see :func:`decode_image`); non-ASCII paths work."""
     path = Path(path)
-    try:
-        data = path.read_bytes()
-    except OSError as exc:
-        raise DataError(f"{path}: cannot read the image file: {exc.strerror}.") from None
-    return decode_image(data, str(path), max_megapixels)
+    return decode_image(read_photo_bytes(path), str(path), max_megapixels)
 
 
 def _check_chunk(paths: list[Path], max_megapixels: float) -> list[tuple[str, str]]:
     out = []
     for p in paths:
         try:
-            data = p.read_bytes()
-        except OSError as exc:
-            out.append((f"{p}: cannot read the image file: {exc.strerror}.", ""))
+            data = read_photo_bytes(p)
+        except DataError as exc:
+            out.append((str(exc), ""))
             continue
         try:
             decode_image(data, str(p), max_megapixels)

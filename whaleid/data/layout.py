@@ -26,6 +26,7 @@ import numpy as np
 import pandas as pd
 
 from whaleid.core.errors import DataError
+from whaleid.data.images import file_kind
 
 log = logging.getLogger(__name__)
 
@@ -36,8 +37,10 @@ NEW_INDIVIDUAL = "new_individual"
 SOLUTION_BOXES = "solution_boxes.csv"  # optional answer key: the test photos' true boxes (scores stage detect only)
 
 
-def read_csv(path: Path, columns: Sequence[str]) -> pd.DataFrame:
-    """Read a CSV as strings and check it has ``columns``, rows, no empty cells and no duplicate images."""
+def read_csv(path: Path, columns: Sequence[str], optional: Sequence[str] = ()) -> pd.DataFrame:
+    """Read a CSV as strings and check it has ``columns``, rows, no empty cells and no duplicate images; the
+    ``optional`` columns are kept where the file has them."""
+    path = Path(path)
     if not path.is_file():
         raise DataError(f"{path}: file not found. Expected the Kaggle layout with columns {','.join(columns)}.")
     try:
@@ -64,7 +67,7 @@ def read_csv(path: Path, columns: Sequence[str]) -> pd.DataFrame:
         )
     if frame.empty:
         raise DataError(f"{path}: has a header but no rows.")
-    frame = frame[list(columns)]
+    frame = frame[[*columns, *(c for c in optional if c in frame.columns)]]
     for col in columns:
         blank = frame[col].str.strip() == ""
         if blank.any():
@@ -161,10 +164,13 @@ def _check_listed(frame: pd.DataFrame, csv_path: Path, images_dir: Path) -> None
     with os.scandir(images_dir) as entries:
         links = {}
         present = set()
+        irregular = {}  # a FIFO or device would hang the first read of it; a folder cannot be read
         for entry in entries:
             present.add(entry.name)
             if entry.is_symlink():
                 links[entry.name] = entry.path
+            if not entry.is_file():
+                irregular[entry.name] = entry.path
     for i, name in enumerate(frame["image"]):
         safe_name(name, f"{csv_path}:{i + 2}")
     if links:  # a link may point inside the dataset folder (deduplicated data), never out of it
@@ -176,6 +182,13 @@ def _check_listed(frame: pd.DataFrame, csv_path: Path, images_dir: Path) -> None
                     f"{os.path.realpath(links[name])}, outside the dataset folder {root}; copy the file "
                     "into the dataset instead."
                 )
+    odd = np.flatnonzero(frame["image"].isin(irregular).to_numpy())
+    if len(odd):
+        name = frame["image"].iloc[odd[0]]
+        raise DataError(
+            f"{csv_path}:{odd[0] + 2}: image {name!r} in {images_dir} is {file_kind(irregular[name])}, not an image "
+            f"file ({len(odd)} such listed name(s) in all)."
+        )
     absent = ~frame["image"].isin(present)
     if absent.any():
         rows = np.flatnonzero(absent.to_numpy())

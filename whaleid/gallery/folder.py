@@ -39,7 +39,16 @@ import numpy as np
 import pandas as pd
 
 from whaleid.config import BlendConfig, KnnConfig, LocalConfig
-from whaleid.core.atomic import atomic_dir, folder_lock, load_npz, read_json, restore_swap, save_npz, write_csv, write_json
+from whaleid.core.atomic import (
+    atomic_dir,
+    folder_lock,
+    load_npz,
+    read_json,
+    restore_swap,
+    save_npz,
+    write_csv,
+    write_json,
+)
 from whaleid.core.errors import DataError
 from whaleid.core.parallel import map_chunks
 from whaleid.core.runtime import Runtime
@@ -55,6 +64,7 @@ from whaleid.rule.predict import Rule
 log = logging.getLogger(__name__)
 
 FORMAT = "whaleid-gallery-1"
+MANIFEST_KEYS = ("models", "img_size", "flip_tta", "crop_margin", "resize_format", "knn", "blend", "local", "rule")
 
 
 def _sha1_chunk(paths: list[Path]) -> list[str]:
@@ -120,7 +130,7 @@ class Gallery:
 
     @property
     def rule(self) -> Rule:
-        return Rule.from_dict(self.manifest["rule"])
+        return Rule.from_dict(self.manifest["rule"], "manifest.json")
 
     @property
     def labels(self) -> np.ndarray:
@@ -135,32 +145,53 @@ class Gallery:
         restore_swap(root)  # a write killed between the two renames of its folder swap: read the old gallery
         if not (root / "manifest.json").is_file():
             raise DataError(f"{root}: not a gallery folder (no manifest.json); build one with `dvc repro gallery`.")
-        manifest = read_json(root / "manifest.json")
-        if manifest.get("format") != FORMAT:
-            raise DataError(f"{root}/manifest.json: not a {FORMAT} gallery (format {manifest.get('format')!r}).")
-        photos = pd.read_csv(
-            root / "photos.csv", dtype={"image": str, "individual_id": str, "sha1": str}, keep_default_na=False
-        )
-        individuals = pd.read_csv(
-            root / "individuals.csv", dtype={"individual_id": str, "species": str}, keep_default_na=False
-        )
-        centres = {
-            m["name"]: Centres.from_arrays(load_npz(root / "centres" / f"{m['name']}.npz")) for m in manifest["models"]
-        }
+        with _damaged(root / "manifest.json"):
+            manifest = read_json(root / "manifest.json")
+            if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
+                found = manifest.get("format") if isinstance(manifest, dict) else type(manifest).__name__
+                raise DataError(f"{root}/manifest.json: not a {FORMAT} gallery (format {found!r}).")
+            missing = [key for key in MANIFEST_KEYS if key not in manifest]
+            if missing:
+                raise ValueError(f"no {', '.join(missing)}")
+            if not isinstance(manifest["models"], list) or not all(
+                isinstance(m, dict) and isinstance(m.get("name"), str) for m in manifest["models"]
+            ):
+                raise ValueError("models must be a list of {name, path, sha256} entries")
+            KnnConfig(**manifest["knn"]), BlendConfig(**manifest["blend"]), LocalConfig(**manifest["local"])
+            Rule.from_dict(manifest["rule"], f"{root}/manifest.json")
+            if manifest.get("calibration"):
+                Calibration.from_dict(manifest["calibration"])
+            size = manifest["img_size"]
+            if isinstance(size, bool) or not isinstance(size, int) or not 8 <= size <= 4096:
+                raise ValueError(f"img_size must be a whole number of pixels in [8, 4096], got {size!r:.40}")
+        photos = _read_table(root / "photos.csv", {"id": None, "image": str, "individual_id": str, "sha1": str})
+        individuals = _read_table(root / "individuals.csv", {"individual_id": str, "species": str})
+        centres = {}
+        for m in manifest["models"]:
+            with _damaged(root / "centres" / f"{m['name']}.npz"):
+                centres[m["name"]] = Centres.from_arrays(load_npz(root / "centres" / f"{m['name']}.npz"))
         keypoints = {}
         for method in LocalConfig(**manifest["local"]).methods:
             kp_file = root / f"keypoints.{method}.npz"
             if not kp_file.is_file() and method == manifest["local"]["method"]:
                 kp_file = root / "keypoints.npz"  # a gallery written before keypoints were kept per method
             if kp_file.is_file():
-                keypoints[method] = KeypointSet(**load_npz(kp_file))
-        index = faiss.read_index(str(root / "index.faiss"))
-        embeddings = load_npz(root / "embeddings.npz")["embeddings"]
+                with _damaged(kp_file):
+                    keypoints[method] = KeypointSet(**load_npz(kp_file))
+        with _damaged(root / "index.faiss"):
+            index = faiss.read_index(str(root / "index.faiss"))
+        with _damaged(root / "embeddings.npz"):
+            embeddings = load_npz(root / "embeddings.npz")["embeddings"]
+            if embeddings.ndim != 2 or embeddings.dtype != np.float32 or not np.isfinite(embeddings).all():
+                raise ValueError(f"embeddings must be finite float32 rows, got {embeddings.dtype} {embeddings.shape}")
         if index.ntotal != len(photos) or len(embeddings) != len(photos):
             raise DataError(
                 f"{root}: index.faiss holds {index.ntotal} vectors, embeddings.npz {len(embeddings)} and "
                 f"photos.csv {len(photos)} rows; the folder is damaged, rebuild it."
             )
+        unknown = sorted(set(photos["individual_id"]) - set(individuals["individual_id"]))
+        if unknown:
+            raise DataError(f"{root}/photos.csv: individual_id {unknown[0]!r} is not in individuals.csv; rebuild it.")
         return cls(manifest, photos, individuals, embeddings, centres, keypoints, index)
 
     def save(self, root: str | Path) -> None:
@@ -280,3 +311,32 @@ def editing(source: str | Path, out: str | Path | None = None) -> Iterator[Path]
         for folder in folders:
             stack.enter_context(folder_lock(folder))
         yield target
+
+
+@contextlib.contextmanager
+def _damaged(path: Path) -> Iterator[None]:
+    """Whatever reading one file of a gallery folder raises becomes one line naming the file (a truncated index,
+    a broken zip, JSON that does not parse, a manifest block with unknown keys)."""
+    try:
+        yield
+    except DataError:
+        raise
+    except FileNotFoundError:
+        raise DataError(
+            f"{path}: missing; the gallery folder is damaged, rebuild it with `dvc repro gallery`."
+        ) from None
+    except Exception as exc:  # noqa: BLE001 - any parse failure of a damaged file, reported as one line
+        reason = str(exc).strip().splitlines()[-1][:200] if str(exc).strip() else type(exc).__name__
+        raise DataError(
+            f"{path}: damaged ({reason}); rebuild the gallery with `dvc repro gallery` or restore the folder."
+        ) from None
+
+
+def _read_table(path: Path, columns: dict[str, type | None]) -> pd.DataFrame:
+    """A CSV of the gallery folder with ``columns`` present (their dtypes as given)."""
+    with _damaged(path):
+        frame = pd.read_csv(path, dtype={k: v for k, v in columns.items() if v}, keep_default_na=False)
+        missing = [c for c in columns if c not in frame.columns]
+        if missing:
+            raise ValueError(f"no column {', '.join(missing)}")
+    return frame

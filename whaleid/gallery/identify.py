@@ -24,6 +24,7 @@ from whaleid.retrieval.matching import describe
 from whaleid.retrieval.search import combine
 from whaleid.rule.candidates import NEW, candidates
 from whaleid.rule.predict import apply_rule
+from whaleid.rule.submission import labels_to_strings
 
 
 def _exported_parts(
@@ -174,17 +175,17 @@ def identify(
     pred = apply_rule(rule, nn, species)
     labels, scores = candidates(nn.sims, nn.rows, nn.gallery_labels, rule.scoring, rule.vote_power)
     names = np.asarray([*gallery.individuals["individual_id"], NEW_INDIVIDUAL], dtype=object)
+    predictions = labels_to_strings(pred, list(names[:-1]))
     rows = []
     for i, p in enumerate(paths):
         shown = [
             f"{names[c]}:{s:.4f}" for c, s in zip(labels[i, :top_k], scores[i, :top_k], strict=True) if np.isfinite(s)
         ]
-        pr = names[np.where(pred[i] == NEW, len(names) - 1, pred[i])]
         rows.append(
             {
                 "image": p.name,
                 "path": str(p),
-                "predictions": " ".join(pr),
+                "predictions": predictions[i],
                 "new_individual_first": bool(pred[i, 0] == NEW),
                 "candidates": " ".join(shown),
             }
@@ -202,8 +203,8 @@ def add_photos(
     run: Runtime = Runtime(),
 ) -> Gallery:
     """``gallery`` with ``paths`` added as photos of individuals ``ids`` (new individuals get ``species``, "" when
-    unknown). Refuses an unreadable photo and one already in the gallery (same file name or same bytes) before
-    embedding anything."""
+    unknown). Refuses an unreadable photo, one already in the gallery (same file name or same bytes) and one given
+    twice (same bytes under two names) before embedding anything."""
     from whaleid.data.layout import check_labels
 
     unique_names(paths)
@@ -236,6 +237,10 @@ def add_photos(
     dup = [(p, known[d]) for p, d in zip(paths, digests, strict=True) if d in known]
     if dup:
         raise DataError(f"{dup[0][0]} is already in the gallery as {dup[0][1]} (same bytes; {len(dup)} duplicate(s)).")
+    given: dict[str, Path] = {}
+    for p, d in zip(paths, digests, strict=True):
+        if given.setdefault(d, p) != p:
+            raise DataError(f"{p} and {given[d]} are the same photo (same bytes), nothing added; give it once.")
     with tempfile.TemporaryDirectory(prefix="whaleid-gallery-") as tmp:
         parts, kp = embed_photos(gallery, paths, boxes=boxes, workdir=Path(tmp), run=run)
     vectors = combine(parts)

@@ -34,7 +34,7 @@ from torchvision.ops import generalized_box_iou_loss
 from tqdm.auto import tqdm
 
 from whaleid.config import DetectConfig
-from whaleid.core.errors import ConfigError
+from whaleid.core.errors import ConfigError, DataError
 from whaleid.core.log import bar_options
 from whaleid.core.runtime import Runtime
 from whaleid.data.boxes import pixel_boxes
@@ -43,6 +43,7 @@ from whaleid.data.resize import Box
 from whaleid.model.augment import MEAN, STD
 from whaleid.model.network import create_backbone
 from whaleid.model.schedule import lr_lambda
+from whaleid.model.weights import safe_torch_load
 
 log = logging.getLogger(__name__)
 
@@ -193,10 +194,18 @@ def save_detector(path: Path, model: BoxNet, cfg: DetectConfig) -> None:
 
 def load_detector(path: Path, device: torch.device) -> tuple[BoxNet, int]:
     """The model saved by :func:`save_detector`, and its input size."""
-    blob = torch.load(path, map_location="cpu", weights_only=True)
-    model = BoxNet(blob["backbone"])
-    model.load_state_dict(blob["state_dict"])
-    return model.to(device).eval(), int(blob["img_size"])
+    blob = safe_torch_load(path, f"{path} (the box detector)")
+    try:
+        model = BoxNet(blob["backbone"])
+        model.load_state_dict(blob["state_dict"])
+        size = int(blob["img_size"])
+    except Exception as exc:  # noqa: BLE001 - not a dict, a key missing, tensors of other shapes
+        reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
+        raise DataError(
+            f"{path}: not a box detector saved by stage detect ({type(exc).__name__}: {reason}); "
+            "rerun `dvc repro detect`."
+        ) from None
+    return model.to(device).eval(), size
 
 
 def detect_boxes(

@@ -19,7 +19,7 @@ from whaleid.config.names import check_timm_name
 from whaleid.core.errors import ConfigError
 from whaleid.model.augment import MEAN, STD
 from whaleid.model.heads import ArcFace
-from whaleid.model.weights import hub_repo, offline_hint, read_state_dict
+from whaleid.model.weights import hub_repo, offline_hint, read_state_dict, safe_torch_load
 
 
 class GeM(nn.Module):
@@ -157,22 +157,21 @@ def model_payload(
 def load_model(path: str | Path, device: torch.device | str = "cpu") -> tuple[WhaleNet, dict]:
     """Rebuild a model saved by the train stage. Refuses anything that is not plain tensors and types."""
     path = Path(path)
-    try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # noqa: BLE001 - the safe unpickler raises many types
-        raise ConfigError(
-            f"{path}: not a whaleid model file or not safe to load ({type(exc).__name__}: {exc})."
-        ) from None
+    payload = safe_torch_load(path, str(path), ConfigError)
     if not isinstance(payload, dict) or payload.get("format") != MODEL_FORMAT:
         raise ConfigError(f"{path}: not a whaleid model file (format {MODEL_FORMAT!r} expected).")
-    model_cfg = ModelConfig(**{**payload["model"], "weights": None, "pretrained": False})
-    stats = payload.get("input_stats")
-    model = WhaleNet(
-        model_cfg,
-        ArcFaceConfig(**payload["arcface"]),
-        int(payload["n_classes"]),
-        int(payload.get("n_species", 0)),
-        tuple(tuple(v) for v in stats) if stats else None,
-    )
-    model.load_state_dict(payload["state_dict"])
+    try:
+        model_cfg = ModelConfig(**{**payload["model"], "weights": None, "pretrained": False})
+        stats = payload.get("input_stats")
+        model = WhaleNet(
+            model_cfg,
+            ArcFaceConfig(**payload["arcface"]),
+            int(payload["n_classes"]),
+            int(payload.get("n_species", 0)),
+            tuple(tuple(v) for v in stats) if stats else None,
+        )
+        model.load_state_dict(payload["state_dict"])
+    except Exception as exc:  # noqa: BLE001 - a key missing, a block changed, tensors of other shapes
+        reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
+        raise ConfigError(f"{path}: a damaged whaleid model file ({type(exc).__name__}: {reason}).") from None
     return model.to(device).eval(), payload

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING
 
 from whaleid.config import ModelConfig
 from whaleid.config.names import HUB_PREFIX
-from whaleid.core.errors import ConfigError
+from whaleid.core.errors import ConfigError, DataError
 
 if TYPE_CHECKING:
     import torch
@@ -104,6 +104,28 @@ def existing_file(
     return path
 
 
+def safe_torch_load(path: str | Path, where: str, error: type[Exception] = DataError) -> object:
+    """``torch.load`` with ``weights_only=True``, every failure one line of our own naming ``where``: a pickle
+    that holds anything but tensors and plain types is refused, never run, and torch's advice to turn the
+    safety off is not passed on."""
+    import pickle
+
+    import torch
+
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        raise
+    except pickle.UnpicklingError:
+        raise error(
+            f"{where}: refused: it holds Python objects beyond tensors and plain types (a pickle that could run "
+            "code when loaded); whaleid loads only files it wrote or plain tensor state dicts."
+        ) from None
+    except Exception as exc:  # noqa: BLE001 - a damaged zip, a cut-short file: torch raises many types
+        reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:160]
+        raise error(f"{where}: not a readable torch file ({reason}).") from None
+
+
 def read_state_dict(
     path: str | Path, what: str = "model.weights", hint: str = "Give a local .safetensors/.pt file or null."
 ) -> dict[str, torch.Tensor]:
@@ -115,12 +137,7 @@ def read_state_dict(
 
         state = load_file(str(path))
     else:
-        import torch
-
-        try:
-            state = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as exc:  # noqa: BLE001 - the unpickler raises many types
-            raise ConfigError(f"{what}: {path} is not a plain tensor state dict ({exc}).") from None
+        state = safe_torch_load(path, f"{what}: {path}", ConfigError)
     for key in ("state_dict", "model"):
         if isinstance(state, dict) and isinstance(state.get(key), dict):
             state = state[key]

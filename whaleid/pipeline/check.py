@@ -11,6 +11,8 @@ import logging
 import sys
 from pathlib import Path
 
+import pandas as pd
+
 from whaleid.config import load_params
 from whaleid.core.errors import ConfigError, DataError
 from whaleid.core.log import setup_logging
@@ -21,6 +23,21 @@ from whaleid.data.images import DEFAULT_MAX_MEGAPIXELS, check_images, same_photo
 from whaleid.data.layout import load_dataset
 
 log = logging.getLogger("whaleid.check")
+
+
+def conflicting_copies(train: pd.DataFrame, digests: list[str]) -> list[tuple[str, str]]:
+    """Pairs (first image, later image) of training photos with the same bytes and different individual_id,
+    in train.csv order; unreadable photos (digest "") are left out."""
+    first: dict[str, int] = {}
+    pairs = []
+    images, ids = list(train["image"]), list(train["individual_id"])
+    for row, digest in enumerate(digests):
+        if not digest:
+            continue
+        seen = first.setdefault(digest, row)
+        if seen != row and ids[seen] != ids[row]:
+            pairs.append((images[seen], images[row]))
+    return pairs
 
 
 def run_checks(data_dir: str | None, params_path: str = "params.yaml", decode: bool = True) -> int:
@@ -96,8 +113,8 @@ def run_checks(data_dir: str | None, params_path: str = "params.yaml", decode: b
                 problems += errors
                 n = len(ds.train)
                 pairs = same_photos(list(ds.train["image"]), digests[:n], ds.test_images, digests[n:])
+                ids = dict(zip(ds.train["image"], ds.train["individual_id"], strict=True))
                 if pairs:
-                    ids = dict(zip(ds.train["image"], ds.train["individual_id"], strict=True))
                     test, train = pairs[0]
                     log.warning(
                         "%d test photo(s) are byte for byte the same file as a training photo, e.g. "
@@ -107,6 +124,19 @@ def run_checks(data_dir: str | None, params_path: str = "params.yaml", decode: b
                         test,
                         train,
                         ids[train],
+                    )
+                clashes = conflicting_copies(ds.train, digests[:n])
+                if clashes:
+                    first, second = clashes[0]
+                    log.warning(
+                        "%d training photo(s) are byte for byte the same file as another one of a different "
+                        "individual, e.g. train_images/%s (%s) = train_images/%s (%s): one of the labels is wrong, "
+                        "or both are the same animal",
+                        len(clashes),
+                        first,
+                        ids[first],
+                        second,
+                        ids[second],
                     )
         except DataError as exc:
             problems.append(str(exc))

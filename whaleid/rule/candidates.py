@@ -3,7 +3,8 @@
 ``threshold.scoring``: ``max`` ranks individuals by their best similarity (:func:`top_candidates`), ``vote`` by a
 weighted vote over the top-k (:func:`vote_candidates`). Neighbours are taken in *descending* score (the reference
 notebook sorted validation ascending); rows with fewer than five individuals are filled with the most frequent
-training individuals they do not hold yet, so the five are always distinct.
+training individuals they do not hold yet, so the five are always distinct. A gallery of fewer than five
+individuals leaves the last slots :data:`NONE` (no candidate, scored ``-inf``): they are never shown.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from collections.abc import Sequence
 import numpy as np
 
 NEW = -1  # new_individual among class numbers
+NONE = -2  # no candidate: every individual of the gallery is already in the row
 N_PRED = 5
 
 
@@ -24,13 +26,13 @@ def most_frequent(labels: np.ndarray, n: int = 20) -> list:
 
 
 def _fill_short_rows(out_labels: np.ndarray, n_found: np.ndarray, fill: Sequence[int]) -> None:
-    """Complete rows with fewer than ``n`` candidates, in place, with ``fill`` labels they do not hold yet."""
+    """Complete rows with fewer than ``n`` candidates, in place, with ``fill`` labels they do not hold yet (then
+    :data:`NONE` when ``fill`` runs out)."""
     n = out_labels.shape[1]
     for row in np.flatnonzero(n_found < n):
         present = set(out_labels[row, : n_found[row]].tolist())
         extra = [c for c in fill if c not in present][: n - n_found[row]]
-        if len(extra) < n - n_found[row]:
-            raise ValueError(f"not enough fill labels to complete {n} distinct predictions")
+        extra += [NONE] * (n - n_found[row] - len(extra))  # a gallery of fewer than n individuals
         out_labels[row, n_found[row] :] = extra
 
 

@@ -28,7 +28,7 @@ import numpy as np
 import pandas as pd
 
 from whaleid.config import ThresholdConfig
-from whaleid.core.errors import ConfigError
+from whaleid.core.errors import ConfigError, DataError
 from whaleid.retrieval.neighbours import Neighbours
 from whaleid.rule.candidates import NEW, candidates
 
@@ -178,11 +178,37 @@ class Rule:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, raw: dict) -> Rule:
+    def from_dict(cls, raw: dict, source: str = "rule") -> Rule:
+        """The rule saved in ``raw``, every field checked (``source`` names the file in the one-line error): a
+        string or NaN threshold, or an unknown scoring, is refused rather than applied."""
         known = set(cls.__dataclass_fields__)
         if not isinstance(raw, dict) or not known >= set(raw) or "threshold" not in raw:
-            raise ConfigError(f"not a whaleid rule (keys {sorted(known)} expected), got {raw!r:.200}")
+            raise DataError(f"{source}: not a whaleid rule (keys {sorted(known)} expected), got {raw!r:.200}")
+
+        def bad(key: str, what: str) -> DataError:
+            return DataError(
+                f"{source}: {key} must be {what}, got {raw[key]!r:.80}; refit it with `dvc repro threshold`."
+            )
+
+        choices = {"scoring": ("max", "vote"), "method": ("sweep", "share")}
+        for key, allowed in choices.items():
+            if key in raw and raw[key] not in allowed:
+                raise bad(key, " or ".join(allowed))
+        ranges = {"threshold": (-1e6, 1e6), "vote_power": (1e-6, 1e3), "new_ratio": (0.0, 1.0)}
+        for key, (lo, hi) in ranges.items():
+            if key in raw and not _finite_in(raw[key], lo, hi):
+                raise bad(key, f"a number in [{lo:g}, {hi:g}]")
+        species = raw.get("species_thresholds", {})
+        if not isinstance(species, dict) or not all(
+            isinstance(k, str) and _finite_in(v, -1e6, 1e6) for k, v in species.items()
+        ):
+            raise bad("species_thresholds", "a mapping of species names to finite numbers")
         return cls(**raw)
+
+
+def _finite_in(value: object, lo: float, hi: float) -> bool:
+    """A real number (not a bool, a string or NaN) within [lo, hi]."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and lo <= value <= hi
 
 
 def _thresholds_per_query(

@@ -14,6 +14,7 @@ import pandas as pd
 
 from whaleid.core.errors import SubmissionError
 from whaleid.data.layout import NEW_INDIVIDUAL
+from whaleid.rule.candidates import NONE
 from whaleid.rule.metrics import map_at_5
 from whaleid.rule.predict import NEW
 
@@ -21,10 +22,11 @@ __all__ = ["SubmissionError", "labels_to_strings", "build_submission", "validate
 
 
 def labels_to_strings(pred: np.ndarray, classes: Sequence[str]) -> list[str]:
-    """Turn (Q, 5) class numbers (:data:`NEW` for new_individual) into space-separated strings."""
-    names = np.asarray([*classes, NEW_INDIVIDUAL], dtype=object)
-    idx = np.where(pred == NEW, len(classes), pred)
-    return [" ".join(row) for row in names[idx]]
+    """Turn (Q, 5) class numbers (:data:`NEW` for new_individual) into space-separated strings; :data:`NONE`
+    slots (a gallery of fewer than five individuals) are left out."""
+    names = np.asarray([*classes, NEW_INDIVIDUAL, ""], dtype=object)
+    idx = np.where(pred == NEW, len(classes), np.where(pred == NONE, len(classes) + 1, pred))
+    return [" ".join(name for name in row if name) for row in names[idx]]
 
 
 def build_submission(images: Sequence[str], predictions: Sequence[str]) -> pd.DataFrame:
