@@ -244,3 +244,52 @@ def test_merge_keys_and_a_key_repeated_in_different_mappings_still_load(tmp_path
     assert read_yaml(path)["train"] == {"epochs": 3, "lr": 0.2}  # the mapping's own key wins over the merged one
     with pytest.raises(ConfigError, match="Unknown params block 'base'"):
         load_params(path)  # `base` is no params block: refused as any unknown block is
+
+
+def _blocks() -> list[type]:
+    from pydantic import BaseModel
+
+    seen, todo = [], [Params]
+    while todo:
+        model = todo.pop()
+        seen.append(model)
+        for field in model.model_fields.values():
+            kind = field.annotation
+            if isinstance(kind, type) and issubclass(kind, BaseModel) and kind not in seen:
+                todo.append(kind)
+    return seen
+
+
+def test_every_numeric_param_has_a_lower_and_an_upper_bound() -> None:
+    # A new number without bounds fails here: params.yaml is hostile input (model.embedding_dim: 100000000 once
+    # passed every check). Bounds come from pydantic's ge/gt/le/lt constraints on the field.
+    unbounded = []
+    for block in _blocks():
+        for name, field in block.model_fields.items():
+            if field.annotation not in (int, float) or (block is Params and name == "fold"):
+                continue  # fold: bounded by its validator, [0, cv.n_folds)
+            bounds = {type(m).__name__ for m in field.metadata}
+            if not ({"Ge", "Gt"} & bounds and {"Le", "Lt"} & bounds):
+                unbounded.append(f"{block.__name__}.{name}")
+    assert not unbounded, unbounded
+    assert len([b for b in _blocks()]) >= 15  # the walk reached the blocks, not only Params
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "message"),
+    [
+        ("model.embedding_dim", 100_000_000, "model.embedding_dim must be <= 8192, got 100000000"),
+        ("knn.k", 10**9, "knn.k must be <= 10000"),
+        ("train.seed", -1, "train.seed must be in [0, 4294967295], got -1"),
+        ("fold", 1000, "fold must be in [0, cv.n_folds) = [0, 5)"),
+    ],
+)
+def test_absurd_numbers_are_refused_naming_the_key_and_the_bound(key: str, value: int, message: str) -> None:
+    raw: dict = {}
+    node = raw
+    *parents, last = key.split(".")
+    for part in parents:
+        node = node.setdefault(part, {})
+    node[last] = value
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        params_from_dict(raw)

@@ -13,12 +13,6 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from whaleid.core.errors import ConfigError
 
-Positive = Annotated[int, Field(gt=0)]
-
-
-PositiveFloat = Annotated[float, Field(gt=0)]  # bounds as ints: messages read "> 0", not "> 0.0"
-
-
 Share = Annotated[float, Field(ge=0.0, le=1.0)]
 
 

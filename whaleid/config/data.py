@@ -7,7 +7,7 @@ from typing import ClassVar, Literal
 
 from pydantic import Field, model_validator
 
-from whaleid.config.base import Block, Positive, PositiveFloat, Share, span
+from whaleid.config.base import Block, Share, span
 
 
 class DataConfig(Block):
@@ -22,14 +22,16 @@ class SampleConfig(Block):
     """Generated dataset (see ``whaleid.data.sample``)."""
 
     block: ClassVar[str] = "sample"
-    n_train: Positive = 2400
-    n_test: Positive = 800
+    n_train: int = Field(2400, gt=0, le=1_000_000)
+    n_test: int = Field(800, gt=0, le=1_000_000)
     n_species: int = span(6, 1, 26)
     img_size: int = span(160, 16, 4096)
     new_share: float = span(0.16, 0.0, 0.95)
-    tail_exponent: float = Field(2.0, gt=1, description="a Zipf exponent")
+    tail_exponent: float = Field(2.0, gt=1, le=10, description="a Zipf exponent")
     max_images_per_id: int = span(40, 1, 100000)
-    min_images_per_id: int = Field(1, ge=1)  # e.g. 6: no rare individuals (as in camera-trap, zoo or farm sets)
+    min_images_per_id: int = Field(
+        1, ge=1, le=1000
+    )  # e.g. 6: no rare individuals (as in camera-trap, zoo or farm sets)
     mirror_prob: Share = 0.15
     jpeg_quality_min: int = span(60, 1, 100)
     jpeg_quality_max: int = span(95, 1, 100)
@@ -40,7 +42,7 @@ class SampleConfig(Block):
     occlusion: Share = 0.3  # chance that splash or debris hides part of the fin
     mark_contrast_min: float = span(0.35, 0.0, 1.0)  # markings at a per-photo contrast between this and 1
     test_boxes: bool = False  # boxes.csv covers test photos too (false: they go to solution_boxes.csv, an answer key)
-    seed: int = 42
+    seed: int = Field(42, ge=0, le=2**32 - 1)
 
     @model_validator(mode="after")
     def _order(self) -> SampleConfig:
@@ -55,7 +57,7 @@ class CVConfig(Block):
 
     block: ClassVar[str] = "cv"
     n_folds: int = span(5, 2, 100)
-    seed: int = 42
+    seed: int = Field(42, ge=0, le=2**32 - 1)
     new_ratio: float = span(0.16, 0.0, 1.0)  # expected share of new individuals in test; weights validation MAP@5
     min_new_share: float = span(0.16, 0.0, 0.9)  # hold individuals out of a fold's training until this share is new
 
@@ -77,15 +79,15 @@ class DetectConfig(Block):
     backbone: str = "test_resnet"  # any timm CNN
     pretrained: bool = False  # timm's ImageNet weights from the Hugging Face hub cache
     img_size: int = span(96, 32, 2048)
-    epochs: Positive = 8
-    batch_size: Positive = 32
-    lr: PositiveFloat = 0.003
+    epochs: int = Field(8, gt=0, le=1000)
+    batch_size: int = Field(32, gt=0, le=4096)
+    lr: float = Field(0.003, gt=0, le=10)
     holdout: float = span(0.1, 0.0, 0.5)  # share of the boxed train photos held back to measure IoU
     train_crops: Literal["truth", "predicted"] = "truth"  # train photos cropped to their own boxes or the detector's
     # Validation queries (train photos) cropped to the detector's boxes, as the test photos are, so the rule and the
     # calibration are fitted under test conditions (predicted); or like the photos they are searched among (truth).
     valid_crops: Literal["predicted", "truth"] = "predicted"
-    seed: int = 42
+    seed: int = Field(42, ge=0, le=2**32 - 1)
 
 
 class ResizeConfig(Block):

@@ -6,9 +6,9 @@ from __future__ import annotations
 import re
 from typing import ClassVar, Literal
 
-from pydantic import model_validator
+from pydantic import Field, model_validator
 
-from whaleid.config.base import Block, Positive, PositiveFloat, Share, span
+from whaleid.config.base import Block, Share, span
 from whaleid.core.errors import ConfigError
 
 
@@ -16,16 +16,18 @@ class KnnConfig(Block):
     """Faiss inner-product search (see ``whaleid.retrieval.search``), optionally re-ranked (``whaleid.retrieval.rerank``)."""
 
     block: ClassVar[str] = "knn"
-    k: Positive = 50
+    k: int = Field(50, gt=0, le=10_000)
     index: Literal["flat", "hnsw", "ivf", "ivfpq"] = "flat"
-    hnsw_m: Positive = 32
-    hnsw_ef_search: Positive = 128
-    ivf_nlist: Positive = 1024
-    ivf_nprobe: Positive = 32
-    pq_m: Positive = 64  # ivfpq: bytes per vector (product-quantiser sub-vectors); a divisor of the embedding size
+    hnsw_m: int = Field(32, gt=0, le=256)
+    hnsw_ef_search: int = Field(128, gt=0, le=65_536)
+    ivf_nlist: int = Field(1024, gt=0, le=1_048_576)
+    ivf_nprobe: int = Field(32, gt=0, le=65_536)
+    pq_m: int = Field(
+        64, gt=0, le=1024
+    )  # ivfpq: bytes per vector (product-quantiser sub-vectors); a divisor of the embedding size
     rerank: Literal["none", "k_reciprocal"] = "none"  # the top-k re-ordered by k-reciprocal encoding
-    rerank_k1: Positive = 20
-    rerank_k2: Positive = 6
+    rerank_k1: int = Field(20, gt=0, le=1000)
+    rerank_k2: int = Field(6, gt=0, le=1000)
     rerank_lambda: float = span(0.3, 0.0, 1.0)  # weight of the original distance; 1 = the plain cosine
 
     @model_validator(mode="after")
@@ -62,13 +64,13 @@ class ThresholdConfig(Block):
 
     block: ClassVar[str] = "threshold"
     scoring: Literal["max", "vote"] = "max"  # rank individuals by their best similarity or a weighted vote
-    vote_power: PositiveFloat = 4.0  # vote weight of a neighbour = similarity ** vote_power
-    start: float = 0.0
-    stop: float = 1.0
-    step: PositiveFloat = 0.05
+    vote_power: float = Field(4.0, gt=0, le=100)  # vote weight of a neighbour = similarity ** vote_power
+    start: float = span(0.0, -10, 10)
+    stop: float = span(1.0, -10, 10)
+    step: float = Field(0.05, gt=0, le=1)
     method: Literal["sweep", "share"] = "sweep"  # sweep: best weighted CV MAP@5; share: cv.new_ratio new first
     per_species: bool = False  # a threshold per (predicted) species; rare species use the global one
-    min_species_queries: Positive = 30  # validation queries a species needs for its own threshold
+    min_species_queries: int = Field(30, gt=0, le=1_000_000)  # validation queries a species needs for its own threshold
 
     @model_validator(mode="after")
     def _grid_size(self) -> ThresholdConfig:
@@ -135,8 +137,8 @@ class LocalConfig(Block):
     max_side: int = span(256, 32, 4096)  # images resized so their longer side is this before keypoints are found
     max_keypoints: int = span(256, 8, 100000)  # strongest keypoints kept per image
     ratio: float = span(0.8, 0.1, 1.0)  # Lowe's ratio test (sift, orb)
-    ransac_px: PositiveFloat = 8.0  # RANSAC reprojection tolerance, pixels at max_side (sift, orb)
-    top_pairs: Positive = 20  # nearest gallery images matched per query
+    ransac_px: float = Field(8.0, gt=0, le=1000)  # RANSAC reprojection tolerance, pixels at max_side (sift, orb)
+    top_pairs: int = Field(20, gt=0, le=1000)  # nearest gallery images matched per query
     refine: Literal["none", "aliked", "disk"] = "none"  # a learned matcher for each query's best refine_pairs too
     refine_pairs: int = span(5, 1, 1000)
     match_confidence: float = span(0.1, 0.0, 1.0)  # LightGlue: matches above this confidence count (aliked, disk)
