@@ -246,3 +246,175 @@ def test_harness_catches_a_raw_exception() -> None:
     """The property is not vacuous: a raw exception fails it."""
     with pytest.raises(AssertionError, match="raw ValueError"):
         one_line_refusal(ValueError("boom"))
+
+
+# --- files whaleid writes and reads back -------------------------------------------------------------------------
+
+
+@st.composite
+def damaged_bytes(draw: st.DrawFn, data: bytes, keep: int = 0) -> bytes:
+    """``data`` cut short, with bytes flipped or inserted (after the first ``keep`` bytes), as a crash, a bad copy
+    or a hand edit leaves a file."""
+    kind = draw(st.sampled_from(["truncate", "flip", "insert", "empty"]))
+    if kind == "empty":
+        return b""
+    if kind == "truncate":
+        return data[: draw(st.integers(0, max(0, len(data) - 1)))]
+    at = draw(st.integers(min(keep, len(data) - 1), len(data) - 1))
+    if kind == "flip":
+        return data[:at] + bytes([data[at] ^ draw(st.integers(1, 255))]) + data[at + 1 :]
+    return data[:at] + draw(st.binary(min_size=1, max_size=8)) + data[at:]
+
+
+@pytest.fixture(scope="module")
+def saved_gallery(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A small gallery folder as Gallery.save writes it (12 photos of 4 individuals, no model needed to load it)."""
+    from whaleid.config import BlendConfig, KnnConfig, LocalConfig
+    from whaleid.gallery.folder import FORMAT, Gallery, new_index
+    from whaleid.rule.predict import Rule
+
+    rng = np.random.default_rng(0)
+    vectors = rng.normal(size=(12, 8)).astype(np.float32)
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    manifest = {
+        "format": FORMAT,
+        "models": [],
+        "img_size": 96,
+        "flip_tta": False,
+        "crop_margin": 0.1,
+        "resize_format": "bmp",
+        "knn": to_dict(KnnConfig()),
+        "blend": to_dict(BlendConfig()),
+        "local": to_dict(LocalConfig(method="none")),
+        "rule": Rule(threshold=0.4).to_dict(),
+        "calibration": None,
+    }
+    photos = pd.DataFrame(
+        {
+            "id": range(12),
+            "image": [f"p{i}.jpg" for i in range(12)],
+            "individual_id": [IDS[i % 4] for i in range(12)],
+            "sha1": [f"{i:040x}" for i in range(12)],
+        }
+    )
+    individuals = pd.DataFrame({"individual_id": IDS[:4], "species": SPECIES[:3] + ["beluga"], "trained": True})
+    index = new_index(8, KnnConfig(), vectors, np.arange(12))
+    folder = tmp_path_factory.mktemp("fuzz-gallery") / "gallery"
+    Gallery(manifest, photos, individuals, vectors, {}, {}, index).save(folder)
+    return folder
+
+
+GALLERY_FILES = ["manifest.json", "photos.csv", "individuals.csv", "index.faiss", "embeddings.npz"]
+
+
+@given(data=st.data(), name=st.sampled_from(GALLERY_FILES))
+@settings(suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+def test_a_damaged_gallery_file_loads_consistently_or_is_refused_in_one_line(
+    saved_gallery: Path, data: st.DataObject, name: str
+) -> None:
+    import shutil
+
+    from whaleid.gallery.folder import Gallery
+
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp) / "gallery"
+        shutil.copytree(saved_gallery, folder)
+        original = (folder / name).read_bytes()
+        # index.faiss: damage past its header (sizes there would ask faiss for any amount of memory before it
+        # can check them against the file); every other file anywhere.
+        keep = 64 if name == "index.faiss" else 0
+        (folder / name).write_bytes(data.draw(damaged_bytes(original, keep), label="bytes"))
+        try:
+            gallery = Gallery.load(folder)
+        except Exception as exc:  # noqa: BLE001 - the property is about which exceptions
+            one_line_refusal(exc)
+            assert name in str(exc) or "gallery" in str(exc), str(exc)
+            return
+    # Loaded: what was read is consistent (the property Gallery.load checks before anything searches it).
+    n = len(gallery.photos)
+    assert gallery.index.ntotal == n == len(gallery.embeddings) and np.isfinite(gallery.embeddings).all()
+    assert set(gallery.photos["individual_id"]) <= set(gallery.individuals["individual_id"])
+    assert np.isfinite(gallery.rule.threshold) and gallery.rule.scoring in ("max", "vote")
+
+
+RULE_VALUES = st.one_of(VALUES, st.sampled_from(["max", "vote", "sweep", "share", float("inf"), -0.0, 0.35]))
+
+
+@given(
+    changes=st.dictionaries(
+        st.sampled_from(["scoring", "vote_power", "method", "threshold", "new_ratio", "species_thresholds", "extra"]),
+        RULE_VALUES,
+        min_size=1,
+        max_size=3,
+    )
+)
+def test_a_saved_rule_with_any_values_is_applied_as_written_or_refused_in_one_line(changes: dict) -> None:
+    from whaleid.rule.predict import Rule
+
+    raw = {**Rule(threshold=0.35).to_dict(), **changes}
+    try:
+        rule = Rule.from_dict(raw, "models/rule.json")
+    except Exception as exc:  # noqa: BLE001
+        one_line_refusal(exc)
+        assert str(exc).startswith("models/rule.json: ")
+        return
+    assert rule.to_dict() == raw  # accepted means read back exactly
+    assert all(np.isfinite([rule.threshold, rule.vote_power, rule.new_ratio])) and rule.scoring in ("max", "vote")
+
+
+@given(data=st.data(), kind=st.sampled_from(["json", "npz"]))
+@settings(suppress_health_check=[HealthCheck.function_scoped_fixture])
+def test_a_damaged_json_or_npz_reads_back_exactly_or_is_refused_in_one_line(data: st.DataObject, kind: str) -> None:
+    from whaleid.core.atomic import load_npz, read_json, save_npz, write_json
+
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / f"saved.{kind}"
+        arrays = {"sims": np.linspace(0, 1, 50, dtype=np.float32).reshape(5, 10), "rows": np.arange(50).reshape(5, 10)}
+        write_json(path, {"threshold": 0.35, "ids": IDS}) if kind == "json" else save_npz(path, **arrays)
+        path.write_bytes(data.draw(damaged_bytes(path.read_bytes()), label="bytes"))
+        try:
+            got = read_json(path) if kind == "json" else load_npz(path)
+        except Exception as exc:  # noqa: BLE001
+            one_line_refusal(exc)
+            assert str(path) in str(exc)
+            return
+    if kind == "npz":  # a zip's CRC catches changed array bytes: what loads is what was saved
+        assert set(got) == set(arrays) and all(np.array_equal(got[k], arrays[k]) for k in arrays)
+
+
+YAML_PIECES = [
+    "a: &x [1, 2, 3]\n",
+    "b: [*x, *x, *x, *x]\n",
+    "c: &y [*x, *x, *x, *x]\n",
+    "d: [*y, *y, *y, *y, *y]\n",
+    "train:\n  epochs: 2\n",
+    "train:\n  epochs: 3\n",
+    "model:\n  img_size: 64\n  img_size: 96\n",
+    "deep: " + "[" * 40 + "]" * 40 + "\n",
+    "knn:\n  k: *x\n",
+    "e: *nosuch\n",
+    "<<: *x\n",
+    "f: !!python/object:os.system x\n",
+    "runtime:\n  n_jobs: 1\n",
+    "\t- bad\n",
+]
+
+
+@given(pieces=st.lists(st.sampled_from(YAML_PIECES), min_size=1, max_size=6))
+def test_a_params_file_with_aliases_duplicates_and_depth_loads_or_is_refused_in_one_line(pieces: list[str]) -> None:
+    import tracemalloc
+
+    from whaleid.config import load_params
+
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "params.yaml"
+        path.write_text("".join(pieces))
+        tracemalloc.start()
+        try:
+            load_params(path)
+        except Exception as exc:  # noqa: BLE001
+            one_line_refusal(exc)
+        finally:
+            peak = tracemalloc.get_traced_memory()[1]
+            tracemalloc.stop()
+        assert peak < 200e6, (pieces, peak)  # bounded: a 9^9 alias bomb would take gigabytes

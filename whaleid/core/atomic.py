@@ -15,14 +15,13 @@ import os
 import re
 import shutil
 import tempfile
-import zipfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from whaleid.core.errors import DataError
+from whaleid.core.errors import DataError, short_reason
 
 log = logging.getLogger(__name__)
 
@@ -206,8 +205,10 @@ def load_npz(path: str | Path) -> dict[str, np.ndarray]:
             return {key: data[key] for key in data.files}
     except FileNotFoundError:
         raise
-    except (zipfile.BadZipFile, ValueError, EOFError, OSError, KeyError) as exc:
-        raise DataError(f"{path}: damaged .npz ({exc}); rebuild it by rerunning the stage that wrote it.") from None
+    except Exception as exc:  # noqa: BLE001 - zipfile and numpy raise many types on a damaged file
+        raise DataError(
+            f"{path}: damaged .npz ({short_reason(exc)}); rebuild it by rerunning the stage that wrote it."
+        ) from None
 
 
 @contextlib.contextmanager

@@ -24,3 +24,12 @@ class SubmissionError(WhaleidError):
 
 class TrainingDiverged(WhaleidError):
     """The loss became NaN or infinite."""
+
+
+def short_reason(exc: BaseException, limit: int = 160) -> str:
+    """A library exception's message as a short single line for one of our errors (a zip or faiss message may
+    carry kilobytes of header bytes and line breaks); its type name when it says nothing."""
+    text = " ".join(str(exc).split())
+    if not text:
+        return type(exc).__name__
+    return text if len(text) <= limit else text[: limit - 3] + "..."

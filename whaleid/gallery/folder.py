@@ -49,7 +49,7 @@ from whaleid.core.atomic import (
     write_csv,
     write_json,
 )
-from whaleid.core.errors import DataError
+from whaleid.core.errors import DataError, short_reason
 from whaleid.core.parallel import map_chunks
 from whaleid.core.runtime import Runtime
 from whaleid.model.weights import sha256_file
@@ -326,7 +326,7 @@ def _damaged(path: Path) -> Iterator[None]:
             f"{path}: missing; the gallery folder is damaged, rebuild it with `dvc repro gallery`."
         ) from None
     except Exception as exc:  # noqa: BLE001 - any parse failure of a damaged file, reported as one line
-        reason = str(exc).strip().splitlines()[-1][:200] if str(exc).strip() else type(exc).__name__
+        reason = short_reason(exc)
         raise DataError(
             f"{path}: damaged ({reason}); rebuild the gallery with `dvc repro gallery` or restore the folder."
         ) from None

@@ -34,7 +34,7 @@ from torchvision.ops import generalized_box_iou_loss
 from tqdm.auto import tqdm
 
 from whaleid.config import DetectConfig
-from whaleid.core.errors import ConfigError, DataError
+from whaleid.core.errors import ConfigError, DataError, short_reason
 from whaleid.core.log import bar_options
 from whaleid.core.runtime import Runtime
 from whaleid.data.boxes import pixel_boxes
@@ -200,7 +200,7 @@ def load_detector(path: Path, device: torch.device) -> tuple[BoxNet, int]:
         model.load_state_dict(blob["state_dict"])
         size = int(blob["img_size"])
     except Exception as exc:  # noqa: BLE001 - not a dict, a key missing, tensors of other shapes
-        reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
+        reason = short_reason(exc)
         raise DataError(
             f"{path}: not a box detector saved by stage detect ({type(exc).__name__}: {reason}); "
             "rerun `dvc repro detect`."

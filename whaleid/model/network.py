@@ -16,7 +16,7 @@ from torch import nn
 
 from whaleid.config import ArcFaceConfig, ModelConfig, to_dict
 from whaleid.config.names import check_timm_name
-from whaleid.core.errors import ConfigError
+from whaleid.core.errors import ConfigError, short_reason
 from whaleid.model.augment import MEAN, STD
 from whaleid.model.heads import ArcFace
 from whaleid.model.weights import hub_repo, offline_hint, read_state_dict, safe_torch_load
@@ -172,6 +172,6 @@ def load_model(path: str | Path, device: torch.device | str = "cpu") -> tuple[Wh
         )
         model.load_state_dict(payload["state_dict"])
     except Exception as exc:  # noqa: BLE001 - a key missing, a block changed, tensors of other shapes
-        reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
+        reason = short_reason(exc)
         raise ConfigError(f"{path}: a damaged whaleid model file ({type(exc).__name__}: {reason}).") from None
     return model.to(device).eval(), payload

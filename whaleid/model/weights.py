@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING
 
 from whaleid.config import ModelConfig
 from whaleid.config.names import HUB_PREFIX
-from whaleid.core.errors import ConfigError, DataError
+from whaleid.core.errors import ConfigError, DataError, short_reason
 
 if TYPE_CHECKING:
     import torch
@@ -122,7 +122,7 @@ def safe_torch_load(path: str | Path, where: str, error: type[Exception] = DataE
             "code when loaded); whaleid loads only files it wrote or plain tensor state dicts."
         ) from None
     except Exception as exc:  # noqa: BLE001 - a damaged zip, a cut-short file: torch raises many types
-        reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:160]
+        reason = short_reason(exc)
         raise error(f"{where}: not a readable torch file ({reason}).") from None
 
 
