@@ -191,3 +191,33 @@ def test_damaged_json_and_npz_are_one_line_naming_the_file(tmp_path: Path) -> No
         load_npz(tmp_path / "objects.npz")
     with pytest.raises(FileNotFoundError):  # missing stays missing: the stage runner names the stage to run
         load_npz(tmp_path / "absent.npz")
+
+
+def test_a_full_disk_or_a_denied_folder_names_the_output_not_its_temporary(tmp_path: Path, monkeypatch) -> None:
+    import errno
+    import tempfile
+
+    import pytest
+
+    from whaleid.core.atomic import atomic_path
+
+    out = tmp_path / "submission.csv"
+    with pytest.raises(OSError) as full, atomic_path(out) as tmp:
+        tmp.write_text("image,predictions\n")
+        raise OSError(errno.ENOSPC, "No space left on device")  # what write() raises: no file name
+    assert (full.value.errno, full.value.filename) == (errno.ENOSPC, str(out))
+    with pytest.raises(OSError) as full_dir, atomic_dir(tmp_path / "gallery") as folder:
+        raise OSError(errno.ENOSPC, "No space left on device", str(folder / "index.faiss"))
+    assert full_dir.value.filename == str(tmp_path / "gallery")
+    assert sorted(p.name for p in tmp_path.iterdir()) == []  # no temporary left
+
+    def denied(*args, **kwargs):
+        raise PermissionError(errno.EACCES, "Permission denied", str(tmp_path / ".submission.csv.1.x.tmp"))
+
+    monkeypatch.setattr(tempfile, "mkstemp", denied)
+    with pytest.raises(OSError) as refused, atomic_path(out):
+        pass
+    assert (refused.value.errno, refused.value.filename) == (errno.EACCES, str(out))
+    with pytest.raises(FileNotFoundError):  # an input that is missing is not renamed after the output
+        with atomic_dir(tmp_path / "other"):
+            (tmp_path / "absent.csv").read_text()

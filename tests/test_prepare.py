@@ -133,3 +133,10 @@ def test_resize_formats_bmp_png_lossless_jpg_close(dataset_copy: Path, tmp_path:
                 assert 0 < np.abs(got - want).mean() < 8  # lossy (chroma subsampling at 16 px), but close
             else:
                 np.testing.assert_array_equal(got, want)
+
+
+def test_a_bad_box_is_named_with_plain_numbers(tmp_path: Path) -> None:
+    (tmp_path / "boxes.csv").write_text("image,x1,y1,x2,y2\na.jpg,50,10,40,30\n")
+    with pytest.raises(DataError, match=r"boxes.csv:2: box \(50, 10, 40, 30\) for 'a.jpg' is not numbers") as bad:
+        read_boxes(tmp_path / "boxes.csv")
+    assert "np.int64" not in str(bad.value)

@@ -7,6 +7,7 @@ killed mid-write leaves the previous file intact.
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import io
 import json
@@ -130,21 +131,40 @@ def folder_lock(path: str | Path) -> Iterator[None]:
 def atomic_path(path: str | Path) -> Iterator[Path]:
     """Yield a temporary path next to ``path``; on success it replaces ``path`` atomically (mode by the umask,
     as a plain ``open`` would give). What killed earlier writers left in the folder is cleaned first (once per
-    folder and process: :func:`clean_stale`)."""
+    folder and process: :func:`clean_stale`). A full disk or a read-only folder is reported as an OSError naming
+    ``path``, not the temporary."""
     path = _through_links(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    _clean_once(path.parent)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.{os.getpid()}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    tmp_path = Path(tmp)
+    with _naming(path):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        _clean_once(path.parent)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.{os.getpid()}.", suffix=".tmp", dir=path.parent)
+        os.close(fd)
+        tmp_path = Path(tmp)
+        try:
+            yield tmp_path
+            with open(tmp_path, "rb+") as fh:
+                os.fsync(fh.fileno())
+            os.chmod(tmp_path, 0o666 & ~_umask())
+            os.replace(tmp_path, path)
+        finally:
+            tmp_path.unlink(missing_ok=True)
+
+
+_FULL = {errno.ENOSPC, errno.EDQUOT, errno.EROFS}  # the machine's state: always about the output being written
+_DENIED = {errno.EACCES, errno.EPERM}
+
+
+@contextlib.contextmanager
+def _naming(path: Path) -> Iterator[None]:
+    """Re-raise a write failure (disk full, quota, read-only, permission) of ``path``'s temporary, or one that
+    names no file (a ``write`` on a full disk), as an OSError naming ``path`` itself: the file the user knows."""
     try:
-        yield tmp_path
-        with open(tmp_path, "rb+") as fh:
-            os.fsync(fh.fileno())
-        os.chmod(tmp_path, 0o666 & ~_umask())
-        os.replace(tmp_path, path)
-    finally:
-        tmp_path.unlink(missing_ok=True)
+        yield
+    except OSError as exc:
+        ours = exc.filename is None or Path(exc.filename).parent == path.parent or Path(exc.filename) == path
+        if exc.errno in _FULL or (exc.errno in _DENIED and ours):
+            raise OSError(exc.errno, exc.strerror or os.strerror(exc.errno), str(path)) from None
+        raise
 
 
 def write_bytes(path: str | Path, data: bytes) -> None:
@@ -218,18 +238,19 @@ def atomic_dir(path: str | Path) -> Iterator[Path]:
     is written through: its target is replaced, the link stays. At every instant between the two renames either
     ``path`` or its backup ``.NAME.old.PID`` holds the old folder, and the next writer puts a stranded backup back."""
     path = _through_links(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    _clean_once(path.parent)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.{os.getpid()}.", suffix=".tmp", dir=path.parent))
-    try:
-        yield tmp
-        os.chmod(tmp, 0o777 & ~_umask())
-        old = None
-        if path.exists():
-            old = path.with_name(f".{path.name}.old.{os.getpid()}")
-            os.replace(path, old)
-        os.replace(tmp, path)
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+    with _naming(path):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        _clean_once(path.parent)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.{os.getpid()}.", suffix=".tmp", dir=path.parent))
+        try:
+            yield tmp
+            os.chmod(tmp, 0o777 & ~_umask())
+            old = None
+            if path.exists():
+                old = path.with_name(f".{path.name}.old.{os.getpid()}")
+                os.replace(path, old)
+            os.replace(tmp, path)
+            if old is not None:
+                shutil.rmtree(old, ignore_errors=True)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from whaleid.core.errors import DataError
+from whaleid.core.errors import DataError, short_reason
 
 BOX_COLUMNS = ("image", "x1", "y1", "x2", "y2")
 
@@ -29,7 +29,7 @@ def read_boxes(path: str | Path) -> dict[str, Box]:
     try:
         frame = pd.read_csv(path, dtype={"image": str}, keep_default_na=False)
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
-        raise DataError(f"{path}: not a valid CSV file: {exc}") from None
+        raise DataError(f"{path}: not a valid CSV file: {short_reason(exc)}") from None
     missing = [c for c in BOX_COLUMNS if c not in frame.columns]
     if missing:
         raise DataError(f"{path}: missing column(s) {', '.join(missing)}; expected header {','.join(BOX_COLUMNS)}.")
@@ -39,7 +39,8 @@ def read_boxes(path: str | Path) -> dict[str, Box]:
     if bad.any():
         i = int(np.flatnonzero(bad)[0])
         raise DataError(
-            f"{path}:{i + 2}: box {frame.iloc[i][list(BOX_COLUMNS[1:])].tolist()} for {frame['image'].iloc[i]!r} is "
+            f"{path}:{i + 2}: box ({', '.join(str(v) for v in frame.iloc[i][list(BOX_COLUMNS[1:])].tolist())}) "
+            f"for {frame['image'].iloc[i]!r} is "
             f"not numbers with x1 < x2 and y1 < y2 ({int(bad.sum())} bad row(s) in all)."
         )
     dup = frame["image"].duplicated()
