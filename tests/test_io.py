@@ -218,6 +218,6 @@ def test_a_full_disk_or_a_denied_folder_names_the_output_not_its_temporary(tmp_p
     with pytest.raises(OSError) as refused, atomic_path(out):
         pass
     assert (refused.value.errno, refused.value.filename) == (errno.EACCES, str(out))
-    with pytest.raises(FileNotFoundError):  # an input that is missing is not renamed after the output
-        with atomic_dir(tmp_path / "other"):
-            (tmp_path / "absent.csv").read_text()
+    # An input that is missing is not renamed after the output.
+    with pytest.raises(FileNotFoundError), atomic_dir(tmp_path / "other"):
+        (tmp_path / "absent.csv").read_text()
