@@ -68,13 +68,22 @@ def test_identify_gives_the_submission_and_skips_unreadable_photos(repo: tuple[P
         shutil.copy(p, photos / p.name)
     (photos / "junk.jpg").write_bytes(b"not a photo")
     proc = whaleid(["identify", str(photos), "--format", "json", "--top-k", "3"], root, env)
+    assert proc.returncode == 1, proc.stderr  # a photo skipped: exit 1 with the count, unless --keep-going
+    assert "skipped:" in proc.stderr and "junk.jpg" in proc.stderr and "1 of 4 photo(s) skipped" in proc.stderr
+    proc = whaleid(["identify", str(photos), "--format", "json", "--top-k", "8", "--keep-going"], root, env)
     assert proc.returncode == 0, proc.stderr
-    assert "skipped:" in proc.stderr and "junk.jpg" in proc.stderr
     import json
 
     rows = json.loads(proc.stdout)
+    rule = json.loads((root / "models/rule.json").read_text())
     assert [r["image"] for r in rows] == sorted(p.name for p in photos.iterdir() if p.name != "junk.jpg")
-    assert all(len(r["candidates"].split()) == 3 and len(r["predictions"].split()) == 5 for r in rows)
+    for r in rows:
+        found = r["candidates"]  # --top-k 8 honoured: eight individuals, best first, with their species
+        assert len(found) == 8 and [c["score"] for c in found] == sorted((c["score"] for c in found), reverse=True)
+        assert set(found[0]) == {"individual_id", "score", "species"}
+        known = [p for p in r["predictions"].split() if p != "new_individual"]
+        assert known == [c["individual_id"] for c in found][: len(known)] and len(r["predictions"].split()) == 5
+        assert r["threshold"] == rule["threshold"] and r["crop"] == "detector" and len(r["box"]) == 4
     assert not list(root.glob("*.json"))  # nothing written unless asked
 
 
@@ -156,7 +165,7 @@ def test_new_individual_is_found_and_a_changed_model_is_refused(repo: tuple[Path
     )
     assert proc.returncode == 0, proc.stderr
     info = whaleid(["gallery", "info", "--gallery", "mine"], root, env).stdout
-    assert f"{len(full)} photos" in info and "(1 added after training)" in info
+    assert f"{len(full)} photos" in info and "(1 added after training, 1 listed with every photo removed" in info
     proc = whaleid(
         [
             "identify",
@@ -175,6 +184,8 @@ def test_new_individual_is_found_and_a_changed_model_is_refused(repo: tuple[Path
     ranked = pd.read_csv(__import__("io").StringIO(proc.stdout), dtype=str)["candidates"].iloc[0].split()
     (top, top_score), (_, second_score) = (c.split(":") for c in ranked[:2])
     assert top == "newbie_1" and float(top_score) > float(second_score)  # its own photo is in the gallery
+    # Its old id has no photo left: never a candidate, though the model's ArcFace centre for it still exists.
+    assert who not in [c.split(":")[0] for c in ranked] and who not in proc.stdout
 
     model = root / "models/fold0/model.pt"
     saved = model.read_bytes()

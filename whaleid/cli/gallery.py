@@ -49,10 +49,17 @@ def _identify_arguments(ident: argparse.ArgumentParser) -> None:
         help="CSV image,x1,y1,x2,y2 to crop the photos to (pixels of the photo); photos "
         "it leaves out are boxed by the gallery's detector when stage detect trained one",
     )
-    ident.add_argument("--top-k", type=int, default=5, help="known individuals listed per photo (default 5)")
+    ident.add_argument(
+        "--top-k",
+        type=int,
+        default=5,
+        help="known individuals listed per photo, best first (default 5; the five predictions stay five)",
+    )
     ident.add_argument("--format", choices=["table", "csv", "json"], default="table", help="output format")
     ident.add_argument("--out", help="write the result to this file instead of printing it")
     ident.add_argument("--device", default="auto", help="auto, cpu or cuda")
+    ident.add_argument("--keep-going", action="store_true", help="exit 0 even when some photos were skipped")
+    ident.add_argument("--timing", action="store_true", help="log how long opening the gallery and identifying took")
     ident.add_argument(
         "--exported",
         nargs="+",
@@ -95,40 +102,57 @@ def _runtime(args: argparse.Namespace) -> Runtime:
     return run
 
 
-def _boxes(path: str | None) -> dict | None:
+def _boxes(path: str | None, photos: list[Path] | None = None) -> dict | None:
+    """The --boxes CSV; with ``photos``, a warning when it covers none or only some of them (the others are
+    boxed by the gallery's detector, or used whole), so a CSV for other photos is not silently ignored."""
     from whaleid.data.boxes import read_boxes
 
-    return read_boxes(path) if path else None
+    if not path:
+        return None
+    boxes = read_boxes(path)
+    if photos:
+        covered = sum(p.name in boxes for p in photos)
+        if covered < len(photos):
+            log.warning(
+                "--boxes %s covers %d of the %d photo(s) (by file name); the others are boxed by the gallery's "
+                "detector when it has one, else used whole",
+                path,
+                covered,
+                len(photos),
+            )
+    return boxes
 
 
 def _identify(args: argparse.Namespace) -> int:
-    from whaleid.gallery.folder import Gallery
-    from whaleid.gallery.identify import identify, readable
+    import time
 
+    from whaleid.gallery.identify import Identifier, readable
+
+    started = time.perf_counter()
     if args.top_k < 1:
         raise DataError(f"--top-k must be at least 1, got {args.top_k}.")
-    gallery = Gallery.load(args.gallery)
     run = _runtime(args)
-    good, errors = readable(photo_paths(args.photos), run)
+    photos = photo_paths(args.photos)
+    good, errors = readable(photos, run)
     for e in errors:
         log.error("skipped: %s", e)
     if not good:
         raise DataError("no readable photo to identify.")
     exported = [Path(p) for p in args.exported] if args.exported else None
-    result = identify(
-        gallery,
-        good,
-        boxes=_boxes(args.boxes),
-        top_k=args.top_k,
-        exported=exported,
-        run=run,
-    )
-    if args.format == "csv":
-        text = result.to_csv(index=False, lineterminator="\n")
-    elif args.format == "json":
+    ident = Identifier.open(args.gallery, run, exported)
+    loaded = time.perf_counter()
+    result = ident.identify(good, boxes=_boxes(args.boxes, good), top_k=args.top_k)
+    done = time.perf_counter()
+    if args.format == "json":
         text = json.dumps(result.to_dict(orient="records"), indent=2) + "\n"
     else:
-        text = "".join(f"{r.image}: {r.predictions}\n    candidates {r.candidates}\n" for r in result.itertuples())
+        flat = result.assign(
+            candidates=[" ".join(f"{c['individual_id']}:{c['score']:.4f}" for c in row) for row in result["candidates"]]
+        )
+        if args.format == "csv":
+            text = flat.drop(columns=["box"]).to_csv(index=False, lineterminator="\n")
+        else:
+            text = "".join(f"{r.image}: {r.predictions}\n    candidates {r.candidates}\n" for r in flat.itertuples())
     if args.out:
         from whaleid.core.atomic import write_text
 
@@ -136,6 +160,23 @@ def _identify(args: argparse.Namespace) -> int:
         log.info("wrote %s (%d photos)", args.out, len(result))
     else:
         sys.stdout.write(text)
+    if args.timing:
+        log.info(
+            "timing: %.2f s to read the photos and open the gallery (models loaded once), %.2f s to identify %d "
+            "photo(s) (%.0f ms each), %.2f s since the command started its work",
+            loaded - started,
+            done - loaded,
+            len(good),
+            1000 * (done - loaded) / len(good),
+            done - started,
+        )
+    if errors and not args.keep_going:
+        log.error(
+            "%d of %d photo(s) skipped (see above); --keep-going accepts that with exit status 0",
+            len(errors),
+            len(photos),
+        )
+        return 1
     return 0
 
 
@@ -203,10 +244,13 @@ def _info(args: argparse.Namespace) -> int:
 
     g = Gallery.load(args.gallery)
     m = g.manifest
-    added = int((~g.individuals["trained"].astype(bool)).sum())
+    present = g.individuals["individual_id"].isin(g.photos["individual_id"]).to_numpy()
+    added = int((~g.individuals["trained"].astype(bool).to_numpy() & present).sum())
+    emptied = int((~present).sum())
+    removed = f", {emptied} listed with every photo removed (never predicted)" if emptied else ""
     print(
         f"{args.gallery}: {len(g.photos)} photos of {g.photos['individual_id'].nunique()} individuals "
-        f"({added} added after training); models {', '.join(x['path'] for x in m['models'])}; "
+        f"({added} added after training{removed}); models {', '.join(x['path'] for x in m['models'])}; "
         f"{m['img_size']} px, knn.index {m['knn']['index']}, blend.knn_weight {m['blend']['knn_weight']}, "
         f"local.method {m['local']['method']}, rule threshold {m['rule']['threshold']}"
     )

@@ -23,7 +23,10 @@ COMMANDS: dict[str, Command] = {**commands.COMMANDS, **gallery.COMMANDS}
 
 
 def parser() -> argparse.ArgumentParser:
+    from whaleid import __version__
+
     out = argparse.ArgumentParser(prog="whaleid", description="Photo-ID of individual animals (Happywhale layout).")
+    out.add_argument("--version", action="version", version=f"whaleid {__version__}")
     sub = out.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name, command in COMMANDS.items():
         command.arguments(sub.add_parser(name, help=command.help, description=command.help))

@@ -219,6 +219,13 @@ class Gallery:
         entry = self.manifest.get("detector")
         return _checked_file(entry) if entry else None
 
+    def _centres_of_present(self, c: Centres) -> Centres:
+        """``c`` with the centres of individuals that have no photo left switched off: a removed individual is
+        never predicted through its ArcFace centre. Its row stays (class numbers do not move), so adding its photos
+        back restores it as it was."""
+        gone = _without_photos(self)[: c.n_classes]
+        return c if not gone.any() else Centres(c.centres, c.subcenters, c.trained & ~gone)
+
     def photos_for_search(self) -> Photos:
         """The gallery's photos as the scoring chain compares them (their combined embeddings and class numbers)."""
         return Photos(self.embeddings, self.photos["image"].to_numpy(dtype=str), self.labels)
@@ -252,12 +259,17 @@ class Gallery:
         return chain.score(
             query,
             self.photos_for_search(),
-            centres=[self.centres[m["name"]] for m in self.manifest["models"]],
+            centres=[self._centres_of_present(self.centres[m["name"]]) for m in self.manifest["models"]],
             searcher=self.searcher(),
             calibration=Calibration.from_dict(cal, "gallery manifest.json calibration") if cal else None,
             query_kp=query_kp,
             gallery_kp=self.keypoints,
         )
+
+
+def _without_photos(gallery: Gallery) -> np.ndarray:
+    """(C,) True for the listed individuals that have no photo left (all removed by `gallery remove`)."""
+    return ~gallery.individuals["individual_id"].isin(gallery.photos["individual_id"]).to_numpy()
 
 
 def pad_centres(c: Centres, n_classes: int) -> Centres:
@@ -271,7 +283,8 @@ def pad_centres(c: Centres, n_classes: int) -> Centres:
 
 def remove_photos(gallery: Gallery, images: Sequence[str] = (), individuals: Sequence[str] = ()) -> Gallery:
     """``gallery`` without the named photos and every photo of the named individuals (the index is rebuilt from
-    the kept vectors). Unknown names are an error; individuals stay listed (their class numbers do not move)."""
+    the kept vectors). Unknown names are an error. Individuals stay listed (their class numbers do not move) but
+    one left with no photo is never predicted (:meth:`Gallery.score` switches its centres off) nor counted."""
     for name, column, what in ((images, "image", "photo"), (individuals, "individual_id", "individual")):
         missing = sorted(set(name) - set(gallery.photos[column]))
         if missing:

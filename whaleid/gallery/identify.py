@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import tempfile
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -16,14 +17,13 @@ from whaleid.core.errors import DataError
 from whaleid.core.runtime import Runtime
 from whaleid.data.boxes import Box
 from whaleid.data.images import check_images
-from whaleid.data.layout import NEW_INDIVIDUAL
 from whaleid.data.resize import resize_split, resized_name
 from whaleid.gallery.folder import Gallery, pad_centres
 from whaleid.retrieval.keypoints import KeypointSet
 from whaleid.retrieval.matching import describe
 from whaleid.retrieval.search import combine
-from whaleid.rule.candidates import NEW, candidates
-from whaleid.rule.predict import apply_rule
+from whaleid.rule.candidates import N_PRED, NEW, candidates
+from whaleid.rule.predict import apply_rule, rule_thresholds
 from whaleid.rule.submission import labels_to_strings
 
 
@@ -66,10 +66,38 @@ def _exported_parts(
 
 def detected_boxes(path: Path, paths: Sequence[Path], run: Runtime = Runtime()) -> dict[str, Box]:
     """Boxes for ``paths`` by the gallery's detector (stage detect's model), as the pipeline drew the test photos'."""
-    from whaleid.model.boxnet import detect_boxes, load_detector
+    from whaleid.model.boxnet import load_detector
 
-    model, size = load_detector(path, run.torch_device())
+    return _boxed(load_detector(path, run.torch_device()), paths, run)
+
+
+def _boxed(detector: tuple, paths: Sequence[Path], run: Runtime) -> dict[str, Box]:
+    from whaleid.model.boxnet import detect_boxes
+
+    model, size = detector
     return detect_boxes(model, size, paths, run=run)
+
+
+@dataclass
+class Loaded:
+    """A gallery's networks in memory: its embedding models (manifest order) and its box detector (None when the
+    gallery's photos were not cropped by one)."""
+
+    models: list
+    detector: tuple | None
+
+
+def load_networks(gallery: Gallery, run: Runtime = Runtime()) -> Loaded:
+    """Each model file the gallery names, checked (SHA-256) and loaded once, and its detector."""
+    from whaleid.model.boxnet import load_detector
+    from whaleid.model.network import load_model
+
+    device = run.torch_device()
+    detector = gallery.check_detector()
+    return Loaded(
+        [load_model(path, device)[0] for path in gallery.check_models()],
+        load_detector(detector, device) if detector is not None else None,
+    )
 
 
 def embed_photos(
@@ -80,16 +108,21 @@ def embed_photos(
     workdir: Path,
     batch_size: int = 64,
     exported: Sequence[Path] | None = None,
+    loaded: Loaded | None = None,
     run: Runtime = Runtime(),
 ) -> tuple[list[np.ndarray], dict[str, KeypointSet]]:
     """Each model's embeddings of ``paths`` (cropped, resized and embedded exactly as the pipeline does; by the
     ``exported`` files instead of the PyTorch models when given), and their keypoints when the gallery uses
-    local features."""
+    local features. ``loaded``: the gallery's networks already in memory (:class:`Identifier`), else loaded here."""
     m = gallery.manifest
     fmt = m["resize_format"]
+    if loaded is None:
+        loaded = load_networks(gallery, run) if not exported else Loaded([], None)
+        if exported and gallery.check_detector() is not None:
+            loaded = Loaded([], load_networks(gallery, run).detector)
     missing = [p for p in paths if p.name not in (boxes or {})]
-    if missing and (detector := gallery.check_detector()) is not None:  # given boxes win; the detector boxes the rest
-        boxes = {**detected_boxes(detector, missing, run), **(boxes or {})}
+    if missing and loaded.detector is not None:  # given boxes win; the detector boxes the rest
+        boxes = {**_boxed(loaded.detector, missing, run), **(boxes or {})}
     resize_split(
         paths,
         workdir,
@@ -106,24 +139,21 @@ def embed_photos(
         parts = _exported_parts(gallery, exported, resized, batch_size)
     else:
         from whaleid.model.embed import extract_embeddings
-        from whaleid.model.network import load_model
 
         device = run.torch_device()
-        parts = []
-        for path in gallery.check_models():
-            model, _ = load_model(path, device)
-            parts.append(
-                extract_embeddings(
-                    model,
-                    resized,
-                    m["img_size"],
-                    batch_size=batch_size,
-                    device=device,
-                    desc=f"embed {path.parent.name}",
-                    progress=run.progress,
-                    flip_tta=m["flip_tta"],
-                )
+        parts = [
+            extract_embeddings(
+                model,
+                resized,
+                m["img_size"],
+                batch_size=batch_size,
+                device=device,
+                desc=f"embed {entry['name']}",
+                progress=run.progress,
+                flip_tta=m["flip_tta"],
             )
+            for model, entry in zip(loaded.models, m["models"], strict=True)
+        ]
     kp = {
         method: describe(method, paths, boxes, m["crop_margin"], gallery.local, desc=method, run=run)
         for method in gallery.keypoints
@@ -148,49 +178,93 @@ def unique_names(paths: Sequence[Path]) -> None:
         seen[p.name] = p
 
 
+class Identifier:
+    """A gallery with its networks loaded once, identifying photos in memory: the API behind `whaleid identify`
+    for notebooks and services, where loading the models for every photo would cost more than identifying it::
+
+        ident = Identifier.open("gallery")
+        table = ident.identify([Path("photo.jpg")])  # as `whaleid identify`, one row per photo
+
+    Every call goes through the submission's chain (see the module docstring) with the gallery as it was opened."""
+
+    def __init__(self, gallery: Gallery, run: Runtime = Runtime(), exported: Sequence[Path] | None = None) -> None:
+        self.gallery, self.run, self.exported = gallery, run, list(exported) if exported else None
+        self.loaded = load_networks(gallery, run)
+        if self.exported:
+            self.loaded = Loaded([], self.loaded.detector)
+
+    @classmethod
+    def open(cls, root: str | Path, run: Runtime = Runtime(), exported: Sequence[Path] | None = None) -> Identifier:
+        return cls(Gallery.load(root), run, exported)
+
+    def identify(
+        self, paths: Sequence[Path], *, boxes: dict[str, Box] | None = None, top_k: int = N_PRED
+    ) -> pd.DataFrame:
+        """Per photo: its five predictions by the gallery's rule (``predictions``, as in submission.csv), its
+        ``top_k`` best known individuals (``candidates``: a list of ``{individual_id, score, species}``, best
+        first), the threshold applied, and the box it was cropped to with where the box came from."""
+        gallery, paths = self.gallery, [Path(p) for p in paths]
+        unique_names(paths)
+        given = dict(boxes or {})
+        with tempfile.TemporaryDirectory(prefix="whaleid-identify-") as tmp:
+            drawn = (
+                {}
+                if self.loaded.detector is None
+                else _boxed(self.loaded.detector, [p for p in paths if p.name not in given], self.run)
+            )
+            parts, kp = embed_photos(
+                gallery,
+                paths,
+                boxes={**drawn, **given},
+                workdir=Path(tmp),
+                exported=self.exported,
+                loaded=Loaded(self.loaded.models, None),  # boxes drawn above, once
+                run=self.run,
+            )
+        nn = gallery.score(parts, [p.name for p in paths], kp, run=self.run)
+        rule = gallery.rule
+        species = gallery.individuals["species"].to_numpy(dtype=object)
+        pred = apply_rule(rule, nn, species)
+        labels, scores = candidates(
+            nn.sims, nn.rows, nn.gallery_labels, rule.scoring, rule.vote_power, n=max(top_k, N_PRED)
+        )
+        thresholds = rule_thresholds(rule, labels, scores, species if rule.species_thresholds else None)
+        names = np.asarray(gallery.individuals["individual_id"], dtype=object)
+        predictions = labels_to_strings(pred, list(names))
+        rows = []
+        for i, p in enumerate(paths):
+            found = [
+                {"individual_id": str(names[c]), "score": round(float(s), 6), "species": str(species[c])}
+                for c, s in zip(labels[i, :top_k], scores[i, :top_k], strict=True)
+                if c >= 0 and np.isfinite(s)
+            ]
+            box = given.get(p.name) or drawn.get(p.name)
+            rows.append(
+                {
+                    "image": p.name,
+                    "path": str(p),
+                    "predictions": predictions[i],
+                    "new_individual_first": bool(pred[i, 0] == NEW),
+                    "threshold": round(float(thresholds[i]), 6),
+                    "box": [round(float(v), 1) for v in box] if box is not None else None,
+                    "crop": "given" if p.name in given else "detector" if p.name in drawn else "whole photo",
+                    "candidates": found,
+                }
+            )
+        return pd.DataFrame(rows)
+
+
 def identify(
     gallery: Gallery,
     paths: Sequence[Path],
     *,
     boxes: dict[str, Box] | None = None,
-    top_k: int = 5,
+    top_k: int = N_PRED,
     exported: Sequence[Path] | None = None,
     run: Runtime = Runtime(),
 ) -> pd.DataFrame:
-    """Per photo: its five predictions by the gallery's rule (``predictions``, as in submission.csv) and its
-    ``top_k`` known individuals with their scores (``candidates``: ``id:score`` separated by spaces, best first)."""
-    unique_names(paths)
-    with tempfile.TemporaryDirectory(prefix="whaleid-identify-") as tmp:
-        parts, kp = embed_photos(
-            gallery,
-            paths,
-            boxes=boxes,
-            workdir=Path(tmp),
-            exported=exported,
-            run=run,
-        )
-    nn = gallery.score(parts, [p.name for p in paths], kp, run=run)
-    rule = gallery.rule
-    species = gallery.individuals["species"].to_numpy(dtype=object)
-    pred = apply_rule(rule, nn, species)
-    labels, scores = candidates(nn.sims, nn.rows, nn.gallery_labels, rule.scoring, rule.vote_power)
-    names = np.asarray([*gallery.individuals["individual_id"], NEW_INDIVIDUAL], dtype=object)
-    predictions = labels_to_strings(pred, list(names[:-1]))
-    rows = []
-    for i, p in enumerate(paths):
-        shown = [
-            f"{names[c]}:{s:.4f}" for c, s in zip(labels[i, :top_k], scores[i, :top_k], strict=True) if np.isfinite(s)
-        ]
-        rows.append(
-            {
-                "image": p.name,
-                "path": str(p),
-                "predictions": predictions[i],
-                "new_individual_first": bool(pred[i, 0] == NEW),
-                "candidates": " ".join(shown),
-            }
-        )
-    return pd.DataFrame(rows)
+    """:meth:`Identifier.identify` once (the networks loaded for this call only)."""
+    return Identifier(gallery, run, exported).identify(paths, boxes=boxes, top_k=top_k)
 
 
 def add_photos(

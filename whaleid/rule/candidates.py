@@ -128,11 +128,16 @@ def vote_candidates(
 
 
 def candidates(
-    sims: np.ndarray, gallery_rows: np.ndarray, gallery_labels: np.ndarray, scoring: str = "max", power: float = 4.0
+    sims: np.ndarray,
+    gallery_rows: np.ndarray,
+    gallery_labels: np.ndarray,
+    scoring: str = "max",
+    power: float = 4.0,
+    n: int = N_PRED,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Five candidates and their scores per query by ``scoring`` (``max`` or ``vote``), short rows filled with
-    the gallery's most frequent individuals."""
-    fill = most_frequent(gallery_labels)
+    """``n`` (five) candidates and their scores per query by ``scoring`` (``max`` or ``vote``), short rows filled
+    with the gallery's most frequent individuals."""
+    fill = most_frequent(gallery_labels, max(20, n))
     if scoring == "vote":
-        return vote_candidates(sims, gallery_rows, gallery_labels, fill, power=power)
-    return top_candidates(sims, gallery_rows, gallery_labels, fill)
+        return vote_candidates(sims, gallery_rows, gallery_labels, fill, power=power, n=n)
+    return top_candidates(sims, gallery_rows, gallery_labels, fill, n=n)

@@ -211,9 +211,9 @@ def _finite_in(value: object, lo: float, hi: float) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool) and lo <= value <= hi
 
 
-def _thresholds_per_query(
-    rule: Rule, labels: np.ndarray, scores: np.ndarray, class_species: np.ndarray | None
-) -> np.ndarray:
+def rule_thresholds(rule: Rule, labels: np.ndarray, scores: np.ndarray, class_species: np.ndarray | None) -> np.ndarray:
+    """The new_individual threshold ``rule`` applies to each query (its top candidate's species' own, else the
+    global one; with ``method: share``, taken on these queries)."""
     threshold = share_threshold(scores, rule.new_ratio) if rule.method == "share" else rule.threshold
     if not rule.species_thresholds:
         return np.full(len(labels), threshold, dtype=np.float64)
@@ -226,7 +226,7 @@ def apply_rule(rule: Rule, nn: Neighbours, class_species: np.ndarray | None = No
     """Five distinct predictions per query, (Q, 5) class numbers with :data:`NEW`, by ``rule``.
     ``class_species``: species name of every class (needed for per-species thresholds)."""
     labels, scores = candidates(nn.sims, nn.rows, nn.gallery_labels, rule.scoring, rule.vote_power)
-    return predict(labels, scores, _thresholds_per_query(rule, labels, scores, class_species))
+    return predict(labels, scores, rule_thresholds(rule, labels, scores, class_species))
 
 
 @dataclass(frozen=True)
@@ -301,7 +301,7 @@ def fit_rule(
         )
         species = {str(codes[s]): t for s, t in sorted(found.items())}
     rule = Rule(cfg.scoring, cfg.vote_power, method, float(threshold), new_ratio, species)
-    thr_q = _thresholds_per_query(rule, labels, scores, class_species)
+    thr_q = rule_thresholds(rule, labels, scores, class_species)
     per_query = sweep_scores(labels, scores, truth, thr_q[:, None])
     weighted, overall, known, new = (float(x[0]) for x in blend(per_query, truth, new_ratio))
     per_part = {
