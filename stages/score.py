@@ -9,7 +9,7 @@ from whaleid.core.atomic import read_json, write_json
 from whaleid.data.layout import NEW_INDIVIDUAL, load_dataset, read_csv
 from whaleid.pipeline.paths import CV_METRICS, LABELS, LB_METRICS, SUBMISSION
 from whaleid.pipeline.stage import run_stage
-from whaleid.rule.submission import run_summary, score_submission, validate_submission
+from whaleid.rule.submission import new_share_warning, run_summary, score_submission, validate_submission
 
 log = logging.getLogger("whaleid.score")
 
@@ -27,7 +27,11 @@ def main(params: Params) -> None:
         lb["map5"] = round(score_submission(frame, ds.solution), 6)
         log.info("LB MAP@5 %.4f on %d test images", lb["map5"], len(frame))
     write_json(LB_METRICS, lb)
-    log.info("%s", run_summary(read_json(CV_METRICS), lb["map5"]))
+    cv = read_json(CV_METRICS)
+    log.info("%s", run_summary(cv, lb["map5"], lb["new_first_share"], params.cv.new_ratio))
+    warning = new_share_warning(lb["new_first_share"], cv.get("valid_new_first_share"), params.cv.new_ratio)
+    if warning:
+        log.warning("%s", warning)
 
 
 if __name__ == "__main__":

@@ -91,7 +91,7 @@ def ranking(gallery: object, queries: list[Path]) -> tuple[list[list[str]], np.n
     """Individuals in rank order (the rule's candidates) and their scores for each query."""
     import tempfile
 
-    from whaleid.gallery.identify import embed_photos
+    from whaleid.gallery.embedding import embed_photos
     from whaleid.rule.candidates import candidates
 
     with tempfile.TemporaryDirectory() as tmp:

@@ -353,3 +353,28 @@ def test_a_gallery_of_three_individuals_ranks_them_and_new_individual_without_fi
     pred = predict(labels, scores, 0.5)  # new_individual after the two known above 0.5
     assert pred.tolist() == [[2, 1, NEW, 0, NONE]]
     assert labels_to_strings(pred, ["a", "b", "c"]) == ["c b new_individual a"]
+
+
+def test_out_of_fold_predictions_list_each_query_with_its_hit_rank_against_a_hand_made_case() -> None:
+    from whaleid.retrieval.neighbours import Neighbours
+    from whaleid.rule.mistakes import oof_predictions, per_species_map5
+    from whaleid.rule.predict import Rule
+
+    # Gallery rows 0..3 of classes 0, 1, 2, 3; class 4 ("e") has no gallery photo: a new individual.
+    nn = Neighbours(
+        sims=np.array([[0.9, 0.5, 0.4, 0.3], [0.6, 0.55, 0.2, 0.1], [0.3, 0.2, 0.1, 0.0]], dtype=np.float32),
+        rows=np.array([[1, 0, 2, 3], [0, 1, 2, 3], [2, 3, 0, 1]]),
+        gallery_labels=np.array([0, 1, 2, 3]),
+        query_labels=np.array([1, 1, 4]),
+        query_images=np.array(["q1.jpg", "q2.jpg", "q3.jpg"]),
+    )
+    oof = oof_predictions({"fold0": nn}, Rule(threshold=0.5), list("abcde"), {"q1.jpg": "orca", "q2.jpg": "orca"})
+    assert oof["predictions"].tolist() == [
+        "b a new_individual c d",  # 0.9, 0.5 >= 0.5, then new before 0.4
+        "a b new_individual c d",
+        "new_individual c d a b",
+    ]
+    assert oof["truth"].tolist() == ["b", "b", "new_individual"] and oof["in_gallery"].tolist() == [True, True, False]
+    assert oof["hit_rank"].tolist() == [1, 2, 1] and oof["ap5"].tolist() == [1.0, 0.5, 1.0]
+    assert oof["candidates"][0] == "b:0.9000 a:0.5000 c:0.4000 d:0.3000" and oof["species"][2] == ""
+    assert per_species_map5(oof) == {"": {"map5": 1.0, "photos": 1}, "orca": {"map5": 0.75, "photos": 2}}

@@ -48,3 +48,17 @@ def test_validation_errors(mutate, message: str) -> None:
 def test_score_against_solution() -> None:
     solution = pd.DataFrame({"image": IMAGES, "individual_id": ["ccc", "new_individual"]})
     assert score_submission(good(), solution) == pytest.approx((1 / 4 + 1) / 2)
+
+
+def test_the_new_individual_share_is_warned_when_off_new_ratio_by_more_than_twice_naming_the_cause() -> None:
+    from whaleid.rule.submission import new_share_warning, run_summary
+
+    assert new_share_warning(0.30, 0.20, 0.16) is None  # within a factor of two
+    assert new_share_warning(None, 0.5, 0.16) is None
+    both = new_share_warning(0.685, 0.62, 0.16)
+    assert both.startswith("new_individual is first for 68.5% of the test photos where cv.new_ratio expects 16%")
+    assert "validation too (62.0%)" in both and "tells these individuals apart poorly" in both
+    test_only = new_share_warning(0.05, 0.15, 0.16)  # too few new on test, validation fine: test differs
+    assert "validation is near it (15.0%)" in test_only and "test photos score lower" not in both
+    line = run_summary({"map5": 0.4, "valid_new_first_share": 0.62}, 0.3, 0.685, 0.16)
+    assert "new_individual first: validation 62.0%, test 68.5% (cv.new_ratio 16%)" in line

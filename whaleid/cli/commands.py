@@ -18,6 +18,7 @@ import json
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 from whaleid.config import Params, load_params, member_fold, to_dict
 
@@ -72,9 +73,14 @@ def _models(args: argparse.Namespace) -> int:
 def _summary(args: argparse.Namespace) -> int:
     from whaleid.core.atomic import read_json
     from whaleid.pipeline.paths import CV_METRICS, LB_METRICS
-    from whaleid.rule.submission import run_summary
+    from whaleid.rule.submission import new_share_warning, run_summary
 
-    print(run_summary(read_json(CV_METRICS), read_json(LB_METRICS).get("map5")))
+    cv, lb = read_json(CV_METRICS), read_json(LB_METRICS)
+    new_ratio = load_params(args.params).cv.new_ratio if Path(args.params).is_file() else None
+    print(run_summary(cv, lb.get("map5"), lb.get("new_first_share"), new_ratio))
+    warning = new_ratio and new_share_warning(lb.get("new_first_share"), cv.get("valid_new_first_share"), new_ratio)
+    if warning:
+        log.warning("%s", warning)
     return 0
 
 
@@ -131,7 +137,11 @@ COMMANDS = {
     "check": Command("validate params and a dataset (every image decoded) without training", _check_arguments, _check),
     "params": Command("print the validated params (defaults filled in) as JSON", _params_file, _params),
     "models": Command("print which models the params train, use for CV and submit with", _params_file, _models),
-    "summary": Command("the last run in one line: CV and LB MAP@5 (from metrics/)", lambda p: None, _summary),
+    "summary": Command(
+        "the last run in one line: CV and LB MAP@5 and the shares given new_individual first (from metrics/)",
+        lambda p: p.add_argument("--params", default="params.yaml", help="params file (for cv.new_ratio)"),
+        _summary,
+    ),
     "exps": Command(
         "experiments in a few columns (params that differ, CV/LB MAP@5) and CV averaged over fold experiments",
         _exps_arguments,

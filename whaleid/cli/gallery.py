@@ -181,7 +181,8 @@ def _identify(args: argparse.Namespace) -> int:
 
 
 def _add(args: argparse.Namespace) -> int:
-    from whaleid.gallery.folder import Gallery, editing
+    from whaleid.gallery.files import editing
+    from whaleid.gallery.folder import Gallery
     from whaleid.gallery.identify import add_photos
 
     if args.csv:
@@ -221,7 +222,8 @@ def _add(args: argparse.Namespace) -> int:
 
 
 def _remove(args: argparse.Namespace) -> int:
-    from whaleid.gallery.folder import Gallery, editing, remove_photos
+    from whaleid.gallery.files import editing
+    from whaleid.gallery.folder import Gallery, remove_photos
 
     if not args.image and not args.id:
         raise DataError("name what to remove: --image NAME or --id INDIVIDUAL (repeatable).")

@@ -26,11 +26,9 @@ nothing more).
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import logging
-import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -41,7 +39,6 @@ import pandas as pd
 from whaleid.config import BlendConfig, KnnConfig, LocalConfig
 from whaleid.core.atomic import (
     atomic_dir,
-    folder_lock,
     load_npz,
     read_json,
     restore_swap,
@@ -49,9 +46,10 @@ from whaleid.core.atomic import (
     write_csv,
     write_json,
 )
-from whaleid.core.errors import DataError, short_reason
+from whaleid.core.errors import DataError
 from whaleid.core.parallel import map_chunks
 from whaleid.core.runtime import Runtime
+from whaleid.gallery.files import damaged, read_table
 from whaleid.model.weights import sha256_file
 from whaleid.retrieval.blend import Centres
 from whaleid.retrieval.chain import Photos, ScoringChain, Searcher
@@ -145,7 +143,7 @@ class Gallery:
         restore_swap(root)  # a write killed between the two renames of its folder swap: read the old gallery
         if not (root / "manifest.json").is_file():
             raise DataError(f"{root}: not a gallery folder (no manifest.json); build one with `dvc repro gallery`.")
-        with _damaged(root / "manifest.json"):
+        with damaged(root / "manifest.json"):
             manifest = read_json(root / "manifest.json")
             if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
                 found = manifest.get("format") if isinstance(manifest, dict) else type(manifest).__name__
@@ -164,11 +162,11 @@ class Gallery:
             size = manifest["img_size"]
             if isinstance(size, bool) or not isinstance(size, int) or not 8 <= size <= 4096:
                 raise ValueError(f"img_size must be a whole number of pixels in [8, 4096], got {size!r:.40}")
-        photos = _read_table(root / "photos.csv", {"id": None, "image": str, "individual_id": str, "sha1": str})
-        individuals = _read_table(root / "individuals.csv", {"individual_id": str, "species": str})
+        photos = read_table(root / "photos.csv", {"id": None, "image": str, "individual_id": str, "sha1": str})
+        individuals = read_table(root / "individuals.csv", {"individual_id": str, "species": str})
         centres = {}
         for m in manifest["models"]:
-            with _damaged(root / "centres" / f"{m['name']}.npz"):
+            with damaged(root / "centres" / f"{m['name']}.npz"):
                 centres[m["name"]] = Centres.from_arrays(load_npz(root / "centres" / f"{m['name']}.npz"))
         keypoints = {}
         for method in LocalConfig(**manifest["local"]).methods:
@@ -176,11 +174,11 @@ class Gallery:
             if not kp_file.is_file() and method == manifest["local"]["method"]:
                 kp_file = root / "keypoints.npz"  # a gallery written before keypoints were kept per method
             if kp_file.is_file():
-                with _damaged(kp_file):
+                with damaged(kp_file):
                     keypoints[method] = KeypointSet(**load_npz(kp_file))
-        with _damaged(root / "index.faiss"):
+        with damaged(root / "index.faiss"):
             index = faiss.read_index(str(root / "index.faiss"))
-        with _damaged(root / "embeddings.npz"):
+        with damaged(root / "embeddings.npz"):
             embeddings = load_npz(root / "embeddings.npz")["embeddings"]
             if embeddings.ndim != 2 or embeddings.dtype != np.float32 or not np.isfinite(embeddings).all():
                 raise ValueError(f"embeddings must be finite float32 rows, got {embeddings.dtype} {embeddings.shape}")
@@ -298,58 +296,3 @@ def remove_photos(gallery: Gallery, images: Sequence[str] = (), individuals: Seq
     index = new_index(vectors.shape[1], gallery.knn, vectors, photos["id"].to_numpy())
     kp = {method: k.subset(keep) for method, k in gallery.keypoints.items()}
     return Gallery(gallery.manifest, photos, gallery.individuals, vectors, gallery.centres, kp, index)
-
-
-def check_target(path: str | Path) -> None:
-    """Refuse, in one line, to write a gallery over anything but a new path or another gallery folder (its
-    manifest says so): replacing a folder swaps it whole, and would delete every file in it whaleid did not write."""
-    target = Path(os.path.realpath(path))
-    if target.exists() and not (target.is_dir() and (target / "manifest.json").is_file()):
-        what = "a folder" if target.is_dir() else "a file"
-        raise DataError(
-            f"{path}: {what} that is not a gallery (no manifest.json); give a new path or a gallery folder, "
-            "so that nothing else is replaced."
-        )
-
-
-@contextlib.contextmanager
-def editing(source: str | Path, out: str | Path | None = None) -> Iterator[Path]:
-    """Check the target (``out``, or ``source`` itself) and hold the lock of both folders while a gallery is read,
-    changed and written back: a second ``gallery add`` on the same folder waits, then adds to what the first wrote.
-    Yields the target."""
-    target = Path(out or source)
-    check_target(target)
-    folders = sorted({os.path.realpath(source), os.path.realpath(target)})  # one order: no deadlock
-    with contextlib.ExitStack() as stack:
-        for folder in folders:
-            stack.enter_context(folder_lock(folder))
-        yield target
-
-
-@contextlib.contextmanager
-def _damaged(path: Path) -> Iterator[None]:
-    """Whatever reading one file of a gallery folder raises becomes one line naming the file (a truncated index,
-    a broken zip, JSON that does not parse, a manifest block with unknown keys)."""
-    try:
-        yield
-    except DataError:
-        raise
-    except FileNotFoundError:
-        raise DataError(
-            f"{path}: missing; the gallery folder is damaged, rebuild it with `dvc repro gallery`."
-        ) from None
-    except Exception as exc:  # noqa: BLE001 - any parse failure of a damaged file, reported as one line
-        reason = short_reason(exc)
-        raise DataError(
-            f"{path}: damaged ({reason}); rebuild the gallery with `dvc repro gallery` or restore the folder."
-        ) from None
-
-
-def _read_table(path: Path, columns: dict[str, type | None]) -> pd.DataFrame:
-    """A CSV of the gallery folder with ``columns`` present (their dtypes as given)."""
-    with _damaged(path):
-        frame = pd.read_csv(path, dtype={k: v for k, v in columns.items() if v}, keep_default_na=False)
-        missing = [c for c in columns if c not in frame.columns]
-        if missing:
-            raise ValueError(f"no column {', '.join(missing)}")
-    return frame

@@ -32,6 +32,7 @@ LB_METRICS = Path("metrics/lb.json")
 PSEUDO_METRICS = Path("metrics/pseudo.json")
 BASELINE_METRICS = Path("metrics/baseline.json")
 THRESHOLD_PLOT = Path("plots/threshold.csv")
+OOF_PREDICTIONS = Path("metrics/oof_predictions.csv")
 SUBMISSION = Path("submissions/submission.csv")
 MATCH_REPORT = Path("reports/matches.html")  # stage `report`
 GALLERY_DIR = Path("gallery")  # stage `gallery`: the catalogue `whaleid identify` searches

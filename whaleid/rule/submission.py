@@ -76,8 +76,43 @@ def solution_labels(solution: pd.DataFrame, images: Sequence[str], classes: Sequ
     return np.array([index.get(truth[i], NEW) for i in images], dtype=np.int64)
 
 
-def run_summary(cv: dict, lb: float | None) -> str:
-    """The run in one line: ``cv`` is metrics/cv.json, ``lb`` the LB MAP@5 or None (no solution.csv)."""
+def cv_line(m: dict, pooled: bool = False) -> str:
+    """What stage threshold logs: CV MAP@5 at the fitted threshold, known and new, the share of validation that is
+    new, and (``pooled``: several validation folds) the per-fold spread and per-species thresholds."""
+    line = (
+        f"CV MAP@5 {m['map5']:.4f} at threshold {m['threshold']:.3f} ({m['method']}; known {m['map5_known']:.4f}, "
+        f"new {m['map5_new']}; {100 * m['valid_new_share']:.1f}% of validation is new)"
+    )
+    if pooled:
+        line += f"; out of fold over {', '.join(m['folds'])}: per fold {m['folds_mean']:.4f} ± {m['folds_std']:.4f}"
+    if m.get("species_thresholds"):
+        line += f"; per species: {m['species_thresholds']}"
+    return line
+
+
+def new_share_warning(test_share: float | None, valid_share: float | None, new_ratio: float) -> str | None:
+    """A warning when the test photos given new_individual first are off ``new_ratio`` (the share of new
+    individuals expected, ``cv.new_ratio``) by more than a factor of two, naming the likely cause; else None."""
+    if test_share is None or new_ratio <= 0 or 0.5 <= test_share / new_ratio <= 2:
+        return None
+    said = f"new_individual is first for {100 * test_share:.1f}% of the test photos where cv.new_ratio expects {100 * new_ratio:.0f}%"
+    if valid_share is not None and not 0.5 <= valid_share / new_ratio <= 2:
+        why = (
+            f"validation too ({100 * valid_share:.1f}%): the model tells these individuals apart poorly, so the "
+            "best threshold calls most photos new (metrics/oof_predictions.csv lists the misses)"
+        )
+    else:
+        why = (
+            f"validation is near it ({100 * (valid_share or 0):.1f}%): test photos score lower than validation's, "
+            "so they differ from the training photos (other crops, light or cameras; with a detector, check its "
+            "boxes of the test photos)"
+        )
+    return f"{said}; {why}."
+
+
+def run_summary(cv: dict, lb: float | None, test_new_share: float | None = None, new_ratio: float | None = None) -> str:
+    """The run in one line: ``cv`` is metrics/cv.json, ``lb`` the LB MAP@5 or None (no solution.csv); with
+    ``test_new_share``, the shares of validation and test photos given new_individual first."""
 
     def num(key: str) -> str:
         return "n/a" if cv.get(key) is None else f"{cv[key]:.4f}"
@@ -88,4 +123,10 @@ def run_summary(cv: dict, lb: float | None) -> str:
         f"validation {folds}, threshold {cv.get('threshold')})"
     )
     line += f" | LB MAP@5 {lb:.4f}" if lb is not None else " | no local LB (no solution.csv)"
+    if test_new_share is not None:
+        valid = cv.get("valid_new_first_share")
+        line += (
+            f" | new_individual first: validation {'n/a' if valid is None else f'{100 * valid:.1f}%'}, "
+            f"test {100 * test_new_share:.1f}%" + (f" (cv.new_ratio {100 * new_ratio:.0f}%)" if new_ratio else "")
+        )
     return line + " | submissions/submission.csv | compare experiments: whaleid exps"
