@@ -145,7 +145,7 @@ class LocalConfig(Block):
     learned_score: Literal["count", "confidence"] = "count"  # a learned pair's score: its matches, or their confidence
     early_stop: bool = True  # LightGlue stops early on easy pairs and prunes unmatchable points (pairs one by one)
     match_batch: int = span(16, 1, 4096)  # learned pairs per batch without early_stop
-    calibration: Literal["logistic", "isotonic"] = "logistic"  # how the scores become one probability
+    calibration: Literal["logistic", "isotonic"] = "isotonic"  # how the scores become one probability
 
     @model_validator(mode="after")
     def _distinct(self) -> LocalConfig:
