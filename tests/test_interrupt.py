@@ -20,6 +20,8 @@ import pytest
 import yaml
 from tinyrepo import DVC, TINY_PARAMS, checkpoint_epoch, copy_repo, run, snapshot
 
+from whaleid.model.checkpoint import PAUSE_ENV
+
 EPOCHS = TINY_PARAMS["train"]["epochs"]  # the reference run trains this many (6)
 CHECKPOINT = Path(".whaleid_cache/checkpoints/fold0/last.pt")
 
@@ -64,7 +66,7 @@ def test_killed_training_resumes_to_the_same_result(
     proc = subprocess.Popen(
         [*DVC, "repro"],
         cwd=repo,
-        env=env,
+        env={**env, PAUSE_ENV: "2"},  # a pause after each checkpoint: the tiny run's epochs last milliseconds
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,

@@ -20,6 +20,7 @@ from tinyrepo import DVC, checkpoint_epoch, make_repo, run
 from whaleid.cli.main import main as cli_main
 from whaleid.config import apply_overrides, flat_overrides, override_args, params_from_dict
 from whaleid.core.errors import ConfigError
+from whaleid.model.checkpoint import PAUSE_ENV
 from whaleid.model.weights import hub_repo
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -84,7 +85,7 @@ def test_recipe_starts_resumes_and_runs_its_rounds_at_toy_scale(tmp_path: Path) 
     proc = subprocess.Popen(
         [*DVC, "repro"],
         cwd=repo,
-        env=env,
+        env={**env, PAUSE_ENV: "2"},  # a pause after each checkpoint, to interrupt the toy run there
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,

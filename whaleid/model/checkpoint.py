@@ -6,6 +6,8 @@ file is ignored with a warning, never unpickled."""
 from __future__ import annotations
 
 import logging
+import os
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -15,6 +17,9 @@ from torch import nn
 from whaleid.core.atomic import save_torch
 
 log = logging.getLogger(__name__)
+
+
+PAUSE_ENV = "WHALEID_CHECKPOINT_PAUSE"  # seconds to wait after each checkpoint; tests interrupt a run there
 
 
 @dataclass
@@ -46,6 +51,9 @@ def save_checkpoint(
         "torch_rng": torch.get_rng_state(),
     }
     save_torch(path, payload)
+    pause = float(os.environ.get(PAUSE_ENV, "0") or 0)
+    if pause > 0:  # the interrupt tests' window: a tiny run's epochs last milliseconds
+        time.sleep(pause)
 
 
 def load_checkpoint(path: Path, fingerprint: str) -> dict | None:
