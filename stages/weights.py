@@ -10,7 +10,6 @@ out the same, DVC keeps every trained model.
 import logging
 
 from whaleid.config import Params
-from whaleid.config.names import check_timm_name
 from whaleid.core.atomic import write_json
 from whaleid.model.weights import identity
 from whaleid.pipeline.paths import WEIGHTS_ID
@@ -21,7 +20,6 @@ log = logging.getLogger("whaleid.weights")
 
 def main(params: Params) -> None:
     cfg = params.model
-    check_timm_name(cfg.backbone, "model.backbone")  # `dvc exp run -S model.backbone=...` reruns this stage first
     if cfg.pretrained or cfg.weights:
         from whaleid.model.network import create_backbone, load_backbone_weights  # timm: imported only when needed
     if cfg.pretrained:

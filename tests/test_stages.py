@@ -314,6 +314,7 @@ def test_a_backbone_typo_stops_the_first_stage_naming_the_key_and_close_names(wo
     assert f"{key}.backbone: unknown timm model 'test_resnt'. Close names: test_resnet" in proc.stderr
     assert "Traceback" not in proc.stderr
     assert not (workdir / "data/prepared/labels.json").exists()
-    (workdir / "params.yaml").write_text(yaml.safe_dump(TINY))
-    run_ok(workdir, "encode")
-    assert (workdir / "data/prepared/labels.json").exists()
+    if key == "model":  # and with the name right, the same stage runs
+        (workdir / "params.yaml").write_text(yaml.safe_dump(TINY))
+        run_ok(workdir, "encode")
+        assert (workdir / "data/prepared/labels.json").exists()
