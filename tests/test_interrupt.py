@@ -66,7 +66,7 @@ def test_killed_training_resumes_to_the_same_result(
     proc = subprocess.Popen(
         [*DVC, "repro"],
         cwd=repo,
-        env={**env, PAUSE_ENV: "0.5"},  # a pause after each checkpoint: the tiny run's epochs last milliseconds
+        env={**env, PAUSE_ENV: "2"},  # a pause after each checkpoint: the tiny run's epochs last milliseconds
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,

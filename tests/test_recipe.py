@@ -85,7 +85,7 @@ def test_recipe_starts_resumes_and_runs_its_rounds_at_toy_scale(tmp_path: Path) 
     proc = subprocess.Popen(
         [*DVC, "repro"],
         cwd=repo,
-        env={**env, PAUSE_ENV: "0.5"},  # a pause after each checkpoint, to interrupt the toy run there
+        env={**env, PAUSE_ENV: "2"},  # a pause after each checkpoint, to interrupt the toy run there
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
