@@ -80,15 +80,16 @@ class Loaded:
     detector: tuple | None
 
 
-def load_networks(gallery: Gallery, run: Runtime = Runtime()) -> Loaded:
-    """Each model file the gallery names, checked (SHA-256) and loaded once, and its detector."""
+def load_networks(gallery: Gallery, run: Runtime = Runtime(), models: bool = True) -> Loaded:
+    """Each model file the gallery names, checked (SHA-256) and loaded once (``models=False``: none, for photos
+    embedded by exported files), and its detector."""
     from whaleid.model.boxnet import load_detector
     from whaleid.model.network import load_model
 
     device = run.torch_device()
     detector = gallery.check_detector()
     return Loaded(
-        [load_model(path, device)[0] for path in gallery.check_models()],
+        [load_model(path, device)[0] for path in gallery.check_models()] if models else [],
         load_detector(detector, device) if detector is not None else None,
     )
 
@@ -110,9 +111,7 @@ def embed_photos(
     m = gallery.manifest
     fmt = m["resize_format"]
     if loaded is None:
-        loaded = load_networks(gallery, run) if not exported else Loaded([], None)
-        if exported and gallery.check_detector() is not None:
-            loaded = Loaded([], load_networks(gallery, run).detector)
+        loaded = load_networks(gallery, run, models=not exported)
     missing = [p for p in paths if p.name not in (boxes or {})]
     if missing and loaded.detector is not None:  # given boxes win; the detector boxes the rest
         boxes = {**boxed(loaded.detector, missing, run), **(boxes or {})}

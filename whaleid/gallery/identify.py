@@ -19,8 +19,8 @@ from whaleid.data.images import check_images
 from whaleid.gallery.embedding import Loaded, boxed, embed_photos, load_networks
 from whaleid.gallery.folder import Gallery, pad_centres
 from whaleid.retrieval.search import combine
-from whaleid.rule.candidates import N_PRED, NEW, candidates
-from whaleid.rule.predict import apply_rule, rule_thresholds
+from whaleid.rule.candidates import N_PRED, NEW
+from whaleid.rule.predict import ranked
 from whaleid.rule.submission import labels_to_strings
 
 
@@ -52,9 +52,7 @@ class Identifier:
 
     def __init__(self, gallery: Gallery, run: Runtime = Runtime(), exported: Sequence[Path] | None = None) -> None:
         self.gallery, self.run, self.exported = gallery, run, list(exported) if exported else None
-        self.loaded = load_networks(gallery, run)
-        if self.exported:
-            self.loaded = Loaded([], self.loaded.detector)
+        self.loaded = load_networks(gallery, run, models=not self.exported)
 
     @classmethod
     def open(cls, root: str | Path, run: Runtime = Runtime(), exported: Sequence[Path] | None = None) -> Identifier:
@@ -87,11 +85,7 @@ class Identifier:
         nn = gallery.score(parts, [p.name for p in paths], kp, run=self.run)
         rule = gallery.rule
         species = gallery.individuals["species"].to_numpy(dtype=object)
-        pred = apply_rule(rule, nn, species)
-        labels, scores = candidates(
-            nn.sims, nn.rows, nn.gallery_labels, rule.scoring, rule.vote_power, n=max(top_k, N_PRED)
-        )
-        thresholds = rule_thresholds(rule, labels, scores, species if rule.species_thresholds else None)
+        pred, labels, scores, thresholds = ranked(rule, nn, species, n=top_k)
         names = np.asarray(gallery.individuals["individual_id"], dtype=object)
         predictions = labels_to_strings(pred, list(names))
         rows = []

@@ -11,8 +11,8 @@ import pandas as pd
 
 from whaleid.data.layout import NEW_INDIVIDUAL
 from whaleid.retrieval.neighbours import Neighbours
-from whaleid.rule.candidates import NEW, NONE, candidates
-from whaleid.rule.predict import Rule, apply_rule, query_truth
+from whaleid.rule.candidates import NEW, NONE
+from whaleid.rule.predict import Rule, query_truth, ranked
 
 
 def oof_predictions(
@@ -32,8 +32,7 @@ def oof_predictions(
 
     frames = []
     for part, nn in parts.items():
-        pred = apply_rule(rule, nn, class_species)
-        labels, scores = candidates(nn.sims, nn.rows, nn.gallery_labels, rule.scoring, rule.vote_power)
+        pred, labels, scores, _ = ranked(rule, nn, class_species)
         truth = query_truth(nn.query_labels, nn.gallery_labels)
         hit = pred == truth[:, None]
         rank = np.where(hit.any(axis=1), hit.argmax(axis=1) + 1, 0)

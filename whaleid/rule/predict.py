@@ -30,7 +30,7 @@ import pandas as pd
 from whaleid.config import ThresholdConfig
 from whaleid.core.errors import ConfigError, DataError
 from whaleid.retrieval.neighbours import Neighbours
-from whaleid.rule.candidates import NEW, candidates
+from whaleid.rule.candidates import N_PRED, NEW, candidates
 
 log = logging.getLogger(__name__)
 
@@ -225,8 +225,15 @@ def rule_thresholds(rule: Rule, labels: np.ndarray, scores: np.ndarray, class_sp
 def apply_rule(rule: Rule, nn: Neighbours, class_species: np.ndarray | None = None) -> np.ndarray:
     """Five distinct predictions per query, (Q, 5) class numbers with :data:`NEW`, by ``rule``.
     ``class_species``: species name of every class (needed for per-species thresholds)."""
-    labels, scores = candidates(nn.sims, nn.rows, nn.gallery_labels, rule.scoring, rule.vote_power)
-    return predict(labels, scores, rule_thresholds(rule, labels, scores, class_species))
+    return ranked(rule, nn, class_species)[0]
+
+
+def ranked(rule: Rule, nn: Neighbours, class_species: np.ndarray | None = None, n: int = N_PRED) -> tuple:
+    """:func:`apply_rule` in one pass with what it decided from: the (Q, 5) predictions, the (Q, max(n, 5))
+    candidates and scores (the rule ranked the first five) and each query's threshold."""
+    labels, scores = candidates(nn.sims, nn.rows, nn.gallery_labels, rule.scoring, rule.vote_power, n=max(n, N_PRED))
+    thresholds = rule_thresholds(rule, labels, scores, class_species)
+    return predict(labels[:, :N_PRED], scores[:, :N_PRED], thresholds), labels, scores, thresholds
 
 
 @dataclass(frozen=True)
