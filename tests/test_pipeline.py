@@ -39,6 +39,10 @@ def test_repro_then_experiment(reproduced: tuple[Path, str], tmp_path: Path) -> 
     cv = json.loads((repo / "metrics/cv.json").read_text())
     lb = json.loads((repo / "metrics/lb.json").read_text())
     assert 0.0 <= cv["map5"] <= 1.0 and 0.0 <= lb["map5"] <= 1.0 and cv["fold"] == 0
+    # cv.json holds what `dvc metrics show` tabulates; the retrieval and shortlist figures are beside it.
+    details = json.loads((repo / "metrics/cv_details.json").read_text())
+    assert {"retrieval", "shortlist", "valid_images"} <= set(details) and not {"retrieval", "shortlist"} & set(cv)
+    assert set(cv["species"]) == set(details["species"]) and all(isinstance(v, float) for v in cv["species"].values())
     sub = pd.read_csv(repo / "submissions/submission.csv", dtype=str)
     assert len(sub) == 60 and all(len(set(p.split())) == 5 for p in sub["predictions"])
 
@@ -153,7 +157,8 @@ def test_members_train_in_their_own_stages_once(reproduced: tuple[Path, str], tm
     cv = json.loads((repo / "metrics/cv.json").read_text())
     folds = pd.read_csv(repo / "data/prepared/folds.csv")
     assert set(cv["folds"]) == {"fold0", "fold1", "fold3"}
-    assert cv["valid_images"] == int(folds["fold"].isin([0, 1, 3]).sum())
+    details = json.loads((repo / "metrics/cv_details.json").read_text())
+    assert details["valid_images"] == int(folds["fold"].isin([0, 1, 3]).sum())
     assert min(cv["folds"].values()) <= cv["folds_mean"] <= max(cv["folds"].values())
     run(["git", "add", "-A"], repo, env)
     run(["git", "commit", "-qm", "three fold models"], repo, env)

@@ -11,7 +11,7 @@ from pathlib import Path
 import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
-COPY = ["dvc.yaml", "params.yaml", "stages", "whaleid", ".dvc/config", ".gitignore"]
+COPY = ["dvc.yaml", "params.yaml", "requirements.txt", "stages", "whaleid", ".dvc/config", ".dvc/plots", ".gitignore"]
 
 TINY_PARAMS = {
     # The easy scene (the fin large and central): at 32 px and a few epochs the wild one leaves the model nothing to

@@ -7,6 +7,8 @@
 * ``whaleid exps``: the experiments in the few columns people compare, with CV averaged over folds;
 * ``whaleid overrides FILE``: the ``-S key=value`` arguments that apply a params overrides file, e.g.
   ``dvc exp run $(whaleid overrides params/competition.yaml)``;
+* ``whaleid report --individual ID``: one individual's match page (its photos, its validation queries, the
+  queries it was wrongly put first for), beside the stage ``report``'s reports/matches.html;
 * ``whaleid convert-weights SRC DST --backbone NAME``: an ``efficientnet_pytorch`` checkpoint renamed to a timm
   backbone's names, saved as ``.safetensors`` for ``model.weights``.
 """
@@ -133,6 +135,48 @@ def _convert(args: argparse.Namespace) -> int:
     return 0
 
 
+def _report_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--individual", required=True, metavar="ID", help="the individual_id to show (train.csv)")
+    p.add_argument("--params", default="params.yaml", help="params file (fold, resize.format)")
+    p.add_argument("--out", help="HTML file to write (default reports/individuals/ID.html)")
+
+
+def _report(args: argparse.Namespace) -> int:
+    import difflib
+    import re
+
+    from whaleid.core.atomic import write_text
+    from whaleid.core.errors import DataError
+    from whaleid.pipeline.paths import MATCH_REPORT
+    from whaleid.pipeline.report import validation_view
+    from whaleid.rule.report import GENERATOR, individual_sections, render
+
+    params = load_params(args.params)
+    view = validation_view(params)
+    if args.individual not in view.classes:
+        close = difflib.get_close_matches(args.individual, view.classes, n=3)
+        hint = f"; did you mean {', '.join(close)}?" if close else " (see the individual_id column of train.csv)"
+        raise DataError(f"--individual {args.individual!r} is not an individual of the training data{hint}")
+    safe = re.sub(r"[^A-Za-z0-9._-]", "_", args.individual)
+    out = Path(args.out) if args.out else MATCH_REPORT.parent / "individuals" / f"{safe}.html"
+    if out.is_dir() or (out.exists() and GENERATOR not in out.read_text(errors="replace")[:200]):
+        raise DataError(f"--out {out} exists and is not a whaleid report page; give a new path")
+    summary, photos, sections = individual_sections(
+        args.individual,
+        view.nn,
+        view.rule,
+        view.classes,
+        class_species=view.class_species,
+        load_query=view.load,
+        load_gallery=view.load,
+    )
+    title = f"whaleid individual {args.individual}: validation fold {params.fold}"
+    write_text(out, render(title, summary, sections, photos=(f"Its {len(photos)} gallery photos", photos)))
+    print(summary.split(". ")[0] + ".")
+    print(f"{out}: open it in a browser")
+    return 0
+
+
 COMMANDS = {
     "check": Command("validate params and a dataset (every image decoded) without training", _check_arguments, _check),
     "params": Command("print the validated params (defaults filled in) as JSON", _params_file, _params),
@@ -151,6 +195,11 @@ COMMANDS = {
         "print the `dvc exp run` -S arguments that apply a params overrides file (checked against params.yaml first)",
         _overrides_arguments,
         _overrides,
+    ),
+    "report": Command(
+        "one individual's page: its photos, its validation queries and who it is confused with (HTML)",
+        _report_arguments,
+        _report,
     ),
     "convert-weights": Command(
         "rename an efficientnet_pytorch checkpoint to timm names (.safetensors, for model.weights)",

@@ -28,6 +28,7 @@ FUSED_DIR = Path("data/fused")
 ROUNDS_DIR = Path("data/rounds")  # stage `pseudo`: the neighbours the rule is fitted on and applied to
 PSEUDO_CACHE = Path(".whaleid_cache/pseudo")  # finished pseudo-label round models, reused after an interruption
 CV_METRICS = Path("metrics/cv.json")
+CV_DETAILS = Path("metrics/cv_details.json")  # stage `threshold`: what cv.json leaves out (retrieval, shortlist)
 LB_METRICS = Path("metrics/lb.json")
 PSEUDO_METRICS = Path("metrics/pseudo.json")
 BASELINE_METRICS = Path("metrics/baseline.json")
@@ -35,6 +36,7 @@ THRESHOLD_PLOT = Path("plots/threshold.csv")
 OOF_PREDICTIONS = Path("metrics/oof_predictions.csv")
 SUBMISSION = Path("submissions/submission.csv")
 MATCH_REPORT = Path("reports/matches.html")  # stage `report`
+PLOTS_TEMPLATE = Path("reports/plots_template.html")  # stage `plots_page`: the page `dvc plots show` fills
 GALLERY_DIR = Path("gallery")  # stage `gallery`: the catalogue `whaleid identify` searches
 
 

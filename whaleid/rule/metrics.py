@@ -97,3 +97,19 @@ def shortlist_recall(parts: Sequence[Neighbours], ks: Sequence[int]) -> dict[str
         for k in ks:
             hits[k] += int(same[:, :k].any(axis=1).sum())
     return {"queries": n, **{f"recall_at_{k}": round(hits[k] / n, 6) if n else None for k in ks}}
+
+
+def split_cv_metrics(fit: dict, retrieval: dict, shortlist: dict, species: dict[str, dict]) -> tuple[dict, dict]:
+    """cv.json (what `dvc metrics show` tabulates: MAP@5 all/known/new, threshold, shares, folds, MAP@5 per species)
+    and cv_details.json (the rest: retrieval and shortlist figures, photos per species, MAP@5 unweighted, the
+    number of validation photos), from the fitted rule's metrics ``fit`` and the others."""
+    cv = {k: v for k, v in fit.items() if k not in ("map5_unweighted", "valid_images")}
+    cv["species"] = {s: v["map5"] for s, v in species.items()}
+    details = {
+        "map5_unweighted": fit.get("map5_unweighted"),
+        "valid_images": fit.get("valid_images"),
+        "retrieval": retrieval,
+        "shortlist": shortlist,
+        "species": species,
+    }
+    return cv, details
