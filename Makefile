@@ -23,8 +23,9 @@ repro: $(STAMP)
 	@dvc checkout --relink -q  # dvc repro copies folder outputs into its cache; link them (one copy on disk)
 	@whaleid summary
 
+TEST_WORKERS ?= 2  # pytest-xdist processes; the end-to-end tests wait on DVC and process starts more than on CPU
 test: $(STAMP)
-	pytest
+	pytest -n $(TEST_WORKERS)
 
 fuzz: $(STAMP)
 	HYPOTHESIS_PROFILE=fuzz pytest -q -p no:cacheprovider tests/test_fuzz.py

@@ -25,7 +25,7 @@ import numpy as np
 from bench.common import note, report
 from whaleid.config import LocalConfig
 from whaleid.core.runtime import Runtime
-from whaleid.retrieval.learned import LEARNED
+from whaleid.retrieval.matching import LEARNED
 from whaleid.retrieval.matching import describe, pair_scores
 
 IMAGES, QUERIES = 79_000, 27_956 + 10_200  # competition: train + test photos; test + one validation fold queries

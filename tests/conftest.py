@@ -2,6 +2,16 @@
 
 from __future__ import annotations
 
+import os
+
+# Under pytest-xdist (`pytest -n 2`, as `make test` runs), each worker and the DVC stages it starts get an equal
+# share of the cores: torch's thread pools, spinning on cores another worker is using, slow both many-fold. Set
+# before torch is imported; a value the caller set is kept.
+if os.environ.get("PYTEST_XDIST_WORKER_COUNT"):
+    _share = str(max(1, (os.cpu_count() or 1) // int(os.environ["PYTEST_XDIST_WORKER_COUNT"])))
+    for _var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
+        os.environ.setdefault(_var, _share)
+
 from pathlib import Path
 
 import pytest

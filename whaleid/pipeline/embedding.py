@@ -14,23 +14,24 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
-from torch import nn
 
 from whaleid.config import Params, member_fold
 from whaleid.core.atomic import atomic_dir, load_npz, save_npz
 from whaleid.data.folds import training_rows
 from whaleid.data.layout import load_dataset
-from whaleid.model import distributed
-from whaleid.model.distributed import World
-from whaleid.model.embed import extract_embeddings
-from whaleid.model.network import load_model
 from whaleid.pipeline.artifacts import check_resized, folds_with_labels, held_out, resized_paths, submission_models
 from whaleid.pipeline.paths import FINAL_DIR, QUERY_IMAGES, RESIZED_DIR, embed_dir, model_path
 from whaleid.retrieval.blend import Centres
 from whaleid.retrieval.search import combine
+
+if TYPE_CHECKING:  # torch and the models are imported where photos are embedded, not by stage `ensemble`
+    import torch
+    from torch import nn
+
+    from whaleid.model.distributed import World
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +50,8 @@ def embed_dataset(
     """Embeddings of the resized copies of ``train_images`` and ``test_images`` (``embed.*`` params), and of the
     train photos as validation queries are cropped (None where they are the train copies), with a progress bar
     named after model ``name``; sharded over the ranks of ``world``."""
+    from whaleid.model.embed import extract_embeddings
+
     kw = dict(
         img_size=img_size,
         batch_size=params.embed.batch_size,
@@ -70,6 +73,9 @@ def embed_dataset(
 def embed_member(params: Params, name: str) -> None:
     """Stage ``embed`` / ``member_embed@<name>``: model ``name``'s embeddings of every photo and its class centres
     -> data/embeddings/<name>/ (sharded over the processes of a torchrun group; rank 0 writes)."""
+    from whaleid.model import distributed
+    from whaleid.model.network import load_model
+
     ds = load_dataset(params.data.dir)
     check_resized(params)
     folds, _ = folds_with_labels()

@@ -32,7 +32,6 @@ from whaleid.core.runtime import Runtime
 from whaleid.data.boxes import Box
 from whaleid.retrieval.keypoints import KeypointSet, keypoint_photo
 
-LEARNED = ("aliked", "disk")
 DESCRIPTOR_DIM = 128  # ALIKED n16 and DISK both give 128-d descriptors
 
 

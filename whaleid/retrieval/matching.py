@@ -22,9 +22,10 @@ from whaleid.config import LocalConfig
 from whaleid.core.parallel import map_chunks
 from whaleid.core.runtime import Runtime
 from whaleid.data.boxes import Box
-from whaleid.retrieval import learned
 from whaleid.retrieval.keypoints import BINARY, KeypointSet, detect_all
 from whaleid.retrieval.neighbours import Neighbours
+
+LEARNED = ("aliked", "disk")  # learned keypoints with LightGlue (whaleid.retrieval.learned; needs torch)
 
 MIN_SCALE = 0.25  # a transform shrinking or growing the photo more than 4x is no match (degenerate RANSAC fits)
 
@@ -88,7 +89,9 @@ def describe(
     run: Runtime = Runtime(),
 ) -> KeypointSet:
     """Local features of every photo in ``paths`` by ``method``."""
-    if method in learned.LEARNED:
+    if method in LEARNED:
+        from whaleid.retrieval import learned  # torch: imported only for learned features
+
         return learned.describe_all(paths, boxes, margin, cfg, method=method, desc=desc, run=run)
     return detect_all(paths, boxes, margin, cfg, method=method, desc=desc, run=run)
 
@@ -112,7 +115,9 @@ def pair_scores(
         (q, j) for q in range(len(query_rows)) for j in range(top) if neighbour_rows[q, j] >= 0 and query_rows[q] >= 0
     ]
     jobs = [(int(query_rows[q]), int(neighbour_rows[q, j])) for q, j in where]
-    if method in learned.LEARNED:
+    if method in LEARNED:
+        from whaleid.retrieval import learned
+
         scores = learned.match_pairs(query, gallery, jobs, cfg, method=method, desc=desc, run=run)
     else:
         scores = map_chunks(
