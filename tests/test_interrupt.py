@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from tinyrepo import DVC, TINY_PARAMS, checkpoint_epoch, copy_repo, run, snapshot
+from tinyrepo import DVC, TINY_PARAMS, checkpoint_epoch, copy_repo, run, sigint_as_default, snapshot
 
 from whaleid.model.checkpoint import PAUSE_ENV
 
@@ -71,6 +71,7 @@ def test_killed_training_resumes_to_the_same_result(
         stderr=subprocess.STDOUT,
         text=True,
         start_new_session=True,
+        preexec_fn=sigint_as_default,  # SIGINT must reach it even if this run ignores SIGINT
     )
     deadline = time.monotonic() + 300
     while checkpoint_epoch(ckpt) < 2 and proc.poll() is None and time.monotonic() < deadline:

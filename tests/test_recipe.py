@@ -15,7 +15,7 @@ import pytest
 import torch
 import yaml
 from hubcache import build_hub_cache
-from tinyrepo import DVC, checkpoint_epoch, make_repo, run
+from tinyrepo import DVC, checkpoint_epoch, make_repo, run, sigint_as_default
 
 from whaleid.cli.main import main as cli_main
 from whaleid.config import apply_overrides, flat_overrides, override_args, params_from_dict
@@ -90,6 +90,7 @@ def test_recipe_starts_resumes_and_runs_its_rounds_at_toy_scale(tmp_path: Path) 
         stderr=subprocess.STDOUT,
         text=True,
         start_new_session=True,
+        preexec_fn=sigint_as_default,  # SIGINT must reach it even if this run ignores SIGINT
     )
     deadline = time.monotonic() + 600
     while checkpoint_epoch(repo / CHECKPOINT) < 1 and proc.poll() is None and time.monotonic() < deadline:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -109,3 +110,10 @@ def checkpoint_epoch(path: Path) -> int:
         return int(torch.load(path, map_location="cpu", weights_only=True)["epoch"])
     except Exception:  # noqa: BLE001 - absent or being replaced right now
         return 0
+
+
+def sigint_as_default() -> None:
+    """``preexec_fn`` of a command a test interrupts with SIGINT: the default disposition, so that Python raises
+    KeyboardInterrupt in it even when the test runner was started with SIGINT ignored (a background job of a
+    script, ``nohup``), which a child would otherwise inherit."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
