@@ -80,7 +80,9 @@ def test_identify_gives_the_submission_and_skips_unreadable_photos(repo: tuple[P
     for r in rows:
         found = r["candidates"]  # --top-k 8 honoured: eight individuals, best first, with their species
         assert len(found) == 8 and [c["score"] for c in found] == sorted((c["score"] for c in found), reverse=True)
-        assert set(found[0]) == {"individual_id", "score", "species"}
+        assert set(found[0]) == {"individual_id", "score", "species", "local_inliers"}
+        inliers = [c["local_inliers"] for c in found]  # SIFT's inliers of its best matched photo, or null
+        assert all(v is None or v >= 0 for v in inliers) and inliers[0] is not None  # the best one was matched
         known = [p for p in r["predictions"].split() if p != "new_individual"]
         assert known == [c["individual_id"] for c in found][: len(known)] and len(r["predictions"].split()) == 5
         assert r["threshold"] == rule["threshold"] and r["crop"] == "detector" and len(r["box"]) == 4

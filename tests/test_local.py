@@ -210,3 +210,38 @@ def test_a_cascade_scores_the_best_candidates_again_with_a_learned_matcher(textu
     assert (scores["inliers"][0, 3:] == 0).all() and (scores["refined"][0, 2:] == 0).all()  # beyond their pairs
     want = match_pairs(kp["aliked"], kp["aliked"], [(0, 1), (0, 2)], cfg, method="aliked", run=run)
     np.testing.assert_allclose(scores["refined"][0, :2], want)
+
+
+def test_fused_results_keep_each_pairs_raw_match_score_beside_it(textures) -> None:
+    # Query a (row 0) against [b, c, a_rot] by cosine: SIFT finds a_rot (a rotated copy) and moves it first.
+    cfg = LocalConfig(method="sift", top_pairs=2, max_side=192)
+    run = Runtime(progress=False, n_jobs=1)
+    kp = {"sift": describe("sift", textures, None, 0.0, cfg, run=run)}
+    names = np.array([p.name for p in textures])
+    nn = Neighbours(
+        np.array([[0.9, 0.8, 0.7]], np.float32),
+        np.array([[2, 1, 3]]),  # b, a_rot, c: a_rot is inside top_pairs, c is not
+        np.array([0, 0, 1, 2]),
+        query_images=names[:1],
+        gallery_images=names,
+    )
+    chain = ScoringChain(KnnConfig(), BlendConfig(knn_weight=1.0), cfg, run=run)
+    raw = chain.pair_scores(nn, kp, kp, "match")["inliers"]
+    cal = Calibration(("cosine", "inliers"), (1.0, 5.0), 0.0)
+    fused, inliers = chain.fuse_with_inliers(nn, cal, kp, kp)
+    assert fused.rows[0].tolist() == [1, 2, 3] and raw[0, 1] > 10  # a_rot first: many inliers
+    for j, row in enumerate(fused.rows[0]):
+        before = nn.rows[0].tolist().index(row)
+        want = raw[0, before] if before < cfg.top_pairs else np.nan
+        np.testing.assert_equal(inliers[0, j], want)  # each pair's own score, NaN where it was not matched
+    assert chain.fuse_with_inliers(nn, None, kp, kp)[1] is None  # no calibration: no fusion, no scores
+
+
+def test_identify_reports_each_individuals_best_matched_photo() -> None:
+    from whaleid.gallery.identify import _best_inliers
+
+    nn = Neighbours(np.array([[0.9, 0.8, 0.7, 0.1]], np.float32), np.array([[5, 6, 7, -1]]), np.arange(10))
+    labels = np.array([0, 0, 0, 0, 0, 2, 2, 4, 0, 0])
+    got = _best_inliers(nn, np.array([[3.0, 9.0, np.nan, np.nan]]), 0, labels)
+    assert got == {2: 9.0}  # individual 2's better photo; 4 was not matched (NaN), the empty slot is skipped
+    assert _best_inliers(nn, None, 0, labels) == {}

@@ -249,12 +249,23 @@ class Gallery:
         """The submission's scoring chain for query embeddings ``parts`` (one (Q, d) array per model, manifest
         order) of photos ``images``, with the saved calibration and the gallery's keypoints: ``rows`` of the result
         are rows of :attr:`photos`."""
+        return self.score_with_inliers(parts, images, query_kp, run)[0]
+
+    def score_with_inliers(
+        self,
+        parts: Sequence[np.ndarray],
+        images: Sequence[str],
+        query_kp: dict[str, KeypointSet] | None = None,
+        run: Runtime = Runtime(),
+    ) -> tuple[Neighbours, np.ndarray | None]:
+        """:meth:`score`, and the raw local match score of each (query, neighbour) pair, NaN where not matched
+        (None without local features)."""
         if len(self.photos) == 0:
             raise DataError("the gallery holds no photos; add some with `whaleid gallery add`.")
         query = Photos(combine(list(parts)), np.asarray(images, dtype=str), np.full(len(images), -1), tuple(parts))
         chain = ScoringChain(self.knn, self.blend, self.local, run=run)
         cal = self.manifest.get("calibration")
-        return chain.score(
+        return chain.score_with_inliers(
             query,
             self.photos_for_search(),
             centres=[self._centres_of_present(self.centres[m["name"]]) for m in self.manifest["models"]],

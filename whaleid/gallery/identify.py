@@ -18,6 +18,7 @@ from whaleid.data.boxes import Box
 from whaleid.data.images import check_images
 from whaleid.gallery.embedding import Loaded, boxed, embed_photos, load_networks
 from whaleid.gallery.folder import Gallery, pad_centres
+from whaleid.retrieval.neighbours import Neighbours
 from whaleid.retrieval.search import combine
 from whaleid.rule.candidates import N_PRED, NEW
 from whaleid.rule.predict import ranked
@@ -62,8 +63,9 @@ class Identifier:
         self, paths: Sequence[Path], *, boxes: dict[str, Box] | None = None, top_k: int = N_PRED
     ) -> pd.DataFrame:
         """Per photo: its five predictions by the gallery's rule (``predictions``, as in submission.csv), its
-        ``top_k`` best known individuals (``candidates``: a list of ``{individual_id, score, species}``, best
-        first), the threshold applied, and the box it was cropped to with where the box came from."""
+        ``top_k`` best known individuals (``candidates``: a list of ``{individual_id, score, species,
+        local_inliers}``, best first; ``local_inliers`` is the local matcher's raw score of the individual's best
+        matched photo, SIFT's RANSAC inliers by default, null where no photo of it was matched), the threshold applied, and the box it was cropped to with where the box came from."""
         gallery, paths = self.gallery, [Path(p) for p in paths]
         unique_names(paths)
         given = dict(boxes or {})
@@ -82,16 +84,22 @@ class Identifier:
                 loaded=Loaded(self.loaded.models, None),  # boxes drawn above, once
                 run=self.run,
             )
-        nn = gallery.score(parts, [p.name for p in paths], kp, run=self.run)
+        nn, inliers = gallery.score_with_inliers(parts, [p.name for p in paths], kp, run=self.run)
         rule = gallery.rule
         species = gallery.individuals["species"].to_numpy(dtype=object)
         pred, labels, scores, thresholds = ranked(rule, nn, species, n=top_k)
         names = np.asarray(gallery.individuals["individual_id"], dtype=object)
         predictions = labels_to_strings(pred, list(names))
-        rows = []
+        rows, photo_labels = [], gallery.labels
         for i, p in enumerate(paths):
+            local = _best_inliers(nn, inliers, i, photo_labels)
             found = [
-                {"individual_id": str(names[c]), "score": round(float(s), 6), "species": str(species[c])}
+                {
+                    "individual_id": str(names[c]),
+                    "score": round(float(s), 6),
+                    "species": str(species[c]),
+                    "local_inliers": local.get(int(c)),
+                }
                 for c, s in zip(labels[i, :top_k], scores[i, :top_k], strict=True)
                 if c >= 0 and np.isfinite(s)
             ]
@@ -109,6 +117,20 @@ class Identifier:
                 }
             )
         return pd.DataFrame(rows)
+
+
+def _best_inliers(nn: Neighbours, inliers: np.ndarray | None, q: int, gallery_labels: np.ndarray) -> dict[int, float]:
+    """Query ``q``'s best raw local match score per individual over its matched neighbours (the photo of that
+    individual that matched best: SIFT inliers, a learned matcher's confident matches); empty without local
+    features. Individuals with no matched photo are absent (their ``local_inliers`` is null)."""
+    if inliers is None:
+        return {}
+    best: dict[int, float] = {}
+    for row, value in zip(nn.rows[q], inliers[q], strict=True):
+        if row >= 0 and np.isfinite(value):
+            label = int(gallery_labels[row])
+            best[label] = max(best.get(label, -np.inf), round(float(value), 3))
+    return best
 
 
 def identify(

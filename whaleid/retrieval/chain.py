@@ -190,9 +190,27 @@ class ScoringChain:
         desc: str = "match",
     ) -> Neighbours:
         """``nn`` rescored by the fitted ``calibration`` (unchanged without one, or without keypoints)."""
+        return self.fuse_with_inliers(nn, calibration, query_kp, gallery_kp, desc)[0]
+
+    def fuse_with_inliers(
+        self,
+        nn: Neighbours,
+        calibration: Calibration | None,
+        query_kp: Keypoints | None,
+        gallery_kp: Keypoints | None,
+        desc: str = "match",
+    ) -> tuple[Neighbours, np.ndarray | None]:
+        """:meth:`fuse`, and ``local.method``'s raw match score of each pair in the fused order ((Q, k): SIFT's
+        RANSAC inliers, a learned matcher's confident matches; NaN beyond ``local.top_pairs``), None unfused."""
         if not self.fuses or calibration is None or not query_kp or not gallery_kp:
-            return nn
-        return nn.rescored(calibration(self.pair_scores(nn, query_kp, gallery_kp, desc)))
+            return nn, None
+        scores = self.pair_scores(nn, query_kp, gallery_kp, desc)
+        if "inliers" not in scores:
+            return nn.rescored(calibration(scores)), None
+        raw = scores["inliers"].astype(np.float32).copy()
+        raw[:, self.local.top_pairs :] = np.nan  # not matched
+        fused, raw = nn.rescored_with(calibration(scores), raw)
+        return fused, raw
 
     # --- the whole chain --------------------------------------------------------------------------------------
     def score(
@@ -207,5 +225,22 @@ class ScoringChain:
         gallery_kp: Keypoints | None = None,
     ) -> Neighbours:
         """Steps 1-4 with an already fitted calibration: what a test photo gets."""
+        return self.score_with_inliers(
+            query, gallery, centres=centres, searcher=searcher, calibration=calibration,
+            query_kp=query_kp, gallery_kp=gallery_kp,
+        )[0]  # fmt: skip
+
+    def score_with_inliers(
+        self,
+        query: Photos,
+        gallery: Photos,
+        *,
+        centres: Sequence[Centres] = (),
+        searcher: Searcher | None = None,
+        calibration: Calibration | None = None,
+        query_kp: Keypoints | None = None,
+        gallery_kp: Keypoints | None = None,
+    ) -> tuple[Neighbours, np.ndarray | None]:
+        """:meth:`score`, and each pair's raw local match score (see :meth:`fuse_with_inliers`)."""
         nn = self.neighbours(query, gallery, centres=centres, searcher=searcher)
-        return self.fuse(nn, calibration, query_kp, gallery_kp)
+        return self.fuse_with_inliers(nn, calibration, query_kp, gallery_kp)

@@ -60,9 +60,15 @@ class Neighbours:
 
     def rescored(self, sims: np.ndarray) -> Neighbours:
         """These neighbours with new scores (Q, k), each row re-sorted best first (ties keep the old order)."""
+        return self.rescored_with(sims)[0]
+
+    def rescored_with(self, sims: np.ndarray, *extra: np.ndarray) -> tuple[Neighbours, ...]:
+        """:meth:`rescored`, and each (Q, k) array of ``extra`` put in the same new order (per-pair scores that
+        stay with their pair)."""
         sims = np.where(self.valid, np.asarray(sims, dtype=np.float32), -np.inf).astype(np.float32)
         order = np.argsort(-sims, axis=1, kind="stable")
-        return replace(self, sims=np.take_along_axis(sims, order, 1), rows=np.take_along_axis(self.rows, order, 1))
+        nn = replace(self, sims=np.take_along_axis(sims, order, 1), rows=np.take_along_axis(self.rows, order, 1))
+        return (nn, *(np.take_along_axis(np.asarray(e), order, 1) for e in extra))
 
     # --- files ------------------------------------------------------------------------------------------------
     def arrays(self) -> dict[str, np.ndarray]:
