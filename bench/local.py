@@ -25,8 +25,7 @@ import numpy as np
 from bench.common import note, report
 from whaleid.config import LocalConfig
 from whaleid.core.runtime import Runtime
-from whaleid.retrieval.matching import LEARNED
-from whaleid.retrieval.matching import describe, pair_scores
+from whaleid.retrieval.matching import LEARNED, describe, pair_scores
 
 IMAGES, QUERIES = 79_000, 27_956 + 10_200  # competition: train + test photos; test + one validation fold queries
 TARGET_MIN = 60.0  # the whole competition's matching within an hour on this machine

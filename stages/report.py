@@ -19,16 +19,7 @@ MATCH_SHEET = MATCH_REPORT.with_suffix(".jpg")  # the same rows as one image, fo
 
 
 def main(params: Params) -> None:
-    view = validation_view(params)
-    summary, sections = match_sections(
-        view.nn,
-        view.rule,
-        view.classes,
-        class_species=view.class_species,
-        load_query=view.load,
-        load_gallery=view.load,
-        seed=params.cv.seed,
-    )
+    summary, sections = match_sections(**validation_view(params).arguments(), seed=params.cv.seed)
     page = render(f"whaleid matches: validation fold {params.fold}", summary, sections)
     write_text(MATCH_REPORT, page)
     sheet = contact_sheet(sections)

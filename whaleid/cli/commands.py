@@ -161,15 +161,7 @@ def _report(args: argparse.Namespace) -> int:
     out = Path(args.out) if args.out else MATCH_REPORT.parent / "individuals" / f"{safe}.html"
     if out.is_dir() or (out.exists() and GENERATOR not in out.read_text(errors="replace")[:200]):
         raise DataError(f"--out {out} exists and is not a whaleid report page; give a new path")
-    summary, photos, sections = individual_sections(
-        args.individual,
-        view.nn,
-        view.rule,
-        view.classes,
-        class_species=view.class_species,
-        load_query=view.load,
-        load_gallery=view.load,
-    )
+    summary, photos, sections = individual_sections(args.individual, **view.arguments())
     title = f"whaleid individual {args.individual}: validation fold {params.fold}"
     write_text(out, render(title, summary, sections, photos=(f"Its {len(photos)} gallery photos", photos)))
     print(summary.split(". ")[0] + ".")

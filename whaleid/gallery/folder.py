@@ -265,7 +265,7 @@ class Gallery:
         query = Photos(combine(list(parts)), np.asarray(images, dtype=str), np.full(len(images), -1), tuple(parts))
         chain = ScoringChain(self.knn, self.blend, self.local, run=run)
         cal = self.manifest.get("calibration")
-        return chain.score_with_inliers(
+        return chain.score(
             query,
             self.photos_for_search(),
             centres=[self._centres_of_present(self.centres[m["name"]]) for m in self.manifest["models"]],

@@ -29,6 +29,17 @@ class ValidationView:
     class_species: np.ndarray | None
     load: Callable[[str], np.ndarray]  # a training photo by name, as the model saw it (RGB uint8)
 
+    def arguments(self) -> dict:
+        """The keyword arguments both report builders take (``nn``, ``rule``, ``classes``, species, loaders)."""
+        return dict(
+            nn=self.nn,
+            rule=self.rule,
+            classes=self.classes,
+            class_species=self.class_species,
+            load_query=self.load,
+            load_gallery=self.load,
+        )
+
 
 def validation_view(params: Params) -> ValidationView:
     folds, classes = folds_with_labels()

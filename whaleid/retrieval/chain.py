@@ -223,24 +223,8 @@ class ScoringChain:
         calibration: Calibration | None = None,
         query_kp: Keypoints | None = None,
         gallery_kp: Keypoints | None = None,
-    ) -> Neighbours:
-        """Steps 1-4 with an already fitted calibration: what a test photo gets."""
-        return self.score_with_inliers(
-            query, gallery, centres=centres, searcher=searcher, calibration=calibration,
-            query_kp=query_kp, gallery_kp=gallery_kp,
-        )[0]  # fmt: skip
-
-    def score_with_inliers(
-        self,
-        query: Photos,
-        gallery: Photos,
-        *,
-        centres: Sequence[Centres] = (),
-        searcher: Searcher | None = None,
-        calibration: Calibration | None = None,
-        query_kp: Keypoints | None = None,
-        gallery_kp: Keypoints | None = None,
     ) -> tuple[Neighbours, np.ndarray | None]:
-        """:meth:`score`, and each pair's raw local match score (see :meth:`fuse_with_inliers`)."""
+        """Steps 1-4 with an already fitted calibration: what a test photo gets, and each pair's raw local match
+        score beside it (see :meth:`fuse_with_inliers`; None without local features)."""
         nn = self.neighbours(query, gallery, centres=centres, searcher=searcher)
         return self.fuse_with_inliers(nn, calibration, query_kp, gallery_kp)
