@@ -108,6 +108,9 @@ def run_shared(work: Path, name: str, seed: int, pairs: list[tuple[str, str]]) -
 
 def read_run(run: Path) -> dict:
     cv = json.loads((run / "metrics/cv.json").read_text())
+    details = run / "metrics/cv_details.json"  # retrieval and shortlist figures (in cv.json before commit 8cbf128)
+    if details.is_file():
+        cv = {**cv, **json.loads(details.read_text())}
     lb = json.loads((run / "metrics/lb.json").read_text())
     base = json.loads((run / "metrics/baseline.json").read_text())
     sub = pd.read_csv(run / "submissions/submission.csv")
