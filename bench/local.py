@@ -75,7 +75,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--methods", nargs="+", default=["sift", "aliked", "disk"])
     parser.add_argument("--max-side", type=int, default=256)
-    parser.add_argument("--top-pairs", type=int, default=20)
+    parser.add_argument("--top-pairs", type=int, default=LocalConfig().top_pairs, help="pairs per query for SIFT")
     parser.add_argument("--refine-pairs", type=int, default=5, help="pairs per query for a learned matcher")
     parser.add_argument("--images", type=int, default=120)
     parser.add_argument("--learned-queries", type=int, default=12, help="queries timed for a learned matcher")

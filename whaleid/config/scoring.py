@@ -138,7 +138,7 @@ class LocalConfig(Block):
     max_keypoints: int = span(256, 8, 100000)  # strongest keypoints kept per image
     ratio: float = span(0.8, 0.1, 1.0)  # Lowe's ratio test (sift, orb)
     ransac_px: float = Field(8.0, gt=0, le=1000)  # RANSAC reprojection tolerance, pixels at max_side (sift, orb)
-    top_pairs: int = Field(20, gt=0, le=1000)  # nearest gallery images matched per query
+    top_pairs: int = Field(50, gt=0, le=1000)  # nearest gallery images matched per query
     refine: Literal["none", "aliked", "disk"] = "none"  # a learned matcher for each query's best refine_pairs too
     refine_pairs: int = span(5, 1, 1000)
     match_confidence: float = span(0.1, 0.0, 1.0)  # LightGlue: matches above this confidence count (aliked, disk)
