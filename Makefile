@@ -43,7 +43,7 @@ exps: $(STAMP)
 	whaleid exps
 
 # Every benchmark under bench/ (tests/test_bench.py checks the list); each prints `name: value (target) PASS|FAIL`.
-BENCHES := train_loop ddp embed resize atomic sweep knn index_scale rerank local sample_competition_size dry_run identify
+BENCHES := allocator train_loop ddp embed resize atomic sweep knn index_scale rerank local sample_competition_size dry_run identify
 
 bench: $(STAMP)
 	@for b in $(BENCHES); do echo "## bench/$$b.py"; python -m bench.$$b || exit 1; done

@@ -7,9 +7,12 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from whaleid.core.memory import tune_malloc
 from whaleid.core.runtime import Runtime
 
 ROOT = Path(__file__).resolve().parents[1]
+
+tune_malloc()  # benchmarks run as the stages do (bench/allocator.py measures what it changes)
 
 
 def report(name: str, value: float, target: str, ok: bool, fmt: str = "{:.3f}") -> None:

@@ -16,6 +16,7 @@ from whaleid.cli import commands, gallery
 from whaleid.cli.commands import Command
 from whaleid.core.errors import WhaleidError
 from whaleid.core.log import setup_logging
+from whaleid.core.memory import tune_malloc
 
 log = logging.getLogger("whaleid")
 
@@ -39,6 +40,7 @@ def main(argv: list[str] | None = None) -> int:
         signal.signal(signal.SIGPIPE, signal.SIG_DFL)
     args = parser().parse_args(argv)
     setup_logging()
+    tune_malloc()
     try:
         return COMMANDS[args.command].run(args)
     except WhaleidError as exc:

@@ -20,6 +20,7 @@ from collections.abc import Callable
 from whaleid.config import load_params, member_fold
 from whaleid.core.errors import WhaleidError
 from whaleid.core.log import setup_logging
+from whaleid.core.memory import tune_malloc
 
 log = logging.getLogger("whaleid")
 
@@ -49,6 +50,7 @@ def run_stage(name: str, body: Callable[..., None], takes_model: bool = False) -
     ``takes_model`` (the model name, ``foldN`` or ``full``, is the command's one argument). User errors exit 2
     with one clear line."""
     setup_logging()
+    tune_malloc()
     signal.signal(signal.SIGTERM, _raise_interrupted)
     try:
         args = [] if not takes_model else sys.argv[1:]
