@@ -8,7 +8,7 @@ CPU, the GPU where there is one). SIFT matches ``--top-pairs`` pairs per query; 
 (the cascade ``local.refine`` runs), or ``--top-pairs`` as ``local.method``. Prints seconds per 1k queries, the
 whole-competition estimate and the keypoint cache size, per method.
 
-    python -m bench.local [--methods sift aliked disk] [--max-side 256] [--top-pairs 20] [--refine-pairs 5]
+    python -m bench.local [--methods sift aliked disk xfeat] [--max-side 256] [--top-pairs 20] [--refine-pairs 5]
 """
 
 from __future__ import annotations
@@ -73,7 +73,7 @@ def measure(method: str, paths: list[Path], cfg: LocalConfig, pairs: int, n_quer
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--methods", nargs="+", default=["sift", "aliked", "disk"])
+    parser.add_argument("--methods", nargs="+", default=["sift", "aliked", "disk", "xfeat"])
     parser.add_argument("--max-side", type=int, default=256)
     parser.add_argument("--top-pairs", type=int, default=LocalConfig().top_pairs, help="pairs per query for SIFT")
     parser.add_argument("--refine-pairs", type=int, default=5, help="pairs per query for a learned matcher")

@@ -176,7 +176,7 @@ def textures(tmp_path_factory) -> list[Path]:
     return paths
 
 
-@pytest.mark.parametrize("method", ["aliked", "disk"])
+@pytest.mark.parametrize("method", ["aliked", "disk", "xfeat"])
 def test_learned_features_match_a_rotated_copy_and_batches_equal_pairs_one_by_one(method: str, textures) -> None:
     cfg = LocalConfig(method=method, max_side=192, max_keypoints=128, early_stop=False, match_batch=8)
     kp = describe(method, textures, None, 0.0, cfg, run=Runtime(progress=False))

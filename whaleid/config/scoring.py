@@ -133,15 +133,19 @@ class LocalConfig(Block):
     its ``refine_pairs`` best again with a learned matcher."""
 
     block: ClassVar[str] = "local"
-    method: Literal["none", "sift", "orb", "aliked", "disk"] = "sift"
+    method: Literal["none", "sift", "orb", "aliked", "disk", "xfeat"] = "sift"
     max_side: int = span(256, 32, 4096)  # images resized so their longer side is this before keypoints are found
     max_keypoints: int = span(256, 8, 100000)  # strongest keypoints kept per image
     ratio: float = span(0.8, 0.1, 1.0)  # Lowe's ratio test (sift, orb)
     ransac_px: float = Field(8.0, gt=0, le=1000)  # RANSAC reprojection tolerance, pixels at max_side (sift, orb)
     top_pairs: int = Field(50, gt=0, le=1000)  # nearest gallery images matched per query
-    refine: Literal["none", "aliked", "disk"] = "none"  # a learned matcher for each query's best refine_pairs too
+    refine: Literal["none", "aliked", "disk", "xfeat"] = (
+        "none"  # a learned matcher for each query's best refine_pairs too
+    )
     refine_pairs: int = span(5, 1, 1000)
-    match_confidence: float = span(0.1, 0.0, 1.0)  # LightGlue: matches above this confidence count (aliked, disk)
+    match_confidence: float = span(
+        0.1, 0.0, 1.0
+    )  # LightGlue: matches above this confidence count (aliked, disk, xfeat)
     learned_score: Literal["count", "confidence"] = "count"  # a learned pair's score: its matches, or their confidence
     early_stop: bool = True  # LightGlue stops early on easy pairs and prunes unmatchable points (pairs one by one)
     match_batch: int = span(16, 1, 4096)  # learned pairs per batch without early_stop

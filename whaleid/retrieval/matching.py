@@ -5,7 +5,7 @@
   (``local.ratio``) and one-to-one, then a RANSAC similarity transform (``cv2.estimateAffinePartial2D``,
   ``local.ransac_px``) counts the matches it explains; a pair's score is its number of inliers. Pairs run in
   parallel (joblib) with a progress bar.
-* ``aliked``, ``disk``: learned keypoints matched by LightGlue (:mod:`whaleid.retrieval.learned`).
+* ``aliked``, ``disk``, ``xfeat``: learned keypoints matched by LightGlue (XFeat: LighterGlue) (:mod:`whaleid.retrieval.learned`).
 
 Each query is matched against its first ``top`` candidates (``local.top_pairs``, or ``local.refine_pairs``).
 """
@@ -25,7 +25,11 @@ from whaleid.data.boxes import Box
 from whaleid.retrieval.keypoints import BINARY, KeypointSet, detect_all
 from whaleid.retrieval.neighbours import Neighbours
 
-LEARNED = ("aliked", "disk")  # learned keypoints with LightGlue (whaleid.retrieval.learned; needs torch)
+LEARNED = (
+    "aliked",
+    "disk",
+    "xfeat",
+)  # learned keypoints with LightGlue / LighterGlue (whaleid.retrieval.learned; needs torch)
 
 MIN_SCALE = 0.25  # a transform shrinking or growing the photo more than 4x is no match (degenerate RANSAC fits)
 
