@@ -380,3 +380,42 @@ def test_identify_on_a_gallery_of_three_individuals_lists_them_and_new_individua
     out = identify(Gallery.load(root / "g-three"), photos, run=Runtime(n_jobs=1, progress=False))
     for row in out["predictions"].str.split():
         assert sorted(row) == sorted([*keep, "new_individual"])  # four distinct answers, nothing filled in
+
+
+def test_a_frozen_descriptor_joins_the_fusion_and_identify_gives_its_submission(
+    reproduced: tuple[Path, str], tmp_path: Path
+) -> None:
+    """``local.descriptor`` on the tiny run: the weights stage names the file, only the scoring stages rerun (the
+    model is kept), and identifying the test photos against the gallery gives the new submission's rows, so the
+    gallery keeps the descriptors and describes new photos as the keypoints stage did."""
+    import json
+
+    import timm
+    import torch
+    import yaml
+    from safetensors.torch import save_file
+    from tinyrepo import DVC, run
+
+    repo = tmp_path / "repo"
+    env = copy_repo(reproduced[0], repo)
+    torch.manual_seed(0)
+    net = timm.create_model("test_resnet", num_classes=0, global_pool="")
+    save_file({k: v.contiguous() for k, v in net.state_dict().items()}, str(tmp_path / "frozen.safetensors"))
+    params = yaml.safe_load((repo / "params.yaml").read_text())
+    params["local"].update(descriptor="test_resnet", descriptor_weights=str(tmp_path / "frozen.safetensors"),
+                           descriptor_size=64)  # fmt: skip
+    (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    model = (repo / "models/fold0/model.pt").read_bytes()
+    out = run([*DVC, "repro"], repo, env)
+    assert "Running stage 'keypoints'" in out and "Running stage 'train" not in out
+    assert (repo / "models/fold0/model.pt").read_bytes() == model
+    named = json.loads((repo / "models/descriptor.json").read_text())
+    assert named["backbone"] == "test_resnet" and named["source"] == "file" and len(named["sha256"]) == 64
+    calibration = json.loads((repo / "data/fused/calibration.json").read_text())
+    assert "descriptor" in json.dumps(calibration)
+    proc = whaleid(["identify", "data/sample/test_images", "--format", "csv", "--out", "ident.csv"], repo, env)
+    assert proc.returncode == 0, proc.stderr
+    got = pd.read_csv(repo / "ident.csv", dtype=str).set_index("image")["predictions"]
+    want = pd.read_csv(repo / "submissions/submission.csv", dtype=str).set_index("image")["predictions"]
+    assert len(got) == len(want) == 60
+    assert (got[want.index] == want).all(), (got[want.index] != want).sum()

@@ -150,6 +150,11 @@ class LocalConfig(Block):
     early_stop: bool = True  # LightGlue stops early on easy pairs and prunes unmatchable points (pairs one by one)
     match_batch: int = span(16, 1, 4096)  # learned pairs per batch without early_stop
     calibration: Literal["logistic", "isotonic"] = "isotonic"  # how the scores become one probability
+    # A frozen pretrained backbone (a timm name) whose global descriptor's cosine is one more fused score
+    # (whaleid.model.descriptor); its weights from descriptor_weights (a local file) or timm's hub cache.
+    descriptor: str | None = None
+    descriptor_weights: str | None = None
+    descriptor_size: int = span(224, 32, 1024)  # photos resized to this square for the descriptor
 
     @model_validator(mode="after")
     def _distinct(self) -> LocalConfig:
@@ -158,12 +163,18 @@ class LocalConfig(Block):
                 f"local.refine {self.refine!r} is local.method already: it would match the same pairs "
                 "twice. Set local.refine: none, or another learned matcher."
             )
+        if self.descriptor_weights is not None and self.descriptor is None:
+            raise ConfigError(
+                f"local.descriptor_weights is set ({self.descriptor_weights!r}) but local.descriptor is null: name "
+                "the backbone the weights are for (e.g. tf_efficientnet_lite0)."
+            )
         return self
 
     @property
     def methods(self) -> list[str]:
-        """The local-feature methods that describe photos (keypoints stage), in scoring order."""
-        return [m for m in (self.method, self.refine) if m != "none"]
+        """The local-feature methods that describe photos (keypoints stage), in scoring order; a frozen global
+        descriptor (``descriptor``) last."""
+        return [m for m in (self.method, self.refine) if m != "none"] + (["descriptor"] if self.descriptor else [])
 
     @property
     def fuses(self) -> bool:

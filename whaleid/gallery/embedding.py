@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
+from whaleid.config import LocalConfig
 from whaleid.core.errors import DataError
 from whaleid.core.runtime import Runtime
 from whaleid.data.boxes import Box
@@ -18,6 +19,26 @@ from whaleid.data.resize import resize_split, resized_name
 from whaleid.gallery.folder import Gallery
 from whaleid.retrieval.keypoints import KeypointSet
 from whaleid.retrieval.matching import describe
+
+
+def describe_photos(
+    method: str,
+    paths: Sequence[Path],
+    boxes: dict[str, Box] | None,
+    margin: float,
+    cfg: LocalConfig,
+    *,
+    desc: str,
+    run: Runtime = Runtime(),
+) -> KeypointSet:
+    """The photos described by one of ``local``'s methods: a local-feature method
+    (:func:`whaleid.retrieval.matching.describe`), or the frozen global descriptor (:mod:`whaleid.model.descriptor`,
+    a model, which the retrieval layer does not import)."""
+    if method == "descriptor":
+        from whaleid.model.descriptor import describe_all  # torch and timm: imported only when used
+
+        return KeypointSet(**describe_all(paths, boxes, margin, cfg, desc=desc, run=run))
+    return describe(method, paths, boxes, margin, cfg, desc=desc, run=run)
 
 
 def _exported_parts(
@@ -147,7 +168,7 @@ def embed_photos(
             for model, entry in zip(loaded.models, m["models"], strict=True)
         ]
     kp = {
-        method: describe(method, paths, boxes, m["crop_margin"], gallery.local, desc=method, run=run)
+        method: describe_photos(method, paths, boxes, m["crop_margin"], gallery.local, desc=method, run=run)
         for method in gallery.keypoints
     }
     return parts, kp

@@ -21,7 +21,7 @@ import re
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from whaleid.config import ModelConfig
+from whaleid.config import LocalConfig, ModelConfig
 from whaleid.config.names import HUB_PREFIX
 from whaleid.core.errors import ConfigError, DataError, short_reason
 
@@ -160,6 +160,23 @@ def identity(cfg: ModelConfig) -> dict[str, str | None]:
             raise ConfigError(offline_hint(cfg.backbone, FileNotFoundError(repo)))
         return {"source": f"{HUB_PREFIX}{repo}", "file": found.name, "sha256": sha256_file(found)}
     return {"source": None}
+
+
+def descriptor_identity(local: LocalConfig) -> dict[str, str | None]:
+    """:func:`identity` of the frozen descriptor's weights (``local.descriptor``; ``{"source": None}`` without
+    one): its file's SHA-256, or the hub file's when ``local.descriptor_weights`` is null."""
+    if not local.descriptor:
+        return {"source": None}
+    if local.descriptor_weights:
+        path = existing_file(local.descriptor_weights, "local.descriptor_weights")
+        return {"backbone": local.descriptor, "source": "file", "file": str(path), "sha256": sha256_file(path)}
+    found = hub_file(local.descriptor)
+    if found is None:
+        repo, _ = hub_repo(local.descriptor)
+        raise ConfigError("local.descriptor: " + offline_hint(local.descriptor, FileNotFoundError(repo)))
+    repo, _ = hub_repo(local.descriptor)
+    return {"backbone": local.descriptor, "source": f"{HUB_PREFIX}{repo}", "file": found.name,
+            "sha256": sha256_file(found)}  # fmt: skip
 
 
 # efficientnet_pytorch (lukemelas) names -> timm's EfficientNet names. Blocks are numbered flat there

@@ -21,10 +21,10 @@ from whaleid.config import LocalConfig, Params, runtime_of, to_dict
 from whaleid.core.atomic import atomic_dir, load_npz, save_npz, write_json
 from whaleid.data.layout import load_dataset
 from whaleid.data.resize import folder_digest, resize_split
+from whaleid.gallery.embedding import describe_photos
 from whaleid.pipeline.artifacts import query_boxes, stage_boxes
 from whaleid.pipeline.paths import KEYPOINT_DIR, QUERY_IMAGES, RESIZE_CACHE, RESIZED_DIR
 from whaleid.retrieval.keypoints import KeypointSet
-from whaleid.retrieval.matching import describe
 
 log = logging.getLogger(__name__)
 
@@ -86,7 +86,7 @@ def keypoints_dataset(params: Params) -> None:
     with atomic_dir(KEYPOINT_DIR) as tmp:
         for method in cfg.methods:
             for split, paths, split_boxes in splits:
-                kp = describe(
+                kp = describe_photos(
                     method,
                     paths,
                     split_boxes,

@@ -135,12 +135,14 @@ class ScoringChain:
     def shortlist(self) -> int:
         """How many of each query's best candidates local features look at (``local.top_pairs``, or only
         ``local.refine_pairs`` with a learned matcher alone): what fusion can reorder."""
-        return self.local.top_pairs if self.local.method != "none" else self.local.refine_pairs
+        cfg = self.local
+        return cfg.refine_pairs if cfg.method == "none" and cfg.refine != "none" else cfg.top_pairs
 
     def pair_scores(self, nn: Neighbours, query_kp: Keypoints, gallery_kp: Keypoints, desc: str) -> dict:
         """Every score the fusion combines, (Q, k) each: the chain's score so far (``cosine``), ``local.method``'s
         match score of the first ``local.top_pairs`` candidates (``inliers``) and ``local.refine``'s of the first
-        ``local.refine_pairs`` (``refined``); 0 beyond them. A new score to fuse is added here and in
+        ``local.refine_pairs`` (``refined``), 0 beyond them; and the frozen descriptor's cosine of every candidate
+        (``descriptor``, with ``local.descriptor``). A new score to fuse is added here and in
         :data:`whaleid.retrieval.fusion.TRANSFORMS`."""
         scores = {"cosine": nn.sims}
         cfg = self.local
@@ -156,6 +158,11 @@ class ScoringChain:
                     desc=f"{desc} ({method})",
                     run=self.run,
                 )
+        if cfg.descriptor:
+            k = nn.rows.shape[1]
+            scores["descriptor"] = neighbour_scores(
+                "descriptor", nn, query_kp["descriptor"], gallery_kp["descriptor"], cfg, top=k, run=self.run
+            )
         return scores
 
     def fit_fusion(

@@ -2,7 +2,8 @@
 both show the same individual, and that probability ranks the candidates and meets the new_individual threshold.
 
 The scores (:data:`TRANSFORMS`): ``cosine`` (the chain's score so far), ``inliers`` (``local.method``'s match
-score) and ``refined`` (``local.refine``'s, on the best few candidates; 0 elsewhere). A :class:`Calibration` is
+score), ``refined`` (``local.refine``'s, on the best few candidates; 0 elsewhere) and ``descriptor`` (the cosine of a
+frozen pretrained backbone's global descriptors, ``local.descriptor``). A :class:`Calibration` is
 fitted on the validation queries' pairs (same individual or not) and applied as saved to the test photos and to
 ``whaleid identify``'s (``local.calibration``):
 
@@ -22,7 +23,7 @@ import numpy as np
 from whaleid.core.errors import DataError
 
 # How each score of a pair enters the logistic regression.
-TRANSFORMS = {"cosine": lambda x: x, "inliers": np.log1p, "refined": np.log1p}
+TRANSFORMS = {"cosine": lambda x: x, "inliers": np.log1p, "refined": np.log1p, "descriptor": lambda x: x}
 KINDS = ("logistic", "isotonic")
 
 

@@ -31,6 +31,7 @@ LEARNED = (
     "xfeat",
 )  # learned keypoints with LightGlue / LighterGlue (whaleid.retrieval.learned; needs torch)
 
+DESCRIPTOR = "descriptor"  # a frozen backbone's global descriptor (whaleid.model.descriptor), one "keypoint" a photo
 MIN_SCALE = 0.25  # a transform shrinking or growing the photo more than 4x is no match (degenerate RANSAC fits)
 
 
@@ -92,7 +93,10 @@ def describe(
     desc: str = "keypoints",
     run: Runtime = Runtime(),
 ) -> KeypointSet:
-    """Local features of every photo in ``paths`` by ``method``."""
+    """Local features of every photo in ``paths`` by ``method`` (the frozen ``descriptor`` is a model's:
+    :func:`whaleid.gallery.embedding.describe_photos` describes by any method)."""
+    if method == DESCRIPTOR:
+        raise ValueError("the descriptor is described by whaleid.model.descriptor (gallery.embedding.describe_photos)")
     if method in LEARNED:
         from whaleid.retrieval import learned  # torch: imported only for learned features
 
@@ -119,7 +123,12 @@ def pair_scores(
         (q, j) for q in range(len(query_rows)) for j in range(top) if neighbour_rows[q, j] >= 0 and query_rows[q] >= 0
     ]
     jobs = [(int(query_rows[q]), int(neighbour_rows[q, j])) for q, j in where]
-    if method in LEARNED:
+    if method == DESCRIPTOR:  # one unit descriptor per photo: the pair's cosine
+        q_rows, g_rows = (np.array([j[i] for j in jobs], dtype=np.int64) for i in (0, 1))
+        q_desc = query.descriptors[query.offsets[q_rows]].astype(np.float32)
+        g_desc = gallery.descriptors[gallery.offsets[g_rows]].astype(np.float32)
+        scores = (q_desc * g_desc).sum(axis=1) if jobs else np.zeros(0, np.float32)
+    elif method in LEARNED:
         from whaleid.retrieval import learned
 
         scores = learned.match_pairs(query, gallery, jobs, cfg, method=method, desc=desc, run=run)
