@@ -287,6 +287,9 @@ def test_check_command(dataset_copy: Path, tmp_path: Path) -> None:
     assert main([str(dataset_copy), "--params", str(params)]) == 0
     params.write_text(f"crop:\n  boxes: {tmp_path / 'nope.csv'}\n", encoding="utf-8")
     assert main([str(dataset_copy), "--params", str(params)]) == 2  # the boxes file is checked too
+    missing = tmp_path / "frozen.safetensors"
+    params.write_text(f"local:\n  descriptor: test_resnet\n  descriptor_weights: {missing}\n", encoding="utf-8")
+    assert main([str(dataset_copy), "--params", str(params)]) == 2  # and the frozen descriptor's weights
     name = _first_train(dataset_copy)
     (dataset_copy / "train_images" / name).write_bytes(b"\xff\xd8\xff\xe0 cut short")
     params.write_text("train:\n  epoch: 3\n", encoding="utf-8")

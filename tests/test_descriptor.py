@@ -111,3 +111,5 @@ def test_the_weights_are_named_by_hash_and_bad_settings_are_one_line(weights, tm
         LocalConfig(descriptor_weights=str(weights))
     with pytest.raises(ConfigError, match="local.descriptor"):
         describe_all([], None, 0.0, LocalConfig(descriptor="resnet_no_such_model", descriptor_weights=str(weights)))
+    with pytest.raises(ConfigError, match="local.descriptor_weights: .* does not match the backbone"):
+        describe_all([], None, 0.0, LocalConfig(descriptor="resnet18", descriptor_weights=str(weights)))

@@ -38,7 +38,7 @@ def frozen_backbone(name: str, weights: str | None, device: str) -> tuple[torch.
     """The backbone in eval mode on ``device`` with its input mean and std ((1, 3, 1, 1) each), built once."""
     net = create_backbone(name, pretrained=weights is None, key="local.descriptor")
     if weights is not None:
-        load_backbone_weights(net, weights)
+        load_backbone_weights(net, weights, "local.descriptor_weights")
     cfg = net.pretrained_cfg
     mean, std = (torch.tensor(cfg.get(k, d), dtype=torch.float32).view(1, 3, 1, 1) for k, d in
                  (("mean", (0.485, 0.456, 0.406)), ("std", (0.229, 0.224, 0.225))))  # fmt: skip

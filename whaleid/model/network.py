@@ -49,23 +49,24 @@ def create_backbone(name: str, pretrained: bool = False, key: str = "model.backb
         raise ConfigError(offline_hint(name, exc)) from None
 
 
-def load_backbone_weights(backbone: nn.Module, path: str | Path) -> None:
-    """Load a local state dict into ``backbone``; explain any key or shape mismatch. Never unpickles."""
+def load_backbone_weights(backbone: nn.Module, path: str | Path, what: str = "model.weights") -> None:
+    """Load a local state dict into ``backbone``; explain any key or shape mismatch (naming the param ``what``).
+    Never unpickles."""
     path = Path(path)
-    state = read_state_dict(path)
+    state = read_state_dict(path, what)
     own = backbone.state_dict()
     shape_bad = [k for k, v in state.items() if k in own and tuple(v.shape) != tuple(own[k].shape)]
     if shape_bad:
         k = shape_bad[0]
         raise ConfigError(
-            f"model.weights: {path} does not match the backbone: {len(shape_bad)} tensor(s) differ in shape, "
+            f"{what}: {path} does not match the backbone: {len(shape_bad)} tensor(s) differ in shape, "
             f"e.g. {k}: file {tuple(state[k].shape)} vs model {tuple(own[k].shape)}. Is it for another model?"
         )
     usable = {k: v for k, v in state.items() if k in own}
     missing = [k for k in own if k not in usable and not k.endswith("num_batches_tracked")]
     if not usable or len(missing) > 0.1 * len(own):
         raise ConfigError(
-            f"model.weights: {path} does not match the backbone: {len(missing)} of {len(own)} model tensors "
+            f"{what}: {path} does not match the backbone: {len(missing)} of {len(own)} model tensors "
             f"are absent from the file (e.g. {', '.join(missing[:3])}); {len(state) - len(usable)} file "
             f"tensors are unknown (e.g. {', '.join([k for k in state if k not in own][:3])})."
         )

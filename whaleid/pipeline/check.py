@@ -1,6 +1,6 @@
 """`whaleid check [DATA_DIR] [--params params.yaml]` (or `python -m whaleid.pipeline.check`): validate params and a dataset without training.
 
-Checks the params file (keys, types, ranges, the backbone name, the pretrained weights (hub cache or local file) and the crop boxes CSV),
+Checks the params file (keys, types, ranges, the backbone name, the pretrained weights (hub cache or local file), the frozen descriptor's and the crop boxes CSV),
 the Kaggle layout and CSVs, and decodes every image in parallel. Exit status 0 when all is well, 2 with one line per problem otherwise.
 """
 
@@ -57,6 +57,10 @@ def run_checks(data_dir: str | None, params_path: str = "params.yaml", decode: b
             from whaleid.model.network import load_backbone_weights
 
             load_backbone_weights(create_backbone(params.model.backbone), params.model.weights)
+        if params.local.descriptor:
+            from whaleid.model.descriptor import frozen_backbone
+
+            frozen_backbone(params.local.descriptor, params.local.descriptor_weights, "cpu")
         home = Path(params.data.dir).resolve()
         boxes_file = boxes_path(params.crop.boxes, data_dir)
         if (
