@@ -120,6 +120,41 @@ def test_interrupted_training_resumes_to_identical_weights(tiny_dataset: Path, t
     assert hist == ref_hist and _same_weights(resumed, ref)
 
 
+def test_kept_decoded_images_train_the_same_bits_and_are_not_read_again(
+    tiny_dataset: Path, tmp_path: Path, monkeypatch
+) -> None:
+    import shutil
+
+    from whaleid.data import images
+    from whaleid.data.images import ImageDataset
+    from whaleid.model import train as train_module
+    from whaleid.model.transforms import AsUint8
+
+    paths, labels, _, cfg, make = _setup(tiny_dataset, epochs=2)
+    reads: list[str] = []
+    read = images.read_image
+    monkeypatch.setattr(images, "read_image", lambda p, *a: reads.append(Path(p).name) or read(p, *a))
+    kept, hist_kept = _train(make, paths, labels, cfg)  # 0 workers, small: kept
+    assert len(reads) == len(set(reads)) > 0  # no photo read twice
+    monkeypatch.setattr(train_module, "KEEP_BYTES", 0)
+    reads.clear()
+    decoded, hist = _train(make, paths, labels, cfg)  # every epoch reads and decodes again
+    assert len(reads) > len(set(reads))
+    assert hist == hist_kept and _same_weights(kept, decoded)
+    # A kept item comes from memory: its file may be gone; without keep it is read again (and fails).
+    copies = [shutil.copy(p, tmp_path / p.name) for p in paths[:2]]
+    for keep in (True, False):
+        ds = ImageDataset(copies, AsUint8(32), keep=keep)
+        first = ds[0][0].clone()
+        (tmp_path / paths[0].name).unlink()
+        if keep:
+            assert torch.equal(ds[0][0], first)
+            shutil.copy(paths[0], tmp_path / paths[0].name)
+        else:
+            with pytest.raises(Exception, match=paths[0].name):
+                ds[0]
+
+
 def test_worker_count_does_not_change_the_result(tiny_dataset: Path) -> None:
     paths, labels, _, cfg, make = _setup(tiny_dataset, epochs=1)
     a, hist_a = _train(make, paths, labels, cfg, workers=0)

@@ -188,8 +188,12 @@ class ImageDataset:
         paths: Sequence[str | Path],
         transform: Callable,
         labels: Sequence[int] | np.ndarray | None = None,
+        keep: bool = False,
     ) -> None:
         self.paths = [Path(p) for p in paths]
+        # keep: remember each item's transformed image (a deterministic transform only, e.g. training's uint8
+        # resize when augmentation runs on the device), so later epochs do not read and decode it again
+        self.kept: dict[int, Any] | None = {} if keep else None
         self.labels = None if labels is None else np.asarray(labels, dtype=np.int64)
         if self.labels is not None and len(self.labels) != len(self.paths):
             raise ValueError("paths and labels differ in length")
@@ -200,10 +204,14 @@ class ImageDataset:
 
     def __getitem__(self, item: int | tuple[int, int]) -> tuple[Any, Any]:
         index, seed = item if isinstance(item, tuple) else (item, None)
-        img = read_image(self.paths[index])
-        if seed is not None and hasattr(self.transform, "set_random_seed"):
-            self.transform.set_random_seed(int(seed))
-        out = self.transform(img)
+        out = None if self.kept is None else self.kept.get(index)
+        if out is None:
+            img = read_image(self.paths[index])
+            if seed is not None and hasattr(self.transform, "set_random_seed"):
+                self.transform.set_random_seed(int(seed))
+            out = self.transform(img)
+            if self.kept is not None:
+                self.kept[index] = out
         if self.labels is None:
             return out, -1
         label = self.labels[index]

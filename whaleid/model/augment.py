@@ -79,10 +79,14 @@ def _base_grid(height: int, width: int, device: torch.device) -> torch.Tensor:
 
 
 def affine_grid(theta: torch.Tensor, height: int, width: int) -> torch.Tensor:
-    """``F.affine_grid(theta, (B, C, height, width), align_corners=False)``, bit for bit, with its base grid built
-    once per size instead of on every call (2.3x faster for 51 x 64 x 64 on CPU)."""
-    base = _base_grid(height, width, theta.device).to(theta.dtype)
-    return base.expand(len(theta), -1, -1).bmm(theta.transpose(1, 2)).view(len(theta), height, width, 2)
+    """``F.affine_grid(theta, (B, C, height, width), align_corners=False)`` with its base grid built once per size,
+    and each output coordinate ``(x * t0 + y * t1) + t2`` computed elementwise in the order torch's batched matrix
+    product sums it (the same bits on the CPUs tested), instead of a (B, H * W, 3) x (B, 3, 2) product: about 4x
+    faster than ``F.affine_grid`` for 26 x 96 x 96 on 2 CPU cores."""
+    base = _base_grid(height, width, theta.device).to(theta.dtype)[0]  # (H * W, 3): x, y, 1
+    x, y = base[None, :, 0], base[None, :, 1]
+    rows = [x * theta[:, r, 0, None] + y * theta[:, r, 1, None] + theta[:, r, 2, None] for r in range(2)]
+    return torch.stack(rows, dim=-1).view(len(theta), height, width, 2)
 
 
 def affine_theta(
