@@ -38,16 +38,22 @@ def whaleid(args: list[str], repo: Path, env: dict[str, str]) -> subprocess.Comp
     )
 
 
-def test_identify_gives_the_submission_and_skips_unreadable_photos(repo: tuple[Path, dict[str, str]]) -> None:
-    root, env = repo
-    # No --boxes: the test photos have none (boxes.csv covers train photos), so the gallery's detector boxes them,
-    # as stage detect did for the submission.
+def identify_gives_the_submission(root: Path, env: dict[str, str]) -> pd.Series:
+    """`whaleid identify` on the test photos gives submission.csv's rows; returns those rows."""
     proc = whaleid(["identify", "data/sample/test_images", "--format", "csv", "--out", "ident.csv"], root, env)
     assert proc.returncode == 0, proc.stderr
     got = pd.read_csv(root / "ident.csv", dtype=str).set_index("image")["predictions"]
     want = pd.read_csv(root / "submissions/submission.csv", dtype=str).set_index("image")["predictions"]
     assert len(got) == len(want) == 60
     assert (got[want.index] == want).all(), (got[want.index] != want).sum()
+    return want
+
+
+def test_identify_gives_the_submission_and_skips_unreadable_photos(repo: tuple[Path, dict[str, str]]) -> None:
+    root, env = repo
+    # No --boxes: the test photos have none (boxes.csv covers train photos), so the gallery's detector boxes them,
+    # as stage detect did for the submission.
+    want = identify_gives_the_submission(root, env)
 
     # The same from the exported ONNX file, which identify checks against the gallery's model.
     proc = whaleid(["export", "models/fold0/model.pt", "--format", "onnx", "--out", "fold0.onnx"], root, env)
@@ -413,9 +419,4 @@ def test_a_frozen_descriptor_joins_the_fusion_and_identify_gives_its_submission(
     assert named["backbone"] == "test_resnet" and named["source"] == "file" and len(named["sha256"]) == 64
     calibration = json.loads((repo / "data/fused/calibration.json").read_text())
     assert "descriptor" in json.dumps(calibration)
-    proc = whaleid(["identify", "data/sample/test_images", "--format", "csv", "--out", "ident.csv"], repo, env)
-    assert proc.returncode == 0, proc.stderr
-    got = pd.read_csv(repo / "ident.csv", dtype=str).set_index("image")["predictions"]
-    want = pd.read_csv(repo / "submissions/submission.csv", dtype=str).set_index("image")["predictions"]
-    assert len(got) == len(want) == 60
-    assert (got[want.index] == want).all(), (got[want.index] != want).sum()
+    identify_gives_the_submission(repo, env)

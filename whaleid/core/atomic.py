@@ -16,6 +16,7 @@ import os
 import re
 import shutil
 import tempfile
+import zipfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -197,14 +198,30 @@ def write_csv(path: str | Path, frame: Any) -> None:
     write_text(path, buf.getvalue())
 
 
-def save_npz(path: str | Path, **arrays: np.ndarray) -> None:
-    """Save arrays to ``.npz``. Object arrays are refused so the file always loads with ``allow_pickle=False``."""
-    for name, arr in arrays.items():
-        if np.asarray(arr).dtype == object:
-            raise TypeError(f"array {name!r} has dtype object; convert strings with np.asarray(x, dtype=str)")
+NPZ_DATE = (1980, 1, 1, 0, 0, 0)  # every member's zip timestamp: the same arrays give the same bytes
+
+
+def npz_bytes(**arrays: np.ndarray) -> bytes:
+    """The bytes of an uncompressed ``.npz`` of ``arrays`` (what ``np.load`` reads, as ``np.savez`` writes it).
+    Each member is written whole with a fixed timestamp rather than streamed as ``np.savez`` does, whose headers
+    depend on the Python patch release (3.11.7 writes ZIP64 local headers, Debian's 3.11.2 does not): the same
+    arrays give the same bytes on any Python, so DVC's hashes of whaleid's outputs do not change with it."""
     buf = io.BytesIO()
-    np.savez(buf, **arrays)
-    write_bytes(path, buf.getvalue())
+    with zipfile.ZipFile(buf, "w", compression=zipfile.ZIP_STORED, allowZip64=True) as archive:
+        for name, arr in arrays.items():
+            arr = np.asanyarray(arr)
+            if arr.dtype == object:
+                raise TypeError(f"array {name!r} has dtype object; convert strings with np.asarray(x, dtype=str)")
+            member = io.BytesIO()
+            np.lib.format.write_array(member, arr, allow_pickle=False)
+            archive.writestr(zipfile.ZipInfo(f"{name}.npy", date_time=NPZ_DATE), member.getvalue())
+    return buf.getvalue()
+
+
+def save_npz(path: str | Path, **arrays: np.ndarray) -> None:
+    """Save arrays to ``.npz`` atomically (:func:`npz_bytes`). Object arrays are refused so the file always loads
+    with ``allow_pickle=False``."""
+    write_bytes(path, npz_bytes(**arrays))
 
 
 def save_torch(path: str | Path, obj: Any) -> None:
