@@ -181,20 +181,8 @@ def _setup(
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_lambda(s, total, warmup, cfg.min_lr_ratio))
     dtype = autocast_dtype(device)
     scaler = torch.amp.GradScaler(device.type, enabled=dtype == torch.float16)
-    return _Run(
-        step,
-        world,
-        loader,
-        sampler,
-        batch_augment,
-        optimizer,
-        scheduler,
-        scaler,
-        dtype,
-        use_species,
-        steps_per_epoch,
-        frozen,
-    )
+    return _Run(step, world, loader, sampler, batch_augment, optimizer, scheduler, scaler, dtype, use_species,
+                steps_per_epoch, frozen)  # fmt: skip
 
 
 def _restore(run: _Run, model: nn.Module, checkpoint: Path | None, fingerprint: str, epochs: int) -> TrainState:
