@@ -12,9 +12,9 @@ import pytest
 import whaleid.data.resize as prepare
 from whaleid.core.errors import DataError
 from whaleid.core.runtime import Runtime
-from whaleid.data.boxes import read_boxes
+from whaleid.data.boxes import crop_coords, read_boxes
 from whaleid.data.images import read_image
-from whaleid.data.resize import check_box, crop_coords, folder_digest, prepare_image, resize_split, resized_name
+from whaleid.data.resize import check_box, folder_digest, prepare_image, resize_split, resized_name
 
 
 def test_crop_coords_hand_computed() -> None:

@@ -104,6 +104,14 @@ def crop_coords(width: int, height: int, box: Box, margin: float) -> tuple[int, 
     return left, top, right, bottom
 
 
+def crop_to_box(image: np.ndarray, box: Box | None, margin: float) -> np.ndarray:
+    """``image`` (H, W, ...) cropped to :func:`crop_coords` of ``box`` (a view; the whole image without a box)."""
+    if box is None:
+        return image
+    left, top, right, bottom = crop_coords(image.shape[1], image.shape[0], box, margin)
+    return image[top:bottom, left:right]
+
+
 def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """IoU of corresponding rows of two ``(N, 4)`` arrays of ``x1, y1, x2, y2`` boxes."""
     a, b = np.asarray(a, np.float64).reshape(-1, 4), np.asarray(b, np.float64).reshape(-1, 4)

@@ -31,7 +31,7 @@ from whaleid.core.atomic import write_bytes
 from whaleid.core.errors import DataError
 from whaleid.core.parallel import map_chunks
 from whaleid.core.runtime import Runtime
-from whaleid.data.boxes import Box, check_box, crop_coords
+from whaleid.data.boxes import Box, check_box, crop_to_box
 from whaleid.data.images import read_image
 from whaleid.data.layout import safe_name
 
@@ -40,9 +40,7 @@ log = logging.getLogger(__name__)
 
 def prepare_image(image: np.ndarray, size: int, box: Box | None = None, margin: float = 0.0) -> np.ndarray:
     """Crop ``image`` (RGB) to ``box`` (+ margin) and resize it to ``size`` x ``size`` with area interpolation."""
-    if box is not None:
-        x1, y1, x2, y2 = crop_coords(image.shape[1], image.shape[0], box, margin)
-        image = image[y1:y2, x1:x2]
+    image = crop_to_box(image, box, margin)
     if image.shape[0] == size and image.shape[1] == size:
         return np.ascontiguousarray(image)
     return cv2.resize(image, (size, size), interpolation=cv2.INTER_AREA)

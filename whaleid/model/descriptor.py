@@ -25,7 +25,7 @@ from tqdm.auto import tqdm
 from whaleid.config import LocalConfig
 from whaleid.core.log import bar_options
 from whaleid.core.runtime import Runtime
-from whaleid.data.boxes import Box, crop_coords
+from whaleid.data.boxes import Box, crop_to_box
 from whaleid.data.images import read_image
 from whaleid.model.network import create_backbone, load_backbone_weights
 
@@ -50,10 +50,7 @@ def frozen_backbone(name: str, weights: str | None, device: str) -> tuple[torch.
 
 def descriptor_photo(path: str | Path, box: Box | None, margin: float, size: int, max_megapixels: float) -> np.ndarray:
     """RGB uint8 (size, size, 3): the photo cropped to ``box`` (grown by ``margin``) and resized to a square."""
-    image = read_image(path, max_megapixels)
-    if box is not None:
-        left, top, right, bottom = crop_coords(image.shape[1], image.shape[0], box, margin)
-        image = image[top:bottom, left:right]
+    image = crop_to_box(read_image(path, max_megapixels), box, margin)
     shrink = max(image.shape[:2]) > size
     return cv2.resize(image, (size, size), interpolation=cv2.INTER_AREA if shrink else cv2.INTER_CUBIC)
 

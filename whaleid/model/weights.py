@@ -146,37 +146,37 @@ def read_state_dict(
     return state
 
 
-def identity(cfg: ModelConfig) -> dict[str, str | None]:
-    """What the backbone's initial weights are: ``{"source": None}`` (random initialisation), a local file
-    (``source: file``, its path and SHA-256) or hub weights (``source: hf-hub:<repo>``, file name and SHA-256 of
-    the cached file). Hub weights must have been fetched already (see :func:`load_check`)."""
-    if cfg.weights:
-        path = existing_file(cfg.weights)
+def _weights_identity(backbone: str, weights: str | None, pretrained: bool, what: str, prefix: str = "") -> dict:
+    """The identity of a local weights file (``what`` names its param in errors) or of ``backbone``'s cached hub
+    weights (``prefix`` leads the offline error); ``{"source": None}`` for neither."""
+    if weights:
+        path = existing_file(weights, what)
         return {"source": "file", "file": str(path), "sha256": sha256_file(path)}
-    if cfg.pretrained:
-        repo, _ = hub_repo(cfg.backbone)
-        found = hub_file(cfg.backbone)
+    if pretrained:
+        repo, _ = hub_repo(backbone)
+        found = hub_file(backbone)
         if found is None:
-            raise ConfigError(offline_hint(cfg.backbone, FileNotFoundError(repo)))
+            raise ConfigError(prefix + offline_hint(backbone, FileNotFoundError(repo)))
         return {"source": f"{HUB_PREFIX}{repo}", "file": found.name, "sha256": sha256_file(found)}
     return {"source": None}
 
 
+def identity(cfg: ModelConfig) -> dict[str, str | None]:
+    """What the backbone's initial weights are: ``{"source": None}`` (random initialisation), a local file
+    (``source: file``, its path and SHA-256) or hub weights (``source: hf-hub:<repo>``, file name and SHA-256 of
+    the cached file). Hub weights must have been fetched already (see :func:`load_check`)."""
+    return _weights_identity(cfg.backbone, cfg.weights, cfg.pretrained, "model.weights")
+
+
 def descriptor_identity(local: LocalConfig) -> dict[str, str | None]:
-    """:func:`identity` of the frozen descriptor's weights (``local.descriptor``; ``{"source": None}`` without
-    one): its file's SHA-256, or the hub file's when ``local.descriptor_weights`` is null."""
+    """:func:`identity` of the frozen descriptor's weights (``local.descriptor``, named under ``backbone``;
+    ``{"source": None}`` without one): its file's SHA-256, or the hub file's when ``local.descriptor_weights`` is
+    null."""
     if not local.descriptor:
         return {"source": None}
-    if local.descriptor_weights:
-        path = existing_file(local.descriptor_weights, "local.descriptor_weights")
-        return {"backbone": local.descriptor, "source": "file", "file": str(path), "sha256": sha256_file(path)}
-    found = hub_file(local.descriptor)
-    if found is None:
-        repo, _ = hub_repo(local.descriptor)
-        raise ConfigError("local.descriptor: " + offline_hint(local.descriptor, FileNotFoundError(repo)))
-    repo, _ = hub_repo(local.descriptor)
-    return {"backbone": local.descriptor, "source": f"{HUB_PREFIX}{repo}", "file": found.name,
-            "sha256": sha256_file(found)}  # fmt: skip
+    found = _weights_identity(local.descriptor, local.descriptor_weights, True, "local.descriptor_weights",
+                              "local.descriptor: ")  # fmt: skip
+    return {"backbone": local.descriptor, **found}
 
 
 # efficientnet_pytorch (lukemelas) names -> timm's EfficientNet names. Blocks are numbered flat there

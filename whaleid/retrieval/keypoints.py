@@ -19,7 +19,7 @@ import numpy as np
 from whaleid.config import LocalConfig
 from whaleid.core.parallel import map_chunks
 from whaleid.core.runtime import DEFAULT_MAX_MEGAPIXELS, Runtime
-from whaleid.data.boxes import Box, crop_coords
+from whaleid.data.boxes import Box, crop_to_box
 from whaleid.data.images import read_image
 
 DETECTORS = {
@@ -34,10 +34,7 @@ def keypoint_photo(
 ) -> np.ndarray:
     """RGB uint8 photo as local features see it: cropped to ``box`` (grown by ``margin``), longer side resized to
     ``max_side``."""
-    image = read_image(path, max_megapixels)
-    if box is not None:
-        left, top, right, bottom = crop_coords(image.shape[1], image.shape[0], box, margin)
-        image = image[top:bottom, left:right]
+    image = crop_to_box(read_image(path, max_megapixels), box, margin)
     h, w = image.shape[:2]
     scale = max_side / max(h, w)
     size = (max(1, round(w * scale)), max(1, round(h * scale)))
