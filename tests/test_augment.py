@@ -107,6 +107,14 @@ def test_normalize_matches_albumentations() -> None:
     assert batch.is_contiguous(memory_format=torch.channels_last)  # as the models are kept: no copy in the model
 
 
+def test_model_input_is_normalize_bit_for_bit() -> None:
+    # the uint8 fast path (rows of repeated means) against the broadcasting `normalize`, on a non-square batch
+    images = torch.randint(0, 256, (5, 24, 40, 3), generator=torch.Generator().manual_seed(3), dtype=torch.uint8)
+    got = model_input(images, torch.device("cpu"))
+    torch.testing.assert_close(got, normalize(to_float(images)), atol=0, rtol=0)
+    assert got.shape == (5, 3, 24, 40) and got.is_contiguous(memory_format=torch.channels_last)
+
+
 def test_all_off_is_identity_and_flip_mirrors() -> None:
     images = _images()
     torch.testing.assert_close(_run(AugmentConfig(**OFF), images), to_float(images), atol=0, rtol=0)

@@ -255,6 +255,35 @@ def test_bmp_header_size_matches_pillow(height: int) -> None:
         assert image_size(bytes(data)) == img.size == (53, 37)
 
 
+@pytest.mark.parametrize("shape", [(96, 96), (7, 5), (1, 1), (3, 13)])  # widths 5 and 13: padded rows
+def test_bmp_fast_decoder_matches_opencv_and_pillow(shape: tuple[int, int]) -> None:
+    """24-bit BMPs are decoded from their rows directly; every variant must give OpenCV's and Pillow's array."""
+    from whaleid.data.images import _decode_bmp24
+
+    bgr = np.random.default_rng(sum(shape)).integers(0, 256, (*shape, 3), dtype=np.uint8)
+    data = cv2.imencode(".bmp", bgr)[1].tobytes()
+    assert _decode_bmp24(data) is not None  # the fast path, not the fallback, is what is checked
+    with Image.open(io.BytesIO(data)) as img:
+        np.testing.assert_array_equal(decode_image(data), np.asarray(img.convert("RGB")))
+    np.testing.assert_array_equal(decode_image(data), bgr[:, :, ::-1])
+    # top-down rows (negative height): the same pixels stored first row first
+    top_down = bytearray(data[:54]) + b"".join(
+        data[54 + r * len(data[54:]) // shape[0] : 54 + (r + 1) * len(data[54:]) // shape[0]]
+        for r in reversed(range(shape[0]))
+    )
+    top_down[22:26] = (-shape[0]).to_bytes(4, "little", signed=True)
+    with Image.open(io.BytesIO(bytes(top_down))) as img:
+        np.testing.assert_array_equal(np.asarray(img.convert("RGB")), bgr[:, :, ::-1])
+    np.testing.assert_array_equal(decode_image(bytes(top_down)), bgr[:, :, ::-1])
+    # not a plain 24-bit BMP (8-bit grey, cut short): left to OpenCV, which converts or names it
+    grey = cv2.imencode(".bmp", bgr[:, :, 0])[1].tobytes()
+    assert _decode_bmp24(grey) is None
+    np.testing.assert_array_equal(decode_image(grey), np.repeat(bgr[:, :, :1], 3, axis=2))
+    assert _decode_bmp24(data[:-1]) is None
+    with pytest.raises(DataError, match="cannot decode"):
+        decode_image(data[: len(data) // 2])
+
+
 def test_corrupt_image_named(tmp_path: Path) -> None:
     path = tmp_path / "junk.jpg"
     path.write_bytes(b"this is not an image at all")
@@ -432,3 +461,30 @@ def test_a_listed_image_that_is_not_a_regular_file_is_refused_by_type_without_re
         load_dataset(dataset_copy)
     with pytest.raises(DataError, match=f"{what}, not an image file"):  # a FIFO's read would wait for a writer
         read_image(path)
+
+
+@pytest.mark.parametrize("labels", [None, "1d", "2d"])
+@pytest.mark.parametrize("drop_last", [False, True])
+def test_inline_batches_are_the_dataloaders_batches(tiny_dataset: Path, labels: str | None, drop_last: bool) -> None:
+    """Without workers the loader is our InlineBatches; its batches must be torch's DataLoader's, item for item:
+    plain order and the training sampler's (index, seed) pairs, with the albumentations transform re-seeded."""
+    from whaleid.config import AugmentConfig
+    from whaleid.core.device import InlineBatches, make_loader
+    from whaleid.model.train import EpochSampler
+
+    paths = load_dataset(tiny_dataset).train_paths()[:7]
+    rows = {None: None, "1d": np.arange(7) * 3, "2d": np.stack([np.arange(7), np.arange(7) % 2], axis=1)}[labels]
+    for transform, sampler in [
+        (AsUint8(24), None),
+        (train_transform(24, AugmentConfig(backend="albumentations")), EpochSampler(7, seed=5)),
+    ]:
+        ds = ImageDataset(paths, transform, rows)
+        ours = make_loader(ds, 3, num_workers=0, device=torch.device("cpu"), sampler=sampler, drop_last=drop_last)
+        assert isinstance(ours, InlineBatches)
+        theirs = torch.utils.data.DataLoader(ds, batch_size=3, sampler=sampler, drop_last=drop_last)
+        assert len(ours) == len(theirs) == (2 if drop_last else 3)
+        got, want = list(ours), list(theirs)
+        assert len(got) == len(want)
+        for (a, la), (b, lb) in zip(got, want, strict=True):
+            assert a.dtype == b.dtype and torch.equal(a, b)
+            assert la.dtype == lb.dtype == torch.int64 and torch.equal(la, lb)

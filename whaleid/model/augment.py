@@ -56,6 +56,14 @@ def normalize(x: torch.Tensor, inplace: bool = False) -> torch.Tensor:
     return x.sub_(mean).mul_(inv_std) if inplace else (x - mean) * inv_std
 
 
+@functools.lru_cache(maxsize=8)
+def _pixel_rows(pixels: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """``normalize``'s mean (x 255) and 1 / (std x 255) repeated for ``pixels`` RGB pixels: (pixels * 3,) each."""
+    mean = torch.tensor(MEAN, device=device, dtype=torch.float32) * 255.0
+    inv_std = 1.0 / (torch.tensor(STD, device=device, dtype=torch.float32) * 255.0)
+    return mean.repeat(pixels), inv_std.repeat(pixels)
+
+
 def model_input(
     images: torch.Tensor, device: torch.device, augment: Callable[[torch.Tensor], torch.Tensor] | None = None
 ) -> torch.Tensor:
@@ -64,8 +72,13 @@ def model_input(
     float batch (already augmented and normalised by albumentations) is only moved. Either comes out channels_last."""
     images = images.to(device, non_blocking=True)
     if images.dtype == torch.uint8 and augment is None:
-        # (B, H, W, 3) bytes seen as (B, 3, H, W) are channels_last already: one cast, normalised in place
-        return normalize(images.permute(0, 3, 1, 2).to(torch.float32), inplace=True)
+        # (B, H, W, 3) bytes cast in place of their layout and normalised as (B, H * W * 3) rows against a row of
+        # repeated means: the same values as `normalize`, 6x faster than broadcasting over a last dimension of 3.
+        # Seen as (B, 3, H, W) they are channels_last already.
+        x = images.to(torch.float32)
+        mean, inv_std = _pixel_rows(x.shape[1] * x.shape[2], x.device)
+        x.view(len(x), -1).sub_(mean).mul_(inv_std)
+        return x.permute(0, 3, 1, 2)
     if images.dtype == torch.uint8:
         images = normalize(augment(to_float(images)), inplace=True)
     return images.contiguous(memory_format=torch.channels_last)  # as the models are kept (train, embed)
@@ -83,10 +96,15 @@ def affine_grid(theta: torch.Tensor, height: int, width: int) -> torch.Tensor:
     and each output coordinate ``(x * t0 + y * t1) + t2`` computed elementwise in the order torch's batched matrix
     product sums it (the same bits on the CPUs tested), instead of a (B, H * W, 3) x (B, 3, 2) product: about 4x
     faster than ``F.affine_grid`` for 26 x 96 x 96 on 2 CPU cores."""
-    base = _base_grid(height, width, theta.device).to(theta.dtype)[0]  # (H * W, 3): x, y, 1
-    x, y = base[None, :, 0], base[None, :, 1]
-    rows = [x * theta[:, r, 0, None] + y * theta[:, r, 1, None] + theta[:, r, 2, None] for r in range(2)]
-    return torch.stack(rows, dim=-1).view(len(theta), height, width, 2)
+    base = _base_grid(height, width, theta.device).to(theta.dtype)[0].view(height, width, 3)  # x, y, 1
+    x, y = base[None, 0, :, 0], base[None, :, 0, 1]  # x varies along a row, y down a column: (1, W), (1, H)
+    grid = torch.empty(len(theta), height, width, 2, dtype=theta.dtype, device=theta.device)
+    for r in range(2):
+        # the products are computed once per column (x) and once per row (y), then summed over the (H, W) grid
+        # in the order (x * t0 + y * t1) + t2: the same bits, half the full-size operations
+        xt, yt = x * theta[:, r, 0, None], y * theta[:, r, 1, None]
+        torch.add(xt[:, None, :], yt[:, :, None], out=grid[..., r]).add_(theta[:, r, 2, None, None])
+    return grid
 
 
 def affine_theta(
