@@ -1,7 +1,8 @@
-"""Benchmark: embedding extraction efficiency = images/s of our `extract_embeddings` (DataLoader over the
-default dataset's images as the embed stage reads them -- cropped and resized by the `resize` stage --,
-normalisation on the device, L2 normalisation) / images/s of bare inference of the same model on pre-made tensors
-of the same batch size (both channels_last, as the embed stage runs). Target >= 0.95. Interleaved runs, medians.
+"""Benchmark: embedding extraction efficiency = images/s of our `extract_embeddings` (our loader -- with no
+workers, `InlineBatches` -- over the default dataset's images as the embed stage reads them, cropped and resized
+by the `resize` stage; normalisation on the device, L2 normalisation) / images/s of bare inference of the same
+model on pre-made tensors of the same batch size (both channels_last, as the embed stage runs). Target >= 0.95.
+Interleaved runs, medians.
 """
 
 from __future__ import annotations

@@ -1,8 +1,9 @@
-"""Benchmark: training loop efficiency = images/s of our `train_model` (our DataLoader on the default dataset's
+"""Benchmark: training loop efficiency = images/s of our `train_model` (our loader on the default dataset's
 images as the train stage reads them -- cropped and resized by the `resize` stage --, default augmentation,
-AdamW, schedule, gradient clipping) / images/s of a bare loop doing the same model's forward + backward + step
-on one pre-made batch tensor (both channels_last, as the train stage runs). Target >= 0.95 on 2 CPU cores. Interleaved runs, medians. With
-``--backend albumentations`` it measures the per-image albumentations path instead.
+fused AdamW, schedule, gradient clipping) / images/s of a bare loop doing the same model's forward + backward +
+AdamW step on one pre-made batch tensor (both channels_last, as the train stage runs). Target >= 0.95 on 2 CPU
+cores. Interleaved runs, medians. With ``--backend albumentations`` it measures the per-image albumentations path
+instead.
 """
 
 from __future__ import annotations

@@ -253,7 +253,8 @@ def _train_epoch(
         run.scaler.scale(loss * share if share != 1 else loss).backward()
         if cfg.grad_clip > 0:
             run.scaler.unscale_(run.optimizer)
-            nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip, foreach=True)  # CPUs too: one call, not one a tensor
+            # foreach on CPUs too: one call for every gradient, not one a tensor
+            nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip, foreach=True)
         run.scaler.step(run.optimizer)
         run.scaler.update()
         run.scheduler.step()
