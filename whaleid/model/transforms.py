@@ -1,23 +1,25 @@
-"""Per-image transforms run in the DataLoader.
+"""Per-image transforms run by the loader.
 
 * :class:`AsUint8` (evaluation, and training with ``augment.backend: torch``): resize to ``img_size`` if the image
   is not that size already (the ``resize`` stage makes it so) and return it as a uint8 (H, W, 3) tensor. The
   float conversion, augmentation and normalisation happen on the device, a batch at a time
   (:mod:`whaleid.model.augment`), so the loader does almost nothing but decode.
-* :func:`train_transform` (``augment.backend: albumentations``): albumentations per image, resize ->
-  [horizontal flip] -> [affine: rotate, scale, translate] -> [brightness/contrast] -> [gaussian blur] ->
-  [coarse dropout] -> normalise (ImageNet mean/std) -> CHW float tensor. A probability of 0 leaves a transform out.
+* :func:`train_transform` (``augment.backend: albumentations``): albumentations per image
+  (:mod:`whaleid.model.per_image`, imported on first use).
 """
 
 from __future__ import annotations
 
-import albumentations as A
+from typing import TYPE_CHECKING
+
 import cv2
 import numpy as np
 import torch
 
 from whaleid.config import AugmentConfig
-from whaleid.model.augment import BLUR_SIZES, HOLE_SIZE, MAX_HOLES, MEAN, STD
+
+if TYPE_CHECKING:
+    from whaleid.model.per_image import Albumentations
 
 
 class AsUint8:
@@ -32,52 +34,9 @@ class AsUint8:
         return torch.from_numpy(np.ascontiguousarray(image))
 
 
-class ToCHW(A.ImageOnlyTransform):
-    """HWC float image to a contiguous CHW float32 tensor (avoids the torchvision-dependent ToTensorV2)."""
-
-    def __init__(self) -> None:
-        super().__init__(p=1.0)
-
-    def apply(self, img: np.ndarray, **params: object) -> torch.Tensor:
-        return torch.from_numpy(np.ascontiguousarray(img.transpose(2, 0, 1), dtype=np.float32))
-
-
-class Albumentations:
-    """An albumentations pipeline as a per-image callable ``image -> tensor``, re-seedable per item."""
-
-    def __init__(self, compose: A.Compose) -> None:
-        self.compose = compose
-
-    def set_random_seed(self, seed: int) -> None:
-        self.compose.set_random_seed(seed)
-
-    def __call__(self, image: np.ndarray) -> torch.Tensor:
-        return self.compose(image=image)["image"]
-
-
 def train_transform(img_size: int, aug: AugmentConfig, seed: int = 0) -> Albumentations:
-    steps: list[A.BasicTransform] = [A.Resize(img_size, img_size, interpolation=cv2.INTER_AREA)]
-    if aug.hflip > 0:
-        steps.append(A.HorizontalFlip(p=aug.hflip))
-    if aug.affine > 0:
-        steps.append(
-            A.Affine(
-                scale=(aug.scale_min, aug.scale_max),
-                translate_percent=(-aug.translate, aug.translate),
-                rotate=(-aug.rotate, aug.rotate),
-                border_mode=cv2.BORDER_REFLECT_101,
-                p=aug.affine,
-            )
-        )
-    if aug.color > 0:
-        steps.append(A.RandomBrightnessContrast(aug.brightness, aug.contrast, p=aug.color))
-    if aug.blur > 0:
-        steps.append(A.GaussianBlur(blur_limit=BLUR_SIZES, p=aug.blur))
-    if aug.dropout > 0:
-        steps.append(
-            A.CoarseDropout(
-                num_holes_range=(1, MAX_HOLES), hole_height_range=HOLE_SIZE, hole_width_range=HOLE_SIZE, p=aug.dropout
-            )
-        )
-    steps += [A.Normalize(MEAN, STD), ToCHW()]
-    return Albumentations(A.Compose(steps, seed=seed))
+    """The albumentations pipeline of ``aug`` for ``img_size`` photos, re-seedable per item (see
+    :mod:`whaleid.model.per_image`, which this imports)."""
+    from whaleid.model.per_image import albumentations_transform
+
+    return albumentations_transform(img_size, aug, seed)
