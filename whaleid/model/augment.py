@@ -48,19 +48,23 @@ def to_float(images: torch.Tensor) -> torch.Tensor:
     return images.permute(0, 3, 1, 2).to(torch.float32, memory_format=torch.contiguous_format)
 
 
+def _mean_inv_std(device: torch.device, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+    """(3,) each: the ImageNet mean x 255 and 1 / (std x 255), for values in [0, 255]."""
+    mean = torch.tensor(MEAN, device=device, dtype=dtype) * 255.0
+    return mean, 1.0 / (torch.tensor(STD, device=device, dtype=dtype) * 255.0)
+
+
 def normalize(x: torch.Tensor, inplace: bool = False) -> torch.Tensor:
     """(B, 3, H, W) float in [0, 255] -> ImageNet-normalised, as albumentations' ``Normalize`` does; ``inplace``
     overwrites ``x`` instead of allocating another batch-sized tensor."""
-    mean = torch.tensor(MEAN, device=x.device, dtype=x.dtype).view(1, 3, 1, 1) * 255.0
-    inv_std = 1.0 / (torch.tensor(STD, device=x.device, dtype=x.dtype).view(1, 3, 1, 1) * 255.0)
+    mean, inv_std = (t.view(1, 3, 1, 1) for t in _mean_inv_std(x.device, x.dtype))
     return x.sub_(mean).mul_(inv_std) if inplace else (x - mean) * inv_std
 
 
 @functools.lru_cache(maxsize=8)
 def _pixel_rows(pixels: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
-    """``normalize``'s mean (x 255) and 1 / (std x 255) repeated for ``pixels`` RGB pixels: (pixels * 3,) each."""
-    mean = torch.tensor(MEAN, device=device, dtype=torch.float32) * 255.0
-    inv_std = 1.0 / (torch.tensor(STD, device=device, dtype=torch.float32) * 255.0)
+    """``normalize``'s mean and inverse std repeated for ``pixels`` RGB pixels: (pixels * 3,) each."""
+    mean, inv_std = _mean_inv_std(device, torch.float32)
     return mean.repeat(pixels), inv_std.repeat(pixels)
 
 
