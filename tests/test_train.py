@@ -14,7 +14,7 @@ from whaleid.config import AugmentConfig, Params, params_from_dict
 from whaleid.core.errors import TrainingDiverged
 from whaleid.model.network import WhaleNet
 from whaleid.model.schedule import lr_lambda
-from whaleid.model.train import EpochSampler, frozen_modules, train_model
+from whaleid.model.train import EpochSampler, clip_gradients, frozen_modules, train_model
 from whaleid.pipeline.members import fingerprint
 
 
@@ -25,6 +25,29 @@ def test_lr_schedule_warmup_then_cosine() -> None:
     assert values[10] == pytest.approx(1.0)
     assert all(a >= b for a, b in zip(values[10:], values[11:], strict=False))
     assert lr_lambda(total, total, warmup, 0.01) == pytest.approx(0.01)
+
+
+@pytest.mark.parametrize("max_norm", [1e-3, 0.5, 1e6])  # clipped hard, clipped a little, not clipped
+def test_clip_gradients_is_torchs_clip_bit_for_bit(max_norm: float) -> None:
+    g = torch.Generator().manual_seed(0)
+    shapes = [(64, 3, 3, 3), (64,), (512, 200), (1,), (7, 5)]
+    ours = [torch.nn.Parameter(torch.zeros(s)) for s in shapes]
+    ref = [torch.nn.Parameter(torch.zeros(s)) for s in shapes]
+    for a, b in zip(ours, ref, strict=True):
+        a.grad = torch.randn(a.shape, generator=g) * 0.1
+        b.grad = a.grad.clone()
+    before = [p.grad.double().clone() for p in ours]
+    ours.append(torch.nn.Parameter(torch.ones(3)))  # no gradient: left alone, as torch does
+    torch.nn.utils.clip_grad_norm_(ref, max_norm, foreach=True)
+    clip_gradients(ours, max_norm)
+    for a, b in zip(ours, ref, strict=False):
+        assert torch.equal(a.grad, b.grad)
+    assert ours[-1].grad is None
+    norm = float(torch.sqrt(sum((t**2).sum() for t in before)))  # by hand, in float64
+    scale = min(max_norm / (norm + 1e-6), 1.0)
+    for a, t in zip(ours, before, strict=False):
+        assert torch.allclose(a.grad.double(), t * scale, rtol=1e-5, atol=0)
+    clip_gradients([torch.nn.Parameter(torch.ones(2))], 1.0)  # nothing has a gradient: no error
 
 
 def test_sampler_depends_only_on_seed_and_epoch() -> None:

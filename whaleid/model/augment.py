@@ -102,13 +102,14 @@ def affine_grid(theta: torch.Tensor, height: int, width: int) -> torch.Tensor:
     faster than ``F.affine_grid`` for 26 x 96 x 96 on 2 CPU cores."""
     base = _base_grid(height, width, theta.device).to(theta.dtype)[0].view(height, width, 3)  # x, y, 1
     x, y = base[None, 0, :, 0], base[None, :, 0, 1]  # x varies along a row, y down a column: (1, W), (1, H)
-    grid = torch.empty(len(theta), height, width, 2, dtype=theta.dtype, device=theta.device)
+    planes = []
     for r in range(2):
         # the products are computed once per column (x) and once per row (y), then summed over the (H, W) grid
-        # in the order (x * t0 + y * t1) + t2: the same bits, half the full-size operations
+        # in the order (x * t0 + y * t1) + t2: the same bits, half the full-size operations; each coordinate as a
+        # contiguous (B, H, W) plane, interleaved once at the end (writing them strided is 1.7x slower)
         xt, yt = x * theta[:, r, 0, None], y * theta[:, r, 1, None]
-        torch.add(xt[:, None, :], yt[:, :, None], out=grid[..., r]).add_(theta[:, r, 2, None, None])
-    return grid
+        planes.append(torch.add(xt[:, None, :], yt[:, :, None]).add_(theta[:, r, 2, None, None]))
+    return torch.stack(planes, dim=-1)
 
 
 def affine_theta(

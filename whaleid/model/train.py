@@ -82,6 +82,20 @@ def frozen_modules(model: nn.Module, share: float) -> list[nn.Module]:
     return out
 
 
+def clip_gradients(params: Sequence[nn.Parameter], max_norm: float) -> None:
+    """``nn.utils.clip_grad_norm_(params, max_norm, foreach=True)``, the same values: the gradients scaled by
+    ``min(max_norm / (norm + 1e-6), 1)``, where ``norm`` is their total 2-norm. On a CPU the scaling is skipped when
+    that factor is 1 (multiplying by 1 changes nothing, and there it costs no device sync to know); torch always
+    multiplies. Both calls take every gradient at once (``foreach``: torch picks the per-tensor loop on CPUs)."""
+    grads = [p.grad for p in params if p.grad is not None]
+    if not grads:
+        return
+    total = nn.utils.get_total_norm(grads, foreach=True)
+    coef = torch.clamp(max_norm / (total + 1e-6), max=1.0)
+    if total.device.type != "cpu" or coef < 1:
+        torch._foreach_mul_(grads, coef)
+
+
 def _freeze(modules: Sequence[nn.Module]) -> None:
     for m in modules:
         m.requires_grad_(False)
@@ -123,6 +137,7 @@ class _Run:
     use_species: bool
     steps_per_epoch: int
     frozen: list[nn.Module]
+    params: list[nn.Parameter]  # those that get gradients, listed once (walking the modules every step costs)
 
 
 def _setup(
@@ -182,8 +197,9 @@ def _setup(
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_lambda(s, total, warmup, cfg.min_lr_ratio))
     dtype = autocast_dtype(device)
     scaler = torch.amp.GradScaler(device.type, enabled=dtype == torch.float16)
+    params = [p for p in model.parameters() if p.requires_grad]
     return _Run(step, world, loader, sampler, batch_augment, optimizer, scheduler, scaler, dtype, use_species,
-                steps_per_epoch, frozen)  # fmt: skip
+                steps_per_epoch, frozen, params)  # fmt: skip
 
 
 def _restore(run: _Run, model: nn.Module, checkpoint: Path | None, fingerprint: str, epochs: int) -> TrainState:
@@ -253,8 +269,7 @@ def _train_epoch(
         run.scaler.scale(loss * share if share != 1 else loss).backward()
         if cfg.grad_clip > 0:
             run.scaler.unscale_(run.optimizer)
-            # foreach on CPUs too: one call for every gradient, not one a tensor
-            nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip, foreach=True)
+            clip_gradients(run.params, cfg.grad_clip)
         run.scaler.step(run.optimizer)
         run.scaler.update()
         run.scheduler.step()
