@@ -42,7 +42,7 @@ from whaleid.data.photos import load_photos
 from whaleid.data.resize import Box
 from whaleid.model.augment import MEAN, STD
 from whaleid.model.network import create_backbone
-from whaleid.model.schedule import lr_lambda
+from whaleid.model.schedule import clip_gradients, lr_lambda
 from whaleid.model.weights import safe_torch_load
 
 log = logging.getLogger(__name__)
@@ -128,7 +128,8 @@ def train_detector(
     """Train ``model`` (default :func:`new_detector`) on ``images`` (N, s, s, 3 uint8) and their normalised
     ``boxes``; return it (in eval mode) and the mean loss of each epoch."""
     model = (model or new_detector(cfg)).to(device, memory_format=torch.channels_last)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=1e-4)
+    params = list(model.parameters())
+    optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=1e-4)
     steps = cfg.epochs * math.ceil(len(images) / cfg.batch_size)
     warmup = max(1, steps // 20)
     schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda i: lr_lambda(i, steps, warmup, 0.02))
@@ -146,7 +147,7 @@ def train_detector(
             loss = F.l1_loss(pred, y) * 4 + generalized_box_iou_loss(pred, y, reduction="mean")
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
-            nn.utils.clip_grad_norm_(model.parameters(), 5.0)
+            clip_gradients(params, 5.0)
             optimizer.step()
             schedule.step()
             total += float(loss.detach()) * len(idx)

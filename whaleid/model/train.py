@@ -38,7 +38,7 @@ from whaleid.data.images import ImageDataset
 from whaleid.model.augment import BatchAugment, batch_generator, model_input
 from whaleid.model.checkpoint import TrainState, load_checkpoint, save_checkpoint
 from whaleid.model.distributed import GlobalBatches, World, all_sum, barrier, current, synced_batch_norm, wrap
-from whaleid.model.schedule import lr_lambda
+from whaleid.model.schedule import clip_gradients, lr_lambda
 from whaleid.model.transforms import AsUint8, train_transform
 
 log = logging.getLogger(__name__)
@@ -80,20 +80,6 @@ def frozen_modules(model: nn.Module, share: float) -> list[nn.Module]:
         out.append(m)
         seen += sum(p.numel() for p in m.parameters(recurse=False))
     return out
-
-
-def clip_gradients(params: Sequence[nn.Parameter], max_norm: float) -> None:
-    """``nn.utils.clip_grad_norm_(params, max_norm, foreach=True)``, the same values: the gradients scaled by
-    ``min(max_norm / (norm + 1e-6), 1)``, where ``norm`` is their total 2-norm. On a CPU the scaling is skipped when
-    that factor is 1 (multiplying by 1 changes nothing, and there it costs no device sync to know); torch always
-    multiplies. Both calls take every gradient at once (``foreach``: torch picks the per-tensor loop on CPUs)."""
-    grads = [p.grad for p in params if p.grad is not None]
-    if not grads:
-        return
-    total = nn.utils.get_total_norm(grads, foreach=True)
-    coef = torch.clamp(max_norm / (total + 1e-6), max=1.0)
-    if total.device.type != "cpu" or coef < 1:
-        torch._foreach_mul_(grads, coef)
 
 
 def _freeze(modules: Sequence[nn.Module]) -> None:
