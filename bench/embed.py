@@ -9,6 +9,7 @@ time, is printed as context: what reading costs against the model.
 from __future__ import annotations
 
 import argparse
+import functools
 import time
 
 import torch
@@ -47,20 +48,9 @@ def main() -> None:
         )
         return len(paths) / (time.perf_counter() - start)
 
-    def bare() -> float:
-        # the same batches as ours, the last one partial
-        xs = [
-            torch.randn(min(batch, len(paths) - i), 3, size, size).contiguous(memory_format=torch.channels_last)
-            for i in range(0, len(paths), batch)
-        ]
-        start = time.perf_counter()
-        with torch.no_grad():
-            for x in xs:
-                net.embed(x)
-        return len(paths) / (time.perf_counter() - start)
-
-    def bare_reading() -> float:
-        # the bare loop plus reading and decoding each batch's photos (ImageDataset.batch, as ours reads them)
+    def bare(reading: bool = False) -> float:
+        # the same batches as ours, the last one partial; reading: each batch's photos also read and decoded
+        # (ImageDataset.batch, as ours reads them), the context loop
         dataset = ImageDataset(paths, AsUint8(size))
         xs = [
             torch.randn(min(batch, len(paths) - i), 3, size, size).contiguous(memory_format=torch.channels_last)
@@ -69,7 +59,8 @@ def main() -> None:
         start = time.perf_counter()
         with torch.no_grad():
             for k, x in enumerate(xs):
-                dataset.batch(range(k * batch, k * batch + len(x)))
+                if reading:
+                    dataset.batch(range(k * batch, k * batch + len(x)))
                 net.embed(x)
         return len(paths) / (time.perf_counter() - start)
 
@@ -79,7 +70,7 @@ def main() -> None:
         bare,
         TARGET,
         f"{args.backbone} @ {size}px {args.format}, {len(paths)} images, batch {batch}, {resolve_workers(args.num_workers, device)} workers",
-        references={"bare + reading the photos": bare_reading},
+        references={"bare + reading the photos": functools.partial(bare, reading=True)},
     )
 
 

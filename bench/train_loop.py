@@ -64,38 +64,28 @@ def main() -> None:
         )
         return steps * cfg.batch_size / (time.perf_counter() - start)
 
-    def bare() -> float:
+    def bare(augmented: bool = False) -> float:
+        # augmented: the work the bare loop leaves out, our batch augmentation and input conversion of a uint8
+        # batch of the same shape with the training loop's per-step generators, done each step (the context loop)
         torch.manual_seed(0)
         net = WhaleNet(mcfg, ArcFaceConfig(), n_classes).train().to(memory_format=torch.channels_last)
         opt = torch.optim.AdamW(net.parameters(), lr=1e-3)
         x = torch.randn(cfg.batch_size, 3, mcfg.img_size, mcfg.img_size).contiguous(memory_format=torch.channels_last)
-        y = torch.from_numpy(labels[: cfg.batch_size])
-        start = time.perf_counter()
-        for _ in range(steps):
-            loss = torch.nn.functional.cross_entropy(net(x, y), y)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-        return steps * cfg.batch_size / (time.perf_counter() - start)
-
-    def bare_augmented() -> float:
-        # the bare loop plus the work the bare loop leaves out: our batch augmentation and input conversion of a
-        # uint8 batch of the same shape, with the training loop's per-step generators
-        torch.manual_seed(0)
-        net = WhaleNet(mcfg, ArcFaceConfig(), n_classes).train().to(memory_format=torch.channels_last)
-        opt = torch.optim.AdamW(net.parameters(), lr=1e-3)
         images = torch.randint(0, 256, (cfg.batch_size, mcfg.img_size, mcfg.img_size, 3), dtype=torch.uint8)
         batch_augment = BatchAugment(aug)
         y = torch.from_numpy(labels[: cfg.batch_size])
         start = time.perf_counter()
         for step in range(steps):
-            x = model_input(images, device, functools.partial(batch_augment, generator=batch_generator(0, 0, step)))
+            if augmented:
+                generator = batch_generator(0, 0, step)
+                x = model_input(images, device, functools.partial(batch_augment, generator=generator))
             loss = torch.nn.functional.cross_entropy(net(x, y), y)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
         return steps * cfg.batch_size / (time.perf_counter() - start)
 
+    bare_augmented = functools.partial(bare, augmented=True)
     references = {"bare + our augmentation": bare_augmented} if args.backend == "torch" else None
     ours_vs_bare(
         "train_loop_efficiency",
