@@ -3,7 +3,8 @@ workers, `InlineBatches` -- over the default dataset's images as the embed stage
 by the `resize` stage; normalisation on the device, L2 normalisation) / images/s of bare inference of the same
 model on pre-made tensors of the same batch size (both channels_last, as the embed stage runs). Target >= 0.95.
 Interleaved runs, best rates. A third loop, the bare one plus reading and decoding the same photos a batch at a
-time, is printed as context: what reading costs against the model.
+time, is printed as context: what reading costs against the model; and a fourth, the bare one on the network ours runs
+(:mod:`whaleid.model.fold`: BatchNorms folded into the convolutions): ours against it is what our loop costs.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from whaleid.config import ArcFaceConfig, EmbedConfig, ModelConfig
 from whaleid.core.device import resolve_workers
 from whaleid.data.images import ImageDataset
 from whaleid.model.embed import extract_embeddings
+from whaleid.model.fold import inference_model
 from whaleid.model.network import WhaleNet
 from whaleid.model.transforms import AsUint8
 
@@ -48,9 +50,11 @@ def main() -> None:
         )
         return len(paths) / (time.perf_counter() - start)
 
-    def bare(reading: bool = False) -> float:
+    def bare(reading: bool = False, folded: bool = False) -> float:
         # the same batches as ours, the last one partial; reading: each batch's photos also read and decoded
-        # (ImageDataset.batch, as ours reads them), the context loop
+        # (ImageDataset.batch, as ours reads them); folded: the network with its BatchNorms folded, as ours runs
+        # it (the context loops)
+        model = inference_model(net) if folded else net
         dataset = ImageDataset(paths, AsUint8(size))
         xs = [
             torch.randn(min(batch, len(paths) - i), 3, size, size).contiguous(memory_format=torch.channels_last)
@@ -61,7 +65,7 @@ def main() -> None:
             for k, x in enumerate(xs):
                 if reading:
                     dataset.batch(range(k * batch, k * batch + len(x)))
-                net.embed(x)
+                model.embed(x)
         return len(paths) / (time.perf_counter() - start)
 
     ours_vs_bare(
@@ -70,7 +74,10 @@ def main() -> None:
         bare,
         TARGET,
         f"{args.backbone} @ {size}px {args.format}, {len(paths)} images, batch {batch}, {resolve_workers(args.num_workers, device)} workers",
-        references={"bare + reading the photos": functools.partial(bare, reading=True)},
+        references={
+            "bare + reading the photos": functools.partial(bare, reading=True),
+            "bare, BatchNorm folded": functools.partial(bare, folded=True),
+        },
     )
 
 

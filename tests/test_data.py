@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import re
 from pathlib import Path
 
 import cv2
@@ -258,7 +259,7 @@ def test_bmp_header_size_matches_pillow(height: int) -> None:
 @pytest.mark.parametrize("shape", [(96, 96), (7, 5), (1, 1), (3, 13)])  # widths 5 and 13: padded rows
 def test_bmp_fast_decoder_matches_opencv_and_pillow(shape: tuple[int, int]) -> None:
     """24-bit BMPs are decoded from their rows directly; every variant must give OpenCV's and Pillow's array."""
-    from whaleid.data.images import _decode_bmp24
+    from whaleid.data.bmp import decode_bmp24 as _decode_bmp24
 
     bgr = np.random.default_rng(sum(shape)).integers(0, 256, (*shape, 3), dtype=np.uint8)
     data = cv2.imencode(".bmp", bgr)[1].tobytes()
@@ -488,3 +489,67 @@ def test_inline_batches_are_the_dataloaders_batches(tiny_dataset: Path, labels: 
         for (a, la), (b, lb) in zip(got, want, strict=True):
             assert a.dtype == b.dtype and torch.equal(a, b)
             assert la.dtype == lb.dtype == torch.int64 and torch.equal(la, lb)
+
+
+def _bmp_files(folder: Path, size: int, n: int, seed: int = 0) -> list[Path]:
+    """``n`` random size x size photos written as OpenCV writes BMPs (bottom-up rows, blue first)."""
+    rng = np.random.default_rng(seed)
+    paths = []
+    for i in range(n):
+        path = folder / f"p{i}.bmp"
+        path.write_bytes(cv2.imencode(".bmp", rng.integers(0, 256, (size, size, 3), dtype=np.uint8))[1].tobytes())
+        paths.append(path)
+    return paths
+
+
+def test_bmp_batch_reads_what_the_decoder_reads(tmp_path: Path) -> None:
+    """A batch of resized photos is read straight into one array; what it cannot read (another layout, depth,
+    size or format, a short file, a folder, a missing file) is named as unread, and the dataset's batch -- those
+    photos decoded one by one -- equals stacking its items one at a time."""
+    from whaleid.data.bmp import read_bmp_batch
+
+    size = 8
+    good = _bmp_files(tmp_path, size, 4)
+    data = good[0].read_bytes()
+    top_down = bytearray(data[:54]) + b"".join(data[54 + r * 24 : 54 + (r + 1) * 24] for r in reversed(range(size)))
+    top_down[22:26] = (-size).to_bytes(4, "little", signed=True)
+    odd = {
+        "top_down.bmp": bytes(top_down),
+        "grey.bmp": cv2.imencode(".bmp", np.full((size, size), 7, np.uint8))[1].tobytes(),
+        "larger.bmp": cv2.imencode(".bmp", np.full((size + 4, size, 3), 9, np.uint8))[1].tobytes(),
+        "photo.png": cv2.imencode(".png", np.full((size, size, 3), 5, np.uint8))[1].tobytes(),
+        "short.bmp": data[:-5],
+    }
+    for name, content in odd.items():
+        (tmp_path / name).write_bytes(content)
+    (tmp_path / "folder.bmp").mkdir()
+    paths = [good[0], tmp_path / "top_down.bmp", good[1], tmp_path / "grey.bmp", tmp_path / "larger.bmp"]
+    paths += [good[2], tmp_path / "photo.png", tmp_path / "short.bmp", tmp_path / "folder.bmp", good[3]]
+    paths.append(tmp_path / "missing.bmp")
+    array, unread = read_bmp_batch([str(p) for p in paths], size)
+    assert unread == [1, 3, 4, 6, 7, 8, 10]
+    for i in (0, 2, 5, 9):
+        np.testing.assert_array_equal(array[i], read_image(paths[i]))
+    readable = [p for i, p in enumerate(paths) if i not in (7, 8, 10)]
+    dataset = ImageDataset(readable, AsUint8(size))
+    batch, _ = dataset.batch(range(len(readable)))
+    torch.testing.assert_close(batch, torch.stack([dataset[i][0] for i in range(len(readable))]), rtol=0, atol=0)
+    np.testing.assert_array_equal(batch[1].numpy(), read_image(good[0]))  # top-down: the same photo
+    for bad in ("short.bmp", "folder.bmp", "missing.bmp"):
+        with pytest.raises(DataError, match=re.escape(bad)):
+            ImageDataset([good[0], tmp_path / bad], AsUint8(size)).batch([0, 1])
+
+
+@pytest.mark.parametrize("size", [5, 8])  # 5: rows padded to 4 bytes, read one by one
+def test_kept_batches_are_copies_and_padded_sizes_decode(tmp_path: Path, size: int) -> None:
+    """With ``keep`` (training's later epochs), the photos kept are a copy: a batch changed in place by its user
+    does not change what the next epoch reads."""
+
+    paths = _bmp_files(tmp_path, size, 6, seed=size)
+    want = torch.from_numpy(np.stack([read_image(p) for p in paths]))
+    dataset = ImageDataset(paths, AsUint8(size), keep=True)
+    first, _ = dataset.batch([4, 0, 2])
+    torch.testing.assert_close(first, want[[4, 0, 2]], rtol=0, atol=0)
+    first.zero_()
+    again, _ = dataset.batch([0, 2, 4, 1])  # kept and not yet read together
+    torch.testing.assert_close(again, want[[0, 2, 4, 1]], rtol=0, atol=0)

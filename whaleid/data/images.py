@@ -12,7 +12,6 @@ import hashlib
 import io
 import os
 import stat
-import struct
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -23,6 +22,7 @@ import numpy as np
 from whaleid.core.errors import DataError
 from whaleid.core.parallel import map_chunks
 from whaleid.core.runtime import DEFAULT_MAX_MEGAPIXELS, Runtime
+from whaleid.data.bmp import bmp_header, decode_bmp24, read_bmp_batch
 
 
 def _is_truncated_jpeg(data: bytes) -> bool:
@@ -48,24 +48,10 @@ def _is_truncated_jpeg(data: bytes) -> bool:
     return True  # the file ends inside its header
 
 
-# A BMP's file header and the start of its info header: magic, file size, (reserved), pixel offset, info header
-# size, width, height (negative: rows stored top down), planes, bits per pixel, compression
-_BMP_HEADER = struct.Struct("<2sI4xIIiiHHI")
-
-
-def _bmp_header(data: bytes) -> tuple[int, int, int, int, int, int] | None:
-    """(pixel offset, info header size, width, height, bits per pixel, compression) of a BMP with a
-    BITMAPINFOHEADER or a later one (what OpenCV and Pillow write), unpacked in one call; None for anything else."""
-    if len(data) < _BMP_HEADER.size or data[:2] != b"BM":
-        return None
-    _, _, offset, header, width, height, _, bits, compression = _BMP_HEADER.unpack_from(data)
-    return (offset, header, width, height, bits, compression) if header >= 40 else None
-
-
 def image_size(data: bytes) -> tuple[int, int] | None:
     """(width, height) from the image header, without decoding; None when Pillow cannot tell. BMP (what the
     resize stage writes, read once per image per epoch) is parsed here directly, at a tenth of Pillow's cost."""
-    bmp = _bmp_header(data)
+    bmp = bmp_header(data)
     if bmp is not None:
         return bmp[2], abs(bmp[3])
     from PIL import Image
@@ -78,24 +64,6 @@ def image_size(data: bytes) -> tuple[int, int] | None:
         return None
 
 
-def _decode_bmp24(data: bytes, header: tuple[int, int, int, int, int, int] | None = None) -> np.ndarray | None:
-    """RGB uint8 of an uncompressed 24-bit BMP (what the resize stage writes) straight from its pixel rows, the
-    same array as OpenCV's decoder at about half its cost; None for any other BMP (palette, 32-bit, compressed,
-    short), which OpenCV then decodes or refuses. ``header``: :func:`_bmp_header` of ``data`` when known."""
-    header = header or _bmp_header(data)
-    if header is None:
-        return None
-    offset, size, width, height, bits, compression = header
-    stride = (width * 3 + 3) // 4 * 4  # rows are padded to 4 bytes
-    if bits != 24 or compression != 0 or width <= 0 or height == 0 or offset < 14 + size:
-        return None
-    if offset + stride * abs(height) > len(data):
-        return None
-    rows = np.frombuffer(data, np.uint8, count=stride * abs(height), offset=offset).reshape(abs(height), stride)
-    img = cv2.cvtColor(rows[:, : width * 3].reshape(abs(height), width, 3), cv2.COLOR_BGR2RGB)
-    return cv2.flip(img, 0, dst=img) if height > 0 else img  # a positive height stores the bottom row first
-
-
 def decode_image(data: bytes, name: str = "<bytes>", max_megapixels: float = DEFAULT_MAX_MEGAPIXELS) -> np.ndarray:
     """Decode image bytes to RGB uint8 (H, W, 3); raise :class:`DataError` naming ``name`` if impossible. A photo
     whose header claims more than ``max_megapixels`` is refused before decoding, so decoding never takes more
@@ -104,7 +72,7 @@ def decode_image(data: bytes, name: str = "<bytes>", max_megapixels: float = DEF
         raise DataError(f"{name}: the image file is empty.")
     if _is_truncated_jpeg(data):
         raise DataError(f"{name}: truncated JPEG (no end-of-image marker); re-download or remove this file.")
-    bmp = _bmp_header(data)  # parsed once for the size check and the decoder
+    bmp = bmp_header(data)  # parsed once for the size check and the decoder
     size = (bmp[2], abs(bmp[3])) if bmp is not None else image_size(data)
     if size is not None and size[0] * size[1] > max_megapixels * 1e6:
         raise DataError(
@@ -113,7 +81,7 @@ def decode_image(data: bytes, name: str = "<bytes>", max_megapixels: float = DEF
             "few hundred pixels) or raise data.max_megapixels."
         )
     if bmp is not None:
-        img = _decode_bmp24(data, bmp)
+        img = decode_bmp24(data, bmp)
         if img is not None:
             return img
     buf = np.frombuffer(data, dtype=np.uint8)
@@ -250,7 +218,7 @@ class ImageDataset:
         labels: Sequence[int] | np.ndarray | None = None,
         keep: bool = False,
     ) -> None:
-        self.paths = [Path(p) for p in paths]
+        self.paths = [p if isinstance(p, Path) else Path(p) for p in paths]  # Path(a Path) would parse it again
         # keep: remember each item's transformed image (a deterministic transform only, e.g. training's uint8
         # resize when augmentation runs on the device), so later epochs do not read and decode it again
         self.kept: dict[int, Any] | None = {} if keep else None
@@ -291,8 +259,29 @@ class ImageDataset:
         :class:`whaleid.core.device.InlineBatches`)."""
         import torch
 
-        images = torch.stack([self._image(item) for item in items])
+        index = [item[0] if isinstance(item, tuple) else item for item in items]
+        size = getattr(self.transform, "passthrough_size", None)
+        if size is not None and (self.kept is None or not any(i in self.kept for i in index)):
+            images = self._read_batch(index, items, size)
+        else:
+            images = torch.stack([self._image(item) for item in items])
         if self.labels is None:
             return images, torch.full((len(items),), -1, dtype=torch.int64)
-        index = [item[0] if isinstance(item, tuple) else item for item in items]
         return images, torch.from_numpy(self.labels[index])
+
+    def _read_batch(self, index: list[int], items: Sequence[int | tuple[int, int]], size: int) -> Any:
+        """The batch of a transform that gives photos already ``size`` x ``size`` back as they are (the resized
+        photos through :class:`whaleid.model.transforms.AsUint8`): read into one array by
+        :func:`whaleid.data.bmp.read_bmp_batch`; a photo it cannot read goes through :meth:`_image` (decoded,
+        resized, or named in the error)."""
+        import torch
+
+        array, unread = read_bmp_batch([os.fspath(self.paths[i]) for i in index], size)
+        for j in unread:
+            array[j] = self._image(items[j]).numpy()
+        images = torch.from_numpy(array)
+        if self.kept is not None:  # the kept rows are a copy: a caller may change the batch it is given in place
+            held = images.clone()
+            for j, i in enumerate(index):
+                self.kept[i] = held[j]
+        return images

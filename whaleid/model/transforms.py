@@ -28,6 +28,12 @@ class AsUint8:
     def __init__(self, img_size: int) -> None:
         self.img_size = img_size
 
+    @property
+    def passthrough_size(self) -> int:
+        """Photos of this size come out as they are: :meth:`whaleid.data.images.ImageDataset.batch` may read them
+        straight into the batch without calling the transform."""
+        return self.img_size
+
     def __call__(self, image: np.ndarray) -> torch.Tensor:
         if image.shape[:2] != (self.img_size, self.img_size):
             image = cv2.resize(image, (self.img_size, self.img_size), interpolation=cv2.INTER_AREA)
