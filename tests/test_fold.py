@@ -96,8 +96,9 @@ def test_what_cannot_be_folded_exactly_runs_as_it_is(backbone: nn.Module) -> Non
 
 def test_inference_model_folds_once_and_again_after_a_weight_change() -> None:
     net = _net("test_resnet")
+    assert inference_model(net, build=False) is net  # only looked up: nothing kept yet
     first = inference_model(net)
-    assert inference_model(net) is first  # a gallery embedding one photo at a time folds once
+    assert inference_model(net) is first and inference_model(net, build=False) is first  # folded once
     x = torch.randn(2, 3, 64, 64).contiguous(memory_format=torch.channels_last)
     with torch.no_grad():
         next(m for m in net.modules() if isinstance(m, nn.BatchNorm2d)).weight.mul_(3.0)  # an optimiser's step
@@ -120,6 +121,7 @@ def test_extract_embeddings_runs_the_folded_network(tiny_dataset, monkeypatch: p
     x = model_input(ImageDataset(paths, AsUint8(32)).batch(range(len(paths)))[0], torch.device("cpu"))
     with torch.inference_mode():
         want = nn.functional.normalize(net.embed(x), dim=1).numpy()
+    monkeypatch.setattr("whaleid.model.embed.FOLD_MIN_IMAGES", 3)  # a few photos here: folded all the same
     bn_calls = []
     forward = nn.BatchNorm2d.forward
     monkeypatch.setattr(nn.BatchNorm2d, "forward", lambda self, x: bn_calls.append(1) or forward(self, x))

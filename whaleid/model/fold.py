@@ -122,14 +122,17 @@ def fold_batchnorm(model: nn.Module) -> nn.Module:
 _CACHE: weakref.WeakKeyDictionary[nn.Module, tuple[tuple, nn.Module]] = weakref.WeakKeyDictionary()
 
 
-def inference_model(model: nn.Module) -> nn.Module:
-    """:func:`fold_batchnorm` of ``model``, kept while its weights stay as they are: repeated calls (a gallery
-    embedding one photo at a time) fold once, and a step of training (weights changed in place, or replaced)
-    folds again. ``model`` must be in eval mode."""
+def inference_model(model: nn.Module, build: bool = True) -> nn.Module:
+    """:func:`fold_batchnorm` of ``model``, kept while its weights stay as they are: repeated calls fold once, and
+    a step of training (weights changed in place, or replaced) folds again. With ``build`` False a fold is only
+    looked up: ``model`` itself when none is kept (tracing costs more than it saves on a few photos). ``model``
+    must be in eval mode."""
     state = tuple((t.data_ptr(), t._version) for t in itertools.chain(model.parameters(), model.buffers()))
     hit = _CACHE.get(model)
     if hit is not None and hit[0] == state:
         return hit[1]
+    if not build:
+        return model
     with torch.inference_mode(False), torch.no_grad():
         folded = fold_batchnorm(model)
     _CACHE[model] = (state, folded)
