@@ -47,6 +47,9 @@ def test_folded_network_embeds_as_the_network(backbone: str) -> None:
     before = copy.deepcopy(net.state_dict())
     folded = fold_batchnorm(net)
     assert folded is not net and _batchnorms(net) > 0 and _batchnorms(folded.backbone) == 0
+    # the folded weights keep the network's channels_last layout (extract_embeddings runs the copy as it comes)
+    convs = [m for m in folded.backbone.modules() if isinstance(m, nn.Conv2d)]
+    assert convs and all(c.weight.is_contiguous(memory_format=torch.channels_last) for c in convs)
     x = torch.randn(6, 3, 64, 64).contiguous(memory_format=torch.channels_last)
     with torch.inference_mode():
         want, got = net.embed(x), folded.embed(x)

@@ -19,7 +19,9 @@ import numpy as np
 # size, width, height (negative: rows stored top down), planes, bits per pixel, compression
 HEADER = struct.Struct("<2sI4xIIiiHHI")
 PLAIN_OFFSET = 54  # a file header (14 bytes) and a BITMAPINFOHEADER (40): where OpenCV's 24-bit BMPs start
-_OPEN_FLAGS = os.O_RDONLY | getattr(os, "O_BINARY", 0) | getattr(os, "O_NONBLOCK", 0)
+# how photos are opened (here and by whaleid.data.images): non-blocking, so that a FIFO is refused by its type
+# instead of waiting for a writer
+OPEN_FLAGS = os.O_RDONLY | getattr(os, "O_BINARY", 0) | getattr(os, "O_NONBLOCK", 0)
 
 
 def bmp_header(data: bytes) -> tuple[int, int, int, int, int, int] | None:
@@ -70,7 +72,7 @@ def read_bmp_batch(paths: Sequence[str], size: int) -> tuple[np.ndarray, list[in
     unread = []
     for i, path in enumerate(paths):
         try:
-            fd = os.open(path, _OPEN_FLAGS)
+            fd = os.open(path, OPEN_FLAGS)
         except OSError:
             unread.append(i)
             continue
@@ -80,9 +82,8 @@ def read_bmp_batch(paths: Sequence[str], size: int) -> tuple[np.ndarray, list[in
             got = -1
         finally:
             os.close(fd)
-        fields = HEADER.unpack_from(header)
-        # magic, pixel offset, info header size, width, height (positive: bottom up), bits per pixel, compression
-        if got != expected or (fields[0], *fields[2:6], *fields[7:]) != (b"BM", PLAIN_OFFSET, 40, size, size, 24, 0):
+        # pixel offset, info header size, width, height (positive: bottom up), bits per pixel, compression
+        if got != expected or bmp_header(header) != (PLAIN_OFFSET, 40, size, size, 24, 0):
             unread.append(i)
     if n:
         tall = out.reshape(n * size, size, 3)

@@ -22,7 +22,7 @@ import numpy as np
 from whaleid.core.errors import DataError
 from whaleid.core.parallel import map_chunks
 from whaleid.core.runtime import DEFAULT_MAX_MEGAPIXELS, Runtime
-from whaleid.data.bmp import bmp_header, decode_bmp24, read_bmp_batch
+from whaleid.data.bmp import OPEN_FLAGS, bmp_header, decode_bmp24, read_bmp_batch
 
 
 def _is_truncated_jpeg(data: bytes) -> bool:
@@ -121,9 +121,6 @@ def file_kind(path: str | Path) -> str | None:
     return next((name for test, name in kinds.items() if test(mode)), "not a regular file")
 
 
-_OPEN_FLAGS = os.O_RDONLY | getattr(os, "O_BINARY", 0) | getattr(os, "O_NONBLOCK", 0)
-
-
 def read_photo_bytes(path: Path) -> bytes:
     """The bytes of an image file; DataError naming it if it is not a regular file or cannot be read.
 
@@ -131,7 +128,7 @@ def read_photo_bytes(path: Path) -> bytes:
     photo per epoch, they were a third of reading a resized photo). Opened non-blocking, so a FIFO is refused by
     its type instead of waiting for a writer."""
     try:
-        fd = os.open(path, _OPEN_FLAGS)
+        fd = os.open(path, OPEN_FLAGS)
     except FileNotFoundError:
         raise DataError(f"{path}: {file_kind(path)}, not an image file.") from None
     except OSError as exc:

@@ -60,9 +60,10 @@ def extract_embeddings(
         return gather_rows(mine)
     was_training = model.training
     model.eval().to(memory_format=torch.channels_last)  # 2-3x NCHW's images/s on a CPU for the default model
-    # BatchNorm folded into the convolutions (tracing the backbone takes 30-200 ms: for a few photos, such as
-    # `whaleid identify` on one, it costs more than it saves, and a fold is used only if one is kept)
-    net = inference_model(model, build=len(paths) >= FOLD_MIN_IMAGES).to(memory_format=torch.channels_last)
+    # BatchNorm folded into the convolutions (tracing the backbone takes 30-200 ms: for a few
+    # photos, such as `whaleid identify` on one, it costs more than it saves, and a fold is used only if one is
+    # kept); the copy keeps the network's channels_last weights
+    net = inference_model(model, build=len(paths) >= FOLD_MIN_IMAGES)
     loader = make_loader(ImageDataset(paths, AsUint8(img_size)), batch_size, num_workers=num_workers, device=device)
     dtype = autocast_dtype(device)
     # Rows go straight into one (N, d) array, allocated at the first batch: the embeddings are held once, not as a

@@ -66,6 +66,12 @@ class FoldedBackbone(nn.Module):
         return self.graph(x)
 
 
+def _replace(graph: fx.GraphModule, target: str, module: nn.Module) -> None:
+    """Put ``module`` where the submodule named ``target`` (dotted) is."""
+    parent, _, name = target.rpartition(".")
+    setattr(graph.get_submodule(parent), name, module)
+
+
 def fold_graph(graph: fx.GraphModule) -> int:
     """Fold, in place, every exact convolution -> BatchNorm pair of ``graph`` (modules in eval mode); return how
     many were folded."""
@@ -84,14 +90,12 @@ def fold_graph(graph: fx.GraphModule) -> int:
             continue
         if calls[node.target] > 1 or calls[conv_node.target] > 1:  # a module called at two places of the graph
             continue
-        parent, _, name = conv_node.target.rpartition(".")
-        setattr(graph.get_submodule(parent), name, fuse_conv_bn_eval(conv, bn))
+        _replace(graph, conv_node.target, fuse_conv_bn_eval(conv, bn))
         if type(bn) is nn.BatchNorm2d:
             node.replace_all_uses_with(conv_node)
             graph.graph.erase_node(node)
         else:  # timm's BatchNormAct2d: the norm, then its dropout and activation, which stay
-            parent, _, name = node.target.rpartition(".")
-            setattr(graph.get_submodule(parent), name, nn.Sequential(bn.drop, bn.act))
+            _replace(graph, node.target, nn.Sequential(bn.drop, bn.act))
         folded += 1
     graph.graph.lint()
     graph.recompile()
