@@ -4,7 +4,8 @@ fused AdamW, schedule, gradient clipping) / images/s of a bare loop doing the sa
 AdamW step on one pre-made batch tensor (both channels_last, as the train stage runs). Target >= 0.95 on 2 CPU
 cores. Interleaved runs, best rates. A third loop, the bare one plus our batch augmentation of a uint8 batch, is
 printed as context: ours against it is what the loop itself costs beyond the augmentation's work. With
-``--backend albumentations`` it measures the per-image albumentations path instead.
+``--backend opencv`` it measures the same augmentation applied with OpenCV to the uint8 batch, with
+``--backend albumentations`` the per-image albumentations path.
 """
 
 from __future__ import annotations
@@ -33,7 +34,9 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=2)
     parser.add_argument("--num-workers", type=int, default=-1, help="-1: auto, as runtime.num_workers")
     parser.add_argument("--backbone", default=ModelConfig().backbone)
-    parser.add_argument("--backend", default=AugmentConfig().backend, help="augment.backend: torch | albumentations")
+    parser.add_argument(
+        "--backend", default=AugmentConfig().backend, help="augment.backend: torch | opencv | albumentations"
+    )
     parser.add_argument("--format", default="bmp", help="resize.format of the images read: bmp | png | jpg")
     args = parser.parse_args()
     ds = load_dataset(default_dataset())
@@ -78,7 +81,10 @@ def main() -> None:
         for step in range(steps):
             if augmented:
                 generator = batch_generator(0, 0, step)
-                x = model_input(images, device, functools.partial(batch_augment, generator=generator))
+                if aug.backend == "opencv":
+                    x = model_input(batch_augment.uint8(images.clone(), generator), device)
+                else:
+                    x = model_input(images, device, functools.partial(batch_augment, generator=generator))
             loss = torch.nn.functional.cross_entropy(net(x, y), y)
             opt.zero_grad(set_to_none=True)
             loss.backward()
@@ -86,7 +92,7 @@ def main() -> None:
         return steps * cfg.batch_size / (time.perf_counter() - start)
 
     bare_augmented = functools.partial(bare, augmented=True)
-    references = {"bare + our augmentation": bare_augmented} if args.backend == "torch" else None
+    references = {"bare + our augmentation": bare_augmented} if args.backend in ("torch", "opencv") else None
     ours_vs_bare(
         "train_loop_efficiency",
         ours,

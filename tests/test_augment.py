@@ -18,6 +18,7 @@ from whaleid.model.augment import (
     model_input,
     normalize,
     to_float,
+    warp_matrices,
 )
 
 OFF = dict(hflip=0.0, affine=0.0, color=0.0, blur=0.0, dropout=0.0)
@@ -180,6 +181,58 @@ def test_augmented_batch_resembles_albumentations() -> None:
     diff_ours = (ours - normalize(to_float(images))).abs().mean()
     diff_theirs = (theirs - normalize(to_float(images))).abs().mean()
     assert abs(float(diff_ours / diff_theirs) - 1) < 0.2
+
+
+@pytest.mark.parametrize("seed", [0, 5])
+def test_opencv_backend_applies_the_same_parameters_as_torch(seed: int) -> None:
+    """Every transform on, same generator: the uint8 OpenCV path is the float path up to rounding to uint8 after
+    each step (at most about one grey level on smooth images; black rectangles and flips exact)."""
+    cfg = AugmentConfig(hflip=0.5, affine=0.8, color=0.7, blur=0.5, dropout=0.5)
+    images = _images(48, 40, 48, seed=seed)
+    want = BatchAugment(cfg)(to_float(images), batch_generator(seed, 1, 2))
+    got = BatchAugment(cfg).uint8(images.clone(), batch_generator(seed, 1, 2))
+    assert got.dtype == torch.uint8 and got.shape == images.shape
+    diff = (to_float(got) - want).abs()
+    assert float(diff.max()) <= 2.0 and float(diff.mean()) < 0.5
+    d = BatchAugment(cfg).draw(48, 40, 48, batch_generator(seed, 1, 2))
+    holes = 0
+    for i in d.drop.nonzero().squeeze(1).tolist():
+        for top, left, bottom, right in d.holes[i].to(torch.int64).tolist():
+            holes += (bottom - top) * (right - left) > 0
+            assert (got[i, top:bottom, left:right] == 0).all() and (want[i, :, top:bottom, left:right] == 0).all()
+    assert holes > 10  # the rectangles were drawn and checked
+
+
+def test_opencv_backend_hand_cases() -> None:
+    """An integer shift is a copy with a reflected border; a colour change is the rounded linear map; a flip
+    mirrors; the batch is changed in place."""
+    images = _images(1, 16, 20, seed=2)
+    gen = batch_generator(0, 0, 0)
+    d = BatchAugment(AugmentConfig(**{**OFF, "affine": 1.0})).draw(1, 16, 20, gen)
+    m = warp_matrices(torch.zeros(1), torch.ones(1, 2), torch.tensor([[3.0, -2.0]]), 16, 20)[0]
+    assert d.affine.all()
+    np.testing.assert_allclose(m, [[1, 0, -3], [0, 1, 2]], atol=1e-12)  # output (x, y) reads input (x - 3, y + 2)
+    img = images[0].numpy()
+    out = cv2.warpAffine(img, m, (20, 16), flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
+                         borderMode=cv2.BORDER_REFLECT)  # fmt: skip
+    np.testing.assert_array_equal(out[:14, 3:], img[2:, :17])
+    np.testing.assert_array_equal(out[:14, 2], img[2:, 0])  # reflected about the left edge: column -1 is column 0
+    aug = BatchAugment(AugmentConfig(**{**OFF, "color": 1.0, "hflip": 1.0}))
+    batch = images.clone()
+    out = aug.uint8(batch, batch_generator(3, 0, 0))
+    d = aug.draw(1, 16, 20, batch_generator(3, 0, 0))
+    ref = np.clip(img[:, ::-1].astype(np.float64) * float(d.alpha[0]) + float(d.beta[0]), 0, 255)
+    assert out.data_ptr() == batch.data_ptr()
+    assert np.abs(out[0].numpy().astype(np.float64) - ref).max() <= 0.5 + 1e-4
+
+
+def test_opencv_backend_rows_are_their_share_of_the_batch() -> None:
+    """Under DDP a rank augments its rows of the global batch with the global batch's parameters."""
+    cfg = AugmentConfig(hflip=0.5, dropout=0.5, blur=0.5)
+    images = _images(12, 24, 24, seed=4)
+    whole = BatchAugment(cfg).uint8(images.clone(), batch_generator(7, 0, 1))
+    part = BatchAugment(cfg).uint8(images[4:8].clone(), batch_generator(7, 0, 1), rows=slice(4, 8), total=12)
+    assert torch.equal(part, whole[4:8])
 
 
 @pytest.mark.gpu

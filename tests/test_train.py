@@ -125,7 +125,7 @@ def _same_weights(a: torch.nn.Module, b: torch.nn.Module) -> bool:
     return all(torch.equal(x, y) for x, y in zip(a.state_dict().values(), b.state_dict().values(), strict=True))
 
 
-@pytest.mark.parametrize("backend", ["torch", "albumentations"])
+@pytest.mark.parametrize("backend", ["torch", "opencv", "albumentations"])
 def test_interrupted_training_resumes_to_identical_weights(tiny_dataset: Path, tmp_path: Path, backend: str) -> None:
     paths, labels, _, cfg, make = _setup(tiny_dataset)
     aug = AugmentConfig(backend=backend)

@@ -90,10 +90,12 @@ class TrainConfig(Block):
 
 class AugmentConfig(Block):
     """Training augmentations. Probabilities are in [0, 1]; 0 switches a transform off. ``backend``: torch
-    (batched on the training device, see ``whaleid.model.augment``) or albumentations (per image in the DataLoader)."""
+    (batched on the training device, see ``whaleid.model.augment``), opencv (the same parameters applied with
+    OpenCV to the uint8 batch on the CPU before it goes to the device) or albumentations (per image in the
+    DataLoader)."""
 
     block: ClassVar[str] = "augment"
-    backend: Literal["torch", "albumentations"] = "torch"
+    backend: Literal["torch", "opencv", "albumentations"] = "torch"
     hflip: Share = 0.0
     affine: Share = 0.8
     rotate: float = span(15.0, 0.0, 180.0)

@@ -14,7 +14,9 @@ device and :class:`BatchAugment` applies, each image with its own random paramet
 * Gaussian blur (``blur``): a 3 or 5 pixel kernel with sigma in [0.5, 3], reflected border;
 * coarse dropout (``dropout``): 1-4 black rectangles, each 5-20% of the height and width.
 
-Then :func:`normalize` (ImageNet mean and std). The random parameters of a batch are drawn on the CPU from a
+Then :func:`normalize` (ImageNet mean and std). With ``augment.backend: opencv``, :meth:`BatchAugment.uint8` applies
+the same parameters with OpenCV to the uint8 batch on the CPU before it moves (each step rounded to uint8), and the
+batch is then only converted and normalised. The random parameters of a batch are drawn on the CPU from a
 generator seeded by (seed, epoch, step) (:func:`batch_generator`): the same for any device, worker count or
 resume point. The parameter ranges are those of the albumentations pipeline (``whaleid.model.transforms``), so the two
 backends apply the same augmentation up to rounding and border details.
@@ -24,7 +26,9 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable
+from dataclasses import dataclass
 
+import cv2
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -154,30 +158,61 @@ def gaussian_blur(x: torch.Tensor, kernels: torch.Tensor) -> torch.Tensor:
     return sum(k[:, i] * rows[..., i : i + w] for i in range(taps))
 
 
+def warp_matrices(angle: torch.Tensor, scale: torch.Tensor, shift: torch.Tensor, height: int, width: int) -> np.ndarray:
+    """(B, 2, 3) float64 maps output pixel -> input pixel for ``cv2.warpAffine(..., flags=WARP_INVERSE_MAP)``: the
+    forward map of :func:`affine_theta` in pixel-centre coordinates, ``p_in = S^-1 R^-1 (p_out - c - shift) + c``
+    with ``c`` the image centre ((width - 1) / 2, (height - 1) / 2)."""
+    rad = torch.deg2rad(angle.double())
+    cos, sin = torch.cos(rad), torch.sin(rad)
+    inv = torch.stack([torch.stack([cos, -sin], -1), torch.stack([sin, cos], -1)], -2) / scale.double()[:, :, None]
+    centre = torch.tensor([(width - 1) / 2, (height - 1) / 2], dtype=torch.float64)
+    offset = centre[None] - (inv @ (centre[None] + shift.double())[:, :, None])[..., 0]
+    return torch.cat([inv, offset[:, :, None]], dim=2).numpy()
+
+
+@dataclass(frozen=True)
+class Draw:
+    """One batch's random parameters (``n`` = the rows augmented here), drawn by :meth:`BatchAugment.draw`."""
+
+    flip: torch.Tensor  # (n,) bool
+    affine: torch.Tensor  # (n,) bool
+    angle: torch.Tensor  # (n,) degrees
+    scale: torch.Tensor  # (n, 2) x, y
+    shift: torch.Tensor  # (n, 2) pixels x, y
+    color: torch.Tensor  # (n,) bool
+    alpha: torch.Tensor  # (n,) contrast factor 1 + c (1 where color is off)
+    beta: torch.Tensor  # (n,) brightness offset 255 * b (0 where color is off)
+    blur: torch.Tensor  # (n,) bool
+    blur_size: torch.Tensor  # (n,) odd taps
+    blur_sigma: torch.Tensor  # (n,)
+    drop: torch.Tensor  # (n,) bool
+    holes: torch.Tensor  # (n, MAX_HOLES, 4) float top, left, bottom, right (an unused hole is empty: bottom = top)
+
+
 class BatchAugment:
-    """The ``augment`` params applied to a float (B, 3, H, W) batch with values in [0, 255]; see the module doc.
+    """The ``augment`` params applied to a batch; see the module doc. :meth:`__call__` runs in torch on a float
+    (B, 3, H, W) batch with values in [0, 255] (any device), :meth:`uint8` with OpenCV on the loader's uint8
+    (B, H, W, 3) CPU batch; both apply the same random parameters (:meth:`draw`).
 
     Every call draws the same number of random values from ``generator`` whatever the probabilities, so a batch's
-    augmentation is a pure function of the generator's seed.
+    augmentation is a pure function of the generator's seed. With ``rows`` and ``total``, the batch is those rows
+    of a batch of ``total`` images (one rank's share under DDP): parameters are drawn for the whole batch and each
+    row gets its own, as in one process.
     """
 
     def __init__(self, cfg: AugmentConfig) -> None:
         self.cfg = cfg
 
-    def __call__(
-        self, x: torch.Tensor, generator: torch.Generator, rows: slice | None = None, total: int | None = None
-    ) -> torch.Tensor:
-        """Augment ``x`` (modified in place where possible; use the returned tensor). With ``rows`` and ``total``,
-        ``x`` is those rows of a batch of ``total`` images (one rank's share under DDP): parameters are drawn for
-        the whole batch and ``x`` gets the rows' own, as in one process."""
+    def draw(
+        self, b: int, h: int, w: int, generator: torch.Generator, rows: slice | None = None, total: int | None = None
+    ) -> Draw:
+        """Every parameter of a batch of ``b`` images of ``h`` x ``w``, drawn in a fixed order."""
         cfg = self.cfg
-        b, _, h, w = x.shape
         n, rows = (b, slice(None)) if rows is None else (total, rows)
 
         def uniform(low: float, high: float, *shape: int) -> torch.Tensor:
             return (low + (high - low) * torch.rand(n, *shape, generator=generator))[rows]
 
-        # Draw every parameter up front, in a fixed order.
         flip = uniform(0, 1) < cfg.hflip
         do_affine = uniform(0, 1) < cfg.affine
         angle = uniform(-cfg.rotate, cfg.rotate)
@@ -194,34 +229,91 @@ class BatchAugment:
         hole_size = uniform(*HOLE_SIZE, MAX_HOLES, 2) * torch.tensor([h, w], dtype=torch.float32)
         hole_pos = uniform(0, 1, MAX_HOLES, 2)
 
+        top = (hole_pos[..., 0] * (h - hole_size[..., 0])).floor()
+        left = (hole_pos[..., 1] * (w - hole_size[..., 1])).floor()
+        active = do_drop[:, None] & (torch.arange(MAX_HOLES)[None, :] < holes[:, None])
+        bottom = torch.where(active, top + hole_size[..., 0].ceil(), top)
+        right = left + hole_size[..., 1].ceil()
+        return Draw(
+            flip=flip,
+            affine=do_affine,
+            angle=angle,
+            scale=scale,
+            shift=shift,
+            color=do_color,
+            alpha=torch.where(do_color, 1.0 + contrast, torch.ones(len(do_color))),
+            beta=torch.where(do_color, 255.0 * brightness, torch.zeros(len(do_color))),
+            blur=do_blur & (min(h, w) > max(BLUR_SIZES) // 2),
+            blur_size=blur_size,
+            blur_sigma=blur_sigma,
+            drop=do_drop,
+            holes=torch.stack([top, left, bottom, right], dim=-1),
+        )
+
+    def __call__(
+        self, x: torch.Tensor, generator: torch.Generator, rows: slice | None = None, total: int | None = None
+    ) -> torch.Tensor:
+        """Augment float ``x`` (modified in place where possible; use the returned tensor)."""
+        b, _, h, w = x.shape
+        d = self.draw(b, h, w, generator, rows, total)
         dev = x.device
-        if flip.any():
-            x = torch.where(flip.to(dev).view(b, 1, 1, 1), x.flip(-1), x)
-        if do_affine.any():
-            idx = do_affine.nonzero().squeeze(1)
-            theta = affine_theta(angle[idx], scale[idx], shift[idx], h, w).to(dev)
+        if d.flip.any():
+            x = torch.where(d.flip.to(dev).view(b, 1, 1, 1), x.flip(-1), x)
+        if d.affine.any():
+            idx = d.affine.nonzero().squeeze(1)
+            theta = affine_theta(d.angle[idx], d.scale[idx], d.shift[idx], h, w).to(dev)
             grid = affine_grid(theta, h, w)
             warped = F.grid_sample(
                 x[idx.to(dev)], grid, mode="bilinear", padding_mode="reflection", align_corners=False
             )
             x.index_copy_(0, idx.to(dev), warped)
-        if do_color.any():
-            alpha = torch.where(do_color, 1.0 + contrast, torch.ones(b)).to(dev).view(b, 1, 1, 1)
-            beta = torch.where(do_color, 255.0 * brightness, torch.zeros(b)).to(dev).view(b, 1, 1, 1)
-            x.mul_(alpha).add_(beta).clamp_(0.0, 255.0)
-        if do_blur.any() and min(h, w) > max(BLUR_SIZES) // 2:
-            idx = do_blur.nonzero().squeeze(1)
-            kernels = gaussian_kernels(blur_sigma[idx], blur_size[idx])
+        if d.color.any():
+            x.mul_(d.alpha.to(dev).view(b, 1, 1, 1)).add_(d.beta.to(dev).view(b, 1, 1, 1)).clamp_(0.0, 255.0)
+        if d.blur.any():
+            idx = d.blur.nonzero().squeeze(1)
+            kernels = gaussian_kernels(d.blur_sigma[idx], d.blur_size[idx])
             x.index_copy_(0, idx.to(dev), gaussian_blur(x[idx.to(dev)], kernels))
-        if do_drop.any():
-            top = (hole_pos[..., 0] * (h - hole_size[..., 0])).floor()
-            left = (hole_pos[..., 1] * (w - hole_size[..., 1])).floor()
-            bottom, right = top + hole_size[..., 0].ceil(), left + hole_size[..., 1].ceil()
-            active = do_drop[:, None] & (torch.arange(MAX_HOLES)[None, :] < holes[:, None])
-            rows = torch.arange(h, dtype=torch.float32).view(1, 1, h, 1)
-            cols = torch.arange(w, dtype=torch.float32).view(1, 1, 1, w)
-            inside = (rows >= top[..., None, None]) & (rows < bottom[..., None, None])
-            inside = inside & (cols >= left[..., None, None]) & (cols < right[..., None, None])
-            mask = (inside & active[..., None, None]).any(1)  # (B, H, W)
-            x.masked_fill_(mask.to(dev)[:, None], 0.0)
+        if d.drop.any():
+            top, left, bottom, right = d.holes.unbind(-1)
+            ys = torch.arange(h, dtype=torch.float32).view(1, 1, h, 1)
+            xs = torch.arange(w, dtype=torch.float32).view(1, 1, 1, w)
+            inside = (ys >= top[..., None, None]) & (ys < bottom[..., None, None])
+            inside = inside & (xs >= left[..., None, None]) & (xs < right[..., None, None])
+            x.masked_fill_(inside.any(1).to(dev)[:, None], 0.0)  # (B, 1, H, W)
         return x
+
+    def uint8(
+        self, images: torch.Tensor, generator: torch.Generator, rows: slice | None = None, total: int | None = None
+    ) -> torch.Tensor:
+        """Augment the uint8 (B, H, W, 3) CPU batch ``images`` in place with OpenCV, image by image, and return it:
+        the same parameters as :meth:`__call__`, each step rounded to uint8 (bilinear warp with a reflected border,
+        brightness/contrast through a 256-entry table, OpenCV's Gaussian blur, black rectangles). About 5x faster
+        than the float path on 2 CPU cores for 32 photos of 96 px (``python -m bench.train_loop``)."""
+        b, h, w, _ = images.shape
+        d = self.draw(b, h, w, generator, rows, total)
+        arr = images.numpy()
+        warp = cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP
+        idx = d.affine.nonzero().squeeze(1).tolist()
+        maps = warp_matrices(d.angle[idx], d.scale[idx], d.shift[idx], h, w) if idx else []
+        table = np.arange(256, dtype=np.float32)
+        flip, alpha, beta = d.flip.tolist(), d.alpha.tolist(), d.beta.tolist()
+        color, blur, drop = d.color.tolist(), d.blur.tolist(), d.drop.tolist()
+        holes = d.holes.to(torch.int64).tolist()
+        warped = dict(zip(idx, maps, strict=True))
+        for i in range(b):
+            img = arr[i]
+            if flip[i]:
+                img[:] = img[:, ::-1].copy()
+            if i in warped:
+                # out of place (warpAffine reads pixels it has written otherwise), then copied into the batch
+                img[:] = cv2.warpAffine(img, warped[i], (w, h), flags=warp, borderMode=cv2.BORDER_REFLECT)
+            if color[i]:
+                lut = np.clip(table * np.float32(alpha[i]) + np.float32(beta[i]), 0, 255).round().astype(np.uint8)
+                cv2.LUT(img, lut, dst=img)
+            if blur[i]:
+                k, sigma = int(d.blur_size[i]), float(d.blur_sigma[i])
+                img[:] = cv2.GaussianBlur(img, (k, k), sigma, borderType=cv2.BORDER_REFLECT_101)
+            if drop[i]:
+                for top, left, bottom, right in holes[i]:
+                    img[top:bottom, left:right] = 0
+        return images

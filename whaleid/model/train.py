@@ -3,7 +3,8 @@
 * AdamW (backbone at ``lr``, neck/head/GeM at ``head_lr``), per-batch linear warm-up then cosine decay to
   ``min_lr_ratio * lr``.
 * Augmentation (``augment.backend``): torch -- the loader only decodes, and :class:`whaleid.model.augment.BatchAugment`
-  transforms each batch on the device; albumentations -- per image in the DataLoader.
+  transforms each batch on the device; opencv -- the same parameters on the uint8 CPU batch; albumentations -- per
+  image in the DataLoader.
 * CUDA: autocast in bf16 (fp16 + GradScaler where bf16 is unsupported); CPU: fp32. channels_last on both
   (``python -m bench.train_loop``: 1.4x the images/s of NCHW for the default model on 2 CPU cores).
 * Augmentation randomness depends only on (seed, epoch, step) (torch) or (seed, epoch, image) (albumentations,
@@ -124,6 +125,7 @@ class _Run:
     steps_per_epoch: int
     frozen: list[nn.Module]
     params: list[nn.Parameter]  # those that get gradients, listed once (walking the modules every step costs)
+    opencv: bool = False  # augment.backend opencv: batch_augment.uint8 on the CPU batch instead of on the device
 
 
 def _setup(
@@ -145,7 +147,7 @@ def _setup(
     model.to(device, memory_format=torch.channels_last)  # channels_last: faster on CUDA and on CPUs alike
     use_species = species is not None and arc.species_weight > 0 and getattr(model, "species_head", None) is not None
     targets_all = np.stack([np.asarray(labels), np.asarray(species)], axis=1) if use_species else labels
-    on_device = aug.backend == "torch"
+    on_device = aug.backend in ("torch", "opencv")  # the loader only decodes: augmented a batch at a time
     transform = AsUint8(img_size) if on_device else train_transform(img_size, aug, cfg.seed)
     # Without worker processes, the decoded images (not augmented yet) are kept for the epochs after the first
     # when they fit KEEP_BYTES (the default's 2,400 photos at 96 px: 66 MB): decoding is then paid once a run.
@@ -185,7 +187,7 @@ def _setup(
     scaler = torch.amp.GradScaler(device.type, enabled=dtype == torch.float16)
     params = [p for p in model.parameters() if p.requires_grad]
     return _Run(step, world, loader, sampler, batch_augment, optimizer, scheduler, scaler, dtype, use_species,
-                steps_per_epoch, frozen, params)  # fmt: skip
+                steps_per_epoch, frozen, params, opencv=aug.backend == "opencv")  # fmt: skip
 
 
 def _restore(run: _Run, model: nn.Module, checkpoint: Path | None, fingerprint: str, epochs: int) -> TrainState:
@@ -227,12 +229,12 @@ def _train_epoch(
     for step, (images, targets) in enumerate(bar):
         augment = None
         if run.batch_augment is not None:
-            augment = functools.partial(
-                run.batch_augment,
-                generator=batch_generator(cfg.seed, epoch, step),
-                rows=rows,
-                total=getattr(run.sampler, "last", None),
-            )
+            draw = {"generator": batch_generator(cfg.seed, epoch, step), "rows": rows,
+                    "total": getattr(run.sampler, "last", None)}  # fmt: skip
+            if run.opencv:  # on the uint8 CPU batch, before it moves
+                images = run.batch_augment.uint8(images, **draw)
+            else:
+                augment = functools.partial(run.batch_augment, **draw)
         images = model_input(images, device, augment)
         targets = targets.to(device, non_blocking=True)
         if margin_steps > 0:
