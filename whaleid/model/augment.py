@@ -116,6 +116,14 @@ def affine_grid(theta: torch.Tensor, height: int, width: int) -> torch.Tensor:
     return torch.stack(planes, dim=-1)
 
 
+def _pixel_inverse(angle: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+    """(B, 2, 2) float64 pixel-space inverse S^-1 R^-1 of the forward map's linear part, where
+    R = [[cos, sin], [-sin, cos]] rotates counter-clockwise with y down and ``S = diag(scale)``."""
+    rad = torch.deg2rad(angle.double())
+    cos, sin = torch.cos(rad), torch.sin(rad)
+    return torch.stack([torch.stack([cos, -sin], -1), torch.stack([sin, cos], -1)], -2) / scale.double()[:, :, None]
+
+
 def affine_theta(
     angle: torch.Tensor, scale: torch.Tensor, shift: torch.Tensor, height: int, width: int
 ) -> torch.Tensor:
@@ -123,10 +131,7 @@ def affine_theta(
     ``p_out = R(angle) S (p_in - centre) + centre + shift``, in pixels: ``angle`` (B,) in degrees
     (counter-clockwise on screen, as OpenCV), ``S = diag(scale)`` with ``scale`` (B, 2) for x and y, ``shift``
     (B, 2) in pixels (x, y)."""
-    rad = torch.deg2rad(angle.double())
-    cos, sin = torch.cos(rad), torch.sin(rad)
-    # Pixel-space inverse S^-1 R^-1, where R = [[cos, sin], [-sin, cos]] rotates counter-clockwise with y down.
-    inv = torch.stack([torch.stack([cos, -sin], -1), torch.stack([sin, cos], -1)], -2) / scale.double()[:, :, None]
+    inv = _pixel_inverse(angle, scale)
     to_norm = torch.tensor([2.0 / width, 2.0 / height], dtype=torch.float64)
     linear = inv * to_norm[None, :, None] / to_norm[None, None, :]
     offset = -(linear @ (shift.double() * to_norm)[:, :, None])
@@ -162,9 +167,7 @@ def warp_matrices(angle: torch.Tensor, scale: torch.Tensor, shift: torch.Tensor,
     """(B, 2, 3) float64 maps output pixel -> input pixel for ``cv2.warpAffine(..., flags=WARP_INVERSE_MAP)``: the
     forward map of :func:`affine_theta` in pixel-centre coordinates, ``p_in = S^-1 R^-1 (p_out - c - shift) + c``
     with ``c`` the image centre ((width - 1) / 2, (height - 1) / 2)."""
-    rad = torch.deg2rad(angle.double())
-    cos, sin = torch.cos(rad), torch.sin(rad)
-    inv = torch.stack([torch.stack([cos, -sin], -1), torch.stack([sin, cos], -1)], -2) / scale.double()[:, :, None]
+    inv = _pixel_inverse(angle, scale)
     centre = torch.tensor([(width - 1) / 2, (height - 1) / 2], dtype=torch.float64)
     offset = centre[None] - (inv @ (centre[None] + shift.double())[:, :, None])[..., 0]
     return torch.cat([inv, offset[:, :, None]], dim=2).numpy()
@@ -287,8 +290,8 @@ class BatchAugment:
     ) -> torch.Tensor:
         """Augment the uint8 (B, H, W, 3) CPU batch ``images`` in place with OpenCV, image by image, and return it:
         the same parameters as :meth:`__call__`, each step rounded to uint8 (bilinear warp with a reflected border,
-        brightness/contrast through a 256-entry table, OpenCV's Gaussian blur, black rectangles). About 5x faster
-        than the float path on 2 CPU cores for 32 photos of 96 px (``python -m bench.train_loop``)."""
+        brightness/contrast through a 256-entry table, OpenCV's Gaussian blur, black rectangles). With conversion, 3.2-3.5 ms
+        against the float path's 5.0-5.5 ms for 32 photos of 96 px on 2 CPU cores (docs/benchmarks.md)."""
         b, h, w, _ = images.shape
         d = self.draw(b, h, w, generator, rows, total)
         arr = images.numpy()
@@ -298,6 +301,7 @@ class BatchAugment:
         table = np.arange(256, dtype=np.float32)
         flip, alpha, beta = d.flip.tolist(), d.alpha.tolist(), d.beta.tolist()
         color, blur, drop = d.color.tolist(), d.blur.tolist(), d.drop.tolist()
+        blur_size, blur_sigma = d.blur_size.tolist(), d.blur_sigma.tolist()
         holes = d.holes.to(torch.int64).tolist()
         warped = dict(zip(idx, maps, strict=True))
         for i in range(b):
@@ -311,8 +315,8 @@ class BatchAugment:
                 lut = np.clip(table * np.float32(alpha[i]) + np.float32(beta[i]), 0, 255).round().astype(np.uint8)
                 cv2.LUT(img, lut, dst=img)
             if blur[i]:
-                k, sigma = int(d.blur_size[i]), float(d.blur_sigma[i])
-                img[:] = cv2.GaussianBlur(img, (k, k), sigma, borderType=cv2.BORDER_REFLECT_101)
+                k = blur_size[i]
+                img[:] = cv2.GaussianBlur(img, (k, k), blur_sigma[i], borderType=cv2.BORDER_REFLECT_101)
             if drop[i]:
                 for top, left, bottom, right in holes[i]:
                     img[top:bottom, left:right] = 0

@@ -125,7 +125,6 @@ class _Run:
     steps_per_epoch: int
     frozen: list[nn.Module]
     params: list[nn.Parameter]  # those that get gradients, listed once (walking the modules every step costs)
-    opencv: bool = False  # augment.backend opencv: batch_augment.uint8 on the CPU batch instead of on the device
 
 
 def _setup(
@@ -187,7 +186,7 @@ def _setup(
     scaler = torch.amp.GradScaler(device.type, enabled=dtype == torch.float16)
     params = [p for p in model.parameters() if p.requires_grad]
     return _Run(step, world, loader, sampler, batch_augment, optimizer, scheduler, scaler, dtype, use_species,
-                steps_per_epoch, frozen, params, opencv=aug.backend == "opencv")  # fmt: skip
+                steps_per_epoch, frozen, params)  # fmt: skip
 
 
 def _restore(run: _Run, model: nn.Module, checkpoint: Path | None, fingerprint: str, epochs: int) -> TrainState:
@@ -231,7 +230,7 @@ def _train_epoch(
         if run.batch_augment is not None:
             draw = {"generator": batch_generator(cfg.seed, epoch, step), "rows": rows,
                     "total": getattr(run.sampler, "last", None)}  # fmt: skip
-            if run.opencv:  # on the uint8 CPU batch, before it moves
+            if run.batch_augment.cfg.backend == "opencv":  # on the uint8 CPU batch, before it moves
                 images = run.batch_augment.uint8(images, **draw)
             else:
                 augment = functools.partial(run.batch_augment, **draw)
