@@ -77,12 +77,15 @@ def test_affine_matches_opencv_warp(angle: float, sx: float, sy: float, dx: floa
     np.testing.assert_allclose(got[0].permute(1, 2, 0).numpy(), want, atol=1e-3)
 
 
-def test_affine_grid_is_torch_affine_grid_bit_for_bit() -> None:
+def test_affine_grid_is_torch_affine_grid_to_float_rounding() -> None:
+    # Bit for bit on AVX2 CPUs; on an AVX-512 one torch's batched product rounds the last bit of about one
+    # coordinate in eight differently (seen: at most 4.8e-7 on coordinates of magnitude ~3).
     gen = torch.Generator().manual_seed(0)
     for h, w in ((64, 64), (17, 23)):
         for _ in range(20):
             theta = torch.randn(9, 2, 3, generator=gen)
-            assert torch.equal(affine_grid(theta, h, w), F.affine_grid(theta, [9, 3, h, w], align_corners=False))
+            want = F.affine_grid(theta, [9, 3, h, w], align_corners=False)
+            torch.testing.assert_close(affine_grid(theta, h, w), want, rtol=0, atol=2e-6)
 
 
 def test_blur_matches_opencv_per_image() -> None:

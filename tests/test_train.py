@@ -13,8 +13,8 @@ import torch
 from whaleid.config import AugmentConfig, Params, params_from_dict
 from whaleid.core.errors import TrainingDiverged
 from whaleid.model.network import WhaleNet
-from whaleid.model.schedule import clip_gradients, lr_lambda
-from whaleid.model.train import EpochSampler, frozen_modules, train_model
+from whaleid.model.schedule import clip_gradients, frozen_modules, lr_lambda
+from whaleid.model.train import EpochSampler, train_model
 from whaleid.pipeline.members import fingerprint
 
 

@@ -39,7 +39,7 @@ from whaleid.data.images import ImageDataset
 from whaleid.model.augment import BatchAugment, batch_generator, model_input
 from whaleid.model.checkpoint import TrainState, load_checkpoint, save_checkpoint
 from whaleid.model.distributed import GlobalBatches, World, all_sum, barrier, current, synced_batch_norm, wrap
-from whaleid.model.schedule import clip_gradients, lr_lambda
+from whaleid.model.schedule import clip_gradients, freeze, frozen_modules, lr_lambda, param_groups
 from whaleid.model.transforms import AsUint8, train_transform
 
 log = logging.getLogger(__name__)
@@ -63,36 +63,6 @@ class EpochSampler(torch.utils.data.Sampler):
 
     def __len__(self) -> int:
         return self.n
-
-
-def frozen_modules(model: nn.Module, share: float) -> list[nn.Module]:
-    """The backbone's leading modules holding the first ``share`` of its parameters (by count, in module order):
-    what ``train.freeze`` keeps as it starts. Their parameters get no gradient, and their BatchNorm layers stay
-    in eval mode, so a pretrained start's early features and statistics stay what they were."""
-    backbone = getattr(model, "backbone", None)
-    if backbone is None or share <= 0:
-        return []
-    leaves = [m for m in backbone.modules() if not list(m.children()) and list(m.parameters(recurse=False))]
-    total = sum(p.numel() for m in leaves for p in m.parameters(recurse=False))
-    out, seen = [], 0
-    for m in leaves:
-        if seen >= share * total:
-            break
-        out.append(m)
-        seen += sum(p.numel() for p in m.parameters(recurse=False))
-    return out
-
-
-def _freeze(modules: Sequence[nn.Module]) -> None:
-    for m in modules:
-        m.requires_grad_(False)
-        m.eval()  # BatchNorm: the running statistics of the start, not of these batches
-
-
-def _param_groups(model: nn.Module, cfg: TrainConfig) -> list[dict[str, object]]:
-    backbone = [p for n, p in model.named_parameters() if n.startswith("backbone.") and p.requires_grad]
-    rest = [p for n, p in model.named_parameters() if not n.startswith("backbone.") and p.requires_grad]
-    return [{"params": backbone, "lr": cfg.lr}, {"params": rest, "lr": cfg.head_lr}]
 
 
 class _Step(nn.Module):
@@ -174,13 +144,13 @@ def _setup(
         )
     has_species = getattr(model, "species_head", None) is not None
     frozen = frozen_modules(model, cfg.freeze)
-    _freeze(frozen)  # before DDP wraps the model: it syncs only the parameters that get gradients
+    freeze(frozen)  # before DDP wraps the model: it syncs only the parameters that get gradients
     step = wrap(_Step(model, use_species), device, sync_bn, unused=has_species and not use_species)
     steps_per_epoch = len(loader)
     total = steps_per_epoch * cfg.epochs
     warmup = int(round(cfg.warmup_epochs * steps_per_epoch))
     # fused: one kernel for every parameter's update (4x torch's default per-tensor loop on 2 CPU cores)
-    optimizer = torch.optim.AdamW(_param_groups(model, cfg), weight_decay=cfg.weight_decay, fused=True)
+    optimizer = torch.optim.AdamW(param_groups(model, cfg), weight_decay=cfg.weight_decay, fused=True)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_lambda(s, total, warmup, cfg.min_lr_ratio))
     dtype = autocast_dtype(device)
     scaler = torch.amp.GradScaler(device.type, enabled=dtype == torch.float16)
@@ -215,7 +185,7 @@ def _train_epoch(
 ) -> float:
     """One pass over the loader; returns the mean loss."""
     model.train()
-    _freeze(run.frozen)
+    freeze(run.frozen)
     run.sampler.set_epoch(epoch)
     criterion = nn.CrossEntropyLoss()
     id_criterion = nn.CrossEntropyLoss(label_smoothing=arc.label_smoothing)
@@ -223,17 +193,18 @@ def _train_epoch(
     total_loss, seen = 0.0, 0
     opts = {"leave": False, **bar_options(per_batch=True)}
     opts["disable"] = opts.get("disable", False) or not progress or not run.world.main
-    bar = tqdm(run.loader, desc=f"epoch {epoch + 1}/{cfg.epochs}", unit="batch", **opts)
     rows = run.sampler.rows if isinstance(run.sampler, GlobalBatches) else None
+    total = getattr(run.sampler, "last", None)
+    opencv = run.batch_augment is not None and run.batch_augment.cfg.backend == "opencv"
+    bar = tqdm(run.loader, desc=f"epoch {epoch + 1}/{cfg.epochs}", unit="batch", **opts)
     for step, (images, targets) in enumerate(bar):
         augment = None
         if run.batch_augment is not None:
-            draw = {"generator": batch_generator(cfg.seed, epoch, step), "rows": rows,
-                    "total": getattr(run.sampler, "last", None)}  # fmt: skip
-            if run.batch_augment.cfg.backend == "opencv":  # on the uint8 CPU batch, before it moves
-                images = run.batch_augment.uint8(images, **draw)
+            generator = batch_generator(cfg.seed, epoch, step)
+            if opencv:  # on the uint8 CPU batch, before it moves
+                images = run.batch_augment.uint8(images, generator, rows, total)
             else:
-                augment = functools.partial(run.batch_augment, **draw)
+                augment = functools.partial(run.batch_augment, generator=generator, rows=rows, total=total)
         images = model_input(images, device, augment)
         targets = targets.to(device, non_blocking=True)
         if margin_steps > 0:
