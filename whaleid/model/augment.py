@@ -295,16 +295,29 @@ class BatchAugment:
         b, h, w, _ = images.shape
         d = self.draw(b, h, w, generator, rows, total)
         arr = images.numpy()
-        warp = cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP
         idx = d.affine.nonzero().squeeze(1).tolist()
         maps = warp_matrices(d.angle[idx], d.scale[idx], d.shift[idx], h, w) if idx else []
+        warped = dict(zip(idx, maps, strict=True))
+        threads = cv2.getNumThreads()
+        # One OpenCV thread: a second one fights torch's thread pool, whose threads spin between ops, for the other
+        # core. The results do not depend on the number of threads.
+        cv2.setNumThreads(1)
+        try:
+            self._uint8_images(arr, d, warped, h, w)
+        finally:
+            cv2.setNumThreads(threads)
+        return images
+
+    @staticmethod
+    def _uint8_images(arr: np.ndarray, d: Draw, warped: dict[int, np.ndarray], h: int, w: int) -> None:
+        """:meth:`uint8`'s per-image work on ``arr``, in place; ``warped`` maps each warped row to its inverse map."""
+        warp = cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP
         table = np.arange(256, dtype=np.float32)
         flip, alpha, beta = d.flip.tolist(), d.alpha.tolist(), d.beta.tolist()
         color, blur, drop = d.color.tolist(), d.blur.tolist(), d.drop.tolist()
         blur_size, blur_sigma = d.blur_size.tolist(), d.blur_sigma.tolist()
         holes = d.holes.to(torch.int64).tolist()
-        warped = dict(zip(idx, maps, strict=True))
-        for i in range(b):
+        for i in range(len(arr)):
             img = arr[i]
             if i in warped:
                 m = warped[i]
@@ -324,4 +337,3 @@ class BatchAugment:
             if drop[i]:
                 for top, left, bottom, right in holes[i]:
                     img[top:bottom, left:right] = 0
-        return images
