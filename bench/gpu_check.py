@@ -145,7 +145,7 @@ def check_train(ctx: Check) -> None:
             paths,
             labels,
             cfg=cfg,
-            aug=AugmentConfig(),
+            aug=AugmentConfig(backend="torch"),  # the competition recipe's: on the device
             img_size=ctx.img_size,
             device=ctx.device,
             num_workers=-1,
@@ -223,7 +223,7 @@ def check_resume(ctx: Check, paths: list[Path], labels: np.ndarray, n_classes: i
             paths,
             labels,
             cfg=cfg,
-            aug=AugmentConfig(),
+            aug=AugmentConfig(backend="torch"),  # the competition recipe's: on the device
             img_size=ctx.img_size,
             device=ctx.device,
             checkpoint=checkpoint,

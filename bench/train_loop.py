@@ -3,9 +3,9 @@ images as the train stage reads them -- cropped and resized by the `resize` stag
 fused AdamW, schedule, gradient clipping) / images/s of a bare loop doing the same model's forward + backward +
 AdamW step on one pre-made batch tensor (both channels_last, as the train stage runs). Target >= 0.95 on 2 CPU
 cores. Interleaved runs, best rates. A third loop, the bare one plus our batch augmentation of a uint8 batch, is
-printed as context: ours against it is what the loop itself costs beyond the augmentation's work. With
-``--backend opencv`` it measures the same augmentation applied with OpenCV to the uint8 batch, with
-``--backend albumentations`` the per-image albumentations path.
+printed as context: ours against it is what the loop itself costs beyond the augmentation's work. The default
+backend is params.yaml's (opencv: OpenCV on the uint8 batch); ``--backend torch`` measures the same augmentation
+as float torch ops, ``--backend albumentations`` the per-image albumentations path.
 """
 
 from __future__ import annotations
@@ -35,7 +35,7 @@ def main() -> None:
     parser.add_argument("--num-workers", type=int, default=-1, help="-1: auto, as runtime.num_workers")
     parser.add_argument("--backbone", default=ModelConfig().backbone)
     parser.add_argument(
-        "--backend", default=AugmentConfig().backend, help="augment.backend: torch | opencv | albumentations"
+        "--backend", default=AugmentConfig().backend, help="augment.backend: opencv | torch | albumentations"
     )
     parser.add_argument("--format", default="bmp", help="resize.format of the images read: bmp | png | jpg")
     args = parser.parse_args()

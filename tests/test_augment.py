@@ -246,3 +246,32 @@ def test_cuda_batch_equals_cpu_batch() -> None:
     cpu = normalize(BatchAugment(cfg)(to_float(images), batch_generator(1, 2, 3)))
     gpu = normalize(BatchAugment(cfg)(to_float(images.cuda()), batch_generator(1, 2, 3)))
     torch.testing.assert_close(gpu.cpu(), cpu, atol=1e-3, rtol=0)
+
+
+def test_draw_gives_each_parameter_its_range_and_probability() -> None:
+    """4,000 rows of one draw: each switch is on for its probability's share (within 4 standard deviations), each
+    value lies in its range and fills it, both blur sizes and every hole count occur, and an unused hole is empty."""
+    cfg = AugmentConfig(hflip=0.3, affine=0.8, color=0.5, blur=0.1, dropout=0.6, rotate=10.0, translate=0.1)
+    n, h, w = 4000, 40, 60
+    d = BatchAugment(cfg).draw(n, h, w, batch_generator(1, 2, 3))
+    for key, p in (("flip", 0.3), ("affine", 0.8), ("color", 0.5), ("blur", 0.1), ("drop", 0.6)):
+        share = getattr(d, key).float().mean().item()
+        assert abs(share - p) < 4 * (p * (1 - p) / n) ** 0.5, (key, share)
+    ranges = {"angle": (-10, 10), "scale": (0.85, 1.15), "blur_sigma": (0.5, 3.0)}
+    ranges |= {"shift_x": (-6, 6), "shift_y": (-4, 4)}  # translate 0.1 of 60 and 40 px
+    values = {"angle": d.angle, "scale": d.scale, "blur_sigma": d.blur_sigma}
+    values |= {"shift_x": d.shift[:, 0], "shift_y": d.shift[:, 1]}
+    for key, (low, high) in ranges.items():
+        v = values[key]
+        assert low <= v.min() and v.max() < high, key
+        assert v.min() < low + 0.01 * (high - low) and v.max() > high - 0.01 * (high - low), key
+    off = ~d.color
+    assert (d.alpha[off] == 1).all() and (d.beta[off] == 0).all()
+    assert d.alpha[~off].min() >= 0.8 and d.alpha[~off].max() < 1.2 and d.beta[~off].abs().max() <= 0.2 * 255
+    assert set(d.blur_size.tolist()) == {3, 5}
+    top, left, bottom, right = d.holes.unbind(-1)
+    used = (bottom > top).sum(1)
+    assert (used[~d.drop] == 0).all() and set(used[d.drop].tolist()) == {1, 2, 3, 4}
+    assert (top >= 0).all() and (bottom <= h).all() and (left >= 0).all() and (right <= w).all()
+    sizes = (right - left)[bottom > top] / w
+    assert sizes.min() >= 0.05 - 1 / w and sizes.max() <= 0.2 + 1 / w

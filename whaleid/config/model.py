@@ -89,13 +89,13 @@ class TrainConfig(Block):
 
 
 class AugmentConfig(Block):
-    """Training augmentations. Probabilities are in [0, 1]; 0 switches a transform off. ``backend``: torch
-    (batched on the training device, see ``whaleid.model.augment``), opencv (the same parameters applied with
-    OpenCV to the uint8 batch on the CPU before it goes to the device) or albumentations (per image in the
-    DataLoader)."""
+    """Training augmentations. Probabilities are in [0, 1]; 0 switches a transform off. ``backend``: opencv (the
+    default: applied with OpenCV to the uint8 batch on the CPU before it goes to the device, see
+    ``whaleid.model.augment``), torch (the same parameters, batched on the training device: for a GPU, as in
+    ``params/competition.yaml``) or albumentations (per image in the DataLoader)."""
 
     block: ClassVar[str] = "augment"
-    backend: Literal["torch", "opencv", "albumentations"] = "torch"
+    backend: Literal["opencv", "torch", "albumentations"] = "opencv"
     hflip: Share = 0.0
     affine: Share = 0.8
     rotate: float = span(15.0, 0.0, 180.0)

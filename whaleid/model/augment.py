@@ -1,9 +1,10 @@
-"""Batched training augmentation in torch, run on the training device after the DataLoader.
+"""Batched training augmentation: a batch's random parameters drawn at once, applied with OpenCV to the uint8 CPU
+batch or in torch on the training device.
 
 Per-image augmentation in the DataLoader (albumentations, ``augment.backend: albumentations``) costs more CPU per
 image than a small model's training step, and on a machine with few cores it cannot hide behind the model.
-With ``augment.backend: torch`` (the default) the loader only decodes; a batch of uint8 images goes to the
-device and :class:`BatchAugment` applies, each image with its own random parameters, in this order:
+With the two batched backends the loader only decodes, and :class:`BatchAugment` applies to a batch of uint8
+images, each image with its own random parameters, in this order:
 
 * horizontal flip (``hflip``);
 * affine (``affine``): rotation in ±``rotate`` degrees, scale in [``scale_min``, ``scale_max``] drawn for x and y
@@ -14,11 +15,12 @@ device and :class:`BatchAugment` applies, each image with its own random paramet
 * Gaussian blur (``blur``): a 3 or 5 pixel kernel with sigma in [0.5, 3], reflected border;
 * coarse dropout (``dropout``): 1-4 black rectangles, each 5-20% of the height and width.
 
-Then :func:`normalize` (ImageNet mean and std). With ``augment.backend: opencv``, :meth:`BatchAugment.uint8` applies
-the same parameters with OpenCV to the uint8 batch on the CPU before it moves (each step rounded to uint8), and the
-batch is then only converted and normalised. The random parameters of a batch are drawn on the CPU from a
-generator seeded by (seed, epoch, step) (:func:`batch_generator`): the same for any device, worker count or
-resume point. The parameter ranges are those of the albumentations pipeline (``whaleid.model.transforms``), so the two
+Then :func:`normalize` (ImageNet mean and std). ``augment.backend: opencv`` (the default) applies them with OpenCV
+to the uint8 batch on the CPU before it moves (:meth:`BatchAugment.uint8`, each step rounded to uint8), and the
+batch is then only converted and normalised; ``augment.backend: torch`` moves the batch first and applies the same
+parameters in float there (:meth:`BatchAugment.__call__`: for a GPU, where that is nearly free). The random
+parameters of a batch are drawn on the CPU from a generator seeded by (seed, epoch, step) (:func:`batch_generator`):
+the same for any device, worker count or resume point. The parameter ranges are those of the albumentations pipeline (``whaleid.model.transforms``), so the two
 backends apply the same augmentation up to rounding and border details.
 """
 
@@ -290,8 +292,9 @@ class BatchAugment:
     ) -> torch.Tensor:
         """Augment the uint8 (B, H, W, 3) CPU batch ``images`` in place with OpenCV, image by image, and return it:
         the same parameters as :meth:`__call__`, each step rounded to uint8 (bilinear warp with a reflected border,
-        brightness/contrast through a 256-entry table, OpenCV's Gaussian blur, black rectangles). With conversion, 3.2-3.5 ms
-        against the float path's 5.0-5.5 ms for 32 photos of 96 px on 2 CPU cores (docs/benchmarks.md)."""
+        brightness/contrast through a 256-entry table, OpenCV's Gaussian blur, black rectangles). Inside the default
+        training loop on 2 CPU cores, about 3 ms for 32 photos of 96 px plus 0.5 ms of conversion, against the float
+        path's 4.7 ms with its conversion (docs/benchmarks.md)."""
         b, h, w, _ = images.shape
         d = self.draw(b, h, w, generator, rows, total)
         arr = images.numpy()

@@ -2,12 +2,12 @@
 
 * AdamW (backbone at ``lr``, neck/head/GeM at ``head_lr``), per-batch linear warm-up then cosine decay to
   ``min_lr_ratio * lr``.
-* Augmentation (``augment.backend``): torch -- the loader only decodes, and :class:`whaleid.model.augment.BatchAugment`
-  transforms each batch on the device; opencv -- the same parameters on the uint8 CPU batch; albumentations -- per
-  image in the DataLoader.
+* Augmentation (``augment.backend``): the loader only decodes, and :class:`whaleid.model.augment.BatchAugment`
+  transforms each batch: opencv (the default) on the uint8 CPU batch, torch with the same parameters on the
+  device; albumentations -- per image in the DataLoader.
 * CUDA: autocast in bf16 (fp16 + GradScaler where bf16 is unsupported); CPU: fp32. channels_last on both
   (``python -m bench.train_loop``: 1.4x the images/s of NCHW for the default model on 2 CPU cores).
-* Augmentation randomness depends only on (seed, epoch, step) (torch) or (seed, epoch, image) (albumentations,
+* Augmentation randomness depends only on (seed, epoch, step) (opencv, torch) or (seed, epoch, image) (albumentations,
   via :class:`EpochSampler`), so results do not depend on the number of workers and a resumed run equals an
   uninterrupted one on CPU.
 * A checkpoint (model, optimiser, scheduler, scaler, RNG state, history) is written atomically after every
