@@ -21,7 +21,7 @@ from bench.common import default_dataset, ours_vs_bare, resized_default
 from whaleid.config import ArcFaceConfig, AugmentConfig, ModelConfig, TrainConfig
 from whaleid.core.device import resolve_workers
 from whaleid.data.layout import load_dataset
-from whaleid.model.augment import BatchAugment, batch_generator, model_input
+from whaleid.model.augment import BatchAugment, batch_generator
 from whaleid.model.network import WhaleNet
 from whaleid.model.train import train_model
 
@@ -81,10 +81,7 @@ def main() -> None:
         for step in range(steps):
             if augmented:
                 generator = batch_generator(0, 0, step)
-                if aug.backend == "opencv":
-                    x = model_input(batch_augment.uint8(images.clone(), generator), device)
-                else:
-                    x = model_input(images, device, functools.partial(batch_augment, generator=generator))
+                x = batch_augment.augmented_input(images.clone(), device, generator)  # opencv works in place
             loss = torch.nn.functional.cross_entropy(net(x, y), y)
             opt.zero_grad(set_to_none=True)
             loss.backward()

@@ -275,3 +275,16 @@ def test_draw_gives_each_parameter_its_range_and_probability() -> None:
     assert (top >= 0).all() and (bottom <= h).all() and (left >= 0).all() and (right <= w).all()
     sizes = (right - left)[bottom > top] / w
     assert sizes.min() >= 0.05 - 1 / w and sizes.max() <= 0.2 + 1 / w
+
+
+@pytest.mark.parametrize("backend", ["opencv", "torch"])
+def test_augmented_input_is_the_configured_backends_path(backend: str) -> None:
+    cfg = AugmentConfig(backend=backend, hflip=0.5, color=0.7, blur=0.5, dropout=0.5)
+    images, cpu = _images(6, 24, 32, seed=8), torch.device("cpu")
+    got = BatchAugment(cfg).augmented_input(images.clone(), cpu, batch_generator(2, 0, 4))
+    if backend == "opencv":
+        want = model_input(BatchAugment(cfg).uint8(images.clone(), batch_generator(2, 0, 4)), cpu)
+    else:
+        want = normalize(BatchAugment(cfg)(to_float(images), batch_generator(2, 0, 4)))
+    assert torch.equal(got, want)
+    assert got.is_contiguous(memory_format=torch.channels_last)

@@ -16,11 +16,10 @@ images, each image with its own random parameters, in this order:
 * coarse dropout (``dropout``): 1-4 black rectangles, each 5-20% of the height and width.
 
 Then :func:`normalize` (ImageNet mean and std). ``augment.backend: opencv`` (the default) applies them with OpenCV
-to the uint8 batch on the CPU before it moves (:meth:`BatchAugment.uint8`, each step rounded to uint8), and the
-batch is then only converted and normalised; ``augment.backend: torch`` moves the batch first and applies the same
-parameters in float there (:meth:`BatchAugment.__call__`: for a GPU, where that is nearly free). The random
-parameters of a batch are drawn on the CPU from a generator seeded by (seed, epoch, step) (:func:`batch_generator`):
-the same for any device, worker count or resume point. The parameter ranges are those of the albumentations pipeline (``whaleid.model.transforms``), so the two
+to the uint8 CPU batch before it moves (:meth:`BatchAugment.uint8`, each step rounded to uint8); ``torch`` applies
+them in float after it moves (:meth:`BatchAugment.__call__`: nearly free on a GPU). A batch's parameters are drawn
+on the CPU from a generator seeded by (seed, epoch, step) (:func:`batch_generator`): the same for any device, worker
+count or resume point. Their ranges are those of the albumentations pipeline (``whaleid.model.transforms``), so the
 backends apply the same augmentation up to rounding and border details.
 """
 
@@ -104,8 +103,8 @@ def _base_grid(height: int, width: int, device: torch.device) -> torch.Tensor:
 def affine_grid(theta: torch.Tensor, height: int, width: int) -> torch.Tensor:
     """``F.affine_grid(theta, (B, C, height, width), align_corners=False)`` with its base grid built once per size,
     and each output coordinate ``(x * t0 + y * t1) + t2`` computed elementwise in the order torch's batched matrix
-    product sums it (the same bits on AVX2 CPUs; the last bit may differ on AVX-512 ones), instead of a (B, H * W, 3) x (B, 3, 2) product: about 4x
-    faster than ``F.affine_grid`` for 26 x 96 x 96 on 2 CPU cores."""
+    product sums it (the same bits on AVX2 CPUs; the last bit may differ on AVX-512 ones), instead of a
+    (B, H * W, 3) x (B, 3, 2) product: about 4x faster than ``F.affine_grid`` for 26 x 96 x 96 on 2 CPU cores."""
     base = _base_grid(height, width, theta.device).to(theta.dtype)[0].view(height, width, 3)  # x, y, 1
     x, y = base[None, 0, :, 0], base[None, :, 0, 1]  # x varies along a row, y down a column: (1, W), (1, H)
     planes = []
@@ -195,15 +194,14 @@ class Draw:
 
 
 class BatchAugment:
-    """The ``augment`` params applied to a batch; see the module doc. :meth:`__call__` runs in torch on a float
-    (B, 3, H, W) batch with values in [0, 255] (any device), :meth:`uint8` with OpenCV on the loader's uint8
-    (B, H, W, 3) CPU batch; both apply the same random parameters (:meth:`draw`).
+    """The ``augment`` params applied to a batch (module doc): :meth:`__call__` in torch on a float (B, 3, H, W)
+    batch in [0, 255] on any device, :meth:`uint8` with OpenCV on the loader's uint8 (B, H, W, 3) CPU batch, both
+    with the same random parameters (:meth:`draw`); :meth:`augmented_input` picks the configured one.
 
     Every call draws the same number of random values from ``generator`` whatever the probabilities, so a batch's
     augmentation is a pure function of the generator's seed. With ``rows`` and ``total``, the batch is those rows
     of a batch of ``total`` images (one rank's share under DDP): parameters are drawn for the whole batch and each
-    row gets its own, as in one process.
-    """
+    row gets its own, as in one process."""
 
     def __init__(self, cfg: AugmentConfig) -> None:
         self.cfg = cfg
@@ -287,33 +285,44 @@ class BatchAugment:
             x.masked_fill_(inside.any(1).to(dev)[:, None], 0.0)  # (B, 1, H, W)
         return x
 
+    def augmented_input(
+        self,
+        images: torch.Tensor,
+        device: torch.device,
+        generator: torch.Generator,
+        rows: slice | None = None,
+        total: int | None = None,
+    ) -> torch.Tensor:
+        """The loader's uint8 (B, H, W, 3) batch ``images`` augmented by the configured backend, as the model's input
+        on ``device`` (:func:`model_input`): opencv changes ``images`` in place first, torch augments it moved."""
+        if self.cfg.backend == "opencv":
+            return model_input(self.uint8(images, generator, rows, total), device)
+        return model_input(images, device, functools.partial(self, generator=generator, rows=rows, total=total))
+
     def uint8(
         self, images: torch.Tensor, generator: torch.Generator, rows: slice | None = None, total: int | None = None
     ) -> torch.Tensor:
         """Augment the uint8 (B, H, W, 3) CPU batch ``images`` in place with OpenCV, image by image, and return it:
         the same parameters as :meth:`__call__`, each step rounded to uint8 (bilinear warp with a reflected border,
-        brightness/contrast through a 256-entry table, OpenCV's Gaussian blur, black rectangles). Inside the default
-        training loop on 2 CPU cores, about 3 ms for 32 photos of 96 px plus 0.5 ms of conversion, against the float
-        path's 4.7 ms with its conversion (docs/benchmarks.md)."""
-        b, h, w, _ = images.shape
-        d = self.draw(b, h, w, generator, rows, total)
-        arr = images.numpy()
-        idx = d.affine.nonzero().squeeze(1).tolist()
-        maps = warp_matrices(d.angle[idx], d.scale[idx], d.shift[idx], h, w) if idx else []
-        warped = dict(zip(idx, maps, strict=True))
+        brightness/contrast through a 256-entry table, OpenCV's Gaussian blur, black rectangles). In the default
+        training loop on 2 CPU cores, about 3 ms for 32 photos of 96 px plus 0.5 ms of conversion, against the
+        float path's 4.7 ms with its conversion (docs/benchmarks.md)."""
+        d = self.draw(*images.shape[:3], generator, rows, total)
         threads = cv2.getNumThreads()
-        # One OpenCV thread: a second one fights torch's thread pool, whose threads spin between ops, for the other
-        # core. The results do not depend on the number of threads.
-        cv2.setNumThreads(1)
+        cv2.setNumThreads(1)  # a second thread fights torch's spinning pool for the other core (the same output)
         try:
-            self._uint8_images(arr, d, warped, h, w)
+            self._uint8_images(images.numpy(), d)
         finally:
             cv2.setNumThreads(threads)
         return images
 
     @staticmethod
-    def _uint8_images(arr: np.ndarray, d: Draw, warped: dict[int, np.ndarray], h: int, w: int) -> None:
-        """:meth:`uint8`'s per-image work on ``arr``, in place; ``warped`` maps each warped row to its inverse map."""
+    def _uint8_images(arr: np.ndarray, d: Draw) -> None:
+        """:meth:`uint8`'s per-image work on ``arr`` (B, H, W, 3), in place."""
+        h, w = arr.shape[1:3]
+        idx = d.affine.nonzero().squeeze(1).tolist()
+        maps = warp_matrices(d.angle[idx], d.scale[idx], d.shift[idx], h, w) if idx else []
+        warped = dict(zip(idx, maps, strict=True))
         warp = cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP
         table = np.arange(256, dtype=np.float32)
         flip, alpha, beta = d.flip.tolist(), d.alpha.tolist(), d.beta.tolist()
@@ -325,8 +334,7 @@ class BatchAugment:
             if i in warped:
                 m = warped[i]
                 if flip[i]:  # the flip before the warp, folded into its inverse map: x_in -> w - 1 - x_in
-                    m = np.array([-m[0], m[1]])
-                    m[0, 2] += w - 1
+                    m = np.array([-m[0], m[1]]) + [[0, 0, w - 1], [0, 0, 0]]
                 # out of place (warpAffine reads pixels it has written otherwise), then copied into the batch
                 img[:] = cv2.warpAffine(img, m, (w, h), flags=warp, borderMode=cv2.BORDER_REFLECT)
             elif flip[i]:

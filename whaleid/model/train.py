@@ -20,7 +20,6 @@
 from __future__ import annotations
 
 import contextlib
-import functools
 import logging
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -195,17 +194,13 @@ def _train_epoch(
     opts["disable"] = opts.get("disable", False) or not progress or not run.world.main
     rows = run.sampler.rows if isinstance(run.sampler, GlobalBatches) else None
     total = getattr(run.sampler, "last", None)
-    opencv = run.batch_augment is not None and run.batch_augment.cfg.backend == "opencv"
     bar = tqdm(run.loader, desc=f"epoch {epoch + 1}/{cfg.epochs}", unit="batch", **opts)
     for step, (images, targets) in enumerate(bar):
-        augment = None
-        if run.batch_augment is not None:
+        if run.batch_augment is None:  # albumentations: augmented and normalised in the loader
+            images = model_input(images, device)
+        else:
             generator = batch_generator(cfg.seed, epoch, step)
-            if opencv:  # on the uint8 CPU batch, before it moves
-                images = run.batch_augment.uint8(images, generator, rows, total)
-            else:
-                augment = functools.partial(run.batch_augment, generator=generator, rows=rows, total=total)
-        images = model_input(images, device, augment)
+            images = run.batch_augment.augmented_input(images, device, generator, rows, total)
         targets = targets.to(device, non_blocking=True)
         if margin_steps > 0:
             model.head.margin_factor = min(1.0, (epoch * run.steps_per_epoch + step + 1) / margin_steps)
