@@ -288,3 +288,30 @@ def test_augmented_input_is_the_configured_backends_path(backend: str) -> None:
         want = normalize(BatchAugment(cfg)(to_float(images), batch_generator(2, 0, 4)))
     assert torch.equal(got, want)
     assert got.is_contiguous(memory_format=torch.channels_last)
+
+
+def _augment_in_child(queue) -> None:  # a forked child: the parent's augmentation thread is not there
+    images = _images(6, 24, 24, seed=8)
+    queue.put(BatchAugment(AugmentConfig(hflip=0.5, blur=0.5)).uint8(images, batch_generator(1, 0, 0)).numpy())
+
+
+def test_opencv_halves_on_two_threads_equal_one_loop_and_a_forked_child() -> None:
+    """uint8 splits the batch over the caller and one worker thread: the result is the whole plan applied image by
+    image on one thread, for odd and even sizes, and a process forked after the thread started gets its own."""
+    cfg = AugmentConfig(hflip=0.5, affine=0.8, color=0.7, blur=0.5, dropout=0.5)
+    aug = BatchAugment(cfg)
+    for b in (1, 2, 5, 16):
+        images = _images(b, 32, 28, seed=b)
+        want = images.clone().numpy()
+        aug._uint8_images(want, aug._uint8_plan(aug.draw(b, 32, 28, batch_generator(2, 0, b)), 32, 28), 0)
+        np.testing.assert_array_equal(aug.uint8(images.clone(), batch_generator(2, 0, b)).numpy(), want)
+    ctx = torch.multiprocessing.get_context("fork")
+    queue = ctx.Queue()
+    child = ctx.Process(target=_augment_in_child, args=(queue,))
+    child.start()
+    got = queue.get(timeout=60)
+    child.join(60)
+    images = _images(6, 24, 24, seed=8)
+    np.testing.assert_array_equal(
+        got, BatchAugment(AugmentConfig(hflip=0.5, blur=0.5)).uint8(images, batch_generator(1, 0, 0)).numpy()
+    )

@@ -1,31 +1,30 @@
 """Batched training augmentation: a batch's random parameters drawn at once, applied with OpenCV to the uint8 CPU
 batch or in torch on the training device.
 
-Per-image augmentation in the DataLoader (albumentations, ``augment.backend: albumentations``) costs more CPU per
-image than a small model's training step, and on a machine with few cores it cannot hide behind the model.
-With the two batched backends the loader only decodes, and :class:`BatchAugment` applies to a batch of uint8
-images, each image with its own random parameters, in this order:
+Per-image augmentation in the DataLoader (``augment.backend: albumentations``) costs more CPU per image than a
+small model's training step. With the two batched backends the loader only decodes, and :class:`BatchAugment`
+applies to a uint8 batch, each image with its own random parameters, in this order:
 
 * horizontal flip (``hflip``);
-* affine (``affine``): rotation in ±``rotate`` degrees, scale in [``scale_min``, ``scale_max``] drawn for x and y
-  separately (so the aspect ratio jitters too), shift in ±``translate`` of the size, about the centre, bilinear,
-  reflected border;
+* affine (``affine``): rotation in ±``rotate`` degrees, scale in [``scale_min``, ``scale_max``] for x and y apart
+  (the aspect ratio jitters too), shift in ±``translate`` of the size, about the centre, bilinear, reflected border;
 * brightness/contrast (``color``): ``x * (1 + c) + 255 * b``, ``c`` in ±``contrast``, ``b`` in ±``brightness``,
   clipped to [0, 255];
 * Gaussian blur (``blur``): a 3 or 5 pixel kernel with sigma in [0.5, 3], reflected border;
 * coarse dropout (``dropout``): 1-4 black rectangles, each 5-20% of the height and width.
 
-Then :func:`normalize` (ImageNet mean and std). ``augment.backend: opencv`` (the default) applies them with OpenCV
-to the uint8 CPU batch before it moves (:meth:`BatchAugment.uint8`, each step rounded to uint8); ``torch`` applies
-them in float after it moves (:meth:`BatchAugment.__call__`: nearly free on a GPU). A batch's parameters are drawn
-on the CPU from a generator seeded by (seed, epoch, step) (:func:`batch_generator`): the same for any device, worker
-count or resume point. Their ranges are those of the albumentations pipeline (``whaleid.model.transforms``), so the
-backends apply the same augmentation up to rounding and border details.
+Then :func:`normalize` (ImageNet mean and std). ``opencv`` (the default) applies them to the uint8 CPU batch before
+it moves (:meth:`BatchAugment.uint8`, each step rounded to uint8); ``torch`` in float after it moves (nearly free
+on a GPU). A batch's parameters come from a CPU generator seeded by (seed, epoch, step) (:func:`batch_generator`):
+the same for any device, worker count or resume point. Their ranges are the albumentations pipeline's
+(``whaleid.model.transforms``), so the backends agree up to rounding and border details.
 """
 
 from __future__ import annotations
 
+import concurrent.futures
 import functools
+import os
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -40,6 +39,13 @@ MEAN = (0.485, 0.456, 0.406)
 STD = (0.229, 0.224, 0.225)
 MAX_HOLES = 4  # coarse dropout: 1 to MAX_HOLES rectangles
 HOLE_SIZE = (0.05, 0.2)  # each rectangle's height and width, as a share of the image's
+_WARP = cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP
+
+
+@functools.lru_cache(maxsize=1)
+def _second_thread(pid: int) -> concurrent.futures.ThreadPoolExecutor:
+    """The one worker thread that augments half of each batch, per process (a forked child gets its own)."""
+    return concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="whaleid-augment")
 
 
 def batch_generator(seed: int, epoch: int, step: int) -> torch.Generator:
@@ -101,17 +107,13 @@ def _base_grid(height: int, width: int, device: torch.device) -> torch.Tensor:
 
 
 def affine_grid(theta: torch.Tensor, height: int, width: int) -> torch.Tensor:
-    """``F.affine_grid(theta, (B, C, height, width), align_corners=False)`` with its base grid built once per size,
-    and each output coordinate ``(x * t0 + y * t1) + t2`` computed elementwise in the order torch's batched matrix
-    product sums it (the same bits on AVX2 CPUs; the last bit may differ on AVX-512 ones), instead of a
-    (B, H * W, 3) x (B, 3, 2) product: about 4x faster than ``F.affine_grid`` for 26 x 96 x 96 on 2 CPU cores."""
+    """``F.affine_grid(theta, (B, C, height, width), align_corners=False)``, base grid built once per size, each
+    coordinate ``(x * t0 + y * t1) + t2`` summed elementwise in torch's order (the same bits on AVX2, the last may
+    differ on AVX-512): about 4x faster than ``F.affine_grid`` for 26 x 96 x 96 on 2 CPU cores."""
     base = _base_grid(height, width, theta.device).to(theta.dtype)[0].view(height, width, 3)  # x, y, 1
     x, y = base[None, 0, :, 0], base[None, :, 0, 1]  # x varies along a row, y down a column: (1, W), (1, H)
     planes = []
-    for r in range(2):
-        # the products are computed once per column (x) and once per row (y), then summed over the (H, W) grid
-        # in the order (x * t0 + y * t1) + t2, as torch sums it, half the full-size operations; each coordinate as a
-        # contiguous (B, H, W) plane, interleaved once at the end (writing them strided is 1.7x slower)
+    for r in range(2):  # products once per column and row, summed over (H, W); contiguous planes, stacked at the end
         xt, yt = x * theta[:, r, 0, None], y * theta[:, r, 1, None]
         planes.append(torch.add(xt[:, None, :], yt[:, :, None]).add_(theta[:, r, 2, None, None]))
     return torch.stack(planes, dim=-1)
@@ -196,12 +198,10 @@ class Draw:
 class BatchAugment:
     """The ``augment`` params applied to a batch (module doc): :meth:`__call__` in torch on a float (B, 3, H, W)
     batch in [0, 255] on any device, :meth:`uint8` with OpenCV on the loader's uint8 (B, H, W, 3) CPU batch, both
-    with the same random parameters (:meth:`draw`); :meth:`augmented_input` picks the configured one.
-
-    Every call draws the same number of random values from ``generator`` whatever the probabilities, so a batch's
-    augmentation is a pure function of the generator's seed. With ``rows`` and ``total``, the batch is those rows
-    of a batch of ``total`` images (one rank's share under DDP): parameters are drawn for the whole batch and each
-    row gets its own, as in one process."""
+    with the same random parameters (:meth:`draw`); :meth:`augmented_input` picks the configured one. Every call
+    draws as many random values from ``generator`` whatever the probabilities: a batch's augmentation is a pure
+    function of its seed. With ``rows`` and ``total``, the batch is those rows of a batch of ``total`` images (one
+    rank's share under DDP): parameters are drawn for the whole batch and each row gets its own, as in one process."""
 
     def __init__(self, cfg: AugmentConfig) -> None:
         self.cfg = cfg
@@ -266,9 +266,7 @@ class BatchAugment:
             idx = d.affine.nonzero().squeeze(1)
             theta = affine_theta(d.angle[idx], d.scale[idx], d.shift[idx], h, w).to(dev)
             grid = affine_grid(theta, h, w)
-            warped = F.grid_sample(
-                x[idx.to(dev)], grid, mode="bilinear", padding_mode="reflection", align_corners=False
-            )
+            warped = F.grid_sample(x[idx.to(dev)], grid, "bilinear", "reflection", align_corners=False)
             x.index_copy_(0, idx.to(dev), warped)
         if d.color.any():
             x.mul_(d.alpha.to(dev).view(b, 1, 1, 1)).add_(d.beta.to(dev).view(b, 1, 1, 1)).clamp_(0.0, 255.0)
@@ -304,47 +302,49 @@ class BatchAugment:
     ) -> torch.Tensor:
         """Augment the uint8 (B, H, W, 3) CPU batch ``images`` in place with OpenCV, image by image, and return it:
         the same parameters as :meth:`__call__`, each step rounded to uint8 (bilinear warp with a reflected border,
-        brightness/contrast through a 256-entry table, OpenCV's Gaussian blur, black rectangles). In the default
-        training loop on 2 CPU cores, about 3 ms for 32 photos of 96 px plus 0.5 ms of conversion, against the
-        float path's 4.7 ms with its conversion (docs/benchmarks.md)."""
-        d = self.draw(*images.shape[:3], generator, rows, total)
+        brightness/contrast through a 256-entry table, OpenCV's Gaussian blur, black rectangles), half the batch on a
+        second thread; on 2 CPU cores cheaper than the float path (docs/benchmarks.md)."""
+        arr, half = images.numpy(), len(images) // 2
+        plan = self._uint8_plan(self.draw(*images.shape[:3], generator, rows, total), *arr.shape[1:3])
         threads = cv2.getNumThreads()
-        cv2.setNumThreads(1)  # a second thread fights torch's spinning pool for the other core (the same output)
-        try:
-            self._uint8_images(images.numpy(), d)
+        cv2.setNumThreads(1)  # one each: a second OpenCV thread fights torch's spinning pool (the same output)
+        try:  # the halves on two threads (OpenCV releases the GIL): bench/train_loop 1.00 of bare, 0.91 on one
+            second = _second_thread(os.getpid()).submit(self._uint8_images, arr, plan[half:], half)
+            self._uint8_images(arr, plan[:half], 0)
+            second.result()
         finally:
             cv2.setNumThreads(threads)
         return images
 
     @staticmethod
-    def _uint8_images(arr: np.ndarray, d: Draw) -> None:
-        """:meth:`uint8`'s per-image work on ``arr`` (B, H, W, 3), in place."""
-        h, w = arr.shape[1:3]
+    def _uint8_plan(d: Draw, h: int, w: int) -> list[tuple]:
+        """Per image (inverse warp map, flip, colour table, (blur taps, sigma), holes), None where a step is off."""
         idx = d.affine.nonzero().squeeze(1).tolist()
-        maps = warp_matrices(d.angle[idx], d.scale[idx], d.shift[idx], h, w) if idx else []
-        warped = dict(zip(idx, maps, strict=True))
-        warp = cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP
-        table = np.arange(256, dtype=np.float32)
-        flip, alpha, beta = d.flip.tolist(), d.alpha.tolist(), d.beta.tolist()
-        color, blur, drop = d.color.tolist(), d.blur.tolist(), d.drop.tolist()
-        blur_size, blur_sigma = d.blur_size.tolist(), d.blur_sigma.tolist()
-        holes = d.holes.to(torch.int64).tolist()
-        for i in range(len(arr)):
-            img = arr[i]
-            if i in warped:
-                m = warped[i]
-                if flip[i]:  # the flip before the warp, folded into its inverse map: x_in -> w - 1 - x_in
-                    m = np.array([-m[0], m[1]]) + [[0, 0, w - 1], [0, 0, 0]]
-                # out of place (warpAffine reads pixels it has written otherwise), then copied into the batch
-                img[:] = cv2.warpAffine(img, m, (w, h), flags=warp, borderMode=cv2.BORDER_REFLECT)
-            elif flip[i]:
+        maps = dict(zip(idx, warp_matrices(d.angle[idx], d.scale[idx], d.shift[idx], h, w) if idx else [], strict=True))
+        alpha, beta = d.alpha.numpy()[:, None], d.beta.numpy()[:, None]  # float32, as each table is computed
+        luts = np.clip(np.arange(256, dtype=np.float32) * alpha + beta, 0, 255).round().astype(np.uint8)
+        holes, sizes, sigmas = d.holes.to(torch.int64).tolist(), d.blur_size.tolist(), d.blur_sigma.tolist()
+        flags, plan = zip(*(t.tolist() for t in (d.flip, d.color, d.blur, d.drop)), strict=True), []
+        for i, (flip, color, blur, drop) in enumerate(flags):
+            m = maps.get(i)
+            if m is not None and flip:  # x_in -> w - 1 - x_in
+                m, flip = np.array([-m[0], m[1]]) + [[0, 0, w - 1], [0, 0, 0]], False
+            blurred = (sizes[i], sigmas[i]) if blur else None
+            plan.append((m, flip, luts[i] if color else None, blurred, holes[i] if drop else None))
+        return plan
+
+    @staticmethod
+    def _uint8_images(arr: np.ndarray, plan: list[tuple], start: int) -> None:
+        """:meth:`uint8`'s OpenCV work: ``plan`` (:meth:`_uint8_plan`) applied to ``arr`` from image ``start``."""
+        h, w = arr.shape[1:3]
+        for img, (m, flip, lut, blur, holes) in zip(arr[start:], plan, strict=False):
+            if m is not None:  # out of place (warpAffine reads pixels it has written otherwise), then copied back
+                img[:] = cv2.warpAffine(img, m, (w, h), flags=_WARP, borderMode=cv2.BORDER_REFLECT)
+            elif flip:
                 img[:] = cv2.flip(img, 1)  # 10x numpy's reversed-stride copy
-            if color[i]:
-                lut = np.clip(table * np.float32(alpha[i]) + np.float32(beta[i]), 0, 255).round().astype(np.uint8)
+            if lut is not None:
                 cv2.LUT(img, lut, dst=img)
-            if blur[i]:
-                k = blur_size[i]
-                img[:] = cv2.GaussianBlur(img, (k, k), blur_sigma[i], borderType=cv2.BORDER_REFLECT_101)
-            if drop[i]:
-                for top, left, bottom, right in holes[i]:
-                    img[top:bottom, left:right] = 0
+            if blur is not None:
+                img[:] = cv2.GaussianBlur(img, (blur[0], blur[0]), blur[1], borderType=cv2.BORDER_REFLECT_101)
+            for top, left, bottom, right in holes or ():
+                img[top:bottom, left:right] = 0
